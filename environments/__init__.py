@@ -1,0 +1,1 @@
+"""Dockerized repository environments: images, containers, a persistent shell, tools and grading."""

@@ -1,0 +1,163 @@
+"""Typed configuration shared by every srl-agent entry point.
+
+Each component declares one `Section` (a pydantic model): its defaults live there and nowhere else.
+A run is resolved in three layers, later ones winning:
+
+1. the defaults of the section classes,
+2. a YAML file (`--config configs/x.yaml`) that holds only what differs,
+3. dotted command-line overrides (`trainer.lr=1e-6 data.sources='[a.jsonl, b.jsonl]'`), whose values
+   are read as YAML scalars/lists.
+
+An unknown key, a wrong type or a missing file raises `ConfigError` naming the key (with where it came
+from) or the path. `dump_config` writes the resolved config as YAML, for the run folder and `--dry-run`.
+
+This module lives in `trajectories`, the package every other one may import, so that all three
+packages' entry points share it without breaking the one-way dependency rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration cannot be resolved; the message names the key or the file."""
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied last, e.g. trainer.lr=1e-6"
+    )
+
+
+def resolve_config(
+    cls: type[T],
+    config_file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> T:
+    """Build a `cls` from its defaults, a YAML file and dotted overrides (`key.sub=value`), in that order."""
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        from_file = load_yaml(config_file)
+        _merge(data, from_file)
+        for key in _flat_keys(from_file):
+            sources[key] = str(config_file)
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+        sources[key] = "command line"
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, sources)) from None
+
+
+def run_cli(main: Callable[[], int]) -> NoReturn:
+    """Run an entry point's `main`, turning a ConfigError into a one-line message and exit status 2."""
+    try:
+        code = main()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def save_config(cfg: BaseModel, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dump_config(cfg), encoding="utf-8")
+    return path
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {'.'.join(parents[: i + 1])} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, dict):
+            keys.extend(_flat_keys(value, dotted + "."))
+    return keys
+
+
+def _describe(error: ValidationError, sources: dict[str, str]) -> str:
+    lines = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        origin = sources.get(key)
+        where = f" (from {origin})" if origin else ""
+        if err["type"] == "extra_forbidden":
+            # An unknown section: name the full keys the user wrote under it, not just the section.
+            written = [k for k in sources if k.startswith(key + ".") and not isinstance(err.get("input"), str)]
+            leaves = [k for k in written if not any(o.startswith(k + ".") for o in written)] or [key]
+            lines += [f"unknown config key {k}{f' (from {sources[k]})' if k in sources else where}" for k in leaves]
+        else:
+            lines.append(f"bad value for {key}{where}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
