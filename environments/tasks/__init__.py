@@ -26,10 +26,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from environments.config import EnvConfig
 
 TASKS_DIR = Path(__file__).resolve().parent
 IMAGE_NAMESPACE = "srl-agent"
@@ -45,6 +49,8 @@ COMMIT_MESSAGE = "Base commit of a bundled srl-agent task\n"
 # Written to .git/info/exclude (not part of the tree, so not part of the sha): keeps caches that running
 # the tests leaves behind out of `git add -A` and thus out of submitted patches.
 GIT_EXCLUDE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+# Run in /testbed when the task image is built (no network needed: pytest comes with the base image).
+TASK_SETUP = f"cat >> .git/info/exclude <<'EOF'\n{GIT_EXCLUDE}EOF\npython3 -m pytest --version\n"
 
 _REQUIRED = ("instance_id", "repo", "version", "base_commit", "created_at", "problem_statement")
 _DIFF_TARGET = re.compile(r"^\+\+\+ b/(.+)$", re.MULTILINE)
@@ -220,6 +226,29 @@ def materialize_repo(task: Task, dest: str | Path) -> Path:
             f"now commits to {commit.hexsha}; set base_commit to the new sha if the edit was meant"
         )
     return dest
+
+
+def build_images(
+    tasks: Iterable[Task], cfg: EnvConfig | None = None, *, client: Any = None, rebuild: bool = False
+) -> list[str]:
+    """Build (or reuse, when their inputs are unchanged) the base image and every task's image, each
+    under its `image` name, so the swebench harness finds them locally. Returns the image names."""
+    from environments import images
+    from environments.config import EnvConfig
+
+    cfg = cfg or EnvConfig()
+    base = images.ensure_base_image(cfg, client=client, rebuild=rebuild)
+    built = []
+    for task in tasks:
+        with tempfile.TemporaryDirectory(prefix=f"srl-{task.directory.name}-") as tmp:
+            repo = materialize_repo(task, Path(tmp) / "repo")
+            built.append(
+                images.build_task_image(
+                    task.image, base, repo, task.base_commit, TASK_SETUP,
+                    ca_bundle=None, network=False, client=client, rebuild=rebuild,
+                )
+            )  # fmt: skip
+    return built
 
 
 def _test_ids(meta: dict[str, Any], key: str, where: Path) -> tuple[str, ...]:

@@ -1,0 +1,283 @@
+"""Grading a patch against a task: the official swebench harness, and a fast in-container test runner.
+
+- `grade_with_harness(instances, predictions, run_id, ...)`: the reference. Calls
+  `swebench.harness.run_evaluation.main` (swebench 5.x, the only import of swebench in this project,
+  made inside the function) on a dataset JSON of the instances, with images that must already exist
+  locally under each instance's `image` name (`python -m environments build`), so nothing is pulled.
+  It reads the harness's per-instance `report.json` files and its run summary.
+- `run_tests_in_env(env, task, patch, ...)`: for RLVR rewards, where starting a container per grade
+  and importing swebench (about 3 s) would dominate. In a running environment at the task's base
+  commit it applies the patch and the test patch, runs exactly the FAIL_TO_PASS and PASS_TO_PASS
+  tests with `pytest -rA`, and grades the statuses with the rules of swebench 5.x (`grade_statuses`,
+  tested against the harness in tests/environments/test_grading.py).
+
+Both return a `GradeResult`. Outcomes that are not "the tests ran" are results, not exceptions: an
+empty patch (`empty_patch`), a patch that does not apply (`patch_failed`, with git's message), or a
+harness/test-run failure (`error`, with the reason and the log path). None of them counts as resolved.
+
+Harness logs go to `<work_dir>/logs/run_evaluation/<run_id>/...` (swebench writes them relative to
+the working directory, so the call runs inside `work_dir`; the process's cwd is restored afterwards,
+which makes concurrent calls from threads of one process unsafe). The harness reuses a finished
+`(run_id, instance)` report, so a new patch needs a new `run_id`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import resource
+import shlex
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from environments.tasks import Task
+
+Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "error"]
+
+START_MARKER = ">>>>> Start Test Output"
+END_MARKER = ">>>>> End Test Output"
+APPLY_FAILED_MARKER = ">>>>> Patch Apply Failed"
+PASSING = frozenset({"PASSED", "XFAIL"})
+PYTEST_STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL")
+MODEL_NAME = "srl-agent"
+PATCH_PATH = "/tmp/srl_agent_patch.diff"
+TEST_PATCH_PATH = "/tmp/srl_agent_test_patch.diff"
+_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line of the harness's own log
+
+
+@dataclass
+class TestOutcome:
+    success: list[str] = field(default_factory=list)
+    failure: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GradeResult:
+    """The outcome of grading one patch. `resolved` iff every F2P and P2P test succeeded."""
+
+    instance_id: str
+    status: Status
+    fail_to_pass: TestOutcome = field(default_factory=TestOutcome)
+    pass_to_pass: TestOutcome = field(default_factory=TestOutcome)
+    detail: str = ""  # why, for every status but resolved/unresolved; where the logs are, for the harness
+    grader: Literal["harness", "fast"] = "harness"
+
+    @property
+    def resolved(self) -> bool:
+        return self.status == "resolved"
+
+    @property
+    def patch_applied(self) -> bool:
+        return self.status in ("resolved", "unresolved")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "resolved": self.resolved, "patch_applied": self.patch_applied}
+
+
+class Grading(Protocol):
+    """What the fast runner needs of an environment (DockerEnvironment has both)."""
+
+    def exec(self, command: str) -> tuple[int, str]:
+        """Run `command` with bash in its own process, outside the agent's shell: (exit code, output)."""
+        ...
+
+    def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure parts: reading pytest output and applying swebench 5.x's grading rules.
+
+
+def parse_pytest_report(log: str) -> dict[str, str]:
+    """`{node id: status}` from the summary lines of `pytest -rA` (`PASSED tests/x.py::t`, `FAILED
+    tests/x.py::t - reason`). Same reading as swebench's `parse_log_pytest`, minus its skip-summary
+    special case (`SKIPPED [N] path:line: reason` names no test, so it is dropped here too)."""
+    statuses: dict[str, str] = {}
+    for line in log.splitlines():
+        word, _, rest = line.partition(" ")
+        if word not in PYTEST_STATUSES or not rest.strip():
+            continue
+        test = rest.split(" - ", 1)[0].split()[0]
+        if word == "SKIPPED" and test.startswith("["):
+            continue
+        statuses[test] = word
+    return statuses
+
+
+def grade_statuses(
+    instance_id: str, fail_to_pass: Iterable[str], pass_to_pass: Iterable[str], statuses: Mapping[str, str]
+) -> GradeResult:
+    """swebench 5.x rules: an F2P test succeeds only if PASSED/XFAIL (a skipped or missing one fails);
+    a P2P test succeeds if PASSED/XFAIL/SKIPPED and fails if FAILED/ERROR/missing."""
+    f2p, p2p = TestOutcome(), TestOutcome()
+    for test in fail_to_pass:
+        (f2p.success if statuses.get(test) in PASSING else f2p.failure).append(test)
+    for test in pass_to_pass:
+        ok = statuses.get(test) in PASSING or statuses.get(test) == "SKIPPED"
+        (p2p.success if ok else p2p.failure).append(test)
+    status: Status = "unresolved" if f2p.failure or p2p.failure else "resolved"
+    return GradeResult(instance_id, status, f2p, p2p, grader="fast")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fast runner.
+
+
+def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: float = 300.0) -> GradeResult:
+    """Grade `patch` in a running environment whose repository is at the task's base commit.
+
+    Commands run in their own bash, not the agent's shell, so nothing the agent set there (cwd,
+    variables, functions) reaches the tests; each is bounded by `timeout` seconds. Leaves the patch
+    and the test patch applied: reset the environment before reusing it.
+    """
+    iid = task.instance_id
+    if not (patch or "").strip():
+        return GradeResult(iid, "empty_patch", detail="the patch is empty", grader="fast")
+    env.write_file(PATCH_PATH, _normalize_patch(patch or ""))
+    env.write_file(TEST_PATCH_PATH, task.test_patch)
+    limit = f"cd /testbed && timeout -s KILL {int(timeout)}"
+    code, out = env.exec(f"{limit} git apply --verbose {PATCH_PATH} 2>&1")
+    if code != 0:
+        return GradeResult(iid, "patch_failed", grader="fast",
+                           detail=f"the patch does not apply (git apply exit {code}): {out.strip()[-2000:]}")
+    files = " ".join(shlex.quote(f) for f in task.test_files)
+    code, out = env.exec(f"{limit} git checkout {task.base_commit} -- {files} 2>&1 && git apply {TEST_PATCH_PATH} 2>&1")
+    if code != 0:
+        return GradeResult(iid, "error", detail=f"the test patch does not apply: {out.strip()[-2000:]}", grader="fast")
+    tests = " ".join(shlex.quote(t) for t in (*task.fail_to_pass, *task.pass_to_pass))
+    from environments.tasks import TEST_COMMAND
+
+    code, out = env.exec(f"{limit} {TEST_COMMAND} {tests} 2>&1")
+    statuses = parse_pytest_report(out)
+    if not statuses:
+        why = "the tests ran past the timeout" if code == 137 else "no test results"
+        return GradeResult(iid, "error", detail=f"{why} (exit {code}): {out.strip()[-2000:]}", grader="fast")
+    if code != 0 and not any(s in ("FAILED", "ERROR") for s in statuses.values()):
+        # As the harness does: a failing run whose log shows no failure is not describing that run
+        # (e.g. a patched conftest printing fake PASSED lines).
+        return GradeResult(iid, "error", detail=f"pytest exited {code} but reported no failure", grader="fast")
+    return grade_statuses(iid, task.fail_to_pass, task.pass_to_pass, statuses)
+
+
+def _normalize_patch(patch: str) -> str:
+    """Patches from SWE-agent may carry CRLF line ends and a leading blank line; git apply wants neither."""
+    text = patch.replace("\r\n", "\n").lstrip("\n")
+    return text if text.endswith("\n") else text + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The official harness.
+
+
+def grade_with_harness(
+    instances: Iterable[Mapping[str, Any]],
+    predictions: Mapping[str, str | None],
+    run_id: str,
+    *,
+    work_dir: str | Path,
+    timeout: int = 600,
+    max_workers: int = 1,
+    model_name: str = MODEL_NAME,
+) -> dict[str, GradeResult]:
+    """Grade `predictions` (`{instance_id: patch}`) with `swebench.harness.run_evaluation.main`.
+
+    `instances` are swebench 5.x instances (`Task.instance()`); their images must exist locally.
+    Returns one GradeResult per prediction. Raises ValueError for a prediction without an instance.
+    """
+    from swebench.harness import run_evaluation
+
+    instances = list(instances)
+    known = {i["instance_id"] for i in instances}
+    unknown = sorted(set(predictions) - known)
+    if unknown:
+        raise ValueError(f"predictions for instances not in the dataset: {', '.join(unknown)}")
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    dataset = work_dir / "dataset.json"
+    dataset.write_text(json.dumps(instances, indent=1) + "\n", encoding="utf-8")
+    preds_path = work_dir / f"predictions.{run_id}.jsonl"
+    rows = [
+        {"instance_id": iid, "model_name_or_path": model_name, "model_patch": _harness_patch(patch)}
+        for iid, patch in predictions.items()
+    ]
+    preds_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    # The harness sets soft and hard RLIMIT_NOFILE to this value: pass the current hard limit, so the
+    # call raises the soft limit and never lowers the hard one for the rest of this process.
+    open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    open_files = open_files if open_files != resource.RLIM_INFINITY else 1 << 20
+    # The harness prints progress to stdout; send it to stderr so callers' stdout stays theirs (--json).
+    with contextlib.chdir(work_dir), contextlib.redirect_stdout(sys.stderr):
+        summary_path = run_evaluation.main(
+            dataset_name=str(dataset),
+            split="test",
+            instance_ids=sorted(predictions),
+            predictions_path=str(preds_path),
+            max_workers=max_workers,
+            open_file_limit=open_files,
+            run_id=run_id,
+            timeout=timeout,
+            rewrite_reports=False,
+            modal=False,
+            report_dir=str(work_dir),
+        )
+    summary = json.loads(Path(work_dir, summary_path).read_text(encoding="utf-8")) if summary_path else {}
+    log_root = work_dir / "logs" / "run_evaluation" / run_id / model_name.replace("/", "__")
+    return {iid: _read_harness_result(iid, log_root / iid, summary) for iid in predictions}
+
+
+def _harness_patch(patch: str | None) -> str | None:
+    if patch is None or not patch.strip():
+        return patch
+    return _normalize_patch(patch)
+
+
+def _read_harness_result(instance_id: str, log_dir: Path, summary: Mapping[str, Any]) -> GradeResult:
+    if instance_id in summary.get("empty_patch_ids", []):
+        return GradeResult(instance_id, "empty_patch", detail="empty patch: the harness does not run it")
+    report_path = log_dir / "report.json"
+    if not report_path.is_file():
+        return _harness_error(instance_id, log_dir)
+    report = json.loads(report_path.read_text(encoding="utf-8"))[instance_id]
+    status_map = report.get("tests_status") or {}
+    f2p = TestOutcome(**_outcome(status_map.get("FAIL_TO_PASS")))
+    p2p = TestOutcome(**_outcome(status_map.get("PASS_TO_PASS")))
+    if not report.get("patch_successfully_applied"):
+        reason = report.get("infra_failure_reason") or "no valid test output (see test_output.txt)"
+        return GradeResult(instance_id, "error", f2p, p2p, detail=f"{reason}; logs in {log_dir}")
+    status: Status = "resolved" if report.get("resolved") else "unresolved"
+    return GradeResult(instance_id, status, f2p, p2p, detail=f"logs in {log_dir}")
+
+
+def _harness_error(instance_id: str, log_dir: Path) -> GradeResult:
+    """No report.json: the harness stopped before grading. Tell a patch that did not apply from the rest."""
+    log_file = log_dir / "run_instance.log"
+    text = log_file.read_text(encoding="utf-8", errors="replace") if log_file.is_file() else ""
+    if APPLY_FAILED_MARKER in text:
+        git_says = []
+        for line in text.split(APPLY_FAILED_MARKER, 1)[1].lstrip(":\n").splitlines():
+            if _LOG_LINE.match(line):
+                break
+            git_says.append(line.strip())
+        git_says = " ".join(filter(None, git_says))
+        return GradeResult(
+            instance_id, "patch_failed", detail=f"the patch does not apply: {git_says[:2000]}; logs in {log_dir}"
+        )
+    errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
+    why = errors[-1].strip() if errors else "the harness wrote no report"
+    return GradeResult(instance_id, "error", detail=f"{why[:2000]}; logs in {log_dir or '(none)'}")
+
+
+def _outcome(section: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    section = section or {}
+    return {"success": list(section.get("success", [])), "failure": list(section.get("failure", []))}
+
+
+def harness_run_id(prefix: str) -> str:
+    """A run id that no earlier run used (the harness caches reports per run id)."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '-', prefix)}-{os.getpid()}-{os.urandom(3).hex()}"
