@@ -1,0 +1,358 @@
+"""Sandboxed containers and `DockerEnvironment`, a repository environment an agent acts in.
+
+Every container is started locked down: no network (unless `EnvConfig.network`), memory/CPU/process
+limits, all capabilities dropped but the few a root user needs to edit files and install packages,
+`no-new-privileges`. It is labelled `srl-agent.managed=1` and with its owner process
+(`host:pid:start-time`), so that containers leaked by a run that crashed are removed by `reap_leaked()`,
+which the first environment of every process calls.
+
+`DockerEnvironment` runs commands through a `PersistentShell`, restores the repository between episodes
+(warm: `git checkout` of the base commit + `git clean` in the same container; fresh: a new container),
+and reports the repository's diff against its base commit: the patch an agent submits.
+
+Warm reset restores the tracked and untracked files of the repository and kills every process; files
+ignored by git (build products of the image's setup such as `*.egg-info`) and changes outside the
+repository are kept. When the repository cannot be restored (it was deleted, `.git` is broken), reset
+falls back to a fresh container.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import io
+import logging
+import os
+import shlex
+import socket
+import tarfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from environments import docker_engine
+from environments.config import EnvConfig
+from environments.images import BASE_COMMIT_LABEL, KEEPER
+from environments.shell import CommandResult, PersistentShell, ShellLost
+
+if TYPE_CHECKING:
+    import docker
+
+log = logging.getLogger(__name__)
+
+MANAGED_LABEL = "srl-agent.managed"
+OWNER_LABEL = "srl-agent.owner"
+# What root inside the sandbox needs to edit any file, chmod, install packages (apt drops to _apt) and
+# stop its own processes; everything else (raw sockets, mounts, ptrace, ...) stays dropped.
+CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
+_LIVE: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
+_reaped_lock = threading.Lock()
+_reaped = False
+
+
+def owner_id(pid: int | None = None) -> str:
+    """`host:pid:start-time` of a process (default: this one); start time makes reused pids distinct."""
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def start_container(
+    client: docker.DockerClient, image: str, cfg: EnvConfig, *, name: str | None = None
+) -> Any:
+    """Start a sandboxed, labelled container from `image` that idles until removed."""
+    return client.containers.run(
+        image,
+        command=KEEPER,
+        name=name,
+        detach=True,
+        network_mode="bridge" if cfg.network else "none",
+        mem_limit=cfg.memory,
+        memswap_limit=cfg.memory,
+        nano_cpus=int(cfg.cpus * 1e9),
+        pids_limit=cfg.pids_limit,
+        cap_drop=["ALL"],
+        cap_add=CAPABILITIES,
+        security_opt=["no-new-privileges"],
+        labels={MANAGED_LABEL: "1", OWNER_LABEL: owner_id()},
+        working_dir="/",
+    )
+
+
+def reap_leaked(client: docker.DockerClient | None = None) -> list[str]:
+    """Remove managed containers on this host whose owner process is gone; returns their names."""
+    client = client or docker_engine.shared_client()
+    host = socket.gethostname()
+    removed = []
+    for container in client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"}):
+        owner = container.labels.get(OWNER_LABEL, "")
+        owner_host, _, rest = owner.partition(":")
+        pid, _, started = rest.partition(":")
+        if not owner or owner_host != host:
+            continue  # not started by an srl-agent process on this host: not ours to judge
+        if pid.isdigit() and _start_time(int(pid)) == started:
+            continue  # its owner still runs
+        try:
+            container.remove(force=True)
+            removed.append(container.name)
+        except docker_engine.NotFound:
+            pass
+    if removed:
+        log.info("removed %d container(s) leaked by earlier runs: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+class DockerEnvironment:
+    """A repository in a sandboxed container with a persistent shell. Use as a context manager.
+
+    `image` must hold the repository at `cfg.workdir` as a git checkout whose HEAD is the base commit
+    (images from `build_task_image` and SWE-bench images do); the base commit is read from the image's
+    label or from HEAD at start. One thread at a time per environment.
+    """
+
+    def __init__(
+        self, image: str | None = None, cfg: EnvConfig | None = None, *, client: docker.DockerClient | None = None
+    ) -> None:
+        self.cfg = cfg or EnvConfig()
+        self.image = image or self.cfg.base_image
+        self._client = client
+        self._container: Any = None
+        self._shell: PersistentShell | None = None
+        self.base_commit: str | None = None
+        self._head_ref: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, image: str | None = None) -> DockerEnvironment:
+        """Start a container from `image` (default: the one given at construction) and its shell."""
+        global _reaped
+        self.image = image or self.image
+        client = self._client or docker_engine.shared_client()
+        self._client = client
+        with _reaped_lock:
+            if not _reaped:
+                reap_leaked(client)
+                _reaped = True
+        self._container = start_container(client, self.image, self.cfg)
+        _LIVE.add(self)
+        labels = self._container.image.labels or {}
+        self.base_commit, self._head_ref = self._read_base(labels.get(BASE_COMMIT_LABEL))
+        self._start_shell()
+        return self
+
+    def close(self) -> None:
+        """Remove the container (idempotent)."""
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+        if self._container is not None:
+            try:
+                self._container.remove(force=True)
+            except docker_engine.NotFound:
+                pass
+            self._container = None
+        _LIVE.discard(self)
+
+    def __enter__(self) -> DockerEnvironment:
+        return self.start() if self._container is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def container_id(self) -> str:
+        return self._require().id
+
+    # -- acting -----------------------------------------------------------------------------------
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run `command` in the persistent shell (cwd and variables persist); never raises for its faults.
+
+        When the container itself is wedged (e.g. the process limit is exhausted so nothing can be
+        started), it is restarted: every process dies, files stay, and the result's note says so.
+        """
+        self._require()
+        assert self._shell is not None
+        started = time.monotonic()
+        try:
+            return self._shell.run(command, timeout if timeout is not None else self.cfg.command_timeout)
+        except ShellLost as e:
+            log.warning("restarting container %s: %s", self._container.short_id, e)
+            self._restart_container()
+            return CommandResult(
+                output="", exit_code=None, timed_out=True, duration=time.monotonic() - started,
+                note=(f"The environment stopped responding ({e}); it was restarted: all processes were"
+                      f" killed, files were kept, the shell starts in {self._shell.cwd}."),
+            )  # fmt: skip
+
+    def exec(self, command: str) -> tuple[int, str]:
+        """Run `command` with bash in its own exec, outside the agent's shell: (exit code, output)."""
+        self._require()
+        assert self._shell is not None
+        return self._shell.exec_once(command)
+
+    def diff(self) -> str:
+        """The repository's changes against the base commit as a patch (new files included; '' if none).
+
+        Uses a scratch index, so the agent's own staging area is left alone.
+        """
+        if self.base_commit is None:
+            raise RuntimeError(f"{self.image}: {self.cfg.workdir} is not a git repository; there is no diff")
+        script = (
+            f"cd {shlex.quote(self.cfg.workdir)} && export GIT_INDEX_FILE=$(mktemp) && "
+            "{ cp .git/index \"$GIT_INDEX_FILE\" 2>/dev/null || rm -f \"$GIT_INDEX_FILE\"; } && "
+            f"git add -A && git diff --cached {self.base_commit}; rc=$?; rm -f \"$GIT_INDEX_FILE\"; exit $rc"
+        )
+        code, output = self.exec(script)
+        if code != 0:
+            raise RuntimeError(f"git diff in {self.cfg.workdir} failed with exit status {code}: {output[-500:]}")
+        return output
+
+    def reset(self, fresh: bool | None = None) -> None:
+        """Start the next episode: the repository back at the base commit and a new shell in the workdir.
+
+        `fresh` (default: `cfg.reset == "fresh"`) replaces the container; otherwise the repository is
+        restored in place and a fresh container is used only when that fails.
+        """
+        self._require()
+        fresh = self.cfg.reset == "fresh" if fresh is None else fresh
+        if not fresh and self.base_commit is not None:
+            try:
+                if self._restore_repository():
+                    return
+            except ShellLost:
+                pass
+            log.info("warm reset of %s failed; starting a fresh container", self._container.short_id)
+        self.close()
+        self.start()
+
+    # -- files ------------------------------------------------------------------------------------
+
+    def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None:
+        """Create or replace the file at absolute `path` in the container (parents must exist)."""
+        data = content.encode() if isinstance(content, str) else content
+        info = tarfile.TarInfo(name=os.path.basename(path))
+        info.size, info.mode, info.mtime = len(data), mode, int(time.time())
+        self._put(os.path.dirname(path) or "/", [(info, io.BytesIO(data))])
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of the regular file at `path` in the container; FileNotFoundError when absent."""
+        with self._get(path) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                raise IsADirectoryError(f"{path} is not a regular file in the container")
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            return extracted.read()
+
+    def copy_in(self, host_path: str | Path, container_dir: str) -> None:
+        """Copy a host file or directory into the existing directory `container_dir`."""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(str(host_path), arcname=Path(host_path).name)
+        self._require().put_archive(container_dir, buffer.getvalue())
+
+    def copy_out(self, container_path: str, host_dir: str | Path) -> Path:
+        """Copy a container file or directory into the host directory `host_dir`; returns its new path."""
+        host_dir = Path(host_dir)
+        host_dir.mkdir(parents=True, exist_ok=True)
+        with self._get(container_path) as tar:
+            tar.extractall(host_dir, filter="data")
+        return host_dir / os.path.basename(container_path.rstrip("/"))
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _require(self) -> Any:
+        if self._container is None:
+            raise RuntimeError("the environment is not started (call start() or use it in a with block)")
+        return self._container
+
+    def _start_shell(self) -> None:
+        workdir = self.cfg.workdir
+        self._shell = PersistentShell(
+            self._client, self._container.id, cwd=workdir if self.base_commit else "/",
+            output_cap=self.cfg.output_cap, interrupt_grace=self.cfg.interrupt_grace,
+        )  # fmt: skip
+        self._shell.start()
+
+    def _read_base(self, labelled: str | None) -> tuple[str | None, str | None]:
+        probe = PersistentShell(self._client, self._container.id)
+        workdir = shlex.quote(self.cfg.workdir)
+        code, out = probe.exec_once(
+            f"cd {workdir} 2>/dev/null && git rev-parse HEAD 2>/dev/null && (git symbolic-ref -q HEAD || echo)"
+        )
+        lines = out.split("\n")
+        if code != 0 or not lines[0].strip():
+            return labelled, None
+        return labelled or lines[0].strip(), (lines[1].strip() if len(lines) > 1 else "") or None
+
+    def _restore_repository(self) -> bool:
+        assert self._shell is not None
+        self._shell.close()
+        self._shell.exec_once("for i in 1 2 3; do kill -9 -1 2>/dev/null; done; true")
+        base = shlex.quote(self.base_commit or "HEAD")
+        checkout = (
+            f"git checkout -f -q -B {shlex.quote(self._head_ref.removeprefix('refs/heads/'))} {base}"
+            if self._head_ref else f"git checkout -f -q --detach {base}"
+        )  # fmt: skip
+        code, out = self._shell.exec_once(
+            f"cd {shlex.quote(self.cfg.workdir)} && git reset -q --hard && {checkout} && git clean -ffdq"
+        )
+        if code != 0:
+            log.info("restoring the repository failed (%d): %s", code, out[-300:])
+            return False
+        self._start_shell()
+        return True
+
+    def _restart_container(self) -> None:
+        assert self._shell is not None
+        self._shell.close()
+        self._container.restart(timeout=0)
+        self._shell.start()
+
+    def _put(self, directory: str, members: list[tuple[tarfile.TarInfo, io.BytesIO]]) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for info, data in members:
+                tar.addfile(info, data)
+        try:
+            ok = self._require().put_archive(directory, buffer.getvalue())
+        except docker_engine.NotFound:
+            ok = False
+        if not ok:
+            raise FileNotFoundError(f"directory {directory} does not exist in the container")
+
+    def _get(self, path: str) -> tarfile.TarFile:
+        try:
+            stream, _ = self._require().get_archive(path)
+        except docker_engine.NotFound:
+            raise FileNotFoundError(f"{path} does not exist in the container") from None
+        return tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r")
+
+
+@functools.cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        return "?"
+
+
+def _start_time(pid: int) -> str:
+    """Boot id + the process's start time in clock ticks; '' when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return f"{_boot_id()}.{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+@atexit.register
+def _close_live() -> None:
+    # Environments still open at a normal interpreter exit; a crash leaves them to reap_leaked().
+    for env in list(_LIVE):
+        try:
+            env.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
