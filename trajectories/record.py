@@ -178,16 +178,38 @@ class StepExample:
 
 def write_jsonl(records: Iterable[Trajectory | StepExample], path: str | Path) -> int:
     """Write records one JSON object per line (atomically: a temp file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with tmp.open("w", encoding="utf-8") as f:
+    with JsonlWriter(path) as writer:
         for r in records:
-            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n
+            writer.write(r)
+    return writer.count
+
+
+class JsonlWriter:
+    """`write_jsonl` one record at a time, for writing several files from one stream.
+
+    Lines go to `<path>.tmp`, renamed to `path` when the `with` block ends without an exception.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+
+    def __enter__(self) -> JsonlWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self._tmp.open("w", encoding="utf-8")
+        return self
+
+    def write(self, record: Trajectory | StepExample) -> None:
+        self._file.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._file.close()
+        if exc_type is None:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
 
 def read_step_examples(path: str | Path) -> Iterator[StepExample]:

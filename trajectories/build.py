@@ -1,0 +1,279 @@
+"""Cut trajectories and math solutions into SRL step examples, split by group, stream them to JSONL.
+
+For step k of a group (a trajectory or a problem) the example's `target` is the expert's step k:
+- SWE: `render_action(step.action)`, the canonical XML function call. Context: the task plus the last
+  `context_steps` (action, observation) pairs before k (`"all"` = every earlier pair); each
+  observation is capped at `observation_max_chars` with a visible marker (`truncate_middle`).
+- Math: the step text. Context: the problem, the preamble (if any) as the first context item, then
+  every earlier step; with `next_title_hint`, step k's bold title is the example's `hint`.
+
+Which steps become examples is `predict_steps`: the paper says a solution with N steps gives N-1
+examples, which can mean either end is left out, so `"all"` (default), `"skip_first"` and
+`"skip_last"` are offered.
+
+Validation is split by group, deterministically from `seed`: a group's split key (SWE: its
+`instance_id`, so all trajectories of one task land together; math: the problem id) is hashed with the
+seed. `validation_groups = n` holds out exactly the n keys with the smallest hashes (kept in memory
+while streaming: only those n groups' examples are buffered); otherwise keys hashing below
+`validation_fraction` are held out. Either way no step of a held-out group reaches the train file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from trajectories.actions import render_action
+from trajectories.config import Section
+from trajectories.errors import BadRecord
+from trajectories.math_steps import MathProblem
+from trajectories.record import ContextItem, JsonlWriter, StepExample, TaskKind, Trajectory
+from trajectories.sources import Item, Skipped, SourceReader
+
+
+class BuildConfig(Section):
+    """How expert data becomes SRL step examples (`python -m trajectories build`, and the trainer)."""
+
+    context_steps: int | Literal["all"] = Field(2, description="SWE: earlier (action, observation) pairs shown")
+    observation_max_chars: int | None = Field(4000, ge=64, description="cap per observation; null = no cap")
+    next_title_hint: bool = False  # math: show step k's title (the paper's footnote); off by default
+    predict_steps: Literal["all", "skip_first", "skip_last"] = "all"
+    validation_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    validation_groups: int | None = Field(None, ge=0, description="exact number of held-out groups; wins")
+    seed: int = 0
+    only_resolved: bool = False  # SWE: keep only trajectories marked resolved (unknown counts as not)
+    unknown_tools: Literal["keep", "skip"] = "keep"
+    require_numbered_steps: bool = False  # math: skip s1K rows without `1. **Title**` steps (paper v3)
+    hf_split: str = "train"
+    hf_config: str | None = None
+    streaming: bool = True
+    limit: int | None = Field(None, ge=1, description="read at most this many records")
+
+    def reader(self, source: str | Path) -> SourceReader:
+        return SourceReader(
+            source,
+            unknown_tools=self.unknown_tools,
+            require_numbered_steps=self.require_numbered_steps,
+            hf_split=self.hf_split,
+            hf_config=self.hf_config,
+            streaming=self.streaming,
+            limit=self.limit,
+        )
+
+
+TRUNCATION_MARKER = "\n[... {n} characters truncated ...]\n"
+
+
+def truncate_middle(text: str, budget: int | None) -> str:
+    """`text` if it fits `budget` characters, else its head and tail around a marker naming the cut.
+
+    The result, marker included, is at most `budget` characters long (budget >= 64).
+    """
+    if budget is None or len(text) <= budget:
+        return text
+    marker_len = len(TRUNCATION_MARKER.format(n=len(text)))
+    keep = max(budget - marker_len, 0)
+    head, tail = keep - keep // 2, keep // 2
+    return text[:head] + TRUNCATION_MARKER.format(n=len(text) - head - tail) + text[len(text) - tail :]
+
+
+def predicted_steps(num_steps: int, mode: str) -> range:
+    start = 1 if mode == "skip_first" else 0
+    stop = num_steps - 1 if mode == "skip_last" else num_steps
+    return range(start, max(start, stop))
+
+
+def swe_examples(traj: Trajectory, group_id: str, cfg: BuildConfig) -> list[StepExample]:
+    """The step examples of one trajectory; BadRecord when an action has no canonical text form."""
+    targets = []
+    for i, step in enumerate(traj.steps):
+        try:
+            targets.append(render_action(step.action))
+        except ValueError as e:
+            raise BadRecord(f"step {i}: {e}") from None
+    observations = [truncate_middle(s.observation or "", cfg.observation_max_chars) for s in traj.steps]
+    examples = []
+    n = len(traj.steps)
+    for i in predicted_steps(n, cfg.predict_steps):
+        first = 0 if cfg.context_steps == "all" else max(0, i - cfg.context_steps)
+        context = [ContextItem(targets[j], observations[j]) for j in range(first, i)]
+        meta = {"tool": traj.steps[i].action.name, "source_format": traj.source_format}
+        if traj.instance_id:
+            meta["instance_id"] = traj.instance_id
+        examples.append(
+            StepExample("swe", group_id, i, n, traj.task, context, targets[i], omitted_steps=first, meta=meta)
+        )
+    return examples
+
+
+def math_examples(problem: MathProblem, group_id: str, cfg: BuildConfig) -> list[StepExample]:
+    preamble = [ContextItem(problem.preamble)] if problem.preamble else []
+    examples = []
+    n = len(problem.steps)
+    for i in predicted_steps(n, cfg.predict_steps):
+        context = preamble + [ContextItem(s) for s in problem.steps[:i]]
+        title = problem.titles[i] if i < len(problem.titles) else None
+        examples.append(
+            StepExample(
+                "math", group_id, i, n, problem.problem, context, problem.steps[i],
+                hint=title if cfg.next_title_hint else None,
+                answer=problem.answer,
+                meta={"source_format": problem.source_format, "step_format": problem.step_format,
+                      "has_preamble": bool(preamble)},
+            )
+        )
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------------
+# the streaming build
+
+
+@dataclass
+class BuildReport:
+    source: str
+    task: TaskKind
+    formats: Counter = field(default_factory=Counter)
+    read: int = 0
+    groups: dict[str, int] = field(default_factory=lambda: {"train": 0, "validation": 0})
+    examples: dict[str, int] = field(default_factory=lambda: {"train": 0, "validation": 0})
+    format_error_turns: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "task": self.task, "formats": dict(self.formats), "read": self.read,
+            "kept_groups": self.groups, "examples": self.examples, "format_error_turns": self.format_error_turns,
+            "skipped_count": len(self.skipped), "skipped": [s.to_dict() for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def build(source: str | Path, task: TaskKind, out_dir: str | Path, cfg: BuildConfig) -> BuildReport:
+    """Read `source`, write `train.jsonl` and `validation.jsonl` of StepExamples under `out_dir`.
+
+    Streams: memory holds one record, the held-out groups' examples when `validation_groups` is set,
+    and the set of group ids seen. Returns the report (the CLI also writes it as `report.json`).
+    """
+    started = time.perf_counter()
+    out = Path(out_dir)
+    report = BuildReport(source=str(source), task=task)
+    reader = cfg.reader(source)
+    with JsonlWriter(out / "train.jsonl") as train, JsonlWriter(out / "validation.jsonl") as val:
+        splitter = GroupSplitter(cfg, {"train": train, "validation": val})
+        for group_id, split_key, examples in iter_groups(reader, task, cfg, report):
+            splitter.add(split_key, examples)
+        splitter.flush()
+    report.groups, report.examples = splitter.groups, {"train": train.count, "validation": val.count}
+    report.formats = reader.formats
+    report.skipped = reader.skipped + report.skipped
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def iter_groups(reader: Iterable[Item], task: TaskKind, cfg: BuildConfig, report: BuildReport):
+    """(group_id, split_key, examples) per usable item; unusable items go to `report.skipped`."""
+    seen: Counter = Counter()
+    for item in reader:
+        report.read += 1
+        position = item.meta.get("position", "?")
+        try:
+            if isinstance(item, Trajectory):
+                if task != "swe":
+                    raise BadRecord(f"a SWE trajectory ({item.source_format}), not a math problem")
+                if cfg.only_resolved and item.resolved is not True:
+                    raise BadRecord(f"resolved is {item.resolved} and only_resolved is on")
+                base = item.meta.get("traj_id") or item.meta.get("trajectory_id") or item.instance_id
+                group_id = _unique(base or _digest(item.task), seen)
+                examples = swe_examples(item, group_id, cfg)
+                split_key = item.instance_id or group_id
+                report.format_error_turns += item.meta.get("format_error_turns", 0)
+            else:
+                if task != "math":
+                    raise BadRecord(f"a math problem ({item.source_format}), not a SWE trajectory")
+                group_id = _unique(item.problem_id, seen)
+                examples = math_examples(item, group_id, cfg)
+                split_key = group_id
+        except BadRecord as e:
+            report.skipped.append(Skipped(position, str(e)))
+            continue
+        if not examples:
+            report.skipped.append(Skipped(position, f"no examples ({len(examples)} steps, predict_steps={cfg.predict_steps})"))
+            continue
+        yield group_id, split_key, examples
+
+
+def _unique(base: str, seen: Counter) -> str:
+    seen[base] += 1
+    return base if seen[base] == 1 else f"{base}@{seen[base]}"
+
+
+def _digest(text: str) -> str:
+    return "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def split_hash(seed: int, key: str) -> float:
+    """A number in [0, 1) fixed by (seed, key): the same group always lands in the same split."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class GroupSplitter:
+    """Routes each group's examples to the train or validation writer (see the module docstring)."""
+
+    def __init__(self, cfg: BuildConfig, writers: dict[str, JsonlWriter]) -> None:
+        self.cfg, self.writers = cfg, writers
+        self.groups = {"train": 0, "validation": 0}
+        self._decided: dict[str, str] = {}
+        self._heap: list[tuple[float, str]] = []  # (-hash, key) of the held-out candidates
+        self._held: dict[str, list[list[StepExample]]] = {}
+
+    def add(self, key: str, examples: list[StepExample]) -> None:
+        if self.cfg.validation_groups is None:
+            held = split_hash(self.cfg.seed, key) < self.cfg.validation_fraction
+            self._emit("validation" if held else "train", examples)
+        elif key in self._held:
+            self._held[key].append(examples)
+        elif key in self._decided or self.cfg.validation_groups == 0:
+            self._emit("train", examples)
+        else:
+            self._offer(key, examples)
+
+    def _offer(self, key: str, examples: list[StepExample]) -> None:
+        h = split_hash(self.cfg.seed, key)
+        if len(self._heap) < self.cfg.validation_groups:
+            heapq.heappush(self._heap, (-h, key))
+            self._held[key] = [examples]
+            return
+        worst_h, worst = self._heap[0]
+        if h < -worst_h:
+            heapq.heapreplace(self._heap, (-h, key))
+            self._held[key] = [examples]
+            self._release(worst, "train")
+        else:
+            self._decided[key] = "train"
+            self._emit("train", examples)
+
+    def _release(self, key: str, split: str) -> None:
+        self._decided[key] = split
+        for examples in self._held.pop(key):
+            self._emit(split, examples)
+
+    def _emit(self, split: str, examples: list[StepExample]) -> None:
+        self.groups[split] += 1
+        for ex in examples:
+            self.writers[split].write(ex)
+
+    def flush(self) -> None:
+        for _, key in sorted(self._heap, reverse=True):
+            self._release(key, "validation")
+        self._heap.clear()
