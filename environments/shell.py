@@ -77,8 +77,9 @@ _KILL_ALL = "for i in 1 2 3; do kill -9 -1 2>/dev/null; done; true"
 class CommandResult:
     """What one command produced. `output` is stdout and stderr merged, possibly truncated (`truncated`).
 
-    `exit_code` is None when the command never finished (its shell was recycled). `note` says what the
-    environment did beyond running the command (interrupted, shell restarted), in words for the agent.
+    `exit_code` is None when the command never finished (its shell was recycled). `timed_out` means it
+    ran past its timeout and was interrupted. `note` says what the environment did beyond that (the
+    shell or the container was restarted), in words for the agent.
     """
 
     output: str
@@ -183,11 +184,10 @@ class PersistentShell:
         timed_out = not done
         if timed_out:
             done = self._interrupt(collector)
-            note = f"The command timed out after {timeout:g} seconds and was interrupted."
             if not done:
                 self._recycle()
-                note += (f" It did not stop, so the shell was restarted in {self.cwd}"
-                         " (background processes were killed and variables were reset).")
+                note = (f"The command did not stop when interrupted, so the shell was restarted in {self.cwd}"
+                        " (background processes were killed and variables were reset).")
         if done:
             self.cwd = collector.cwd or self.cwd
             self._leftover += collector.rest
