@@ -46,6 +46,13 @@ APPLY_FAILED_MARKER = ">>>>> Patch Apply Failed"
 PASSING = frozenset({"PASSED", "XFAIL"})
 PYTEST_STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL")
 MODEL_NAME = "srl-agent"
+# swebench 5.x run_evaluation.GIT_APPLY_CMDS, in its order (copied: importing swebench costs seconds).
+APPLY_COMMANDS = (
+    "git apply --verbose",
+    "git apply --verbose --3way",
+    "git apply --verbose --reject",
+    "patch --batch --forward --fuzz=5 -p1 -i",
+)
 PATCH_PATH = "/tmp/srl_agent_patch.diff"
 TEST_PATCH_PATH = "/tmp/srl_agent_test_patch.diff"
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line of the harness's own log
@@ -142,10 +149,10 @@ def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: fl
     env.write_file(PATCH_PATH, _normalize_patch(patch or ""))
     env.write_file(TEST_PATCH_PATH, task.test_patch)
     limit = f"cd /testbed && timeout -s KILL {int(timeout)}"
-    code, out = env.exec(f"{limit} git apply --verbose {PATCH_PATH} 2>&1")
+    code, out = _apply_like_the_harness(env, limit)
     if code != 0:
         return GradeResult(iid, "patch_failed", grader="fast",
-                           detail=f"the patch does not apply (git apply exit {code}): {out.strip()[-2000:]}")
+                           detail=f"the patch does not apply (exit {code}): {out.strip()[-2000:]}")
     files = " ".join(shlex.quote(f) for f in task.test_files)
     code, out = env.exec(f"{limit} git checkout {task.base_commit} -- {files} 2>&1 && git apply {TEST_PATCH_PATH} 2>&1")
     if code != 0:
@@ -163,6 +170,22 @@ def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: fl
         # (e.g. a patched conftest printing fake PASSED lines).
         return GradeResult(iid, "error", detail=f"pytest exited {code} but reported no failure", grader="fast")
     return grade_statuses(iid, task.fail_to_pass, task.pass_to_pass, statuses)
+
+
+def _apply_like_the_harness(env: Grading, limit: str) -> tuple[int, str]:
+    """Try the harness's commands in its order (git apply, --3way, --reject, patch --fuzz=5), restoring
+    the tree between tries, so that a patch applies here exactly when it applies there."""
+    restore = "cd /testbed && git checkout -- . ; git clean -fdq"
+    code, out = 1, ""
+    for attempt, command in enumerate(APPLY_COMMANDS):
+        if attempt:
+            env.exec(restore)
+        code, out = env.exec(f"{limit} {command} {PATCH_PATH} 2>&1")
+        if code == 0:
+            return code, out
+    env.exec(restore)  # the last try (patch) leaves .orig/.rej files behind
+    reverse, _ = env.exec(f"{limit} git apply --check --reverse {PATCH_PATH}")
+    return (0, out) if reverse == 0 else (code, out)
 
 
 def _normalize_patch(patch: str) -> str:
