@@ -222,7 +222,9 @@ def detect_format(record: dict[str, Any]) -> str:
         if record["record"] == "trajectory":
             return "srl_jsonl"
         raise BadRecord(f"a {record['record']!r} record (already built, not an expert trajectory)")
-    if ("trajectory" in record or "history" in record) and ("info" in record or "environment" in record):
+    if "test_result" in record and "history" in record and "messages" not in record:
+        raise BadRecord("OpenHands output.jsonl events are not read; use the chat-message exports")
+    if _is_sweagent(record):
         return "sweagent_traj"
     if str(record.get("trajectory_format", "")).startswith("mini-swe-agent"):
         return "minisweagent"
@@ -241,8 +243,6 @@ def detect_format(record: dict[str, Any]) -> str:
         return _chat_format(messages)
     if "trajectory_steps" in record and "output_patch" in record:
         raise BadRecord("R2E-Gym native run objects are not read; use the R2E-Gym SFT rows (XML messages)")
-    if "test_result" in record and "history" in record:
-        raise BadRecord("OpenHands output.jsonl events are not read; use the chat-message exports")
     if "question" in record and ("deepseek_attempt" in record or "attempt" in record or "thinking_trajectories" in record):
         return "s1k"
     if "question" in record and isinstance(record.get("answer"), str) and "####" in record["answer"]:
@@ -250,6 +250,16 @@ def detect_format(record: dict[str, Any]) -> str:
     if "problem" in record or ("question" in record and "solution" in record):
         return "math"
     raise BadRecord(f"unrecognized record (keys: {', '.join(sorted(map(str, record))[:12])})")
+
+
+def _is_sweagent(record: dict[str, Any]) -> bool:
+    """`trajectory`/`history` with `info`/`environment`, or (demo files) a history of SWE-agent items."""
+    if ("trajectory" in record or "history" in record) and ("info" in record or "environment" in record):
+        return True
+    history = record.get("history")
+    return isinstance(history, list) and any(
+        isinstance(m, dict) and ("message_type" in m or "agent" in m) for m in history[:3]
+    )
 
 
 def _chat_format(messages: list[Any]) -> str:
