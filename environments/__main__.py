@@ -1,0 +1,134 @@
+"""Command line of the environments package.
+
+    python -m environments doctor                         # can this machine run environments? (exit 1: no, with the fix)
+    python -m environments build [--rebuild]              # base image + every bundled task's image (cached)
+    python -m environments replay TRAJ [--instance ID] [--json]   # replay a trajectory, grade its patch
+
+Every command takes the typed config (`--config FILE`, `--dry-run`, dotted `KEY=VALUE` overrides) with
+two sections: `environment` (`EnvConfig`: images, container limits, shell) and `replay`
+(`ReplayConfig`: grader, work_dir, test timeout), e.g. `replay.grader=fast environment.memory=4g`.
+
+Exit status: 0 success (for `replay`: the patch resolved the task), 1 failure (a doctor check failed,
+a build failed, the replayed patch did not resolve the task, the engine is unreachable), 2 bad input
+(config, trajectory file, instance). `replay --json` prints exactly one JSON object on stdout, with at
+least `instance_id`, `steps_replayed`, `patch` and `resolved`; everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from pydantic import Field
+
+from environments.config import EnvConfig
+from environments.replay import ReplayConfig
+from trajectories.config import Section, add_config_arguments, dump_config, resolve_config, run_cli
+
+
+class EnvironmentsCliConfig(Section):
+    environment: EnvConfig = Field(default_factory=EnvConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # Overrides may also follow options (`replay T --json replay.grader=fast`), which argparse alone
+    # does not take once the positionals have been consumed.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]
+    cfg = resolve_config(EnvironmentsCliConfig, args.config, args.overrides)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from environments.docker_engine import EngineUnavailable
+
+    try:
+        return args.run(args, cfg)
+    except EngineUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m environments", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    doctor = commands.add_parser("doctor", help="check the engine, the base image and that a container runs")
+    doctor.set_defaults(run=run_doctor)
+
+    build = commands.add_parser("build", help="build the base image and the bundled tasks' images (cached)")
+    build.add_argument("--rebuild", action="store_true", help="rebuild even when the inputs did not change")
+    build.set_defaults(run=run_build)
+
+    replay = commands.add_parser("replay", help="replay a trajectory in a fresh environment and grade its patch")
+    replay.add_argument("trajectory", help="a .traj file (or any single-trajectory file the readers know)")
+    replay.add_argument("--instance", default=None, help="bundled task id (default: the trajectory's own)")
+    replay.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    replay.set_defaults(run=run_replay)
+
+    for sub in (doctor, build, replay):
+        add_config_arguments(sub)
+    return parser
+
+
+def run_doctor(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
+    from environments.doctor import diagnose, format_checks
+
+    checks = diagnose(cfg.environment)
+    print(format_checks(checks))
+    return 0 if all(check.ok for check in checks) else 1
+
+
+def run_build(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
+    from environments.images import ImageBuildError
+    from environments.tasks import build_images, load_tasks
+
+    tasks = load_tasks()
+    try:
+        images = build_images(tasks, cfg.environment, rebuild=args.rebuild)
+    except ImageBuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"base image: {cfg.environment.base_image}")
+    for task, image in zip(tasks, images, strict=True):
+        print(f"{task.instance_id}: {image}")
+    return 0
+
+
+def run_replay(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
+    from environments.replay import ReplayError, check_instance, load_trajectory, replay
+    from environments.tasks import TaskError, get_task
+
+    try:
+        trajectory = load_trajectory(args.trajectory)
+        instance_id = args.instance or trajectory.instance_id
+        if not instance_id:
+            raise ReplayError(f"{args.trajectory} names no instance; pass --instance ID")
+        task = get_task(instance_id)
+        check_instance(trajectory, task)
+    except (ReplayError, TaskError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = replay(trajectory, task, cfg.replay, cfg.environment)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        grade = result.grade
+        print(f"{result.instance_id}: replayed {result.steps_replayed}/{result.steps_total} steps, "
+              f"{'submitted' if result.submitted else 'no submit'}, "
+              f"{result.observations_matched}/{result.observations_recorded} observations as recorded")  # fmt: skip
+        for error in result.tool_errors:
+            print(f"  step {error.step} ({error.tool}) failed: {error.observation.splitlines()[0][:200]}")
+        print(f"{grade.grader} grade: {grade.status}" + (f" ({grade.detail})" if grade.detail else ""))
+    return 0 if result.resolved else 1
+
+
+if __name__ == "__main__":
+    run_cli(main)
