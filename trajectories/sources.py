@@ -235,11 +235,7 @@ def detect_format(record: dict[str, Any]) -> str:
         if "messages" not in record:
             return _chat_format(turns)
     if "messages" in record:
-        messages = record["messages"]
-        if isinstance(messages, str):
-            record["messages"] = messages = swe_readers.load_messages(record, "messages")
-        if not isinstance(messages, list):
-            raise BadRecord(f"messages: expected a list, got {type(messages).__name__}")
+        record["messages"] = messages = swe_readers.load_messages(record, "messages")  # decodes, checks roles
         return _chat_format(messages)
     if "trajectory_steps" in record and "output_patch" in record:
         raise BadRecord("R2E-Gym native run objects are not read; use the R2E-Gym SFT rows (XML messages)")
