@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1  # bump when the way images are made changes, to invalidate every cached image
+# Bump when the way an image is made changes, to invalidate the cached ones.
+BASE_RECIPE = 1
+TASK_RECIPE = 2
 INPUTS_LABEL = "srl-agent.inputs"
 BASE_COMMIT_LABEL = "srl-agent.base_commit"
 WORKDIR_LABEL = "srl-agent.workdir"
@@ -70,7 +72,7 @@ def ensure_base_image(
     cfg = cfg or EnvConfig()
     client = client or docker_engine.shared_client()
     if cfg.registry_image:
-        inputs = _hash({"recipe": RECIPE_VERSION, "registry_image": cfg.registry_image, "env": IMAGE_ENV})
+        inputs = _hash({"recipe": BASE_RECIPE, "registry_image": cfg.registry_image, "env": IMAGE_ENV})
     else:
         inputs = _hash(_offline_inputs(cfg))
     if not rebuild and image_label(client, cfg.base_image, INPUTS_LABEL) == inputs:
@@ -117,7 +119,7 @@ def build_task_image(
         sha = repository.commit(commit).hexsha
     except (ValueError, git.BadName) as e:
         raise ImageBuildError(f"{repo}: commit {commit!r} not found ({e})") from None
-    inputs = _hash({"recipe": RECIPE_VERSION, "base": base_id, "commit": sha, "setup": setup_script,
+    inputs = _hash({"recipe": TASK_RECIPE, "base": base_id, "commit": sha, "setup": setup_script,
                     "workdir": workdir})
     if not rebuild and image_label(client, tag, INPUTS_LABEL) == inputs:
         return tag
@@ -178,7 +180,7 @@ def split_tag(tag: str) -> tuple[str, str]:
 
 
 def _offline_inputs(cfg: EnvConfig) -> dict[str, Any]:
-    return {"recipe": RECIPE_VERSION, "suite": cfg.debian_suite, "mirror": cfg.debian_mirror,
+    return {"recipe": BASE_RECIPE, "suite": cfg.debian_suite, "mirror": cfg.debian_mirror,
             "packages": sorted(BASE_PACKAGES), "env": IMAGE_ENV}
 
 
@@ -265,10 +267,12 @@ def _ca_env(ca: Path | None) -> dict[str, str]:
 
 
 def _setup_container(client: docker.DockerClient, base: str, *, network: bool, ca: Path | None) -> Any:
-    volumes = {str(ca): {"bind": CA_MOUNT, "mode": "ro"}} if ca else {}
+    # A bind mount given as `mounts` (not `volumes`, which would also declare a VOLUME that the commit
+    # copies into the image): only an empty mount point remains in the image.
+    mounts = [{"Type": "bind", "Source": str(ca), "Target": CA_MOUNT, "ReadOnly": True}] if ca else []
     return client.containers.run(
         base, command=KEEPER, detach=True, network_mode="bridge" if network else "none",
-        volumes=volumes, labels=build_labels(),
+        mounts=mounts, labels=build_labels(),
     )  # fmt: skip
 
 

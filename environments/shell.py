@@ -21,6 +21,9 @@ Limits and faults:
   the process limit is exhausted), `ShellLost` is raised for the owner to restart the container.
 - Output: at most `output_cap` bytes are kept (the head and the tail, with a marker saying how much was
   omitted); the rest is read and discarded, so a flood can neither hang the shell nor fill memory.
+- Process limit: before and after each command a guard of bash builtins checks whether the container
+  refused forks since the last look (the pids cgroup's `max` events; a fork bomb). If so, every process
+  but the shell is killed and the note says so.
 - `exit` (or `set -e` plus a failure) ends bash: the next command sees the shell gone, a new one is
   started and the result carries a note.
 - Output written later by background jobs is delivered with whichever command is running then.
@@ -71,6 +74,24 @@ done
 """
 # Every process but PID 1 (the container's keeper) and this one; repeated to catch late forks.
 _KILL_ALL = "for i in 1 2 3; do kill -9 -1 2>/dev/null; done; true"
+# Fork-bomb guard, run before and after every command with bash builtins only (it must work when
+# nothing can fork): when the container's count of refused forks (the pids cgroup's `max` events) grew
+# since the last look, kill every process but this shell and PID 1, and remember that it did.
+_READ_HITS = (
+    "__srl_h=0; { read -r _ __srl_h < /sys/fs/cgroup/pids.events || "
+    "read -r _ __srl_h < /sys/fs/cgroup/pids/pids.events; } 2>/dev/null; "
+)
+_GUARD = (
+    _READ_HITS + 'if [ "$__srl_h" != "${__srl_seen:-$__srl_h}" ]; then '
+    "for __srl_i in 1 2 3 4 5; do kill -9 -1; done 2>/dev/null; __srl_kills=1; " + _READ_HITS + "fi; "
+    "__srl_seen=$__srl_h; "
+)
+# One command: guard, the command, guard, then the sentinel with its status, whether the guard fired,
+# and the working directory.
+_LINE = (
+    "__srl_kills=0; " + _GUARD + "eval COMMAND < /dev/null; __srl_rc=$?; " + _GUARD
+    + "printf '\\n%s %d %d %s\\n' MARKER \"$__srl_rc\" \"$__srl_kills\" \"$PWD\"\n"
+)
 
 
 @dataclass
@@ -137,7 +158,7 @@ class PersistentShell:
         self._raw.clear()
         self._leftover.clear()
         ready = f"__SRL_{self._token}_ready__"
-        self._send(f"exec 2>&1; printf '%s %d\\n' {ready} $$\n")
+        self._send(f"exec 2>&1; {_GUARD} printf '%s %d\\n' {ready} $$\n")
         data = bytearray()
         deadline = time.monotonic() + 30
         while (m := re.search(re.escape(ready.encode()) + rb" (\d+)\n", data)) is None:
@@ -175,7 +196,7 @@ class PersistentShell:
         if self._leftover:
             collector.feed(bytes(self._leftover))
             self._leftover.clear()
-        line = f"eval {ansi_c_quote(command)} < /dev/null; printf '\\n%s %d %s\\n' {marker} \"$?\" \"$PWD\"\n"
+        line = _LINE.replace("MARKER", marker).replace("COMMAND", ansi_c_quote(command))
         try:
             self._send(line)
             done = self._read_until(collector, started + timeout)
@@ -191,6 +212,9 @@ class PersistentShell:
         if done:
             self.cwd = collector.cwd or self.cwd
             self._leftover += collector.rest
+            if collector.guard_fired:
+                note = ("The container hit its process limit (a fork bomb?); every process but this shell"
+                        " was killed.")
         return CommandResult(
             output=collector.text(),
             exit_code=collector.exit_code if done else None,
@@ -317,8 +341,9 @@ class _Collector:
         self.dropped = 0
         self.exit_code: int | None = None
         self.cwd: str | None = None
+        self.guard_fired = False
         self.rest = b""
-        self._pattern = re.compile(b"\n" + re.escape(marker) + rb" (\d+) ([^\n]*)\n")
+        self._pattern = re.compile(b"\n" + re.escape(marker) + rb" (\d+) (\d+) ([^\n]*)\n")
 
     def feed(self, data: bytes) -> bool:
         start = max(0, len(self.buf) - _WINDOW)
@@ -326,7 +351,8 @@ class _Collector:
         m = self._pattern.search(self.buf, start)
         if m:
             self.exit_code = int(m.group(1))
-            self.cwd = m.group(2).decode("utf-8", "replace") or None
+            self.guard_fired = m.group(2) != b"0"
+            self.cwd = m.group(3).decode("utf-8", "replace") or None
             self.rest = bytes(self.buf[m.end() :])
             del self.buf[m.start() :]
             return True
@@ -338,12 +364,18 @@ class _Collector:
             del self.buf[:excess]
         return False
 
+    @property
+    def omitted(self) -> int:
+        """Bytes left out of `text()`."""
+        return self._tail()[1]
+
+    def _tail(self) -> tuple[bytearray, int]:
+        if self.dropped and len(self.buf) > self.tail_cap:
+            return self.buf[-self.tail_cap :], self.dropped + len(self.buf) - self.tail_cap
+        return self.buf, self.dropped
+
     def text(self) -> str:
-        tail = self.buf
-        dropped = self.dropped
-        if dropped and len(tail) > self.tail_cap:
-            dropped += len(tail) - self.tail_cap
-            tail = tail[-self.tail_cap :]
+        tail, dropped = self._tail()
         if not dropped:
             return (self.head + tail).decode("utf-8", "replace")
         marker = f"\n[... {dropped} bytes of output omitted (output is capped at {self.head_cap + self.tail_cap} bytes) ...]\n"
