@@ -77,10 +77,11 @@ _KILL_ALL = "for i in 1 2 3; do kill -9 -1 2>/dev/null; done; true"
 # Fork-bomb guard, run before and after every command with bash builtins only (it must work when
 # nothing can fork): when the container's count of refused forks (the pids cgroup's `max` events) grew
 # since the last look, kill every process but this shell and PID 1, and remember that it did.
-_READ_HITS = (
-    "__srl_h=0; { read -r _ __srl_h < /sys/fs/cgroup/pids.events || "
-    "read -r _ __srl_h < /sys/fs/cgroup/pids/pids.events; } 2>/dev/null; "
+_FIND_EVENTS = (  # cgroup v2, else v1; run once when the shell starts
+    "__srl_ev=/sys/fs/cgroup/pids.events; [ -r $__srl_ev ] || __srl_ev=/sys/fs/cgroup/pids/pids.events; "
 )
+_READ_HITS = '__srl_h=0; { read -r _ __srl_h < "$__srl_ev"; } 2>/dev/null; '
+
 _GUARD = (
     _READ_HITS + 'if [ "$__srl_h" != "${__srl_seen:-$__srl_h}" ]; then '
     "for __srl_i in 1 2 3 4 5; do kill -9 -1; done 2>/dev/null; __srl_kills=1; " + _READ_HITS + "fi; "
@@ -158,7 +159,7 @@ class PersistentShell:
         self._raw.clear()
         self._leftover.clear()
         ready = f"__SRL_{self._token}_ready__"
-        self._send(f"exec 2>&1; {_GUARD} printf '%s %d\\n' {ready} $$\n")
+        self._send(f"exec 2>&1; {_FIND_EVENTS}{_GUARD} printf '%s %d\\n' {ready} $$\n")
         data = bytearray()
         deadline = time.monotonic() + 30
         while (m := re.search(re.escape(ready.encode()) + rb" (\d+)\n", data)) is None:
@@ -343,18 +344,19 @@ class _Collector:
         self.cwd: str | None = None
         self.guard_fired = False
         self.rest = b""
-        self._pattern = re.compile(b"\n" + re.escape(marker) + rb" (\d+) (\d+) ([^\n]*)\n")
+        self._needle = b"\n" + marker + b" "  # found with bytes.find: no regex compiled per command
 
     def feed(self, data: bytes) -> bool:
         start = max(0, len(self.buf) - _WINDOW)
         self.buf += data
-        m = self._pattern.search(self.buf, start)
-        if m:
-            self.exit_code = int(m.group(1))
-            self.guard_fired = m.group(2) != b"0"
-            self.cwd = m.group(3).decode("utf-8", "replace") or None
-            self.rest = bytes(self.buf[m.end() :])
-            del self.buf[m.start() :]
+        at = self.buf.find(self._needle, start)
+        end = self.buf.find(b"\n", at + len(self._needle)) if at != -1 else -1
+        if end != -1:  # the whole sentinel line: "<marker> <exit status> <guard fired> <cwd>"
+            code, fired, cwd = bytes(self.buf[at + len(self._needle) : end]).split(b" ", 2)
+            self.exit_code, self.guard_fired = int(code), fired != b"0"
+            self.cwd = cwd.decode("utf-8", "replace") or None
+            self.rest = bytes(self.buf[end + 1 :])
+            del self.buf[at:]
             return True
         excess = len(self.buf) - _WINDOW - self.tail_cap
         if excess > 0:

@@ -72,16 +72,16 @@ def test_fork_bomb_is_contained_and_killed_and_files_are_kept() -> None:
         # The bomb backgrounds itself at once; the guard around the next command sees refused forks and
         # kills it (or, if that command hangs in fork retries, the timeout recycles the shell).
         notes = []
-        for _ in range(3):
+        for _ in range(5):
             result = env.run("cat /testbed/marker && echo alive", timeout=5)
             notes.append(result.note or "")
-            if result.exit_code == 0 and "alive\n" in result.output:
+            if notes[-1]:
                 break
-        assert "alive\n" in result.output, result
+            time.sleep(0.5)  # the bomb has not reached the limit yet
         assert any("process limit" in n or "restarted" in n for n in notes), notes
-        after = env.run("ls -d /proc/[0-9]* | wc -l")
+        after = env.run("cat /testbed/marker; ls -d /proc/[0-9]* | wc -l")
         assert (after.exit_code, after.note) == (0, None)
-        assert int(after.output) < 10  # the bomb is gone
+        assert after.output.startswith("keep\n") and int(after.output.split()[1]) < 10  # the bomb is gone
     assert subprocess.run(["true"]).returncode == 0  # the host still forks
 
 
