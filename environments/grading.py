@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "error"]
 
-START_MARKER = ">>>>> Start Test Output"
-END_MARKER = ">>>>> End Test Output"
 APPLY_FAILED_MARKER = ">>>>> Patch Apply Failed"
 PASSING = frozenset({"PASSED", "XFAIL"})
 PYTEST_STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL")
@@ -59,7 +57,9 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line of the harn
 
 
 @dataclass
-class TestOutcome:
+class Outcomes:
+    """The tests of one group (FAIL_TO_PASS or PASS_TO_PASS) that succeeded and that failed."""
+
     success: list[str] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
 
@@ -70,8 +70,8 @@ class GradeResult:
 
     instance_id: str
     status: Status
-    fail_to_pass: TestOutcome = field(default_factory=TestOutcome)
-    pass_to_pass: TestOutcome = field(default_factory=TestOutcome)
+    fail_to_pass: Outcomes = field(default_factory=Outcomes)
+    pass_to_pass: Outcomes = field(default_factory=Outcomes)
     detail: str = ""  # why, for every status but resolved/unresolved; where the logs are, for the harness
     grader: Literal["harness", "fast"] = "harness"
 
@@ -122,7 +122,7 @@ def grade_statuses(
 ) -> GradeResult:
     """swebench 5.x rules: an F2P test succeeds only if PASSED/XFAIL (a skipped or missing one fails);
     a P2P test succeeds if PASSED/XFAIL/SKIPPED and fails if FAILED/ERROR/missing."""
-    f2p, p2p = TestOutcome(), TestOutcome()
+    f2p, p2p = Outcomes(), Outcomes()
     for test in fail_to_pass:
         (f2p.success if statuses.get(test) in PASSING else f2p.failure).append(test)
     for test in pass_to_pass:
@@ -268,8 +268,8 @@ def _read_harness_result(instance_id: str, log_dir: Path, summary: Mapping[str, 
         return _harness_error(instance_id, log_dir)
     report = json.loads(report_path.read_text(encoding="utf-8"))[instance_id]
     status_map = report.get("tests_status") or {}
-    f2p = TestOutcome(**_outcome(status_map.get("FAIL_TO_PASS")))
-    p2p = TestOutcome(**_outcome(status_map.get("PASS_TO_PASS")))
+    f2p = Outcomes(**_outcome(status_map.get("FAIL_TO_PASS")))
+    p2p = Outcomes(**_outcome(status_map.get("PASS_TO_PASS")))
     if not report.get("patch_successfully_applied"):
         reason = report.get("infra_failure_reason") or "no valid test output (see test_output.txt)"
         return GradeResult(instance_id, "error", f2p, p2p, detail=f"{reason}; logs in {log_dir}")

@@ -233,7 +233,7 @@ def build_images(
 ) -> list[str]:
     """Build (or reuse, when their inputs are unchanged) the base image and every task's image, each
     under its `image` name, so the swebench harness finds them locally. Returns the image names."""
-    from environments import images
+    from environments import docker_engine, images
     from environments.config import EnvConfig
 
     cfg = cfg or EnvConfig()
@@ -242,13 +242,31 @@ def build_images(
     for task in tasks:
         with tempfile.TemporaryDirectory(prefix=f"srl-{task.directory.name}-") as tmp:
             repo = materialize_repo(task, Path(tmp) / "repo")
-            built.append(
-                images.build_task_image(
-                    task.image, base, repo, task.base_commit, TASK_SETUP,
-                    ca_bundle=None, network=False, client=client, rebuild=rebuild,
-                )
+            tag = images.build_task_image(
+                task.image, base, repo, task.base_commit, TASK_SETUP,
+                ca_bundle=None, network=False, client=client, rebuild=rebuild,
             )  # fmt: skip
+        built.append(_stop_with_sigkill(client or docker_engine.shared_client(), tag))
     return built
+
+
+def _stop_with_sigkill(client: Any, tag: str) -> str:
+    """Give the image STOPSIGNAL SIGKILL (once; labels and command are kept).
+
+    The swebench harness keeps its containers alive with `tail -f /dev/null` as PID 1, which ignores
+    SIGTERM, and removes them with `docker stop --time=15`: every graded instance would wait 15 s.
+    """
+    from environments.images import split_tag
+
+    if client.images.get(tag).attrs["Config"].get("StopSignal") == "SIGKILL":
+        return tag
+    container = client.containers.create(tag, stop_signal="SIGKILL")  # commit keeps the container's config
+    try:
+        repository, version = split_tag(tag)
+        container.commit(repository=repository, tag=version)
+    finally:
+        container.remove(force=True)
+    return tag
 
 
 def _test_ids(meta: dict[str, Any], key: str, where: Path) -> tuple[str, ...]:

@@ -157,16 +157,18 @@ def test_harness_gold_resolves_and_bad_patches_do_not(harness_results):
 def test_fast_runner_agrees_with_the_harness(tasks, cases, harness_results):
     from environments.container import DockerEnvironment
 
-    by_id = {t.instance_id: t for t in tasks}
-    for name, preds in cases.items():
-        for iid, patch in preds.items():
-            with DockerEnvironment(by_id[iid].image) as env:
-                fast = grading.run_tests_in_env(env, by_id[iid], patch, timeout=120)
-            official = harness_results[name][iid]
-            assert fast.grader == "fast" and official.grader == "harness"
-            assert (fast.status, fast.fail_to_pass, fast.pass_to_pass) == (
-                official.status, official.fail_to_pass, official.pass_to_pass,
-            ), f"{name}/{iid}: fast {fast} vs harness {official}"  # fmt: skip
+    for task in tasks:
+        with DockerEnvironment(task.image) as env:  # one container per task, reset between grades
+            for name, preds in cases.items():
+                if task.instance_id not in preds:
+                    continue
+                env.reset()
+                fast = grading.run_tests_in_env(env, task, preds[task.instance_id], timeout=120)
+                official = harness_results[name][task.instance_id]
+                assert fast.grader == "fast" and official.grader == "harness"
+                assert (fast.status, fast.fail_to_pass, fast.pass_to_pass) == (
+                    official.status, official.fail_to_pass, official.pass_to_pass,
+                ), f"{name}/{task.instance_id}: fast {fast} vs harness {official}"  # fmt: skip
 
 
 @pytest.mark.docker
