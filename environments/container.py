@@ -175,16 +175,21 @@ class DockerEnvironment:
         self._require()
         assert self._shell is not None
         started = time.monotonic()
+        timeout = timeout if timeout is not None else self.cfg.command_timeout
         try:
-            return self._shell.run(command, timeout if timeout is not None else self.cfg.command_timeout)
+            return self._shell.run(command, timeout)
         except ShellLost as e:
             log.warning("restarting container %s: %s", self._container.short_id, e)
             self._restart_container()
-            return CommandResult(
-                output="", exit_code=None, timed_out=True, duration=time.monotonic() - started,
-                note=(f"The environment stopped responding ({e}); it was restarted: all processes were"
-                      f" killed, files were kept, the shell starts in {self._shell.cwd}."),
-            )  # fmt: skip
+            note = (f"The environment had stopped responding and was restarted: all processes were killed,"
+                    f" files were kept, the shell starts in {self._shell.cwd}.")
+            if not e.command_started:  # nothing ran yet: run it now in the restarted container
+                result = self._shell.run(command, timeout)
+                result.note = f"{note} {result.note}" if result.note else note
+                result.duration = time.monotonic() - started
+                return result
+            return CommandResult(output="", exit_code=None, timed_out=True,
+                                 duration=time.monotonic() - started, note=note)  # fmt: skip
 
     def exec(self, command: str) -> tuple[int, str]:
         """Run `command` with bash in its own exec, outside the agent's shell: (exit code, output)."""

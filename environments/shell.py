@@ -113,7 +113,12 @@ class CommandResult:
 
 
 class ShellLost(RuntimeError):
-    """The shell died and no new one could be started in this container (the owner should restart it)."""
+    """The shell died and no new one could be started in this container (the owner should restart it).
+
+    `command_started` is False when it happened before the command was sent (it is safe to run again).
+    """
+
+    command_started = True
 
 
 class PersistentShell:
@@ -145,11 +150,14 @@ class PersistentShell:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start bash (in `self.cwd`) and wait until it answers. Raises ShellLost when it cannot."""
+        """Start bash in `self.cwd` (in / when that is gone) and wait until it answers.
+
+        Raises ShellLost when no bash can be started (the container stopped, nothing can fork, ...).
+        """
         try:
             exec_id = self._api.exec_create(
                 self._container_id, ["bash", "--noprofile", "--norc"], stdin=True, tty=False,
-                workdir=self.cwd, environment=self._env,
+                workdir="/", environment=self._env,
             )["Id"]  # fmt: skip
             raw = self._api.exec_start(exec_id, socket=True)
         except docker_engine.APIError as e:
@@ -159,16 +167,18 @@ class PersistentShell:
         self._raw.clear()
         self._leftover.clear()
         ready = f"__SRL_{self._token}_ready__"
-        self._send(f"exec 2>&1; {_FIND_EVENTS}{_GUARD} printf '%s %d\\n' {ready} $$\n")
+        # cd here rather than as the exec's workdir: a deleted directory must not stop the shell.
+        cd = f"cd {ansi_c_quote(self.cwd)} 2>/dev/null || cd /"
+        self._send(f"exec 2>&1; {cd}; {_FIND_EVENTS}{_GUARD} printf '%s %d %s\\n' {ready} $$ \"$PWD\"\n")
         data = bytearray()
         deadline = time.monotonic() + 30
-        while (m := re.search(re.escape(ready.encode()) + rb" (\d+)\n", data)) is None:
+        while (m := re.search(re.escape(ready.encode()) + rb" (\d+) ([^\n]*)\n", data)) is None:
             chunk = self._recv(deadline)
             if not chunk:
                 self.close()
                 raise ShellLost(f"bash in container {self._container_id[:12]} did not start: {bytes(data)[-300:]!r}")
             data += chunk
-        self.pid = int(m.group(1))
+        self.pid, self.cwd = int(m.group(1)), m.group(2).decode("utf-8", "replace")
 
     def close(self) -> None:
         if self._sock is not None:
@@ -189,7 +199,11 @@ class PersistentShell:
         started = time.monotonic()
         note = None
         if self._sock is None:
-            self._restart()
+            try:
+                self.start()
+            except ShellLost as e:
+                e.command_started = False
+                raise
             note = f"The previous shell had exited; a new shell was started in {self.cwd} (variables were reset)."
         self._count += 1
         marker = f"__SRL_{self._token}_{self._count}__"
@@ -252,16 +266,8 @@ class PersistentShell:
         """Kill every process in the container but PID 1 and start a new shell in the last known cwd."""
         self.close()
         self.exec_once(_KILL_ALL)
-        self._restart()
+        self.start()
 
-    def _restart(self) -> None:
-        try:
-            self.start()
-        except ShellLost:
-            if self.cwd == "/":
-                raise
-            self.cwd = "/"  # the directory may be gone (rm -rf); start where it surely exists
-            self.start()
 
     def _after_exit(self, collector: _Collector, started: float, note: str | None) -> CommandResult:
         self.close()

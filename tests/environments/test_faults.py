@@ -169,3 +169,17 @@ def test_reaper_removes_containers_of_dead_owners_only() -> None:
                 container.remove(force=True)
             except docker_engine.NotFound:
                 pass
+
+
+@pytest.mark.docker
+def test_stopped_container_is_restarted_and_the_command_still_runs() -> None:
+    with DockerEnvironment(sample_image(), fast_config()) as env:
+        env.run("cd calc && echo changed >> ops.py")
+        gone = env.run("kill -TERM 1; sleep 5")  # the keeper (PID 1) exits: the container stops
+        assert gone.exit_code is None
+        result = env.run("pwd; git status --short")
+        assert (result.output, result.exit_code) == ("/testbed/calc\n M ops.py\n", 0)
+        assert "restarted" in (result.note or "")
+        env.run("kill -TERM 1")
+        env.reset()  # a stopped container cannot be restored in place: a fresh one replaces it
+        assert env.run("git status --short; pwd").output == "/testbed\n"

@@ -171,3 +171,19 @@ def test_canonical_action_text_and_unknown_tools(env: DockerEnvironment) -> None
         False, "Unknown tool `browse`. The available tools are: bash, str_replace_editor, submit.")  # fmt: skip
     stray = edit(env, command="view", path=OPS, colour="red")
     assert not stray.ok and "colour" in stray.observation
+
+
+@pytest.mark.docker
+def test_files_in_and_out(env: DockerEnvironment, tmp_path: Path) -> None:
+    env.write_file("/testbed/data.bin", bytes(range(256)))
+    assert env.read_file("/testbed/data.bin") == bytes(range(256))
+    with pytest.raises(FileNotFoundError):
+        env.read_file("/testbed/absent.txt")
+    with pytest.raises(FileNotFoundError):
+        env.write_file("/no/such/dir/x.txt", "x")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.txt").write_text("alpha\n")
+    env.copy_in(tmp_path / "pkg", "/tmp")
+    assert env.run("cat /tmp/pkg/a.txt").output == "alpha\n"
+    out = env.copy_out("/testbed/calc", tmp_path / "out")
+    assert (out / "ops.py").read_text().startswith('"""Tiny arithmetic helpers."""')
