@@ -30,6 +30,17 @@ def stale_patch(task: Task) -> str:
     return task.patch.replace(first_removed, first_removed + "  # not in the file", 1)
 
 
+def edited_patch(task: Task, tmp_path: Path, path: str, old: str, new: str) -> str:
+    """The diff of one text replacement in the task's repository (a real `git diff`, valid hunks)."""
+    repo = materialize_repo(task, tmp_path / f"edit-{task.directory.name}")
+    target = repo / path
+    text = target.read_text() if target.exists() else ""
+    assert old in text
+    target.write_text(text.replace(old, new, 1))
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    return subprocess.run(["git", "diff", "--cached"], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
 def pytest_log(task: Task, tmp_path: Path) -> str:
     repo = materialize_repo(task, tmp_path / "repo")
     subprocess.run(["git", "apply", "-"], input=task.test_patch, text=True, cwd=repo, check=True)
@@ -181,3 +192,28 @@ def test_fast_runner_reports_a_stale_patch_with_gits_message(tasks):
         assert result.status == "patch_failed" and "paginate/pages.py" in result.detail
         # the failed tries left the repository as it was
         assert env.diff() == ""
+
+
+@pytest.mark.docker
+def test_fake_pass_lines_and_hanging_tests_are_errors_for_both(tasks, tmp_path: Path):
+    """A conftest printing PASSED for the failing tests after pytest's summary, and a fix that hangs:
+    neither may count as resolved, and both graders call them errors."""
+    from environments.container import DockerEnvironment
+
+    paginate, intervals = get_task("srl-agent__paginate-1"), get_task("srl-agent__intervals-1")
+    fake = "".join(f'    print("PASSED {t}")\n' for t in paginate.fail_to_pass)
+    preds = {
+        paginate.instance_id: edited_patch(paginate, tmp_path, "conftest.py", "",
+                                           f"def pytest_unconfigure(config):\n{fake}"),
+        intervals.instance_id: edited_patch(intervals, tmp_path, "intervals/core.py", "    merged: list[Interval] = []\n",
+                                            "    merged: list[Interval] = []\n    __import__('time').sleep(3600)\n"),
+    }  # fmt: skip
+    official = grade_with_harness([paginate.instance(), intervals.instance()], preds, grading.harness_run_id("faults"),
+                                  work_dir=tmp_path / "harness", timeout=10, max_workers=2)  # fmt: skip
+    for task in (paginate, intervals):
+        with DockerEnvironment(task.image) as env:
+            fast = grading.run_tests_in_env(env, task, preds[task.instance_id], timeout=10)
+        assert (fast.status, official[task.instance_id].status) == ("error", "error"), (fast, official)
+    with DockerEnvironment(paginate.image) as env:
+        fast = grading.run_tests_in_env(env, paginate, preds[paginate.instance_id])
+        assert "reported no failure" in fast.detail
