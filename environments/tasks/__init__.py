@@ -8,7 +8,8 @@ Each task lives in `environments/tasks/<name>/`:
 - `gold.patch`: the fix, a unified diff that `git apply` takes at the base commit.
 - `test.patch`: the tests that check the fix (SWE-bench style: the agent never sees them; the eval
   script applies them before running the tests).
-- `expert.traj`: an expert trajectory in SWE-agent 1.x function-calling `.traj` format.
+- `expert.traj`: an expert trajectory in SWE-agent 1.x function-calling `.traj` format, recorded by
+  executing the handwritten steps in `experts.py` in the task's container (real observations).
 
 The base commit is created, not stored: `materialize_repo` turns `repo/` into a git repository with
 gitpython, one commit with a fixed author, committer, dates and message and every file at mode 100644,
@@ -16,9 +17,10 @@ so the sha depends only on the files. `task.json` records that sha (the harness 
 name it); `materialize_repo` refuses to go on when the files no longer hash to it, naming the new sha,
 so an edit to `repo/` without updating `task.json` is an error, never a silently different task.
 
-`Task.instance()` is the swebench 5.x instance (with `image`, `eval_script`, `log_parser`, `eval_type`)
-that `swebench.harness.run_evaluation` grades; `write_dataset` writes them as the JSON file the harness
-reads with `dataset_name=<path>`.
+`build_images` builds each task's image under `Task.image` (the base image plus the repository in
+/testbed; pytest comes with the base). `Task.instance()` is the swebench 5.x instance (with `image`,
+`eval_script`, `log_parser`, `eval_type`) that `swebench.harness.run_evaluation` grades;
+`write_dataset` writes them as the JSON file the harness reads with `dataset_name=<path>`.
 """
 
 from __future__ import annotations
