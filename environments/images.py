@@ -85,6 +85,8 @@ def ensure_base_image(
             log.warning("cannot use registry image %s (%s); building the base image offline",
                         cfg.registry_image, e)
             inputs = _hash(_offline_inputs(cfg))
+            if not rebuild and image_label(client, cfg.base_image, INPUTS_LABEL) == inputs:
+                return cfg.base_image  # the offline build from an earlier fallback is current
     _base_offline(client, cfg, inputs)
     return cfg.base_image
 

@@ -120,3 +120,31 @@ def test_ca_bundle_reaches_the_setup_but_not_the_image(tmp_path: Path) -> None:
         assert client.images.get(tag).attrs["Config"]["Volumes"] in (None, {})
     finally:
         client.images.remove(tag, force=True)
+
+
+@pytest.mark.docker
+def test_registry_image_is_used_when_available() -> None:
+    client = docker_engine.connect()
+    base = ensure_base_image(EnvConfig(), client=client)  # stands in for an image a registry gave us
+    cfg = EnvConfig(registry_image=base, base_image="srl-agent-test/from-registry:latest")
+    try:
+        assert ensure_base_image(cfg, client=client) == cfg.base_image
+        made = client.images.get(cfg.base_image)
+        assert made.labels[INPUTS_LABEL] and made.labels.get("srl-agent.managed") == ""
+        assert ensure_base_image(cfg, client=client) == cfg.base_image
+        assert client.images.get(cfg.base_image).id == made.id  # cached
+    finally:
+        client.images.remove(cfg.base_image, force=True)
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_unreachable_registry_falls_back_to_the_offline_build() -> None:
+    client = docker_engine.connect()
+    cfg = EnvConfig(registry_image="srl-agent-test/not-in-any-registry:1", base_image="srl-agent-test/fallback:latest")
+    try:
+        assert ensure_base_image(cfg, client=client) == cfg.base_image
+        out = client.containers.run(cfg.base_image, ["git", "--version"], remove=True, network_mode="none")
+        assert out.startswith(b"git version")
+    finally:
+        client.images.remove(cfg.base_image, force=True)
