@@ -1,7 +1,7 @@
 """Command line of the environments package.
 
     python -m environments doctor                         # can this machine run environments? (exit 1: no, with the fix)
-    python -m environments build [--rebuild]              # base image + every bundled task's image (cached)
+    python -m environments build [--rebuild] [--dataset P] # base image + every bundled task's image (cached)
     python -m environments replay TRAJ [--instance ID] [--json]   # replay a trajectory, grade its patch
 
 Every command takes the typed config (`--config FILE`, `--dry-run`, dotted `KEY=VALUE` overrides) with
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build the base image and the bundled tasks' images (cached)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even when the inputs did not change")
+    build.add_argument("--dataset", default=None, metavar="PATH",
+                       help="also write the tasks' swebench instances to PATH (.json), for run_evaluation -d PATH")
     build.set_defaults(run=run_build)
 
     replay = commands.add_parser("replay", help="replay a trajectory in a fresh environment and grade its patch")
@@ -88,7 +90,7 @@ def run_doctor(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
 
 def run_build(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
     from environments.images import ImageBuildError
-    from environments.tasks import build_images, load_tasks
+    from environments.tasks import build_images, load_tasks, write_dataset
 
     tasks = load_tasks()
     try:
@@ -99,6 +101,8 @@ def run_build(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
     print(f"base image: {cfg.environment.base_image}")
     for task, image in zip(tasks, images, strict=True):
         print(f"{task.instance_id}: {image}")
+    if args.dataset:
+        print(f"dataset: {write_dataset(tasks, args.dataset)}")
     return 0
 
 

@@ -84,3 +84,17 @@ def test_replay_json_resolves_through_the_harness(tmp_path: Path):
     assert payload["steps_replayed"] == 10 and payload["grader"] == "harness"
     assert payload["patch"].startswith("diff --git a/intervals/core.py")
     assert (tmp_path / "logs" / "run_evaluation").is_dir()  # the official harness wrote its logs there
+
+
+@pytest.mark.docker
+def test_the_official_swebench_cli_grades_the_gold_patches_offline(tmp_path: Path):
+    dataset = tmp_path / "tasks.json"
+    assert cli("build", "--dataset", str(dataset)).returncode == 0
+    out = subprocess.run(
+        [sys.executable, "-m", "swebench.harness.run_evaluation", "--dataset_name", str(dataset),
+         "--predictions_path", "gold", "--run_id", "gold-cli", "--max_workers", "3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "gold.gold-cli.json").read_text())
+    assert sorted(summary["resolved_ids"]) == sorted(t.instance_id for t in load_tasks())
