@@ -1,16 +1,36 @@
 """Train a policy with SRL (default), RLVR or SFT: `python -m srl_agent.train --task {swe,math}`.
 
-Reads top to bottom: resolve the config, make the run folder, load data and model, loop (roll out,
-score, advantage, loss, step, log, save), then report where everything is.
+Reads top to bottom: resolve the config, make the run folder, load data and model (resuming from
+checkpoints/last when there is one), then per training step: sample prompts, roll out G completions
+each, score them, refill until the batch of kept prompts is full (dynamic sampling), compute advantages,
+update with a PPO-clip loss over micro-batches, log, validate, checkpoint. It ends by plotting the curves
+and printing where the run folder, curves and checkpoints are.
+
+- `--stage srl`: step-wise similarity reward against the expert's next action, std filter.
+- `--stage rlvr`: outcome reward (math: answer equivalence) on whole problems, DAPO filter; start it
+  from an SRL checkpoint with `model.init_from=runs/math-srl/checkpoints/best`.
+- `--stage sft`: the paper's baseline, plain next-token loss on the same expert steps wrapped in the
+  same output format, through the same data and code.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import random
+import shutil
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
-from srl_agent.config import TrainConfig
-from trajectories.config import add_config_arguments, dump_config, resolve_config, run_cli
+import yaml
+
+from srl_agent.config import ModelConfig, OptimConfig, TrainConfig
+from trajectories.config import ConfigError, add_config_arguments, dump_config, resolve_config, run_cli
+
+# Keys that may change between a run and its resumption (everything else must match).
+RESUMABLE_CHANGES = {"trainer.steps", "trainer.progress", "trainer.tensorboard", "trainer.wandb"}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
@@ -28,8 +48,326 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
-    print(f"srl_agent.train: the {cfg.stage} stage is not implemented yet (issue 4).", file=sys.stderr)
-    return 1
+    if cfg.stage == "rlvr" and cfg.task == "swe":
+        raise ConfigError("stage: rlvr for --task swe needs sandboxed rollouts, which arrive with the agent issue")
+
+    import torch
+
+    from srl_agent import checkpoint as ckpt
+    from srl_agent.data import DataStream, load_splits
+    from srl_agent.generation import HFGenerator
+    from srl_agent.rollouts import PromptCache, make_scorer, rlvr_examples
+    from srl_agent.runlog import RunLog, plot_curves
+
+    run_dir = prepare_run_dir(cfg)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    splits = load_splits(cfg.task, cfg.data, run_dir / "data")
+    train_examples, val_examples = splits.train, splits.val
+    if cfg.stage == "rlvr":
+        train_examples, val_examples = rlvr_examples(train_examples), rlvr_examples(val_examples)
+        if not train_examples:
+            raise ConfigError(f"data.source: {splits.source} has no examples with a final answer for RLVR")
+    print(f"data: {len(train_examples)} train / {len(val_examples)} validation examples from {splits.source}")
+
+    last = ckpt.find_checkpoint(run_dir / "checkpoints" / "last") if cfg.trainer.resume else None
+    model, tokenizer = load_policy(cfg.model, cfg.seed, last)
+    reference = load_reference(cfg) if cfg.grpo.kl_coef > 0 and cfg.stage != "sft" else None
+    optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
+    stream = DataStream(train_examples, cfg.seed)
+    state: dict[str, Any] = {"step": 0, "best_val": None, "best_step": None}
+    if last is not None:
+        saved = ckpt.load_trainer_state(last)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stream.restore(saved["data"])
+        ckpt.set_rng_state(saved["rng"])
+        state = saved["state"]
+        print(f"resuming from {last} at step {state['step']}")
+
+    log = RunLog(run_dir, state["step"], cfg.trainer.tensorboard, cfg.trainer.wandb, run_dir.name,
+                 cfg.model_dump(mode="json"))
+    prompts = PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt)
+    generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
+    scorer = make_scorer(cfg.task, cfg.stage, cfg.reward)
+
+    def validate(step: int) -> dict[str, float]:
+        summary = validation(cfg, val_examples, prompts, generator, scorer)
+        if summary and cfg.trainer.keep_best and (state["best_val"] is None or summary["val_reward_mean"] > state["best_val"]):
+            state["best_val"], state["best_step"] = summary["val_reward_mean"], step
+            ckpt.save_checkpoint(run_dir / "checkpoints" / "best", model, tokenizer, None,
+                                 {"step": step, "val_reward_mean": state["best_val"]})
+        return summary
+
+    def save_last(step: int) -> None:
+        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "data": stream.state(), "rng": ckpt.rng_state(), "state": dict(state)}
+        ckpt.save_checkpoint(run_dir / "checkpoints" / "last", model, tokenizer, trainer_state,
+                             {"step": step, **stream.state(), "best_val": state["best_val"]})
+
+    if state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
+        log.write({"step": 0, **validate(0)})
+    with progress_bar(cfg.trainer.progress, cfg.trainer.steps, state["step"]) as advance:
+        while state["step"] < cfg.trainer.steps:
+            step = state["step"] + 1
+            started = time.perf_counter()
+            if cfg.stage == "sft":
+                row = sft_step(cfg, model, tokenizer, optimizer, stream, prompts)
+            else:
+                row = grpo_step(cfg, model, reference, optimizer, stream, prompts, generator, scorer)
+            scheduler.step()
+            state["step"] = step
+            row = {"step": step, "lr": optimizer.param_groups[0]["lr"], **row}
+            if val_examples and (step == cfg.trainer.steps or (cfg.trainer.val_every and step % cfg.trainer.val_every == 0)):
+                row.update(validate(step))
+            row["seconds_total"] = time.perf_counter() - started
+            log.write(row)
+            advance(row)
+            if step == cfg.trainer.steps or step % max(cfg.trainer.save_every, 1) == 0:
+                save_last(step)
+    log.close()
+
+    curves = plot_curves(log.path, run_dir / "curves.png", f"{cfg.task} {cfg.stage} ({cfg.model.name})")
+    print(f"\nrun folder:  {run_dir}")
+    print(f"metrics:     {log.path}")
+    print(f"curves:      {curves if curves else '(nothing to plot)'}")
+    print(f"checkpoint:  {run_dir / 'checkpoints' / 'last'} (step {state['step']})")
+    if state["best_val"] is not None:
+        print(f"best:        {run_dir / 'checkpoints' / 'best'} "
+              f"(validation reward {state['best_val']:.4f} at step {state['best_step']})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# setup
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """Create the run folder and save the resolved config; refuse to resume a run with another config."""
+    run_dir = Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
+    saved = run_dir / "config.yaml"
+    has_checkpoint = (run_dir / "checkpoints" / "last").exists() or (run_dir / "checkpoints" / "last.old").exists()
+    if has_checkpoint and not cfg.trainer.resume:
+        shutil.rmtree(run_dir / "checkpoints")
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    elif has_checkpoint and saved.is_file():
+        before = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
+        now = _flatten(cfg.model_dump(mode="json"))
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        changed = [k for k in changed if k not in RESUMABLE_CHANGES]
+        if changed:
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
+                "use another run_dir, or trainer.resume=false to start it over"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(dump_config(cfg), encoding="utf-8")
+    return run_dir
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def device_of(cfg: ModelConfig) -> str:
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+def load_policy(cfg: ModelConfig, seed: int, resume_from: Path | None) -> tuple[Any, Any]:
+    from srl_agent.models import load_model_and_tokenizer
+
+    source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
+    model, tokenizer = load_model_and_tokenizer(source, dtype=cfg.dtype, device=device_of(cfg), seed=seed)
+    model.train()
+    return model, tokenizer
+
+
+def load_reference(cfg: TrainConfig) -> Any:
+    """The frozen initial policy for the KL term (loaded only when grpo.kl_coef > 0)."""
+    from srl_agent.models import load_model_and_tokenizer
+
+    ref, _ = load_model_and_tokenizer(cfg.model.init_from or cfg.model.name, dtype=cfg.model.dtype,
+                                      device=device_of(cfg.model), seed=cfg.seed)
+    ref.eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any, Any]:
+    """AdamW and a LambdaLR: constant, warmup then constant, or warmup then cosine to min_lr_ratio."""
+    import torch
+
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+    )
+
+    def factor(step: int) -> float:
+        if cfg.schedule != "constant" and cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "cosine":
+            span = max(total_steps - cfg.warmup_steps, 1)
+            progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------------
+# one training step
+
+
+def grpo_step(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any, stream: Any, prompts: Any,
+              generator: Any, scorer: Any) -> dict[str, Any]:
+    """Roll out, filter and refill (dynamic sampling), then one PPO-clip update on the kept groups."""
+    from srl_agent.rollouts import collect_groups
+
+    filter_name = cfg.grpo.filter if cfg.grpo.filter != "auto" else ("dapo" if cfg.stage == "rlvr" else "std")
+    collected = collect_groups(stream, cfg.trainer.batch_size, prompts, generator, scorer, cfg.grpo, filter_name,
+                               cfg.generation.max_new_tokens, cfg.generation.temperature)
+    row: dict[str, Any] = {**collected.stats(cfg.grpo.filter_eps), "filter": filter_name,
+                           "seconds_generation": collected.seconds_generation,
+                           "seconds_reward": collected.seconds_reward}
+    sequences = [(g.prompt, c.token_ids, a) for g in collected.kept
+                 for c, a in zip(g.completions, g.advantages, strict=True)]
+    started = time.perf_counter()
+    if sequences:
+        row.update(policy_update(cfg, model, reference, optimizer, sequences))
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
+        row.update({"loss": None, "tokens": 0, "skipped_update": True})
+        print(f"warning: no prompt passed the {filter_name} filter in {collected.rounds} rounds; "
+              "no update this step", file=sys.stderr)
+    row["seconds_training"] = time.perf_counter() - started
+    return row
+
+
+def policy_update(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any,
+                  sequences: list[tuple[list[int], list[int], float]]) -> dict[str, Any]:
+    """PPO-clip (+ optional KL) over micro-batches with gradient accumulation, `grpo.ppo_epochs` times.
+
+    With one epoch the old log-probs are the current ones detached (the policy has not moved since it
+    generated), which saves a forward pass; with more, they are computed once before the first update.
+    """
+    import torch
+
+    from srl_agent import grpo
+    from srl_agent.policy import completion_logprobs, pack
+
+    pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
+    micro = [sequences[i : i + cfg.trainer.micro_batch_size]
+             for i in range(0, len(sequences), cfg.trainer.micro_batch_size)]
+    batches = [pack([s[0] for s in m], [s[1] for s in m], pad, device) for m in micro]
+    advantages = [torch.tensor([s[2] for s in m], dtype=torch.float32, device=device) for m in micro]
+    total_tokens = float(sum(len(s[1]) for s in sequences))
+    old: list[torch.Tensor | None] = [None] * len(micro)
+    if cfg.grpo.ppo_epochs > 1:
+        with torch.no_grad():
+            old = [completion_logprobs(model, b, temp) for b in batches]
+    aggregate = grpo.LOSS_AGG[cfg.grpo.loss_agg]
+    stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0}
+    for _ in range(cfg.grpo.ppo_epochs):
+        optimizer.zero_grad(set_to_none=True)
+        for batch, adv, old_logp in zip(batches, advantages, old, strict=True):
+            logp = completion_logprobs(model, batch, temp)
+            per_token, clipped = grpo.ppo_clip_loss(logp, logp.detach() if old_logp is None else old_logp, adv,
+                                                    batch["mask"], cfg.grpo.clip_eps, cfg.grpo.clip_eps_high)
+            if reference is not None:
+                with torch.no_grad():
+                    ref_logp = completion_logprobs(reference, batch, temp)
+                kl = grpo.KL_ESTIMATORS[cfg.grpo.kl_estimator](logp, ref_logp)
+                per_token = per_token + cfg.grpo.kl_coef * kl
+                stats["kl"] += float((kl * batch["mask"]).sum()) / total_tokens / cfg.grpo.ppo_epochs
+            loss = aggregate(per_token, batch["mask"], total_tokens, float(len(sequences)))
+            loss.backward()
+            stats["loss"] += float(loss) / cfg.grpo.ppo_epochs
+            stats["clip_fraction"] += float(clipped.sum()) / total_tokens / cfg.grpo.ppo_epochs
+        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+        optimizer.step()
+    return {**stats, "tokens": int(total_tokens), "sequences": len(sequences)}
+
+
+def sft_step(cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, stream: Any, prompts: Any) -> dict[str, Any]:
+    """Next-token loss on `trainer.batch_size` expert steps wrapped in the output contract."""
+    import torch
+
+    from srl_agent import grpo
+    from srl_agent.generation import stop_token_ids
+    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.prompts import sft_target
+
+    examples = stream.take(cfg.trainer.batch_size)
+    end = stop_token_ids(tokenizer)[-1]
+    targets = [tokenizer(sft_target(ex.target, cfg.sft.think_text), add_special_tokens=False)["input_ids"] + [end]
+               for ex in examples]
+    pairs = [(prompts(ex), t) for ex, t in zip(examples, targets, strict=True)]
+    total_tokens = float(sum(len(t) for t in targets))
+    started = time.perf_counter()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for i in range(0, len(pairs), cfg.trainer.micro_batch_size):
+        chunk = pairs[i : i + cfg.trainer.micro_batch_size]
+        batch = pack([p for p, _ in chunk], [t for _, t in chunk], model.config.pad_token_id or 0, model.device)
+        logp = completion_logprobs(model, batch)
+        loss = grpo.token_mean(grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, len(pairs))
+        loss.backward()
+        loss_sum += float(loss)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+    optimizer.step()
+    return {"reward_mean": None, "reward_std": None, "format_error_rate": None, "zero_std_fraction": None,
+            "kept_prompts": len(examples), "sampled_prompts": len(examples), "loss": loss_sum, "grad_norm": grad_norm,
+            "tokens": int(total_tokens), "seconds_generation": 0.0, "seconds_reward": 0.0,
+            "seconds_training": time.perf_counter() - started}
+
+
+def validation(cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, scorer: Any) -> dict[str, float]:
+    """Greedy held-out reward and format-error rate, as `val_*` metrics (empty without validation data)."""
+    from srl_agent.rollouts import evaluate_examples
+
+    if not examples:
+        return {}
+    started = time.perf_counter()
+    summary, _ = evaluate_examples(examples, prompts, generator, scorer, cfg.generation.max_new_tokens,
+                                   cfg.generation.temperature, greedy=True)
+    out = {f"val_{k}": v for k, v in summary.items()}
+    out["seconds_validation"] = time.perf_counter() - started
+    return out
+
+
+def progress_bar(enabled: bool, total: int, done: int) -> Any:
+    """A context manager yielding `advance(row)`: a rich progress bar, or plain lines when disabled."""
+    from contextlib import contextmanager
+
+    from srl_agent.runlog import summary_line
+
+    @contextmanager
+    def bar() -> Any:
+        if not enabled:
+            yield lambda row: print(summary_line(row), flush=True)
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
+            task = progress.add_task("train", total=total, completed=done)
+
+            def advance(row: dict[str, Any]) -> None:
+                progress.console.print(summary_line(row))
+                progress.update(task, completed=row["step"])
+
+            yield advance
+
+    return bar()
 
 
 if __name__ == "__main__":

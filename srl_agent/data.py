@@ -1,0 +1,100 @@
+"""Step examples in: train/validation splits built by the `trajectories` package, and the sampling order.
+
+Readers, step building and the by-group split all live in `trajectories`; this module picks the
+source for the task, runs `trajectories.build.build` into the run folder (so the run keeps the exact
+examples it trained and validated on) and reads them back. `DataStream` walks the training examples in
+a fresh seeded permutation per epoch; its position is two integers, saved in every checkpoint, so a
+resumed run draws exactly the prompts it would have drawn.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from srl_agent.config import DataConfig
+from trajectories.build import build
+from trajectories.config import ConfigError
+from trajectories.math_steps import bundled_math_path
+from trajectories.record import StepExample, read_step_examples
+
+SWE_SAMPLE = Path("../shared/data/swesmith/ft_xml_example.jsonl")
+TRAIN_FILE, VAL_FILE = "train.jsonl", "validation.jsonl"
+
+
+@dataclass
+class Splits:
+    train: list[StepExample]
+    val: list[StepExample]
+    source: str
+
+
+def resolve_source(task: str, source: str) -> str:
+    """`auto` -> the bundled math steps (math) or this workspace's SWE-smith sample (swe)."""
+    if source != "auto":
+        return source
+    if task == "math":
+        return str(bundled_math_path())
+    if not SWE_SAMPLE.is_file():
+        raise ConfigError(
+            f"data.source: `auto` for --task swe means {SWE_SAMPLE} (the SWE-smith sample), which does not "
+            "exist here; set data.source to SWE trajectories (a file, folder, glob or HF dataset id)"
+        )
+    return str(SWE_SAMPLE)
+
+
+def load_splits(task: str, cfg: DataConfig, work_dir: Path) -> Splits:
+    """The task's step examples, split by whole trajectory/problem; built into `work_dir` unless prebuilt."""
+    source = resolve_source(task, cfg.source)
+    folder = Path(source)
+    if not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
+        report = build(source, task, work_dir, cfg.build)  # type: ignore[arg-type]
+        if report.skipped:
+            print(f"data: {len(report.skipped)} records of {source} skipped (see trajectories' report): "
+                  f"{report.skipped[0].to_dict()}")
+        folder = work_dir
+    train = list(read_step_examples(folder / TRAIN_FILE))
+    val = list(read_step_examples(folder / VAL_FILE)) if (folder / VAL_FILE).is_file() else []
+    wrong = [ex.example_id for ex in train + val if ex.kind != task]
+    if wrong:
+        raise ConfigError(f"data.source: {source} holds {wrong[0]!r} of another task than --task {task}")
+    if cfg.max_train_examples is not None:
+        train = train[: cfg.max_train_examples]
+    if cfg.max_val_examples is not None:
+        val = val[: cfg.max_val_examples]
+    if not train:
+        raise ConfigError(f"data.source: {source} gave no training step examples")
+    return Splits(train=train, val=val, source=source)
+
+
+class DataStream:
+    """Training examples in a seeded permutation per epoch; `position` is (epoch, offset)."""
+
+    def __init__(self, examples: list[StepExample], seed: int):
+        self.examples, self.seed = examples, seed
+        self.epoch, self.offset = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        order = list(range(len(self.examples)))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def take(self, n: int) -> list[StepExample]:
+        out = []
+        while len(out) < n:
+            if self.offset == len(self._order):
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            out.append(self.examples[self._order[self.offset]])
+            self.offset += 1
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        self._order = self._permutation(self.epoch)

@@ -1,0 +1,94 @@
+"""Rollouts: the `Generator` Protocol the trainer samples through, and its HF `generate` implementation.
+
+A generator takes tokenized prompts and returns, for each, `n` completions as token ids (the stop token
+included when the model stopped, so that training also learns to stop) and decoded text (the stop
+token left out). vLLM arrives behind the same Protocol with its own issue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    text: str
+    truncated: bool  # hit max_new_tokens without a stop token
+
+
+class Generator(Protocol):
+    def generate(
+        self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, greedy: bool = False
+    ) -> list[list[Completion]]:
+        """For each prompt (token ids), `n` completions. `greedy` ignores temperature and samples once."""
+        ...
+
+
+class HFGenerator:
+    """Sampling with `model.generate`, left-padded batches of at most `batch_size` sequences."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, top_p: float = 1.0):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.top_p = batch_size, top_p
+        self.stop_ids = stop_token_ids(tokenizer)
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, greedy: bool = False
+    ) -> list[list[Completion]]:
+        from transformers import GenerationConfig
+
+        n = 1 if greedy else n
+        config = GenerationConfig(
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_p=None if greedy else self.top_p,
+            top_k=None,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        per_call = max(1, self.batch_size // n)
+        out: list[list[Completion]] = []
+        for start in range(0, len(prompts), per_call):
+            chunk = prompts[start : start + per_call]
+            ids, attn = left_pad(chunk, self.tokenizer.pad_token_id, self.model.device)
+            generated = self.model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+            new = generated[:, ids.shape[1] :].tolist()
+            for i in range(len(chunk)):
+                out.append([self._completion(new[i * n + j], max_new_tokens) for j in range(n)])
+        self.model.train(was_training)
+        return out
+
+    def _completion(self, tokens: list[int], max_new_tokens: int) -> Completion:
+        stop = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+        kept = tokens if stop is None else tokens[: stop + 1]
+        text_ids = kept if stop is None else kept[:-1]
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        return Completion(token_ids=kept, text=text, truncated=stop is None and len(tokens) >= max_new_tokens)
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The end-of-turn tokens: eos and, for ChatML templates, `<|im_end|>`."""
+    ids = {tokenizer.eos_token_id}
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    return sorted(i for i in ids if i is not None)
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        attn[i, width - len(s) :] = 1
+    return ids.to(device), attn.to(device)

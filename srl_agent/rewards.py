@@ -1,0 +1,111 @@
+"""Rewards, as pure functions: the format check, the step-wise similarity reward and outcome rewards.
+
+The output contract (both tasks): `<think> free inner monologue </think>` followed by the action.
+- The action is the text after the closing `</think>`. The output must hold exactly one `<think>` and
+  one `</think>`, in that order, with nothing but whitespace before `<think>` (unless
+  `allow_preamble`), and a non-empty action. Anything else is a format error, reward -1.
+- SWE: the action must be exactly one parseable tool call (`trajectories.actions.parse_action`); it is
+  compared in its rendered canonical form, so formatting differences the parser forgives do not cost
+  reward.
+- Similarity r = 2M/T in [0, 1]: `difflib` (the paper's `SequenceMatcher.ratio()`) or `rapidfuzz`
+  (exact longest-common-subsequence 2M/T, far faster on long actions). Only the action is scored.
+- Outcome (RLVR, math): 1.0 when math-verify finds the action's final answer equivalent to the gold
+  answer, else 0.0 (a format error is 0.0 too: the rollout is simply wrong). This module is the one
+  that imports math-verify, and only when an outcome reward is asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rapidfuzz.distance import Indel
+
+from trajectories.actions import ActionParseError, parse_action, render_action
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+FORMAT_PENALTY = -1.0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One rollout's reward; `format_error` says why the output broke the contract (None when it did not)."""
+
+    reward: float
+    action: str | None
+    format_error: str | None = None
+
+
+def extract_action(completion: str, allow_preamble: bool = False) -> tuple[str | None, str | None]:
+    """(action, None) for an output that keeps the contract, else (None, why)."""
+    if completion.count(THINK_OPEN) != 1 or completion.count(THINK_CLOSE) != 1:
+        return None, f"expected one {THINK_OPEN} and one {THINK_CLOSE}"
+    start, end = completion.index(THINK_OPEN), completion.index(THINK_CLOSE)
+    if end < start:
+        return None, f"{THINK_CLOSE} before {THINK_OPEN}"
+    if not allow_preamble and completion[:start].strip():
+        return None, f"text before {THINK_OPEN}"
+    action = completion[end + len(THINK_CLOSE) :]
+    if not action.strip():
+        return None, f"no action after {THINK_CLOSE}"
+    return action, None
+
+
+def difflib_similarity(a: str, b: str, autojunk: bool = False) -> float:
+    """`difflib.SequenceMatcher(None, a, b, autojunk=autojunk).ratio()`: 2M/T with M from matching blocks."""
+    return difflib.SequenceMatcher(None, a, b, autojunk=autojunk).ratio()
+
+
+def lcs_similarity(a: str, b: str, autojunk: bool = False) -> float:
+    """Exact 2*LCS/(len(a)+len(b)) (rapidfuzz Indel normalized similarity); `autojunk` is ignored."""
+    if not a and not b:
+        return 1.0  # the same convention as SequenceMatcher.ratio()
+    return Indel.normalized_similarity(a, b)
+
+
+SIMILARITIES: dict[str, Callable[[str, str, bool], float]] = {
+    "difflib": difflib_similarity,
+    "rapidfuzz": lcs_similarity,
+}
+
+
+def step_reward(
+    completion: str,
+    target: str,
+    kind: str,
+    similarity: str = "difflib",
+    autojunk: bool = False,
+    strip: bool = True,
+    allow_preamble: bool = False,
+) -> Scored:
+    """The SRL reward of one rollout against the expert's next action (`kind` is `math` or `swe`)."""
+    action, error = extract_action(completion, allow_preamble)
+    if action is None:
+        return Scored(FORMAT_PENALTY, None, error)
+    if kind == "swe":
+        try:
+            action = render_action(parse_action(action))
+        except (ActionParseError, ValueError) as e:
+            return Scored(FORMAT_PENALTY, None, f"not one canonical tool call: {e}")
+    if strip:
+        action, target = action.strip(), target.strip()
+    return Scored(SIMILARITIES[similarity](action, target, autojunk), action)
+
+
+def math_outcome_reward(completion: str, answer: str | None, allow_preamble: bool = False) -> Scored:
+    """1.0 when the action's final answer is equivalent to `answer` (math-verify), else 0.0."""
+    action, error = extract_action(completion, allow_preamble)
+    if action is None:
+        return Scored(0.0, None, error)
+    if answer is None:
+        raise ValueError("math outcome reward needs the gold answer; this example has none")
+    from math_verify import parse, verify
+
+    gold = parse(answer if "$" in answer or "\\boxed" in answer else f"${answer}$")
+    try:
+        correct = bool(verify(gold, parse(action)))
+    except Exception:  # noqa: BLE001 - math-verify raises on unparseable answers; that is a wrong answer
+        correct = False
+    return Scored(1.0 if correct else 0.0, action)

@@ -1,0 +1,117 @@
+"""What a run leaves behind besides checkpoints: metrics.jsonl, the console, optional sinks, the plot.
+
+`metrics.jsonl` holds one JSON object per training step. On resume it is cut back to the steps the
+checkpoint holds (a kill after a step was logged but before it was checkpointed would otherwise leave
+that step twice), so the file always lists steps 1..N once each. TensorBoard and wandb are imported
+only when the config asks for them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+CURVES = [
+    ("reward_mean", "train reward (mean of all rollouts)"),
+    ("val_reward_mean", "validation step reward"),
+    ("format_error_rate", "format-error rate (train)"),
+    ("val_format_error_rate", "format-error rate (validation)"),
+    ("zero_std_fraction", "zero-std group fraction"),
+    ("loss", "loss"),
+]
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a metrics file (a line cut by a kill is ignored)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = False, wandb: bool = False,
+                 run_name: str = "", config: dict[str, Any] | None = None):
+        self.path = run_dir / "metrics.jsonl"
+        kept = [r for r in read_metrics(self.path) if r.get("step", math.inf) <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        self.tb = self.wandb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                print("warning: trainer.tensorboard=true but tensorboard is not installed", file=sys.stderr)
+        if wandb:
+            try:
+                import wandb as wandb_module
+
+                self.wandb = wandb_module.init(name=run_name, config=config, resume="allow")
+            except ImportError:
+                print("warning: trainer.wandb=true but wandb is not installed", file=sys.stderr)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        numbers = {k: v for k, v in row.items() if isinstance(v, int | float) and k != "step"}
+        if self.tb is not None:
+            for key, value in numbers.items():
+                self.tb.add_scalar(key, value, row["step"])
+            self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(numbers, step=row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def summary_line(row: dict[str, Any]) -> str:
+    parts = [f"step {row['step']}"]
+    for key, label in [("reward_mean", "reward"), ("format_error_rate", "fmt_err"), ("kept_prompts", "kept"),
+                       ("loss", "loss"), ("val_reward_mean", "val_reward"), ("val_format_error_rate", "val_fmt_err")]:
+        value = row.get(key)
+        if value is not None:
+            parts.append(f"{label} {value:.4g}" if isinstance(value, float) else f"{label} {value}")
+    parts.append(f"{row.get('seconds_total', 0.0):.1f}s")
+    return "  ".join(parts)
+
+
+def plot_curves(metrics_path: Path, out: Path, title: str) -> Path | None:
+    """A PNG with one panel per curve present in the metrics; None when there is nothing to plot."""
+    rows = read_metrics(metrics_path)
+    panels = [(k, label) for k, label in CURVES if any(r.get(k) is not None for r in rows)]
+    if not panels:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(10, 3.2 * nrows), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, panels, strict=False):
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
