@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -35,6 +35,9 @@ from environments.grading import GradeResult, grade_with_harness, harness_run_id
 from environments.tasks import Task
 from trajectories.config import Section
 from trajectories.record import Step, Trajectory
+
+if TYPE_CHECKING:
+    from environments.tools import Environment
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,8 @@ def load_trajectory(path: str | Path) -> Trajectory:
     from trajectories.errors import SourceError
     from trajectories.sources import read_source
 
+    if not Path(path).is_file():  # read_source would take a missing `owner/name` for a Hub dataset id
+        raise ReplayError(f"{path}: no such trajectory file")
     try:
         result = read_source(path)
     except SourceError as e:
@@ -142,7 +147,7 @@ def replay(
     return result
 
 
-def execute_steps(env: Any, steps: list[Step], instance_id: str) -> ReplayResult:
+def execute_steps(env: Environment, steps: list[Step], instance_id: str) -> ReplayResult:
     """Run the steps' actions in `env` up to the first submit; the result is not graded yet."""
     from environments import tools
 

@@ -37,8 +37,10 @@ def test_expert_trajectories_read_as_one_swe_trajectory_each():
 
 
 def test_bad_trajectory_files_are_clear_errors(tmp_path: Path):
-    with pytest.raises(ReplayError, match="nope.traj"):
+    with pytest.raises(ReplayError, match="nope.traj: no such trajectory file"):
         load_trajectory(tmp_path / "nope.traj")
+    with pytest.raises(ReplayError, match="no such trajectory file"):
+        load_trajectory("someone/not-a-file")  # never looked up as a Hub dataset
     broken = tmp_path / "broken.traj"
     broken.write_text('{"trajectory": [')
     with pytest.raises(ReplayError, match="broken.traj: expected one SWE trajectory, found 0 \\(skipped: "):
