@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import json
+import multiprocessing
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,14 +37,16 @@ from trajectories.actions import render_action
 from trajectories.config import Section
 from trajectories.errors import BadRecord
 from trajectories.math_steps import MathProblem
-from trajectories.record import ContextItem, JsonlWriter, StepExample, TaskKind, Trajectory
-from trajectories.sources import Item, Skipped, SourceReader
+from trajectories.record import ContextItem, JsonlWriter, StepExample, TaskKind, Trajectory, to_json_line
+from trajectories.sources import Item, Payload, ReadOptions, Skipped, SourceReader, read_record
 
 
 class BuildConfig(Section):
     """How expert data becomes SRL step examples (`python -m trajectories build`, and the trainer)."""
 
-    context_steps: int | Literal["all"] = Field(2, description="SWE: earlier (action, observation) pairs shown")
+    context_steps: int | Literal["all"] = Field(
+        2, description="SWE: earlier (action, observation) pairs shown"
+    )
     observation_max_chars: int | None = Field(4000, ge=64, description="cap per observation; null = no cap")
     next_title_hint: bool = False  # math: show step k's title (the paper's footnote); off by default
     predict_steps: Literal["all", "skip_first", "skip_last"] = "all"
@@ -56,6 +60,10 @@ class BuildConfig(Section):
     hf_config: str | None = None
     streaming: bool = True
     limit: int | None = Field(None, ge=1, description="read at most this many records")
+    workers: int = Field(1, ge=1, description="processes that read and cut records (same output)")
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(self.unknown_tools, self.require_numbered_steps)
 
     def reader(self, source: str | Path) -> SourceReader:
         return SourceReader(
@@ -123,11 +131,20 @@ def math_examples(problem: MathProblem, group_id: str, cfg: BuildConfig) -> list
         title = problem.titles[i] if i < len(problem.titles) else None
         examples.append(
             StepExample(
-                "math", group_id, i, n, problem.problem, context, problem.steps[i],
+                "math",
+                group_id,
+                i,
+                n,
+                problem.problem,
+                context,
+                problem.steps[i],
                 hint=title if cfg.next_title_hint else None,
                 answer=problem.answer,
-                meta={"source_format": problem.source_format, "step_format": problem.step_format,
-                      "has_preamble": bool(preamble)},
+                meta={
+                    "source_format": problem.source_format,
+                    "step_format": problem.step_format,
+                    "has_preamble": bool(preamble),
+                },
             )
         )
     return examples
@@ -151,9 +168,15 @@ class BuildReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source, "task": self.task, "formats": dict(self.formats), "read": self.read,
-            "kept_groups": self.groups, "examples": self.examples, "format_error_turns": self.format_error_turns,
-            "skipped_count": len(self.skipped), "skipped": [s.to_dict() for s in self.skipped],
+            "source": self.source,
+            "task": self.task,
+            "formats": dict(self.formats),
+            "read": self.read,
+            "kept_groups": self.groups,
+            "examples": self.examples,
+            "format_error_turns": self.format_error_turns,
+            "skipped_count": len(self.skipped),
+            "skipped": [s.to_dict() for s in self.skipped],
             "seconds": round(self.seconds, 3),
         }
 
@@ -161,55 +184,156 @@ class BuildReport:
 def build(source: str | Path, task: TaskKind, out_dir: str | Path, cfg: BuildConfig) -> BuildReport:
     """Read `source`, write `train.jsonl` and `validation.jsonl` of StepExamples under `out_dir`.
 
-    Streams: memory holds one record, the held-out groups' examples when `validation_groups` is set,
-    and the set of group ids seen. Returns the report (the CLI also writes it as `report.json`).
+    Streams: memory holds a few records, the held-out groups' examples when `validation_groups` is
+    set, and the group ids seen. With `workers > 1`, records are read and cut into example lines in
+    that many processes; the output is the same, line for line. Returns the report (the CLI also
+    writes it as `report.json`).
     """
     started = time.perf_counter()
     out = Path(out_dir)
     report = BuildReport(source=str(source), task=task)
     reader = cfg.reader(source)
+    records = reader.raw_records()
+    if cfg.workers == 1:
+        outcomes: Iterator[Outcome] = (process_record(pos, payload, task, cfg) for pos, payload in records)
+    else:
+        outcomes = _in_workers(records, task, cfg)
+    seen: Counter = Counter()
     with JsonlWriter(out / "train.jsonl") as train, JsonlWriter(out / "validation.jsonl") as val:
         splitter = GroupSplitter(cfg, {"train": train, "validation": val})
-        for group_id, split_key, examples in iter_groups(reader, task, cfg, report):
-            splitter.add(split_key, examples)
+        for o in outcomes:
+            if o.source_format:
+                report.read += 1
+                report.formats[o.source_format] += 1
+            if o.reason is not None:
+                report.skipped.append(Skipped(o.position, o.reason))
+                continue
+            report.format_error_turns += o.format_error_turns
+            group_id = _unique(o.group_id, seen)
+            lines = o.lines if group_id == o.group_id else [_regroup(line, group_id) for line in o.lines]
+            splitter.add(o.split_key, lines)
         splitter.flush()
     report.groups, report.examples = splitter.groups, {"train": train.count, "validation": val.count}
-    report.formats = reader.formats
-    report.skipped = reader.skipped + report.skipped
     report.seconds = time.perf_counter() - started
     return report
 
 
-def iter_groups(reader: Iterable[Item], task: TaskKind, cfg: BuildConfig, report: BuildReport):
-    """(group_id, split_key, examples) per usable item; unusable items go to `report.skipped`."""
-    seen: Counter = Counter()
-    for item in reader:
-        report.read += 1
-        position = item.meta.get("position", "?")
-        try:
-            if isinstance(item, Trajectory):
-                if task != "swe":
-                    raise BadRecord(f"a SWE trajectory ({item.source_format}), not a math problem")
-                if cfg.only_resolved and item.resolved is not True:
-                    raise BadRecord(f"resolved is {item.resolved} and only_resolved is on")
-                base = item.meta.get("traj_id") or item.meta.get("trajectory_id") or item.instance_id
-                group_id = _unique(base or _digest(item.task), seen)
-                examples = swe_examples(item, group_id, cfg)
-                split_key = item.instance_id or group_id
-                report.format_error_turns += item.meta.get("format_error_turns", 0)
-            else:
-                if task != "math":
-                    raise BadRecord(f"a math problem ({item.source_format}), not a SWE trajectory")
-                group_id = _unique(item.problem_id, seen)
-                examples = math_examples(item, group_id, cfg)
-                split_key = group_id
-        except BadRecord as e:
-            report.skipped.append(Skipped(position, str(e)))
-            continue
-        if not examples:
-            report.skipped.append(Skipped(position, f"no examples ({len(examples)} steps, predict_steps={cfg.predict_steps})"))
-            continue
-        yield group_id, split_key, examples
+@dataclass
+class Outcome:
+    """What one raw record became: example lines of one group, or the reason it was skipped.
+
+    `source_format` is set when the record was read (even if the build then skipped it);
+    `group_id` is the group's base id, made unique across the source by `build`.
+    """
+
+    position: str
+    source_format: str | None = None
+    reason: str | None = None
+    group_id: str = ""
+    split_key: str = ""
+    lines: list[str] = field(default_factory=list)
+    format_error_turns: int = 0
+
+
+def process_record(position: str, payload: Payload, task: TaskKind, cfg: BuildConfig) -> Outcome:
+    """Read one raw record and cut it into encoded step-example lines (pure; runs in workers too)."""
+    try:
+        item = read_record(position, payload, cfg.read_options())
+    except BadRecord as e:
+        return Outcome(position, reason=str(e))
+    try:
+        group_id, split_key, examples = examples_for(item, task, cfg)
+    except BadRecord as e:
+        return Outcome(position, item.source_format, reason=str(e))
+    return Outcome(
+        position,
+        item.source_format,
+        None,
+        group_id,
+        split_key,
+        [to_json_line(e) for e in examples],
+        item.meta.get("format_error_turns", 0) if isinstance(item, Trajectory) else 0,
+    )
+
+
+def examples_for(item: Item, task: TaskKind, cfg: BuildConfig) -> tuple[str, str, list[StepExample]]:
+    """(group id, split key, examples) of one item; BadRecord when it cannot give examples for `task`.
+
+    Group id: SWE `traj_id`/`trajectory_id`, else `instance_id`, else a digest of the task; math: the
+    problem id. Split key: SWE `instance_id` (all trajectories of one task on the same side), else the
+    group id.
+    """
+    if isinstance(item, Trajectory):
+        if task != "swe":
+            raise BadRecord(f"a SWE trajectory ({item.source_format}), not a math problem")
+        if cfg.only_resolved and item.resolved is not True:
+            raise BadRecord(f"resolved is {item.resolved} and only_resolved is on")
+        group_id = (
+            item.meta.get("traj_id")
+            or item.meta.get("trajectory_id")
+            or item.instance_id
+            or _digest(item.task)
+        )
+        examples, split_key = swe_examples(item, group_id, cfg), item.instance_id or group_id
+    else:
+        if task != "math":
+            raise BadRecord(f"a math problem ({item.source_format}), not a SWE trajectory")
+        group_id = split_key = item.problem_id
+        examples = math_examples(item, group_id, cfg)
+    if not examples:
+        raise BadRecord(f"no examples (predict_steps={cfg.predict_steps} leaves none of its steps)")
+    return group_id, split_key, examples
+
+
+def _regroup(line: str, group_id: str) -> str:
+    example = StepExample.from_dict(json.loads(line))
+    example.group_id = group_id
+    return to_json_line(example)
+
+
+# ---------------------------------------------------------------------------------------------------
+# worker processes: bounded, ordered
+
+
+_WORKER: tuple[TaskKind, BuildConfig] | None = None
+_BATCH = 16
+
+
+def _in_workers(
+    records: Iterator[tuple[str, Payload]], task: TaskKind, cfg: BuildConfig
+) -> Iterator[Outcome]:
+    """`process_record` over `records` in `cfg.workers` processes, results in input order.
+
+    At most 2 batches per worker are in flight, so memory stays bounded however long the source is.
+    """
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with context.Pool(cfg.workers, initializer=_init_worker, initargs=(task, cfg.model_dump())) as pool:
+        pending: deque = deque()
+        batch: list[tuple[str, Payload]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == _BATCH:
+                pending.append(pool.apply_async(_work, (batch,)))
+                batch = []
+                if len(pending) >= 2 * cfg.workers:
+                    yield from pending.popleft().get()
+        if batch:
+            pending.append(pool.apply_async(_work, (batch,)))
+        while pending:
+            yield from pending.popleft().get()
+
+
+def _init_worker(task: TaskKind, cfg: dict[str, Any]) -> None:
+    global _WORKER
+    _WORKER = (task, BuildConfig.model_validate(cfg))
+
+
+def _work(batch: list[tuple[str, Payload]]) -> list[Outcome]:
+    assert _WORKER is not None
+    task, cfg = _WORKER
+    return [process_record(position, payload, task, cfg) for position, payload in batch]
 
 
 def _unique(base: str, seen: Counter) -> str:
@@ -235,9 +359,10 @@ class GroupSplitter:
         self.groups = {"train": 0, "validation": 0}
         self._decided: dict[str, str] = {}
         self._heap: list[tuple[float, str]] = []  # (-hash, key) of the held-out candidates
-        self._held: dict[str, list[list[StepExample]]] = {}
+        self._held: dict[str, list[list[str]]] = {}
 
-    def add(self, key: str, examples: list[StepExample]) -> None:
+    def add(self, key: str, examples: list[str]) -> None:
+        """Route one group's example lines (from `to_json_line`)."""
         if self.cfg.validation_groups is None:
             held = split_hash(self.cfg.seed, key) < self.cfg.validation_fraction
             self._emit("validation" if held else "train", examples)
@@ -248,7 +373,7 @@ class GroupSplitter:
         else:
             self._offer(key, examples)
 
-    def _offer(self, key: str, examples: list[StepExample]) -> None:
+    def _offer(self, key: str, examples: list[str]) -> None:
         h = split_hash(self.cfg.seed, key)
         if len(self._heap) < self.cfg.validation_groups:
             heapq.heappush(self._heap, (-h, key))
@@ -268,10 +393,10 @@ class GroupSplitter:
         for examples in self._held.pop(key):
             self._emit(split, examples)
 
-    def _emit(self, split: str, examples: list[StepExample]) -> None:
+    def _emit(self, split: str, examples: list[str]) -> None:
         self.groups[split] += 1
-        for ex in examples:
-            self.writers[split].write(ex)
+        for line in examples:
+            self.writers[split].write_line(line)
 
     def flush(self) -> None:
         for _, key in sorted(self._heap, reverse=True):

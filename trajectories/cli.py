@@ -111,7 +111,9 @@ def _inspect(source: str, cfg: BuildConfig, as_json: bool) -> int:
 def _build(source: str, task: str, out: Path, cfg: BuildConfig) -> int:
     report = build(source, task, out, cfg)  # type: ignore[arg-type]
     save_config(cfg, out / "config.yaml")
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(
+        json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     ex, groups = report.examples, report.groups
     print(
         f"{source} -> {out}: {ex['train']} train / {ex['validation']} validation examples from "

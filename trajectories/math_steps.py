@@ -133,7 +133,9 @@ def read_s1k(record: dict[str, Any], require_numbered: bool = False) -> MathProb
     meta = {k: record[k] for k in ("cot_type", "source_type") if isinstance(record.get(k), str)}
     if numbered is not None:
         preamble, steps, titles = numbered
-        return MathProblem(problem, steps, answer, _problem_id(record, problem), "s1k", "numbered", titles, preamble, meta)
+        return MathProblem(
+            problem, steps, answer, _problem_id(record, problem), "s1k", "numbered", titles, preamble, meta
+        )
     if require_numbered:
         raise BadRecord(f"{key} has no numbered '1. **Title**' steps (require_numbered_steps is on)")
     steps = split_freeform(attempt)
@@ -163,9 +165,16 @@ def read_math_row(record: dict[str, Any]) -> MathProblem:
     if isinstance(answer, float) and answer.is_integer():
         answer = str(int(answer))
     answer = str(answer) if isinstance(answer, (str, int, float)) and not isinstance(answer, bool) else None
-    meta = {k: record[k] for k in ("level", "type", "subject", "url") if isinstance(record.get(k), (str, int))}
+    meta = {
+        k: record[k] for k in ("level", "type", "subject", "url") if isinstance(record.get(k), (str, int))
+    }
     return MathProblem(
-        problem, split_freeform(solution), answer or last_boxed(solution), _problem_id(record, problem), "math", "freeform",
+        problem,
+        split_freeform(solution),
+        answer or last_boxed(solution),
+        _problem_id(record, problem),
+        "math",
+        "freeform",
         meta=meta,
     )
 

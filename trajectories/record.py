@@ -12,6 +12,7 @@ the missing or wrong-typed field, so a corrupt file is an error, never a silent 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 FORMAT_VERSION = 1
+_SCALARS = (str, int, float, bool, type(None))
+# json.dumps(..., ensure_ascii=False) with the cycle check off (records are trees): 40% faster.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
 
 TaskKind = Literal["swe", "math"]
 
@@ -139,7 +143,25 @@ class StepExample:
         return f"{self.group_id}#{self.step_index}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "record": "step_example", **dataclasses.asdict(self)}
+        # Spelled out rather than dataclasses.asdict, whose recursive deep copy was a third of the
+        # time of building 134k SWE examples; the result is the same dict (a test checks it).
+        return {
+            "format_version": FORMAT_VERSION,
+            "record": "step_example",
+            "kind": self.kind,
+            "group_id": self.group_id,
+            "step_index": self.step_index,
+            "num_steps": self.num_steps,
+            "task": self.task,
+            "context": [{"action": c.action, "observation": c.observation} for c in self.context],
+            "target": self.target,
+            "omitted_steps": self.omitted_steps,
+            "hint": self.hint,
+            "answer": self.answer,
+            "meta": dict(self.meta)
+            if all(isinstance(v, _SCALARS) for v in self.meta.values())
+            else copy.deepcopy(self.meta),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepExample:
@@ -184,6 +206,11 @@ def write_jsonl(records: Iterable[Trajectory | StepExample], path: str | Path) -
     return writer.count
 
 
+def to_json_line(record: Trajectory | StepExample) -> str:
+    """The JSON line `write_jsonl` writes for `record` (without the newline)."""
+    return _ENCODER.encode(record.to_dict())
+
+
 class JsonlWriter:
     """`write_jsonl` one record at a time, for writing several files from one stream.
 
@@ -201,7 +228,11 @@ class JsonlWriter:
         return self
 
     def write(self, record: Trajectory | StepExample) -> None:
-        self._file.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
+        self.write_line(to_json_line(record))
+
+    def write_line(self, line: str) -> None:
+        """Write a line made by `to_json_line` (e.g. in a worker process)."""
+        self._file.write(line + "\n")
         self.count += 1
 
     def __exit__(self, exc_type: object, *_: object) -> None:

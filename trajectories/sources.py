@@ -41,8 +41,13 @@ _TABLE_SUFFIXES = (".parquet", ".arrow")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 SWE_FORMATS = (
-    "sweagent_traj", "swesmith_sft_xml", "swesmith_sft_ticks", "openai_tool_messages", "nebius_sweagent",
-    "minisweagent", "srl_jsonl",
+    "sweagent_traj",
+    "swesmith_sft_xml",
+    "swesmith_sft_ticks",
+    "openai_tool_messages",
+    "nebius_sweagent",
+    "minisweagent",
+    "srl_jsonl",
 )
 MATH_FORMATS = ("s1k", "gsm8k", "math")
 
@@ -72,6 +77,36 @@ def read_source(source: str | Path, **options: Any) -> ReadResult:
     return ReadResult(items=items, skipped=reader.skipped, formats=reader.formats)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """What changes how a record is read (picklable, for the parallel build's workers)."""
+
+    unknown_tools: UnknownTools = "keep"
+    require_numbered_steps: bool = False
+
+
+Payload = bytes | dict[str, Any] | BadRecord  # a JSON line not yet decoded, a decoded record, or why not
+
+
+def read_record(position: str, payload: Payload, options: ReadOptions = ReadOptions()) -> Item:
+    """One raw record -> its item (position kept in `meta["position"]`); raises BadRecord."""
+    record = _decode(payload) if isinstance(payload, bytes) else payload
+    if isinstance(record, BadRecord):
+        raise record
+    fmt = detect_format(record)
+    if fmt in MATH_FORMATS:
+        if fmt == "s1k":
+            item: Item = math_steps.read_s1k(record, options.require_numbered_steps)
+        else:
+            item = math_steps.read_gsm8k(record) if fmt == "gsm8k" else math_steps.read_math_row(record)
+    else:
+        item = _SWE_READERS[fmt](record, options.unknown_tools)
+    item.meta["position"] = position
+    if isinstance(item, Trajectory) and item.instance_id is None and position.endswith(".traj"):
+        item.instance_id = Path(position).stem
+    return item
+
+
 class SourceReader:
     """Iterate the items of a source; `skipped` and `formats` fill in as iteration proceeds."""
 
@@ -87,49 +122,39 @@ class SourceReader:
         limit: int | None = None,
     ) -> None:
         self.source = str(source)
-        self.unknown_tools = unknown_tools
-        self.require_numbered_steps = require_numbered_steps
+        self.options = ReadOptions(unknown_tools, require_numbered_steps)
         self.hf_split, self.hf_config, self.streaming = hf_split, hf_config, streaming
         self.limit = limit
         self.skipped: list[Skipped] = []
         self.formats: Counter = Counter()
 
     def __iter__(self) -> Iterator[Item]:
-        seen = 0
-        for position, record in self._records():
-            if self.limit is not None and seen >= self.limit:
-                return
-            seen += 1
-            if isinstance(record, BadRecord):
-                self.skipped.append(Skipped(position, str(record)))
-                continue
+        for position, payload in self.raw_records():
             try:
-                fmt = detect_format(record)
-                item = self._read(fmt, record)
+                item = read_record(position, payload, self.options)
             except BadRecord as e:
                 self.skipped.append(Skipped(position, str(e)))
                 continue
-            item.meta["position"] = position
-            if isinstance(item, Trajectory) and item.instance_id is None and position.endswith(".traj"):
-                item.instance_id = Path(position).stem
             self.formats[item.source_format] += 1
             yield item
 
-    def _read(self, fmt: str, record: dict[str, Any]) -> Item:
-        if fmt in MATH_FORMATS:
-            if fmt == "s1k":
-                return math_steps.read_s1k(record, self.require_numbered_steps)
-            return math_steps.read_gsm8k(record) if fmt == "gsm8k" else math_steps.read_math_row(record)
-        return _SWE_READERS[fmt](record, self.unknown_tools)
+    def raw_records(self) -> Iterator[tuple[str, Payload]]:
+        """(position, payload) for every record, at most `limit`; `read_record` turns one into an item."""
+        for n, (position, payload) in enumerate(self._records()):
+            if self.limit is not None and n >= self.limit:
+                return
+            yield position, payload
 
     # -- records with their positions ---------------------------------------------------------------
 
-    def _records(self) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
+    def _records(self) -> Iterator[tuple[str, Payload]]:
         for kind, target in self._expand():
             if kind == "hf":
                 from trajectories import hf
 
-                rows = hf.iter_rows(target, split=self.hf_split, config=self.hf_config, streaming=self.streaming)
+                rows = hf.iter_rows(
+                    target, split=self.hf_split, config=self.hf_config, streaming=self.streaming
+                )
                 for i, row in enumerate(rows):
                     yield f"{target}[{self.hf_split}]#{i}", row
             elif kind == "skip":
@@ -163,7 +188,7 @@ class SourceReader:
             raise SourceError(f"{src}: no such file or folder (and not a dataset id like owner/name)")
 
 
-def _file_records(path: Path, streaming: bool) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
+def _file_records(path: Path, streaming: bool) -> Iterator[tuple[str, Payload]]:
     if path.suffix in _TABLE_SUFFIXES:
         from trajectories import hf
 
@@ -181,10 +206,10 @@ def _file_records(path: Path, streaming: bool) -> Iterator[tuple[str, dict[str, 
             return
         for lineno, raw in enumerate(handle, 1):
             if raw.strip():
-                yield f"{path}:{lineno}", _decode(raw)
+                yield f"{path}:{lineno}", raw  # decoded by read_record, possibly in a worker process
 
 
-def _document_records(path: Path, raw: bytes) -> Iterator[tuple[str, dict[str, Any] | BadRecord]]:
+def _document_records(path: Path, raw: bytes) -> Iterator[tuple[str, Payload]]:
     data = _decode(raw, whole=True)
     if isinstance(data, list):
         for i, item in enumerate(data):
@@ -239,7 +264,9 @@ def detect_format(record: dict[str, Any]) -> str:
         return _chat_format(messages)
     if "trajectory_steps" in record and "output_patch" in record:
         raise BadRecord("R2E-Gym native run objects are not read; use the R2E-Gym SFT rows (XML messages)")
-    if "question" in record and ("deepseek_attempt" in record or "attempt" in record or "thinking_trajectories" in record):
+    if "question" in record and (
+        "deepseek_attempt" in record or "attempt" in record or "thinking_trajectories" in record
+    ):
         return "s1k"
     if "question" in record and isinstance(record.get("answer"), str) and "####" in record["answer"]:
         return "gsm8k"
@@ -272,7 +299,9 @@ def _chat_format(messages: list[Any]) -> str:
         return "minisweagent"
     if any("```" in t for t in texts):
         return "swesmith_sft_ticks"
-    raise BadRecord("chat messages with no recognizable actions (no tool_calls, <function=...> or ``` blocks)")
+    raise BadRecord(
+        "chat messages with no recognizable actions (no tool_calls, <function=...> or ``` blocks)"
+    )
 
 
 def _content(message: dict[str, Any]) -> str:

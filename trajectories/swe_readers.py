@@ -39,9 +39,47 @@ MINI_SUBMIT_MARKERS = ("COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT", "MINI_SWE_AGENT_
 
 _STATE_SUFFIX = re.compile(r"\n*\(Open file: [^\n]*\)\n\(Current directory: [^\n]*\)\n?bash-\$\s*$")
 _XML_CALL = re.compile(r"<function\s*=\s*([^>\n]+)>\n?(.*?)</function>", re.DOTALL)
-_XML_PARAM = re.compile(r"<parameter\s*=\s*([^>\n]+)>(.*?)</parameter>", re.DOTALL)
 _MINI_BLOCK = re.compile(r"```(?:bash|mswea_bash_command)\s*\n(.*?)\n```", re.DOTALL)
 _MINI_XML = re.compile(r"<mswea_bash_command>(.*?)</mswea_bash_command>", re.DOTALL)
+
+_XML_HEAD = re.compile(r"<function\s*=\s*([^>\n]+)>\n?")
+_PARAM_HEAD = re.compile(r"<parameter\s*=\s*([^>\n]+)>")
+
+
+def last_xml_call(content: str) -> tuple[str, str, dict[str, str], str] | None:
+    """(thought, name, arguments, raw block) of the last `<function=NAME>...</function>` in `content`.
+
+    Same result as SWE-agent's regexes (`<function=([^>]+)>\\n(.*?)</function>`, then
+    `<parameter=([^>]+)>(.*?)</parameter>`, one leading and trailing newline stripped from values),
+    found with `str.find` because lazy `.*?` over multi-kilobyte file contents is slow.
+    """
+    found = None  # scan forward like re.finditer, so a "<function" inside a parameter value is content
+    pos = 0
+    while (i := content.find("<function", pos)) >= 0:
+        head = _XML_HEAD.match(content, i)
+        end = content.find("</function>", head.end()) if head else -1
+        if end < 0:
+            pos = i + len("<function")
+            continue
+        found = (found[0] if found else i, i, head, end)
+        pos = end + len("</function>")
+    if found is None:
+        return None
+    first, start, head, end = found
+    body = content[head.end() : end]
+    args: dict[str, str] = {}
+    pos = 0
+    while (i := body.find("<parameter", pos)) >= 0:
+        p = _PARAM_HEAD.match(body, i)
+        close = body.find("</parameter>", p.end()) if p else -1
+        if close < 0:
+            pos = i + len("<parameter")
+            continue
+        args[p.group(1).strip()] = body[p.end() : close].removeprefix("\n").removesuffix("\n")
+        pos = close + len("</parameter>")
+    thought = content[:first].strip()
+    return thought, head.group(1).strip(), args, content[start : end + len("</function>")]
+
 
 # (thought, call) pairs found in one assistant message; an empty list marks a format-error turn.
 Extractor = Callable[[dict[str, Any]], list[tuple[str, ToolCall]]]
@@ -76,7 +114,9 @@ def clean_observation(text: str | None) -> str | None:
         if text.startswith(prefix):
             text = text[len(prefix) :]
             break
-    return _STATE_SUFFIX.sub("", text)
+    if "(Current directory: " in text[-1000:]:  # the regex is slow to try at every position
+        text = _STATE_SUFFIX.sub("", text)
+    return text
 
 
 def is_demo(message: dict[str, Any]) -> bool:
@@ -193,7 +233,9 @@ def _pair(calls: list[tuple[str, ToolCall]], replies: list[dict[str, Any]], wher
     return steps
 
 
-def _tool_call_pairs(m: dict[str, Any], unknown_tools: UnknownTools, where: str) -> list[tuple[str, ToolCall]]:
+def _tool_call_pairs(
+    m: dict[str, Any], unknown_tools: UnknownTools, where: str
+) -> list[tuple[str, ToolCall]]:
     raw_calls = m.get("tool_calls")
     if not raw_calls:
         return []
@@ -204,8 +246,12 @@ def _tool_call_pairs(m: dict[str, Any], unknown_tools: UnknownTools, where: str)
     for k, tc in enumerate(raw_calls):
         fn = tc.get("function") if isinstance(tc, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadRecord(f"{where}.tool_calls[{k}]: expected {{'function': {{'name': ..., 'arguments': ...}}}}")
-        call = canonical_call(fn["name"], fn.get("arguments"), call_id=tc.get("id"), unknown_tools=unknown_tools)
+            raise BadRecord(
+                f"{where}.tool_calls[{k}]: expected {{'function': {{'name': ..., 'arguments': ...}}}}"
+            )
+        call = canonical_call(
+            fn["name"], fn.get("arguments"), call_id=tc.get("id"), unknown_tools=unknown_tools
+        )
         out.append((thought if k == 0 else "", call))
     return out
 
@@ -237,8 +283,12 @@ def read_sweagent_traj(record: dict[str, Any], unknown_tools: UnknownTools = "ke
     info = record.get("info") if isinstance(record.get("info"), dict) else {}
     env = replay.get("env") if isinstance(replay.get("env"), dict) else {}
     meta = {
-        "image": (env.get("deployment") or {}).get("image") if isinstance(env.get("deployment"), dict) else None,
-        "base_commit": (env.get("repo") or {}).get("base_commit") if isinstance(env.get("repo"), dict) else None,
+        "image": (env.get("deployment") or {}).get("image")
+        if isinstance(env.get("deployment"), dict)
+        else None,
+        "base_commit": (env.get("repo") or {}).get("base_commit")
+        if isinstance(env.get("repo"), dict)
+        else None,
         "swe_agent_version": info.get("swe_agent_version"),
     }
     traj = Trajectory(
@@ -275,7 +325,9 @@ def _replay_config(record: dict[str, Any]) -> dict[str, Any]:
     return replay if isinstance(replay, dict) else {}
 
 
-def _steps_from_executed(executed: list[Any], chat: list[dict[str, Any]], unknown_tools: UnknownTools) -> list[Step]:
+def _steps_from_executed(
+    executed: list[Any], chat: list[dict[str, Any]], unknown_tools: UnknownTools
+) -> list[Step]:
     actions = [m for m in chat if m["role"] == "assistant" and isinstance(m.get("action"), str)]
     cursor = 0
     steps = []
@@ -284,7 +336,9 @@ def _steps_from_executed(executed: list[Any], chat: list[dict[str, Any]], unknow
             raise BadRecord(f"trajectory[{i}].action: expected a string")
         observation = s.get("observation")
         if observation is not None and not isinstance(observation, str):
-            raise BadRecord(f"trajectory[{i}].observation: expected a string, got {type(observation).__name__}")
+            raise BadRecord(
+                f"trajectory[{i}].observation: expected a string, got {type(observation).__name__}"
+            )
         call = None
         for k in range(cursor, len(actions)):
             if actions[k]["action"].strip() == s["action"].strip():
@@ -319,7 +373,12 @@ def _sweagent_extractor(unknown_tools: UnknownTools) -> Extractor:
             action = split[1]
         if not action.strip():
             return []
-        return [(thought if thought is not None else content, parse_rendered_action(action, unknown_tools=unknown_tools))]
+        return [
+            (
+                thought if thought is not None else content,
+                parse_rendered_action(action, unknown_tools=unknown_tools),
+            )
+        ]
 
     return extract
 
@@ -333,17 +392,11 @@ def read_xml_messages(record: dict[str, Any], unknown_tools: UnknownTools = "kee
 
     def extract(m: dict[str, Any]) -> list[tuple[str, ToolCall]]:
         content = text_of(m.get("content"))
-        matches = list(_XML_CALL.finditer(content))
-        if not matches:
+        found = last_xml_call(content)
+        if found is None:
             return []
-        last = matches[-1]
-        args = {}
-        for p in _XML_PARAM.finditer(last.group(2)):
-            value = p.group(2)
-            value = value[1:] if value.startswith("\n") else value
-            args[p.group(1).strip()] = value[:-1] if value.endswith("\n") else value
-        call = canonical_call(last.group(1), args, raw=last.group(0), unknown_tools=unknown_tools)
-        return [(content[: matches[0].start()].strip(), call)]
+        thought, name, args, raw = found
+        return [(thought, canonical_call(name, args, raw=raw, unknown_tools=unknown_tools))]
 
     traj = _read_chat_row(record, "messages", extract, "swesmith_sft_xml")
     if any(s.action.original_name in ("execute_bash", "file_editor") for s in traj.steps):
@@ -391,7 +444,12 @@ def read_mini_swe_agent(record: dict[str, Any], unknown_tools: UnknownTools = "k
             if len(blocks) != 1:
                 xml = list(_XML_CALL.finditer(content))  # the ADP mini-coder rows end with <function=submit>
                 if len(blocks) == 0 and xml and xml[-1].group(1).strip() == "submit":
-                    return [(content[: xml[-1].start()].strip(), ToolCall("submit", {}, "submit", raw=xml[-1].group(0)))]
+                    return [
+                        (
+                            content[: xml[-1].start()].strip(),
+                            ToolCall("submit", {}, "submit", raw=xml[-1].group(0)),
+                        )
+                    ]
                 return []
             thought = re.split(r"```|<mswea_bash_command>", content, maxsplit=1)[0].strip()
             pairs = [(thought, ToolCall("bash", {"command": blocks[0].strip()}, "bash", raw=blocks[0]))]
@@ -434,7 +492,11 @@ def _read_chat_row(record: dict[str, Any], key: str, extract: Extractor, source_
         resolved=_bool(record.get("resolved", record.get("target"))),
         exit_status=_first_str(record, "exit_status"),
         source_format=source_format,
-        meta={k: record[k] for k in ("traj_id", "trajectory_id", "run_id", "model", "model_name") if isinstance(record.get(k), str)},
+        meta={
+            k: record[k]
+            for k in ("traj_id", "trajectory_id", "run_id", "model", "model_name")
+            if isinstance(record.get(k), str)
+        },
     )
     return _finish(traj, errors)
 

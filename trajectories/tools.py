@@ -31,7 +31,18 @@ UnknownTools = Literal["keep", "skip"]
 
 CANONICAL_TOOLS = frozenset({"bash", "str_replace_editor", "submit", "search"})
 LEGACY_TOOLS = frozenset(
-    {"open", "goto", "scroll_up", "scroll_down", "create", "edit", "insert", "find_file", "search_dir", "search_file"}
+    {
+        "open",
+        "goto",
+        "scroll_up",
+        "scroll_down",
+        "create",
+        "edit",
+        "insert",
+        "find_file",
+        "search_dir",
+        "search_file",
+    }
 )
 ALIASES = {"execute_bash": "bash", "finish": "submit", "file_editor": "str_replace_editor"}
 KNOWN_TOOLS = CANONICAL_TOOLS | LEGACY_TOOLS | frozenset(ALIASES)
@@ -87,7 +98,9 @@ def parse_rendered_action(action: str, *, unknown_tools: UnknownTools = "keep") 
     if first == "submit" and text == "submit":
         return ToolCall(name="submit", arguments={}, original_name="submit", raw=action)
     if first == "str_replace_editor":
-        return ToolCall(name="str_replace_editor", arguments=_parse_editor(text), original_name=first, raw=action)
+        return ToolCall(
+            name="str_replace_editor", arguments=_parse_editor(text), original_name=first, raw=action
+        )
     if first in _LEGACY_PARSERS:
         try:
             args = _LEGACY_PARSERS[first](text)
@@ -239,7 +252,11 @@ def _edit(text: str) -> dict[str, Any]:
         if not body.rstrip().endswith("end_of_edit"):
             raise ValueError("edit block without end_of_edit")
         replacement = body.rstrip()[: -len("end_of_edit")]
-        return {"start": int(m.group(1)), "end": int(m.group(2)), "replacement": replacement.removesuffix("\n")}
+        return {
+            "start": int(m.group(1)),
+            "end": int(m.group(2)),
+            "replacement": replacement.removesuffix("\n"),
+        }
     words = shlex.split(text)[1:]
     if len(words) not in (2, 3):
         raise ValueError("edit takes search and replace")
@@ -253,14 +270,19 @@ def _insert(text: str) -> dict[str, Any]:
     head, _, body = text.partition("\n")
     m = re.fullmatch(r"insert\s+(\d+)\s*", head)
     if m and body.rstrip().endswith("end_of_insert"):
-        return {"line_number": int(m.group(1)), "text": body.rstrip()[: -len("end_of_insert")].removesuffix("\n")}
+        return {
+            "line_number": int(m.group(1)),
+            "text": body.rstrip()[: -len("end_of_insert")].removesuffix("\n"),
+        }
     words = shlex.split(text)[1:]
     if len(words) != 1:
         raise ValueError("insert takes one text argument")
     return {"text": words[0]}
 
 
-def _named(name: str, keys: tuple[str, ...], required: int, ints: tuple[str, ...] = ()) -> Callable[[str], dict]:
+def _named(
+    name: str, keys: tuple[str, ...], required: int, ints: tuple[str, ...] = ()
+) -> Callable[[str], dict]:
     def parse(text: str) -> dict[str, Any]:
         words = _words(text, name, required, len(keys))
         return {k: int(w) if k in ints else w for k, w in zip(keys, words)}

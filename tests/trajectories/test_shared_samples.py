@@ -48,7 +48,9 @@ def test_sweagent_traj_step_counts_and_patch(shared_data, rel, n):
 
 def test_backticks_v07_concrete_actions(shared_data):
     steps = _one(shared_data, "sweagent/backticks_v07__marshmallow-code__marshmallow-1867.traj").steps
-    assert render_action(steps[0].action) == "<function=bash>\n<parameter=command>ls -F</parameter>\n</function>"
+    assert (
+        render_action(steps[0].action) == "<function=bash>\n<parameter=command>ls -F</parameter>\n</function>"
+    )
     assert (steps[1].action.name, steps[1].action.arguments) == ("open", {"path": "setup.py"})
     assert steps[2].action.arguments == {"command": "pip install -e .[dev]"}
     assert steps[7].action.arguments == {"file_name": "fields.py", "dir": "src"}
@@ -101,7 +103,9 @@ def test_swesmith_sft_rows(shared_data):
     assert {k: len(v.steps) for k, v in by_id.items()} == SWESMITH_STEPS
     pandas = by_id["pandas-dev__pandas.95280573.pr_53652"].steps
     assert pandas[1].action.arguments == {
-        "command": "view", "path": "/testbed/pandas/core/indexes/base.py", "view_range": [6035, 6050]
+        "command": "view",
+        "path": "/testbed/pandas/core/indexes/base.py",
+        "view_range": [6035, 6050],
     }
     assert [i for i, s in enumerate(pandas) if s.action.name == "submit"] == [34, 36]
     assert pandas[0].observation.startswith("/testbed/scripts/pandas_errors_documented.py\n")  # prefix gone
@@ -128,7 +132,10 @@ def test_gsm8k_rows(shared_data):
         "She makes 9 * 2 = $18 every day at the farmer’s market.",
     ]
     assert first.answer == "18"
-    assert result.items[1].steps == ["It takes 2/2=1 bolt of white fiber", "So the total amount of fabric is 2+1=3 bolts of fabric"]
+    assert result.items[1].steps == [
+        "It takes 2/2=1 bolt of white fiber",
+        "So the total amount of fabric is 2+1=3 bolts of fabric",
+    ]
     assert all("<<" not in s for p in result.items for s in p.steps)
     assert sum(len(p.steps) for p in result.items) == _gsm8k_line_count(shared_data)
 
@@ -179,7 +186,13 @@ SAMPLES = [
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trajectories", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "trajectories", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("rel, task, fmt, steps", SAMPLES)

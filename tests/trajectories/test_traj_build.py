@@ -27,7 +27,9 @@ from trajectories.sources import read_source
 
 
 def _traj(n: int, instance_id: str = "o__r-1", obs_len: int = 10) -> Trajectory:
-    steps = [Step(f"t{i}", ToolCall("bash", {"command": f"echo {i}"}), f"{i}" * obs_len) for i in range(n - 1)]
+    steps = [
+        Step(f"t{i}", ToolCall("bash", {"command": f"echo {i}"}), f"{i}" * obs_len) for i in range(n - 1)
+    ]
     steps.append(Step("done", ToolCall("submit", {}), "patch"))
     return Trajectory(task="Fix it", steps=steps, instance_id=instance_id)
 
@@ -37,7 +39,9 @@ def test_swe_context_window_of_k_pairs():
     assert [e.step_index for e in examples] == [0, 1, 2, 3, 4]
     ex = examples[3]
     assert ex.target == "<function=bash>\n<parameter=command>echo 3</parameter>\n</function>"
-    assert [c.action for c in ex.context] == [render_action(ToolCall("bash", {"command": f"echo {i}"})) for i in (1, 2)]
+    assert [c.action for c in ex.context] == [
+        render_action(ToolCall("bash", {"command": f"echo {i}"})) for i in (1, 2)
+    ]
     assert [c.observation for c in ex.context] == ["1" * 10, "2" * 10]
     assert (ex.omitted_steps, ex.num_steps, ex.task, ex.kind) == (1, 5, "Fix it", "swe")
     assert examples[0].context == [] and examples[4].target == "<function=submit>\n</function>"
@@ -52,7 +56,9 @@ def test_observations_are_capped_with_a_visible_marker():
     assert len(cut) <= 200 and cut.startswith("aaa") and cut.endswith("bbb")
     assert "characters truncated ...]" in cut
     dropped = int(cut.split("[... ")[1].split(" characters")[0])
-    assert len(cut) == len(TRUNCATION_MARKER.format(n=dropped)) + 1000 - dropped  # the marker counts what is gone
+    assert (
+        len(cut) == len(TRUNCATION_MARKER.format(n=dropped)) + 1000 - dropped
+    )  # the marker counts what is gone
     assert truncate_middle("short", 200) == "short" and truncate_middle(text, None) == text
     ex = swe_examples(_traj(3, obs_len=5000), "g", BuildConfig(observation_max_chars=300))[2]
     assert all(len(c.observation) <= 300 for c in ex.context)
@@ -66,15 +72,25 @@ def test_predict_steps_modes():
 
 
 def test_math_context_preamble_hint_and_answer():
-    problem = MathProblem("What is 2+3?", ["1. **Add** 2 + 3 = 5.", "2. **Answer** \\boxed{5}"], "5", "p1", "s1k",
-                          "numbered", titles=["Add", "Answer"], preamble="Add them.")
+    problem = MathProblem(
+        "What is 2+3?",
+        ["1. **Add** 2 + 3 = 5.", "2. **Answer** \\boxed{5}"],
+        "5",
+        "p1",
+        "s1k",
+        "numbered",
+        titles=["Add", "Answer"],
+        preamble="Add them.",
+    )
     plain = math_examples(problem, "p1", BuildConfig())
     assert [e.target for e in plain] == problem.steps
     assert [c.action for c in plain[1].context] == ["Add them.", "1. **Add** 2 + 3 = 5."]
     assert plain[1].hint is None and plain[1].answer == "5" and plain[1].kind == "math"
     hinted = math_examples(problem, "p1", BuildConfig(next_title_hint=True))
     assert [e.hint for e in hinted] == ["Add", "Answer"]
-    assert [e.step_index for e in math_examples(problem, "p1", BuildConfig(predict_steps="skip_first"))] == [1]
+    assert [e.step_index for e in math_examples(problem, "p1", BuildConfig(predict_steps="skip_first"))] == [
+        1
+    ]
 
 
 def _corpus(tmp_path, n=40):
@@ -96,10 +112,12 @@ def test_split_by_whole_task_deterministic_from_the_seed(tmp_path):
     train, val = _split(tmp_path / "a")
     assert val and train
     assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
-    tasks = lambda xs: {e.meta["instance_id"] for e in xs}  # noqa: E731
+    tasks = lambda xs: {e.meta["instance_id"] for e in xs}
     assert not tasks(train) & tasks(val)  # both trajectories of a task land on the same side
     assert not {e.group_id for e in train} & {e.group_id for e in val}
-    assert {e.meta["instance_id"] for e in val} == {f"o__r-{i}" for i in range(20) if split_hash(1, f"o__r-{i}") < 0.3}
+    assert {e.meta["instance_id"] for e in val} == {
+        f"o__r-{i}" for i in range(20) if split_hash(1, f"o__r-{i}") < 0.3
+    }
     assert report.examples == {"train": len(train), "validation": len(val)}
     assert len({e.group_id for e in train + val}) == 40  # repeated instance ids get distinct group ids
     build(src, "swe", tmp_path / "c", BuildConfig(validation_fraction=0.3, seed=2))
@@ -128,10 +146,14 @@ def test_build_lists_items_of_the_wrong_kind_and_unresolved(tmp_path):
 
 
 def test_bundled_math_builds_with_hints(tmp_path):
-    report = build(bundled_math_path(), "math", tmp_path / "m", BuildConfig(next_title_hint=True, validation_groups=4))
+    report = build(
+        bundled_math_path(), "math", tmp_path / "m", BuildConfig(next_title_hint=True, validation_groups=4)
+    )
     train, val = _split(tmp_path / "m")
     assert report.groups["validation"] == 4 and report.skipped == []
-    assert all(e.hint and e.answer and e.target.startswith(f"{e.step_index + 1}. **{e.hint}**") for e in train + val)
+    assert all(
+        e.hint and e.answer and e.target.startswith(f"{e.step_index + 1}. **{e.hint}**") for e in train + val
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -139,14 +161,30 @@ def test_bundled_math_builds_with_hints(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "trajectories", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "trajectories", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_cli_config_file_overrides_and_dry_run(tmp_path):
     cfg_file = tmp_path / "build.yaml"
     cfg_file.write_text("context_steps: all\nobservation_max_chars: 100\nseed: 7\n", encoding="utf-8")
-    proc = _cli("build", "anything", "--task", "swe", "--out", str(tmp_path / "o"), "--config", str(cfg_file),
-                "--dry-run", "seed=9")
+    proc = _cli(
+        "build",
+        "anything",
+        "--task",
+        "swe",
+        "--out",
+        str(tmp_path / "o"),
+        "--config",
+        str(cfg_file),
+        "--dry-run",
+        "seed=9",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "context_steps: all\nobservation_max_chars: 100\n" in proc.stdout and "seed: 9" in proc.stdout
     assert not (tmp_path / "o").exists()
@@ -156,7 +194,9 @@ def test_cli_config_file_overrides_and_dry_run(tmp_path):
     saved = resolve_config(BuildConfig, tmp_path / "o" / "config.yaml")
     assert saved.context_steps == "all" and saved.seed == 7
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert report["read"] == 4 and report["skipped"] == [] and sum(report["examples"].values()) == 3 + 4 + 5 + 6
+    assert (
+        report["read"] == 4 and report["skipped"] == [] and sum(report["examples"].values()) == 3 + 4 + 5 + 6
+    )
     proc = _cli("build", str(src), "--task", "math", "--out", str(tmp_path / "m"))
     assert proc.returncode == 1 and "no math step examples" in proc.stderr
 
@@ -168,10 +208,19 @@ def test_cli_config_file_overrides_and_dry_run(tmp_path):
 @pytest.fixture
 def parquet_dataset(tmp_path, shared_data):
     datasets = pytest.importorskip("datasets")
-    rows = [json.loads(line) for line in (shared_data / "swesmith/ft_xml_example.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (shared_data / "swesmith/ft_xml_example.jsonl").read_text().splitlines()
+    ]
     # As on the hub: `messages` as a JSON string, plus `resolved` and `traj_id` columns.
-    table = [{"instance_id": r["instance_id"], "messages": json.dumps(r["messages"]), "resolved": i != 1,
-              "traj_id": f"{r['instance_id']}.abcd123{i}"} for i, r in enumerate(rows)]
+    table = [
+        {
+            "instance_id": r["instance_id"],
+            "messages": json.dumps(r["messages"]),
+            "resolved": i != 1,
+            "traj_id": f"{r['instance_id']}.abcd123{i}",
+        }
+        for i, r in enumerate(rows)
+    ]
     folder = tmp_path / "swesmith-like"
     (folder / "data").mkdir(parents=True)
     datasets.Dataset.from_list(table).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
@@ -183,7 +232,9 @@ def test_hf_dataset_source_through_datasets(parquet_dataset, tmp_path, monkeypat
     via_hub_path = read_source(f"hf:{parquet_dataset}", hf_split="train")
     assert via_hub_path.skipped == [] and [len(t.steps) for t in via_hub_path.items] == [37, 44, 22]
     assert via_hub_path.items[0].meta["position"] == f"{parquet_dataset}[train]#0"
-    assert via_hub_path.items[1].resolved is False and via_hub_path.items[0].meta["traj_id"].endswith("abcd1230")
+    assert via_hub_path.items[1].resolved is False and via_hub_path.items[0].meta["traj_id"].endswith(
+        "abcd1230"
+    )
     parquet_file = next(parquet_dataset.rglob("*.parquet"))
     direct = read_source(parquet_file, streaming=False)
     assert [t.instance_id for t in direct.items] == [t.instance_id for t in via_hub_path.items]
@@ -191,3 +242,39 @@ def test_hf_dataset_source_through_datasets(parquet_dataset, tmp_path, monkeypat
     assert report.groups["train"] + report.groups["validation"] == 2
     assert report.skipped[0].reason == "resolved is False and only_resolved is on"
     assert report.skipped[0].record == f"{parquet_dataset}[train]#1"
+
+
+def test_worker_processes_write_the_same_files(tmp_path):
+    src = _corpus(tmp_path)
+    # Two trajectories with neither traj_id nor instance_id and the same task: the group id made
+    # unique after the workers ran must come out the same as in one process.
+    write_jsonl([_traj(3, instance_id=None), _traj(4, instance_id=None)], tmp_path / "anon.jsonl")
+    (tmp_path / "both.jsonl").write_bytes(
+        src.read_bytes() + (tmp_path / "anon.jsonl").read_bytes() + b"{oops\n"
+    )
+    one = build(tmp_path / "both.jsonl", "swe", tmp_path / "one", BuildConfig(validation_groups=4))
+    two = build(tmp_path / "both.jsonl", "swe", tmp_path / "two", BuildConfig(validation_groups=4, workers=2))
+    assert {**one.to_dict(), "seconds": 0} == {**two.to_dict(), "seconds": 0}
+    for name in ("train.jsonl", "validation.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    ids = {e.group_id for split in _split(tmp_path / "two") for e in split}
+    assert {i for i in ids if i.startswith("sha1:")} == {
+        "sha1:" + _sha("Fix it"),
+        "sha1:" + _sha("Fix it") + "@2",
+    }
+    assert one.skipped[0].record.endswith("both.jsonl:43") and "not valid JSON" in one.skipped[0].reason
+
+
+def _sha(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def test_step_example_dict_is_what_asdict_gave():
+    import dataclasses
+
+    ex = swe_examples(_traj(4), "g", BuildConfig())[3]
+    ex.meta["nested"] = {"a": [1]}
+    assert ex.to_dict() == {"format_version": 1, "record": "step_example", **dataclasses.asdict(ex)}
+    assert ex.to_dict()["meta"]["nested"] is not ex.meta["nested"]

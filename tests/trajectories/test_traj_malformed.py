@@ -17,7 +17,10 @@ GOOD_ROW = {
     "messages": [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "Fix the bug in /testbed/x.py"},
-        {"role": "assistant", "content": "Look.\n\n<function=bash>\n<parameter=command>cat /testbed/x.py</parameter>\n</function>"},
+        {
+            "role": "assistant",
+            "content": "Look.\n\n<function=bash>\n<parameter=command>cat /testbed/x.py</parameter>\n</function>",
+        },
         {"role": "user", "content": "OBSERVATION:\na = 1"},
         {"role": "assistant", "content": "Done.\n\n<function=submit>\n</function>"},
     ],
@@ -37,17 +40,31 @@ def _messages_with(action: str) -> list:
 @pytest.fixture
 def messy_jsonl(tmp_path):
     lines = [
-        _row(),                                                       # 1 good
-        _row()[:120],                                                 # 2 truncated JSON
-        "[1, 2, 3]",                                                  # 3 not an object
-        "",                                                           # (blank lines are not records)
-        _row(messages=7),                                             # 5 wrong type
-        _row(messages=_messages_with("I am not sure what to do.")),   # 6 no actions
-        _row(messages=[{"content": "no role"}]),                      # 7 message without a role
-        _row(messages=_messages_with("<function=browser>\n<parameter=url>x</parameter>\n</function>")),  # 8 unknown tool
-        _row(messages=_messages_with("<function=bash>\n<parameter=command>ls</parameter>\n</function>"), instance_id="o__r-2"),  # 9 good
-        _row(messages=[{"role": "assistant", "content": "<function=bash>\n<parameter=command>ls</parameter>\n</function>"}]),  # 10 no task
-        json.dumps({"question": "What is 1+1?", "answer": "It is 2."}),  # 11 GSM8K-like without ####: unrecognized
+        _row(),  # 1 good
+        _row()[:120],  # 2 truncated JSON
+        "[1, 2, 3]",  # 3 not an object
+        "",  # (blank lines are not records)
+        _row(messages=7),  # 5 wrong type
+        _row(messages=_messages_with("I am not sure what to do.")),  # 6 no actions
+        _row(messages=[{"content": "no role"}]),  # 7 message without a role
+        _row(
+            messages=_messages_with("<function=browser>\n<parameter=url>x</parameter>\n</function>")
+        ),  # 8 unknown tool
+        _row(
+            messages=_messages_with("<function=bash>\n<parameter=command>ls</parameter>\n</function>"),
+            instance_id="o__r-2",
+        ),  # 9 good
+        _row(
+            messages=[
+                {
+                    "role": "assistant",
+                    "content": "<function=bash>\n<parameter=command>ls</parameter>\n</function>",
+                }
+            ]
+        ),  # 10 no task
+        json.dumps(
+            {"question": "What is 1+1?", "answer": "It is 2."}
+        ),  # 11 GSM8K-like without ####: unrecognized
     ]
     path = tmp_path / "messy.jsonl"
     data = "\n".join(lines).encode("utf-8") + b"\n" + b'{"messages": "caf\xe9"}\n'  # 12 bad bytes
@@ -57,7 +74,11 @@ def messy_jsonl(tmp_path):
 
 def test_malformed_rows_are_listed_and_the_rest_loads(messy_jsonl):
     result = read_source(messy_jsonl)
-    assert [t.instance_id for t in result.items] == ["o__r.1234abcd.pr_1", "o__r.1234abcd.pr_1", "o__r-2"]  # lines 1, 8, 9
+    assert [t.instance_id for t in result.items] == [
+        "o__r.1234abcd.pr_1",
+        "o__r.1234abcd.pr_1",
+        "o__r-2",
+    ]  # lines 1, 8, 9
     skipped = {int(s.record.rsplit(":", 1)[1]): s.reason for s in result.skipped}
     assert all(s.record.startswith(str(messy_jsonl)) for s in result.skipped)
     assert set(skipped) == {2, 3, 5, 6, 7, 10, 11, 12}
@@ -81,7 +102,9 @@ def test_unknown_tools_kept_by_default_skipped_on_request(messy_jsonl):
 
 
 def test_a_broken_traj_file_in_a_folder_is_listed(tmp_path, shared_data):
-    good = (shared_data / "sweagent/xml_command__marshmallow-code__marshmallow-1867.traj").read_text(encoding="utf-8")
+    good = (shared_data / "sweagent/xml_command__marshmallow-code__marshmallow-1867.traj").read_text(
+        encoding="utf-8"
+    )
     (tmp_path / "a.traj").write_text(good[: len(good) // 2], encoding="utf-8")
     (tmp_path / "b.traj").write_text(good, encoding="utf-8")
     wrong = json.loads(good)
@@ -97,9 +120,14 @@ def test_a_broken_traj_file_in_a_folder_is_listed(tmp_path, shared_data):
 
 
 def test_bad_editor_action_names_the_step(tmp_path):
-    record = {"trajectory": [{"action": "ls", "observation": "", "thought": ""},
-                             {"action": "str_replace_editor str_replace /x.py --old_str 'unclosed", "observation": ""}],
-              "history": [{"role": "user", "content": "Fix x", "message_type": "observation"}], "info": {}}
+    record = {
+        "trajectory": [
+            {"action": "ls", "observation": "", "thought": ""},
+            {"action": "str_replace_editor str_replace /x.py --old_str 'unclosed", "observation": ""},
+        ],
+        "history": [{"role": "user", "content": "Fix x", "message_type": "observation"}],
+        "info": {},
+    }
     (tmp_path / "bad.traj").write_text(json.dumps(record), encoding="utf-8")
     result = read_source(tmp_path / "bad.traj")
     assert result.items == []
@@ -120,11 +148,19 @@ def test_unreadable_sources_are_errors_naming_them(tmp_path):
 
 def test_cli_reports_unreadable_source_and_bad_config(tmp_path):
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "trajectories", *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "trajectories", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
 
     proc = cli("inspect", str(tmp_path / "nope.jsonl"), "--json")
     assert proc.returncode == 2 and "nope.jsonl: no such file" in proc.stderr and proc.stdout == ""
     proc = cli("build", str(tmp_path), "--task", "swe", "--out", str(tmp_path / "o"), "context_stepz=3")
     assert proc.returncode == 2 and "unknown config key context_stepz" in proc.stderr
-    proc = cli("build", str(tmp_path), "--task", "swe", "--out", str(tmp_path / "o"), "observation_max_chars=10")
+    proc = cli(
+        "build", str(tmp_path), "--task", "swe", "--out", str(tmp_path / "o"), "observation_max_chars=10"
+    )
     assert proc.returncode == 2 and "observation_max_chars" in proc.stderr

@@ -39,7 +39,9 @@ def test_numbered_steps_keep_preamble_and_ignore_out_of_sequence_numbers():
 
 
 def test_gsm8k_lines_drop_annotations_and_keep_the_answer():
-    steps, answer = split_gsm8k("He has 3*4=<<3*4=12>>12 eggs.\n\nThen 1,200 + 12 = <<1200+12=1212>>1,212.\n#### 1,212")
+    steps, answer = split_gsm8k(
+        "He has 3*4=<<3*4=12>>12 eggs.\n\nThen 1,200 + 12 = <<1200+12=1212>>1,212.\n#### 1,212"
+    )
     assert steps == ["He has 3*4=12 eggs.", "Then 1,200 + 12 = 1,212."]
     assert answer == "1212"
     with pytest.raises(ValueError, match="####"):
@@ -48,12 +50,15 @@ def test_gsm8k_lines_drop_annotations_and_keep_the_answer():
 
 def test_freeform_fallback_paragraphs_lines_and_merging():
     assert split_freeform("First we note x = 2.\n\nThen y = 3 by (1).\n\nSo $\\boxed{5}$.") == [
-        "First we note x = 2.", "Then y = 3 by (1).", "So $\\boxed{5}$."
+        "First we note x = 2.",
+        "Then y = 3 by (1).",
+        "So $\\boxed{5}$.",
     ]
     # One paragraph: split into lines; a line ending in ':' or ',' continues into the next one,
     # and a piece shorter than MIN_PIECE_CHARS joins its neighbour.
     assert split_freeform("Subtracting, we get,\n$a - b = 1$\nso\n$a = 1 + b$ holds here.\n-ok") == [
-        "Subtracting, we get,\n$a - b = 1$", "so\n$a = 1 + b$ holds here.\n-ok"
+        "Subtracting, we get,\n$a - b = 1$",
+        "so\n$a = 1 + b$ holds here.\n-ok",
     ]
 
 
@@ -65,16 +70,37 @@ def test_last_boxed_matches_nested_braces():
 
 
 def test_s1k_rows_numbered_fallback_and_required():
-    row = {"question": "What is 2+3?", "solution": "5", "cot_type": "math", "source_type": "x",
-           "deepseek_attempt": "Add them.\n1. **Add** 2 + 3 = 5.\n2. **Answer** \\boxed{5}"}
+    row = {
+        "question": "What is 2+3?",
+        "solution": "5",
+        "cot_type": "math",
+        "source_type": "x",
+        "deepseek_attempt": "Add them.\n1. **Add** 2 + 3 = 5.\n2. **Answer** \\boxed{5}",
+    }
     p = read_s1k(row)
-    assert (p.step_format, p.preamble, p.titles, p.answer) == ("numbered", "Add them.", ["Add", "Answer"], "5")
-    prose = dict(row, deepseek_attempt="Adding gives 5.\n\nThe answer is \\boxed{5}.", solution="long reference " * 10)
+    assert (p.step_format, p.preamble, p.titles, p.answer) == (
+        "numbered",
+        "Add them.",
+        ["Add", "Answer"],
+        "5",
+    )
+    prose = dict(
+        row, deepseek_attempt="Adding gives 5.\n\nThe answer is \\boxed{5}.", solution="long reference " * 10
+    )
     p = read_s1k(prose)
-    assert p.step_format == "freeform" and p.steps == ["Adding gives 5.", "The answer is \\boxed{5}."] and p.answer == "5"
+    assert (
+        p.step_format == "freeform"
+        and p.steps == ["Adding gives 5.", "The answer is \\boxed{5}."]
+        and p.answer == "5"
+    )
     with pytest.raises(BadRecord, match="no numbered"):
         read_s1k(prose, require_numbered=True)
-    v1 = {"question": "q?", "attempt": "1. **Only** \\boxed{1}", "thinking_trajectories": ["..."], "solution": "1"}
+    v1 = {
+        "question": "q?",
+        "attempt": "1. **Only** \\boxed{1}",
+        "thinking_trajectories": ["..."],
+        "solution": "1",
+    }
     assert read_s1k(v1).steps == ["1. **Only** \\boxed{1}"]
 
 
@@ -91,7 +117,15 @@ def test_bundled_math_set():
     path = bundled_math_path()
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(rows) >= 30
-    keys = {"question", "solution", "cot_type", "source_type", "metadata", "deepseek_thinking_trajectory", "deepseek_attempt"}
+    keys = {
+        "question",
+        "solution",
+        "cot_type",
+        "source_type",
+        "metadata",
+        "deepseek_thinking_trajectory",
+        "deepseek_attempt",
+    }
     assert all(keys <= set(r) for r in rows)
     result = read_source(path, require_numbered_steps=True)
     assert result.skipped == [] and len(result.items) == len(rows)

@@ -22,19 +22,39 @@ from trajectories.tools import canonical_call, parse_rendered_action, split_fenc
         ('find_file "fields.py" src', "find_file", {"file_name": "fields.py", "dir": "src"}),
         ('search_dir "TimeDelta"', "search_dir", {"search_term": "TimeDelta"}),
         ("search_file round src/x.py", "search_file", {"search_term": "round", "file": "src/x.py"}),
-        ("edit 3:4\n    x = 1\n    y = 2\nend_of_edit", "edit", {"start": 3, "end": 4, "replacement": "    x = 1\n    y = 2"}),
+        (
+            "edit 3:4\n    x = 1\n    y = 2\nend_of_edit",
+            "edit",
+            {"start": 3, "end": 4, "replacement": "    x = 1\n    y = 2"},
+        ),
         ("edit 'a = 1' 'a = 2'", "edit", {"search": "a = 1", "replace": "a = 2"}),
         ("insert 'import os'", "insert", {"text": "import os"}),
         ("insert 5\nimport os\nend_of_insert", "insert", {"line_number": 5, "text": "import os"}),
-        ("str_replace_editor view /testbed/x.py", "str_replace_editor", {"command": "view", "path": "/testbed/x.py"}),
-        ("str_replace_editor view /t/x.py --view_range 5 9", "str_replace_editor",
-         {"command": "view", "path": "/t/x.py", "view_range": [5, 9]}),
-        ("str_replace_editor view /t/x.py --view_range [5, -1]", "str_replace_editor",
-         {"command": "view", "path": "/t/x.py", "view_range": [5, -1]}),
-        ("str_replace_editor create /t/n.py --file_text 'print(1)\n'", "str_replace_editor",
-         {"command": "create", "path": "/t/n.py", "file_text": "print(1)\n"}),
-        ("str_replace_editor str_replace /t/x.py --old_str '--x' --new_str ''", "str_replace_editor",
-         {"command": "str_replace", "path": "/t/x.py", "old_str": "--x", "new_str": ""}),
+        (
+            "str_replace_editor view /testbed/x.py",
+            "str_replace_editor",
+            {"command": "view", "path": "/testbed/x.py"},
+        ),
+        (
+            "str_replace_editor view /t/x.py --view_range 5 9",
+            "str_replace_editor",
+            {"command": "view", "path": "/t/x.py", "view_range": [5, 9]},
+        ),
+        (
+            "str_replace_editor view /t/x.py --view_range [5, -1]",
+            "str_replace_editor",
+            {"command": "view", "path": "/t/x.py", "view_range": [5, -1]},
+        ),
+        (
+            "str_replace_editor create /t/n.py --file_text 'print(1)\n'",
+            "str_replace_editor",
+            {"command": "create", "path": "/t/n.py", "file_text": "print(1)\n"},
+        ),
+        (
+            "str_replace_editor str_replace /t/x.py --old_str '--x' --new_str ''",
+            "str_replace_editor",
+            {"command": "str_replace", "path": "/t/x.py", "old_str": "--x", "new_str": ""},
+        ),
     ],
 )
 def test_rendered_actions(action, name, arguments):
@@ -54,7 +74,10 @@ def test_legacy_command_that_does_not_fit_runs_as_shell_text(action):
     [
         ("str_replace_editor view", "needs a command and a path"),
         ("str_replace_editor view /x --bogus 1", "unexpected '--bogus'"),
-        ("str_replace_editor insert /x --insert_line two --new_str a", "bad value for str_replace_editor --insert_line"),
+        (
+            "str_replace_editor insert /x --insert_line two --new_str a",
+            "bad value for str_replace_editor --insert_line",
+        ),
         ("str_replace_editor str_replace /x --old_str 'open", "cannot split"),
         ("   \n", "empty action"),
     ],
@@ -66,10 +89,17 @@ def test_bad_editor_actions_are_bad_records(action, reason):
 
 def test_canonical_names_and_arguments():
     bash = canonical_call("execute_bash", '{"cmd": "ls", "timeout": null}', call_id="c1")
-    assert (bash.name, bash.arguments, bash.original_name, bash.id) == ("bash", {"command": "ls"}, "execute_bash", "c1")
+    assert (bash.name, bash.arguments, bash.original_name, bash.id) == (
+        "bash",
+        {"command": "ls"},
+        "execute_bash",
+        "c1",
+    )
     done = canonical_call("finish", {"message": "all done"})
     assert (done.name, done.arguments) == ("submit", {}) and "all done" in done.raw
-    editor = canonical_call("file_editor", {"command": "insert", "path": "/a", "insert_line": "4", "new_str": "x"})
+    editor = canonical_call(
+        "file_editor", {"command": "insert", "path": "/a", "insert_line": "4", "new_str": "x"}
+    )
     assert editor.name == "str_replace_editor" and editor.arguments["insert_line"] == 4
     assert canonical_call("think", {"thought": "hm"}).name == "think"
     with pytest.raises(BadRecord, match="unknown tool 'think'"):
