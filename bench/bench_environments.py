@@ -49,7 +49,9 @@ class BenchConfig(Section):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser)
     args = parser.parse_args()
     cfg = resolve_config(BenchConfig, args.config, args.overrides)
@@ -82,12 +84,18 @@ def main() -> int:
         "warm_reset_ms": warm_ms, "fresh_reset_ms": fresh_ms,
     }  # fmt: skip
     print(f"\ntrivial command `echo hi` (median): persistent shell {shell_ms:.3f} ms ({cfg.commands} runs), "
-          f"docker-py exec_run {exec_ms:.1f} ms ({cfg.exec_runs} runs): {exec_ms / shell_ms:.0f}x faster")  # fmt: skip
-    print(f"environment start (container + shell): {start_ms:.0f} ms; bare container start+remove: {bare_ms:.0f} ms")
+          f"docker-py exec_run {exec_ms:.1f} ms ({cfg.exec_runs} runs): "
+          f"{exec_ms / shell_ms:.0f}x faster")  # fmt: skip
+    print(
+        f"environment start (container + shell): {start_ms:.0f} ms; "
+        f"bare container start+remove: {bare_ms:.0f} ms"
+    )
     print(f"reset: warm {warm_ms:.0f} ms, fresh container {fresh_ms:.0f} ms (medians)")
 
     throughput = []
-    print(f"\nparallel episodes ({cfg.episodes} per row, {cfg.episode_commands} commands + diff + reset each):")
+    print(
+        f"\nparallel episodes ({cfg.episodes} per row, {cfg.episode_commands} commands + diff + reset each):"
+    )
     for n in cfg.parallel:
         row = parallel_throughput(cfg, image, client, n)
         throughput.append(row)
@@ -146,8 +154,18 @@ def bench_image(cfg: EnvConfig, client: object) -> str:
         repo.index.add(["README.md", *(f"src/mod{i}.py" for i in range(20))])
         actor = git.Actor("bench", "bench@example.invalid")
         date = "2024-01-01T00:00:00"
-        sha = repo.index.commit("bench", author=actor, committer=actor, author_date=date, commit_date=date).hexsha
-        return build_task_image(BENCH_IMAGE, base, tmp, sha, "true", network=False, client=client)  # type: ignore[arg-type]
+        sha = repo.index.commit(
+            "bench", author=actor, committer=actor, author_date=date, commit_date=date
+        ).hexsha
+        return build_task_image(
+            BENCH_IMAGE,
+            base,
+            tmp,
+            sha,
+            "true",
+            network=False,
+            client=client,  # type: ignore[arg-type]
+        )
 
 
 def machine_info(client: object, as_dict: bool = False) -> str | dict[str, object]:

@@ -46,7 +46,7 @@ class EnvConfig(Section):
     pool_size: int = Field(2, ge=1)
 
     def resolved_ca_bundle(self) -> Path | None:
-        """The CA bundle file to pass into builds, or None. An explicit path that does not exist is an error."""
+        """The CA bundle file to pass into builds, or None. A given path that does not exist is an error."""
         if self.ca_bundle is None:
             return None
         if self.ca_bundle == "auto":

@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from environments import docker_engine
 from environments.config import EnvConfig
@@ -112,7 +112,11 @@ class DockerEnvironment:
     """
 
     def __init__(
-        self, image: str | None = None, cfg: EnvConfig | None = None, *, client: docker.DockerClient | None = None
+        self,
+        image: str | None = None,
+        cfg: EnvConfig | None = None,
+        *,
+        client: docker.DockerClient | None = None,
     ) -> None:
         self.cfg = cfg or EnvConfig()
         self.image = image or self.cfg.base_image
@@ -154,7 +158,7 @@ class DockerEnvironment:
             self._container = None
         _LIVE.discard(self)
 
-    def __enter__(self) -> DockerEnvironment:
+    def __enter__(self) -> Self:
         return self.start() if self._container is None else self
 
     def __exit__(self, *exc: object) -> None:
@@ -181,8 +185,10 @@ class DockerEnvironment:
         except ShellLost as e:
             log.warning("restarting container %s: %s", self._container.short_id, e)
             self._restart_container()
-            note = (f"The environment had stopped responding and was restarted: all processes were killed,"
-                    f" files were kept, the shell starts in {self._shell.cwd}.")
+            note = (
+                f"The environment had stopped responding and was restarted: all processes were killed,"
+                f" files were kept, the shell starts in {self._shell.cwd}."
+            )
             if not e.command_started:  # nothing ran yet: run it now in the restarted container
                 result = self._shell.run(command, timeout)
                 result.note = f"{note} {result.note}" if result.note else note
@@ -206,12 +212,14 @@ class DockerEnvironment:
             raise RuntimeError(f"{self.image}: {self.cfg.workdir} is not a git repository; there is no diff")
         script = (
             f"cd {shlex.quote(self.cfg.workdir)} && export GIT_INDEX_FILE=$(mktemp) && "
-            "{ cp .git/index \"$GIT_INDEX_FILE\" 2>/dev/null || rm -f \"$GIT_INDEX_FILE\"; } && "
-            f"git add -A && git diff --cached {self.base_commit}; rc=$?; rm -f \"$GIT_INDEX_FILE\"; exit $rc"
+            '{ cp .git/index "$GIT_INDEX_FILE" 2>/dev/null || rm -f "$GIT_INDEX_FILE"; } && '
+            f'git add -A && git diff --cached {self.base_commit}; rc=$?; rm -f "$GIT_INDEX_FILE"; exit $rc'
         )
         code, output = self.exec(script)
         if code != 0:
-            raise RuntimeError(f"git diff in {self.cfg.workdir} failed with exit status {code}: {output[-500:]}")
+            raise RuntimeError(
+                f"git diff in {self.cfg.workdir} failed with exit status {code}: {output[-500:]}"
+            )
         return output
 
     def reset(self, fresh: bool | None = None) -> None:
@@ -285,7 +293,8 @@ class DockerEnvironment:
         probe = PersistentShell(self._client, self._container.id)
         workdir = shlex.quote(self.cfg.workdir)
         code, out = probe.exec_once(
-            f"cd {workdir} 2>/dev/null && git rev-parse HEAD 2>/dev/null && (git symbolic-ref -q HEAD || echo)"
+            f"cd {workdir} 2>/dev/null && git rev-parse HEAD 2>/dev/null "
+            "&& (git symbolic-ref -q HEAD || echo)"
         )
         lines = out.split("\n")
         if code != 0 or not lines[0].strip():
@@ -359,5 +368,5 @@ def _close_live() -> None:
     for env in list(_LIVE):
         try:
             env.close()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            log.debug("could not remove %s at exit: %s", env.image, e)

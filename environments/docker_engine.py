@@ -40,7 +40,9 @@ def connect(timeout: float = 120.0) -> docker.DockerClient:
     try:
         import docker
     except ImportError as e:
-        raise EngineUnavailable(f"docker-py is not installed ({e}); install it with `pip install docker`") from None
+        raise EngineUnavailable(
+            f"docker-py is not installed ({e}); install it with `pip install docker`"
+        ) from None
     where = engine_address()
     try:
         client = docker.from_env(timeout=timeout)

@@ -40,7 +40,9 @@ def diagnose(cfg: EnvConfig | None = None) -> list[Check]:
     try:
         client = docker_engine.connect(timeout=30)
         version = client.version().get("Version", "?")
-        checks.append(Check("engine reachable", True, f"Docker {version} at {docker_engine.engine_address()}"))
+        checks.append(
+            Check("engine reachable", True, f"Docker {version} at {docker_engine.engine_address()}")
+        )
     except docker_engine.EngineUnavailable as e:
         checks.append(Check("engine reachable", False, str(e), docker_engine.START_HINT))
         return checks + _skipped(["base image present", "container runs a command"], "engine unreachable")
@@ -81,11 +83,19 @@ def _check_container(client: docker.DockerClient, cfg: EnvConfig) -> Check:
             boot = time.monotonic() - started
             result = env.run("echo srl-ok && python3 --version && git --version", timeout=30)
     except Exception as e:  # noqa: BLE001 - any failure is the finding
-        return Check("container runs a command", False, f"{type(e).__name__}: {e}",
-                     "check `docker run --rm " + cfg.base_image + " true` and the engine's log")
+        return Check(
+            "container runs a command",
+            False,
+            f"{type(e).__name__}: {e}",
+            "check `docker run --rm " + cfg.base_image + " true` and the engine's log",
+        )
     if result.exit_code != 0 or "srl-ok" not in result.output:
-        return Check("container runs a command", False, f"exit {result.exit_code}: {result.output[-300:]}",
-                     "python -m environments build  (rebuild the base image)")
+        return Check(
+            "container runs a command",
+            False,
+            f"exit {result.exit_code}: {result.output[-300:]}",
+            "python -m environments build  (rebuild the base image)",
+        )
     versions = ", ".join(result.output.split("\n")[1:3])
     return Check("container runs a command", True, f"started in {boot:.2f} s; {versions}")
 

@@ -8,6 +8,9 @@ trajectories rely on them. Undo history is kept in the container at HISTORY (cle
 Exit status: 0 on success, 1 when the call was refused (the message says why).
 """
 
+# Written for any python3 a task image may have (3.5+): %-formatting, no f-strings.
+# ruff: noqa: UP031, UP021, UP022, PLW1510
+
 import base64
 import json
 import os
@@ -38,7 +41,8 @@ def numbered(text, descriptor, first_line=1):
 
 
 def read_text(path):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -78,7 +82,9 @@ def check_path(command, path):
     if command == "create" and os.path.exists(path):
         raise Refused("File already exists at: %s. Cannot overwrite files using command `create`." % path)
     if os.path.isdir(path) and command != "view":
-        raise Refused("The path %s is a directory and only the `view` command can be used on directories" % path)
+        raise Refused(
+            "The path %s is a directory and only the `view` command can be used on directories" % path
+        )
 
 
 def view(path, view_range):
@@ -100,7 +106,11 @@ def view(path, view_range):
             view_range = json.loads(view_range)
         except ValueError:
             view_range = None
-    if not isinstance(view_range, list) or len(view_range) != 2 or not all(type(i) is int for i in view_range):
+    if (
+        not isinstance(view_range, list)
+        or len(view_range) != 2
+        or not all(type(i) is int for i in view_range)
+    ):
         raise Refused("Invalid `view_range`. It should be a list of two integers.")
     lines = text.split("\n")
     first, last = view_range
@@ -127,7 +137,9 @@ def create(path, file_text):
     if file_text is None:
         raise Refused("Parameter `file_text` is required for command: create")
     if not os.path.isdir(os.path.dirname(path)):
-        raise Refused("The parent directory %s does not exist. Please create it first." % os.path.dirname(path))
+        raise Refused(
+            "The parent directory %s does not exist. Please create it first." % os.path.dirname(path)
+        )
     write_text(path, file_text, "utf-8")
     push_history(path, None)
     return "File created successfully at: %s" % path
@@ -144,7 +156,9 @@ def str_replace(path, old_str, new_str):
         text, old_str, new_str = text.expandtabs(), old_str.expandtabs(), new_str.expandtabs()
     occurrences = text.count(old_str)
     if occurrences == 0:
-        raise Refused("No replacement was performed, old_str `%s` did not appear verbatim in %s." % (old_str, path))
+        raise Refused(
+            "No replacement was performed, old_str `%s` did not appear verbatim in %s." % (old_str, path)
+        )
     if occurrences > 1:
         lines = [i + 1 for i, line in enumerate(text.split("\n")) if old_str in line]
         if not lines:  # a multi-line old_str: report the lines where each occurrence starts
@@ -154,11 +168,13 @@ def str_replace(path, old_str, new_str):
                 at = text.find(old_str, at + 1)
             lines = starts
         raise Refused(
-            "No replacement was performed. Multiple occurrences of old_str `%s` in lines %s. Please ensure it "
-            "is unique" % (old_str, lines)
+            "No replacement was performed. Multiple occurrences of old_str `%s` in lines %s. "
+            "Please ensure it is unique" % (old_str, lines)
         )
     if new_str == old_str:
-        raise Refused("No replacement was performed, old_str `%s` is the same as new_str `%s`." % (old_str, new_str))
+        raise Refused(
+            "No replacement was performed, old_str `%s` is the same as new_str `%s`." % (old_str, new_str)
+        )
     new_text = text.replace(old_str, new_str)
     write_text(path, new_text, encoding)
     push_history(path, original)

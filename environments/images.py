@@ -82,8 +82,9 @@ def ensure_base_image(
             _base_from_registry(client, cfg, inputs)
             return cfg.base_image
         except docker_engine.APIError as e:
-            log.warning("cannot use registry image %s (%s); building the base image offline",
-                        cfg.registry_image, e)
+            log.warning(
+                "cannot use registry image %s (%s); building the base image offline", cfg.registry_image, e
+            )
             inputs = _hash(_offline_inputs(cfg))
             if not rebuild and image_label(client, cfg.base_image, INPUTS_LABEL) == inputs:
                 return cfg.base_image  # the offline build from an earlier fallback is current
@@ -121,8 +122,9 @@ def build_task_image(
         sha = repository.commit(commit).hexsha
     except (ValueError, git.BadName) as e:
         raise ImageBuildError(f"{repo}: commit {commit!r} not found ({e})") from None
-    inputs = _hash({"recipe": TASK_RECIPE, "base": base_id, "commit": sha, "setup": setup_script,
-                    "workdir": workdir})
+    inputs = _hash(
+        {"recipe": TASK_RECIPE, "base": base_id, "commit": sha, "setup": setup_script, "workdir": workdir}
+    )
     if not rebuild and image_label(client, tag, INPUTS_LABEL) == inputs:
         return tag
     ca = _resolve_ca(ca_bundle)
@@ -146,9 +148,18 @@ def build_task_image(
             tag=version,
             # The setup container's own labels would be merged into the image's: blank them, so that
             # containers made from the image (by us or by the swebench harness) are not taken for leaks.
-            conf={"Labels": {INPUTS_LABEL: inputs, BASE_COMMIT_LABEL: sha, WORKDIR_LABEL: workdir,
-                             "srl-agent.managed": "", "srl-agent.owner": "", "srl-agent.role": ""},
-                  "WorkingDir": workdir, "Cmd": ["/bin/bash"]},
+            conf={
+                "Labels": {
+                    INPUTS_LABEL: inputs,
+                    BASE_COMMIT_LABEL: sha,
+                    WORKDIR_LABEL: workdir,
+                    "srl-agent.managed": "",
+                    "srl-agent.owner": "",
+                    "srl-agent.role": "",
+                },
+                "WorkingDir": workdir,
+                "Cmd": ["/bin/bash"],
+            },
         )
     finally:
         container.remove(force=True)
@@ -182,8 +193,13 @@ def split_tag(tag: str) -> tuple[str, str]:
 
 
 def _offline_inputs(cfg: EnvConfig) -> dict[str, Any]:
-    return {"recipe": BASE_RECIPE, "suite": cfg.debian_suite, "mirror": cfg.debian_mirror,
-            "packages": sorted(BASE_PACKAGES), "env": IMAGE_ENV}
+    return {
+        "recipe": BASE_RECIPE,
+        "suite": cfg.debian_suite,
+        "mirror": cfg.debian_mirror,
+        "packages": sorted(BASE_PACKAGES),
+        "env": IMAGE_ENV,
+    }
 
 
 def _base_from_registry(client: docker.DockerClient, cfg: EnvConfig, inputs: str) -> None:
@@ -194,9 +210,16 @@ def _base_from_registry(client: docker.DockerClient, cfg: EnvConfig, inputs: str
     container = client.containers.create(cfg.registry_image, command=["true"], labels=build_labels())
     try:
         repo_name, version = split_tag(cfg.base_image)
-        container.commit(repository=repo_name, tag=version,
-                         changes=[f"LABEL {INPUTS_LABEL}={inputs}", 'LABEL srl-agent.managed=""',
-                                  'LABEL srl-agent.owner=""', 'LABEL srl-agent.role=""'])
+        container.commit(
+            repository=repo_name,
+            tag=version,
+            changes=[
+                f"LABEL {INPUTS_LABEL}={inputs}",
+                'LABEL srl-agent.managed=""',
+                'LABEL srl-agent.owner=""',
+                'LABEL srl-agent.role=""',
+            ],
+        )
     finally:
         container.remove(force=True)
 
@@ -217,7 +240,10 @@ def _base_offline(client: docker.DockerClient, cfg: EnvConfig, inputs: str) -> N
     tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
     assert tar.stdout is not None
     try:
-        changes = [f"ENV {item}" for item in IMAGE_ENV] + ['CMD ["/bin/bash"]', f"LABEL {INPUTS_LABEL}={inputs}"]
+        changes = [f"ENV {item}" for item in IMAGE_ENV] + [
+            'CMD ["/bin/bash"]',
+            f"LABEL {INPUTS_LABEL}={inputs}",
+        ]
         repo_name, version = split_tag(cfg.base_image)
         docker_engine.low_level(client).import_image(
             src=tar.stdout, repository=repo_name, tag=version, changes=changes, stream_src=True
@@ -240,7 +266,7 @@ def _debootstrap(cfg: EnvConfig, root: Path, debs: Path) -> None:
     ]  # fmt: skip
     log.info("running %s (about a minute)", " ".join(command))
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-20:])
         raise ImageBuildError(f"debootstrap failed with exit status {result.returncode}:\n{tail}")

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from environments.config import EnvConfig
 from environments.container import DockerEnvironment
@@ -33,7 +33,11 @@ class EnvironmentPool:
     """Up to `size` environments (default `cfg.pool_size`). Close it (or use `with`) to remove them."""
 
     def __init__(
-        self, cfg: EnvConfig | None = None, size: int | None = None, *, client: docker.DockerClient | None = None
+        self,
+        cfg: EnvConfig | None = None,
+        size: int | None = None,
+        *,
+        client: docker.DockerClient | None = None,
     ) -> None:
         self.cfg = cfg or EnvConfig()
         self.size = size or self.cfg.pool_size
@@ -61,9 +65,7 @@ class EnvironmentPool:
         finally:
             self._give_back(env)
 
-    def run_parallel(
-        self, fn: Callable[[DockerEnvironment, T], R], jobs: Iterable[tuple[str, T]]
-    ) -> list[R]:
+    def run_parallel(self, fn: Callable[[DockerEnvironment, T], R], jobs: Iterable[tuple[str, T]]) -> list[R]:
         """`fn(env, item)` for every `(image, item)` job, `size` at a time; results in job order."""
 
         def one(job: tuple[str, T]) -> R:
@@ -83,7 +85,7 @@ class EnvironmentPool:
         for env in idle:
             env.close()
 
-    def __enter__(self) -> EnvironmentPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -90,8 +90,11 @@ _GUARD = (
 # One command: guard, the command, guard, then the sentinel with its status, whether the guard fired,
 # and the working directory.
 _LINE = (
-    "__srl_kills=0; " + _GUARD + "eval COMMAND < /dev/null; __srl_rc=$?; " + _GUARD
-    + "printf '\\n%s %d %d %s\\n' MARKER \"$__srl_rc\" \"$__srl_kills\" \"$PWD\"\n"
+    "__srl_kills=0; "
+    + _GUARD
+    + "eval COMMAND < /dev/null; __srl_rc=$?; "
+    + _GUARD
+    + 'printf \'\\n%s %d %d %s\\n\' MARKER "$__srl_rc" "$__srl_kills" "$PWD"\n'
 )
 
 
@@ -176,7 +179,9 @@ class PersistentShell:
             chunk = self._recv(deadline)
             if not chunk:
                 self.close()
-                raise ShellLost(f"bash in container {self._container_id[:12]} did not start: {bytes(data)[-300:]!r}")
+                raise ShellLost(
+                    f"bash in container {self._container_id[:12]} did not start: {bytes(data)[-300:]!r}"
+                )
             data += chunk
         self.pid, self.cwd = int(m.group(1)), m.group(2).decode("utf-8", "replace")
 
@@ -204,7 +209,7 @@ class PersistentShell:
             except ShellLost as e:
                 e.command_started = False
                 raise
-            note = f"The previous shell had exited; a new shell was started in {self.cwd} (variables were reset)."
+            note = f"The previous shell had exited; a new shell was started in {self.cwd} (variables reset)."
         self._count += 1
         marker = f"__SRL_{self._token}_{self._count}__"
         collector = _Collector(self.output_cap, marker.encode())
@@ -222,14 +227,18 @@ class PersistentShell:
             done = self._interrupt(collector)
             if not done:
                 self._recycle()
-                note = (f"The command did not stop when interrupted, so the shell was restarted in {self.cwd}"
-                        " (background processes were killed and variables were reset).")
+                note = (
+                    f"The command did not stop when interrupted, so the shell was restarted in {self.cwd}"
+                    " (background processes were killed and variables were reset)."
+                )
         if done:
             self.cwd = collector.cwd or self.cwd
             self._leftover += collector.rest
             if collector.guard_fired:
-                note = ("The container hit its process limit (a fork bomb?); every process but this shell"
-                        " was killed.")
+                note = (
+                    "The container hit its process limit (a fork bomb?); every process but this shell"
+                    " was killed."
+                )
         return CommandResult(
             output=collector.text(),
             exit_code=collector.exit_code if done else None,
@@ -267,7 +276,6 @@ class PersistentShell:
         self.close()
         self.exec_once(_KILL_ALL)
         self.start()
-
 
     def _after_exit(self, collector: _Collector, started: float, note: str | None) -> CommandResult:
         self.close()
@@ -386,7 +394,8 @@ class _Collector:
         tail, dropped = self._tail()
         if not dropped:
             return (self.head + tail).decode("utf-8", "replace")
-        marker = f"\n[... {dropped} bytes of output omitted (output is capped at {self.head_cap + self.tail_cap} bytes) ...]\n"
+        cap = self.head_cap + self.tail_cap
+        marker = f"\n[... {dropped} bytes of output omitted (output is capped at {cap} bytes) ...]\n"
         return self.head.decode("utf-8", "replace") + marker + tail.decode("utf-8", "replace")
 
 

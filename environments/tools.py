@@ -90,7 +90,8 @@ def format_command_result(result: CommandResult, command: str = "") -> str:
         return EMPTY_OUTPUT
     if result.timed_out:
         text += (
-            f"\nThe command '{command}' was cancelled because it took more than {result.duration:.0f} seconds."
+            f"\nThe command '{command}' was cancelled because it took more than {result.duration:.0f}"
+            " seconds."
             " Please try a different command that completes more quickly. Note: a common cause is a command"
             " that waits for input, which can never arrive here."
         )
@@ -120,11 +121,13 @@ def _editor(env: Environment, arguments: dict[str, Any]) -> ToolOutcome:
     payload = base64.b64encode(json.dumps(arguments).encode("utf-8")).decode("ascii")
     # Through the agent's shell (sub-millisecond, and relative-path hints use its cwd); the payload goes
     # in a here-document, so file contents of any size and with any characters arrive intact.
-    command = f"python3 -c {ansi_c_quote(_EDITOR_SOURCE)} <<'__SRL_EDITOR_EOF__'\n{payload}\n__SRL_EDITOR_EOF__"
+    command = (
+        f"python3 -c {ansi_c_quote(_EDITOR_SOURCE)} <<'__SRL_EDITOR_EOF__'\n{payload}\n__SRL_EDITOR_EOF__"
+    )
     result = env.run(command, 120.0)
     if result.timed_out or result.exit_code not in (0, 1):
         return ToolOutcome(
-            observation=f"str_replace_editor failed (exit status {result.exit_code}): {result.output[-2000:]}",
+            observation=f"str_replace_editor failed (exit {result.exit_code}): {result.output[-2000:]}",
             ok=False,
             result=result,
         )

@@ -23,7 +23,9 @@ def test_all_checks_pass_with_an_engine_and_a_base_image() -> None:
     assert "Python 3" in checks[-1].detail
 
 
-def test_dead_engine_fails_with_the_fix_and_skips_the_rest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_dead_engine_fails_with_the_fix_and_skips_the_rest(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/gone.sock")
     checks = diagnose(EnvConfig())
     by_name = {c.name: c for c in checks}

@@ -107,7 +107,9 @@ def test_ca_bundle_reaches_the_setup_but_not_the_image(tmp_path: Path) -> None:
     bundle = tmp_path / "corp-ca.crt"
     bundle.write_text("-----BEGIN CERTIFICATE-----\nfake corporate root\n-----END CERTIFICATE-----\n")
     tag = "srl-agent-test/calc-ca:latest"
-    setup = 'cat "$SSL_CERT_FILE" > /testbed/seen.txt && echo "$PIP_CERT $GIT_SSL_CAINFO" >> /testbed/seen.txt'
+    setup = (
+        'cat "$SSL_CERT_FILE" > /testbed/seen.txt && echo "$PIP_CERT $GIT_SSL_CAINFO" >> /testbed/seen.txt'
+    )
     try:
         build_task_image(tag, EnvConfig().base_image, repo, sha, setup, ca_bundle=bundle, network=False,
                          client=client, rebuild=True)  # fmt: skip
@@ -141,7 +143,9 @@ def test_registry_image_is_used_when_available() -> None:
 @pytest.mark.docker
 def test_unreachable_registry_falls_back_to_the_offline_build() -> None:
     client = docker_engine.connect()
-    cfg = EnvConfig(registry_image="srl-agent-test/not-in-any-registry:1", base_image="srl-agent-test/fallback:latest")
+    cfg = EnvConfig(
+        registry_image="srl-agent-test/not-in-any-registry:1", base_image="srl-agent-test/fallback:latest"
+    )
     try:
         assert ensure_base_image(cfg, client=client) == cfg.base_image
         out = client.containers.run(cfg.base_image, ["git", "--version"], remove=True, network_mode="none")

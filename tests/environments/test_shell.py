@@ -15,7 +15,7 @@ from environments.shell import _Collector, ansi_c_quote
 TRICKY = [
     "",
     "plain",
-    "it's \"quoted\" \\ back\\slash $HOME `date` $(id) !bang",
+    'it\'s "quoted" \\ back\\slash $HOME `date` $(id) !bang',
     "tabs\tand\nnew\nlines\n",
     "unicode: héllo wörld ✓ 日本語",
     "control \x01\x1b[31m red \x7f",
@@ -34,7 +34,12 @@ def test_collector_finds_a_sentinel_split_across_chunks() -> None:
     data = b"hello\n" + b"\n__M__ 3 12 /tmp\n" + b"later"
     assert not any(collector.feed(data[i : i + 1]) for i in range(len(data) - 6))
     assert collector.feed(data[len(data) - 6 :])
-    assert (collector.text(), collector.exit_code, collector.cwd, collector.rest) == ("hello\n", 3, "/tmp", b"later")
+    assert (collector.text(), collector.exit_code, collector.cwd, collector.rest) == (
+        "hello\n",
+        3,
+        "/tmp",
+        b"later",
+    )
 
 
 def test_collector_keeps_head_and_tail_with_a_marker() -> None:

@@ -44,16 +44,23 @@ def test_bash_observations(env: DockerEnvironment) -> None:
 @pytest.mark.docker
 def test_view_file_range_and_directory(env: DockerEnvironment) -> None:
     whole = edit(env, command="view", path=OPS).observation
-    assert whole.startswith(f"Here's the result of running `cat -n` on {OPS}:\n     1\t\"\"\"Tiny arithmetic helpers.\"\"\"\n")
+    assert whole.startswith(
+        f'Here\'s the result of running `cat -n` on {OPS}:\n     1\t"""Tiny arithmetic helpers."""\n'
+    )
     part = edit(env, command="view", path=OPS, view_range=[4, 5]).observation
-    assert part == f"Here's the result of running `cat -n` on {OPS}:\n     4\tdef add(a, b):\n     5\t    return a + b\n"
+    assert (
+        part
+        == f"Here's the result of running `cat -n` on {OPS}:\n     4\tdef add(a, b):\n     5\t    return a + b\n"
+    )
     to_end = edit(env, command="view", path=OPS, view_range=[8, -1]).observation
     assert to_end.endswith("     9\t    return sum(values) / len(values)\n    10\t\n")
     listing = edit(env, command="view", path="/testbed").observation
     assert listing.startswith(
         "Here's the files and directories up to 2 levels deep in /testbed, excluding hidden items:\n/testbed\n"
     )
-    assert "/testbed/calc/ops.py" in listing and "/testbed/.gitignore" not in listing and ".git" not in listing
+    assert (
+        "/testbed/calc/ops.py" in listing and "/testbed/.gitignore" not in listing and ".git" not in listing
+    )
 
 
 @pytest.mark.docker
@@ -66,7 +73,10 @@ def test_view_errors(env: DockerEnvironment) -> None:
     assert bad_range.observation == (
         "Invalid `view_range`: [0, 3]. Its first element `0` should be within the range of lines of the file: [1, 10]"
     )
-    assert "should be larger or equal than its first" in edit(env, command="view", path=OPS, view_range=[5, 2]).observation
+    assert (
+        "should be larger or equal than its first"
+        in edit(env, command="view", path=OPS, view_range=[5, 2]).observation
+    )
     assert edit(env, command="view", path="/testbed", view_range=[1, 2]).observation == (
         "The `view_range` parameter is not allowed when `path` points to a directory."
     )
@@ -83,7 +93,9 @@ def test_str_replace_success_and_snippet(env: DockerEnvironment) -> None:
         f"The file {OPS} has been edited. Here's the result of running `cat -n` on a snippet of {OPS}:\n     1\t"
     )
     assert "     5\t    return b + a\n" in out.observation
-    assert out.observation.endswith("Review the changes and make sure they are as expected. Edit the file again if necessary.")
+    assert out.observation.endswith(
+        "Review the changes and make sure they are as expected. Edit the file again if necessary."
+    )
     assert "return b + a" in env.run(f"cat {OPS}").output
 
 
@@ -109,11 +121,16 @@ def test_str_replace_refusals(env: DockerEnvironment) -> None:
 @pytest.mark.docker
 def test_create_insert_undo(env: DockerEnvironment) -> None:
     exists = edit(env, command="create", path=OPS, file_text="x")
-    assert exists.observation == f"File already exists at: {OPS}. Cannot overwrite files using command `create`."
+    assert (
+        exists.observation == f"File already exists at: {OPS}. Cannot overwrite files using command `create`."
+    )
     created = edit(env, command="create", path="/testbed/calc/extra.py", file_text="A = 1\nB = 2\n")
     assert created.observation == "File created successfully at: /testbed/calc/extra.py"
     no_parent = edit(env, command="create", path="/testbed/no/dir/x.py", file_text="")
-    assert no_parent.observation == "The parent directory /testbed/no/dir does not exist. Please create it first."
+    assert (
+        no_parent.observation
+        == "The parent directory /testbed/no/dir does not exist. Please create it first."
+    )
     inserted = edit(env, command="insert", path="/testbed/calc/extra.py", insert_line=1, new_str="C = 3")
     assert inserted.observation.startswith(
         "The file /testbed/calc/extra.py has been edited. Here's the result of running `cat -n` on a snippet of "
@@ -129,7 +146,9 @@ def test_create_insert_undo(env: DockerEnvironment) -> None:
     assert env.run("cat /testbed/calc/extra.py").output == "A = 1\nB = 2\n"
     assert edit(env, command="undo_edit", path=OPS).observation == f"No edit history found for {OPS}."
     unknown = edit(env, command="delete", path=OPS)
-    assert unknown.observation.startswith("Unrecognized command delete. The allowed commands for the str_replace_editor")
+    assert unknown.observation.startswith(
+        "Unrecognized command delete. The allowed commands for the str_replace_editor"
+    )
 
 
 @pytest.mark.docker
@@ -141,7 +160,9 @@ def test_large_and_awkward_file_contents_arrive_intact(env: DockerEnvironment) -
 
 
 @pytest.mark.docker
-def test_submit_returns_a_patch_that_applies_to_the_base_commit(env: DockerEnvironment, tmp_path: Path) -> None:
+def test_submit_returns_a_patch_that_applies_to_the_base_commit(
+    env: DockerEnvironment, tmp_path: Path
+) -> None:
     edit(env, command="str_replace", path=OPS, old_str="    return sum(values) / len(values)",
          new_str="    if not values:\n        return 0.0\n    return sum(values) / len(values)")  # fmt: skip
     edit(env, command="create", path="/testbed/calc/new_mod.py", file_text="X = 1\n")
@@ -163,7 +184,10 @@ def test_submit_returns_a_patch_that_applies_to_the_base_commit(env: DockerEnvir
 def test_canonical_action_text_and_unknown_tools(env: DockerEnvironment) -> None:
     call = ToolCall("str_replace_editor", {"command": "view", "path": OPS, "view_range": [1, 1]})
     outcome = execute_action(env, render_action(call))
-    assert outcome.observation == f"Here's the result of running `cat -n` on {OPS}:\n     1\t\"\"\"Tiny arithmetic helpers.\"\"\"\n"
+    assert (
+        outcome.observation
+        == f'Here\'s the result of running `cat -n` on {OPS}:\n     1\t"""Tiny arithmetic helpers."""\n'
+    )
     garbled = execute_action(env, "<function=bash>\n<parameter=command>ls")
     assert not garbled.ok and garbled.observation.startswith("Your action could not be parsed:")
     unknown = execute(env, ToolCall("browse", {"url": "x"}))
