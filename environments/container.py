@@ -10,9 +10,9 @@ which the first environment of every process calls.
 (warm: `git checkout` of the base commit + `git clean` in the same container; fresh: a new container),
 and reports the repository's diff against its base commit: the patch an agent submits.
 
-Warm reset restores the tracked and untracked files of the repository and kills every process; files
-ignored by git (build products of the image's setup such as `*.egg-info`) and changes outside the
-repository are kept. When the repository cannot be restored (it was deleted, `.git` is broken), reset
+Warm reset restores the tracked and untracked files of the repository, kills every process and clears
+the editor's undo history; files ignored by git (build products of the image's setup such as
+`*.egg-info`) and changes outside the repository are kept. When the repository cannot be restored (it was deleted, `.git` is broken), reset
 falls back to a fresh container.
 """
 
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from environments import docker_engine
 from environments.config import EnvConfig
+from environments.editor_program import HISTORY as EDITOR_HISTORY
 from environments.images import BASE_COMMIT_LABEL, KEEPER
 from environments.shell import CommandResult, PersistentShell, ShellLost
 
@@ -47,6 +48,7 @@ OWNER_LABEL = "srl-agent.owner"
 # What root inside the sandbox needs to edit any file, chmod, install packages (apt drops to _apt) and
 # stop its own processes; everything else (raw sockets, mounts, ptrace, ...) stays dropped.
 CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
+EDITOR_HISTORY_DIR = os.path.dirname(EDITOR_HISTORY)  # undo history of str_replace_editor
 _LIVE: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
 _reaped_lock = threading.Lock()
 _reaped = False
@@ -131,6 +133,8 @@ class DockerEnvironment:
     def start(self, image: str | None = None) -> DockerEnvironment:
         """Start a container from `image` (default: the one given at construction) and its shell."""
         global _reaped
+        if self._container is not None:
+            raise RuntimeError(f"the environment is already started (container {self._container.short_id})")
         self.image = image or self.image
         client = self._client or docker_engine.shared_client()
         self._client = client
@@ -140,9 +144,13 @@ class DockerEnvironment:
                 _reaped = True
         self._container = start_container(client, self.image, self.cfg)
         _LIVE.add(self)
-        labels = self._container.image.labels or {}
-        self.base_commit, self._head_ref = self._read_base(labels.get(BASE_COMMIT_LABEL))
-        self._start_shell()
+        try:
+            labels = self._container.image.labels or {}
+            self.base_commit, self._head_ref = self._read_base(labels.get(BASE_COMMIT_LABEL))
+            self._start_shell()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
@@ -311,7 +319,8 @@ class DockerEnvironment:
             if self._head_ref else f"git checkout -f -q --detach {base}"
         )  # fmt: skip
         code, out = self._shell.exec_once(
-            f"cd {shlex.quote(self.cfg.workdir)} && git reset -q --hard && {checkout} && git clean -ffdq"
+            f"rm -rf {EDITOR_HISTORY_DIR}; cd {shlex.quote(self.cfg.workdir)} && git reset -q --hard && "
+            f"{checkout} && git clean -ffdq"
         )
         if code != 0:
             log.info("restoring the repository failed (%d): %s", code, out[-300:])

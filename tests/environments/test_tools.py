@@ -211,3 +211,11 @@ def test_files_in_and_out(env: DockerEnvironment, tmp_path: Path) -> None:
     assert env.run("cat /tmp/pkg/a.txt").output == "alpha\n"
     out = env.copy_out("/testbed/calc", tmp_path / "out")
     assert (out / "ops.py").read_text().startswith('"""Tiny arithmetic helpers."""')
+
+
+@pytest.mark.docker
+def test_warm_reset_clears_the_undo_history(env: DockerEnvironment) -> None:
+    edit(env, command="str_replace", path=OPS, old_str="return a + b", new_str="return a - b")
+    env.reset(fresh=False)
+    assert edit(env, command="undo_edit", path=OPS).observation == f"No edit history found for {OPS}."
+    assert env.diff() == ""
