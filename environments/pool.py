@@ -1,6 +1,6 @@
 """A pool of up to N started environments shared by threads (rollouts, replays, evaluation).
 
-`acquire(image)` hands out an idle environment of that image, starts a new one while the pool is below
+`acquire(image)` (a context manager; or `get` + `release`) hands out an idle environment of that image, starts a new one while the pool is below
 `size`, or replaces an idle environment of another image; otherwise it waits. On release the
 environment is reset (warm or fresh, per `EnvConfig.reset`) so the next episode starts clean; an
 environment whose reset fails is closed and its slot freed. `run_parallel` runs one function per job
@@ -49,7 +49,15 @@ class EnvironmentPool:
 
     @contextmanager
     def acquire(self, image: str | None = None) -> Iterator[DockerEnvironment]:
-        """An environment of `image` (default `cfg.base_image`) for one episode, reset when released."""
+        """`with pool.acquire(image) as env:` one episode in an environment, released (reset) after."""
+        env = self.get(image)
+        try:
+            yield env
+        finally:
+            self.release(env)
+
+    def get(self, image: str | None = None) -> DockerEnvironment:
+        """An environment of `image` (default `cfg.base_image`), waiting for a slot; `release` it after."""
         image = image or self.cfg.base_image
         env, evicted = self._take(image)
         if evicted is not None:
@@ -60,10 +68,27 @@ class EnvironmentPool:
             except BaseException:
                 self._free_slot()
                 raise
+        return env
+
+    def release(self, env: DockerEnvironment) -> None:
+        """Reset `env` for the next episode and return it to the pool (closed instead if reset fails)."""
         try:
-            yield env
-        finally:
-            self._give_back(env)
+            env.reset()
+        except Exception as e:  # noqa: BLE001 - a broken environment must not poison the pool
+            log.warning("closing an environment of %s whose reset failed: %s", env.image, e)
+            env.close()
+            self._free_slot()
+            return
+        with self._cond:
+            if self._closed:
+                self._count -= 1
+                close_now = True
+            else:
+                self._idle.append(env)
+                close_now = False
+            self._cond.notify()
+        if close_now:
+            env.close()
 
     def run_parallel(self, fn: Callable[[DockerEnvironment, T], R], jobs: Iterable[tuple[str, T]]) -> list[R]:
         """`fn(env, item)` for every `(image, item)` job, `size` at a time; results in job order."""
@@ -112,25 +137,6 @@ class EnvironmentPool:
                 if self._idle:
                     return None, self._idle.pop(0)  # its slot passes to the new environment
                 self._cond.wait()
-
-    def _give_back(self, env: DockerEnvironment) -> None:
-        try:
-            env.reset()
-        except Exception as e:  # noqa: BLE001 - a broken environment must not poison the pool
-            log.warning("closing an environment of %s whose reset failed: %s", env.image, e)
-            env.close()
-            self._free_slot()
-            return
-        with self._cond:
-            if self._closed:
-                self._count -= 1
-                close_now = True
-            else:
-                self._idle.append(env)
-                close_now = False
-            self._cond.notify()
-        if close_now:
-            env.close()
 
     def _free_slot(self) -> None:
         with self._cond:
