@@ -179,6 +179,7 @@ def machine_info(client: object, as_dict: bool = False) -> str | dict[str, objec
         "docker": info.get("ServerVersion"),
         "storage_driver": info.get("Driver"),
         "cgroup": f"v{info.get('CgroupVersion', '?')} ({info.get('CgroupDriver', '?')})",
+        "load_average_1m": round(os.getloadavg()[0], 2),  # the machine may be shared: read figures with it
     }
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), None)  # fmt: skip
