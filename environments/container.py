@@ -206,7 +206,7 @@ class DockerEnvironment:
                                  duration=time.monotonic() - started, note=note)  # fmt: skip
 
     def exec(self, command: str) -> tuple[int, str]:
-        """Run `command` with bash in its own exec, outside the agent's shell: (exit code, output)."""
+        """Run `command` with bash in its own exec (cwd /), not in the agent's shell: (exit code, output)."""
         self._require()
         assert self._shell is not None
         return self._shell.exec_once(command)
