@@ -12,8 +12,8 @@ and reports the repository's diff against its base commit: the patch an agent su
 
 Warm reset restores the tracked and untracked files of the repository, kills every process and clears
 the editor's undo history; files ignored by git (build products of the image's setup such as
-`*.egg-info`) and changes outside the repository are kept. When the repository cannot be restored (it was deleted, `.git` is broken), reset
-falls back to a fresh container.
+`*.egg-info`) and changes outside the repository are kept. When the repository cannot be restored
+(it was deleted, `.git` is broken), reset falls back to a fresh container.
 """
 
 from __future__ import annotations

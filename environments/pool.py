@@ -1,7 +1,8 @@
 """A pool of up to N started environments shared by threads (rollouts, replays, evaluation).
 
-`acquire(image)` (a context manager; or `get` + `release`) hands out an idle environment of that image, starts a new one while the pool is below
-`size`, or replaces an idle environment of another image; otherwise it waits. On release the
+`acquire(image)` (a context manager; or `get` + `release`) hands out an idle environment of that
+image, starts a new one while the pool is below `size`, or replaces an idle environment of another
+image; otherwise it waits. On release the
 environment is reset (warm or fresh, per `EnvConfig.reset`) so the next episode starts clean; an
 environment whose reset fails is closed and its slot freed. `run_parallel` runs one function per job
 on `size` threads, each job in its own environment.
