@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 
 from trajectories.actions import render_action
 from trajectories.config import Section
@@ -44,8 +44,8 @@ from trajectories.sources import Item, Payload, ReadOptions, Skipped, SourceRead
 class BuildConfig(Section):
     """How expert data becomes SRL step examples (`python -m trajectories build`, and the trainer)."""
 
-    context_steps: int | Literal["all"] = Field(
-        2, description="SWE: earlier (action, observation) pairs shown"
+    context_steps: NonNegativeInt | Literal["all"] = Field(
+        2, description="SWE: earlier (action, observation) pairs"
     )
     observation_max_chars: int | None = Field(4000, ge=64, description="cap per observation; null = no cap")
     next_title_hint: bool = False  # math: show step k's title (the paper's footnote); off by default

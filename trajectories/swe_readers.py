@@ -27,6 +27,7 @@ from typing import Any
 from trajectories.errors import BadRecord
 from trajectories.record import Step, ToolCall, Trajectory
 from trajectories.tools import (
+    KNOWN_TOOLS,
     UnknownTools,
     canonical_call,
     parse_rendered_action,
@@ -556,5 +557,6 @@ def read_srl_jsonl(record: dict[str, Any], unknown_tools: UnknownTools = "keep")
         raise BadRecord(str(e)) from None
     if unknown_tools == "skip":
         for i, s in enumerate(traj.steps):
-            canonical_call(s.action.original_name or s.action.name, {}, unknown_tools="skip")
+            if (s.action.original_name or s.action.name) not in KNOWN_TOOLS:
+                raise BadRecord(f"steps[{i}]: unknown tool {s.action.original_name or s.action.name!r}")
     return _finish(traj, 0)

@@ -278,3 +278,12 @@ def test_step_example_dict_is_what_asdict_gave():
     ex.meta["nested"] = {"a": [1]}
     assert ex.to_dict() == {"format_version": 1, "record": "step_example", **dataclasses.asdict(ex)}
     assert ex.to_dict()["meta"]["nested"] is not ex.meta["nested"]
+
+
+def test_config_rejects_a_negative_window():
+    from trajectories.config import ConfigError
+
+    with pytest.raises(ConfigError, match="context_steps"):
+        resolve_config(BuildConfig, None, ["context_steps=-1"])
+    assert resolve_config(BuildConfig, None, ["context_steps=all"]).context_steps == "all"
+    assert resolve_config(BuildConfig, None, ["context_steps=3"]).context_steps == 3

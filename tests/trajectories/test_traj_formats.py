@@ -619,3 +619,13 @@ def test_trajectory_jsonl_round_trip(tmp_path):
     back.meta.pop("position")
     assert back == original
     assert detect_format(original.to_dict()) == "srl_jsonl"
+
+
+def test_own_jsonl_with_an_unknown_tool_follows_unknown_tools(tmp_path):
+    traj = Trajectory(
+        task="t", steps=[Step("", ToolCall("bash", {"command": "ls"})), Step("", ToolCall("browse", {}))]
+    )
+    write_jsonl([traj], tmp_path / "own.jsonl")
+    assert len(read_source(tmp_path / "own.jsonl").items) == 1
+    strict = read_source(tmp_path / "own.jsonl", unknown_tools="skip")
+    assert strict.items == [] and strict.skipped[0].reason == "steps[1]: unknown tool 'browse'"
