@@ -86,6 +86,14 @@ def test_fork_bomb_is_contained_and_killed_and_files_are_kept() -> None:
 
 
 @pytest.mark.docker
+def test_memory_hog_is_killed_by_the_limit_and_the_shell_lives() -> None:
+    with DockerEnvironment(sample_image(), fast_config(memory="256m")) as env:
+        hog = env.run("python3 -c 'x = b\"a\" * (600 * 1024 * 1024)'", timeout=30)
+        assert hog.exit_code == 137 and "Killed" in hog.output
+        assert env.run("echo alive").output == "alive\n"
+
+
+@pytest.mark.docker
 def test_no_network_by_default(env: DockerEnvironment) -> None:
     probe = "import urllib.request; urllib.request.urlopen('http://deb.debian.org', timeout=5)"
     result = env.run(f'python3 -c "{probe}"', timeout=20)
