@@ -47,12 +47,16 @@ class DataConfig(Section):
 class PromptConfig(Section):
     system_prompt: str | None = None  # None: the built-in prompt for the task and stage (srl_agent/prompts.py)
     omitted_steps_note: bool = True  # say "N earlier steps are not shown" when the window cut some
+    # Text that opens the assistant turn before the policy writes (e.g. "<think>\n", as R1-style chat
+    # templates do). It counts as part of the output for the format check; "" = the policy writes it all.
+    prefill: str = ""
 
 
 class RewardConfig(Section):
     # `difflib`: difflib.SequenceMatcher(None, a, b, autojunk=...).ratio(), the paper's reward;
-    # `rapidfuzz`: exact LCS-based 2M/T (Indel normalized similarity), much faster on long actions.
-    similarity: Literal["difflib", "rapidfuzz"] = "difflib"
+    # `rapidfuzz`: exact LCS-based 2M/T (Indel normalized similarity), ~1000x faster on long actions;
+    # `auto`: difflib for math (short steps), rapidfuzz for SWE (difflib needs seconds per created file).
+    similarity: Literal["auto", "difflib", "rapidfuzz"] = "auto"
     autojunk: bool = False  # difflib's popular-character heuristic; True is Python's default (see docs)
     strip: bool = True  # strip leading/trailing whitespace of action and target before comparing
     allow_preamble: bool = False  # accept text before `<think>` (the output contract says it starts there)

@@ -28,14 +28,19 @@ from trajectories.record import StepExample
 Scorer = Callable[[str, StepExample], Scored]
 
 
-def make_scorer(task: str, stage: str, cfg: RewardConfig) -> Scorer:
-    """The reward of one completion for an example: outcome for rlvr, step similarity otherwise."""
+def make_scorer(task: str, stage: str, cfg: RewardConfig, prefill: str = "") -> Scorer:
+    """The reward of one completion for an example: outcome for rlvr, step similarity otherwise.
+
+    `prefill` (the prompt's opening of the assistant turn) is put back in front of the completion: the
+    format check sees the whole output.
+    """
     if stage == "rlvr":
         if task != "math":
             raise ValueError("the SWE outcome reward (tests pass in a sandbox) arrives with the agent issue")
-        return lambda text, ex: math_outcome_reward(text, ex.answer, cfg.allow_preamble)
+        return lambda text, ex: math_outcome_reward(prefill + text, ex.answer, cfg.allow_preamble)
+    similarity = cfg.similarity if cfg.similarity != "auto" else ("difflib" if task == "math" else "rapidfuzz")
     return lambda text, ex: step_reward(
-        text, ex.target, ex.kind, cfg.similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble
+        prefill + text, ex.target, ex.kind, similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble
     )
 
 
@@ -93,7 +98,8 @@ class PromptCache:
         key = example.example_id
         if key not in self._ids:
             chat = messages(example, self.task, self.stage, self.cfg.system_prompt, self.cfg.omitted_steps_note)
-            self._ids[key] = prompt_ids(self.tokenizer, chat)
+            prefill = self.tokenizer(self.cfg.prefill, add_special_tokens=False)["input_ids"] if self.cfg.prefill else []
+            self._ids[key] = prompt_ids(self.tokenizer, chat) + prefill
         return self._ids[key]
 
 

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                  cfg.model_dump(mode="json"))
     prompts = PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt)
     generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
-    scorer = make_scorer(cfg.task, cfg.stage, cfg.reward)
+    scorer = make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill)
 
     def validate(step: int) -> dict[str, float]:
         summary = validation(cfg, val_examples, prompts, generator, scorer)
@@ -291,7 +291,7 @@ def policy_update(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any,
                 stats["kl"] += float((kl * batch["mask"]).sum()) / total_tokens / cfg.grpo.ppo_epochs
             loss = aggregate(per_token, batch["mask"], total_tokens, float(len(sequences)))
             loss.backward()
-            stats["loss"] += float(loss) / cfg.grpo.ppo_epochs
+            stats["loss"] += loss.item() / cfg.grpo.ppo_epochs
             stats["clip_fraction"] += float(clipped.sum()) / total_tokens / cfg.grpo.ppo_epochs
         stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
         optimizer.step()
@@ -303,13 +303,11 @@ def sft_step(cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, strea
     import torch
 
     from srl_agent import grpo
-    from srl_agent.generation import stop_token_ids
+    from srl_agent.generation import end_of_turn_id
     from srl_agent.policy import completion_logprobs, pack
-    from srl_agent.prompts import sft_target
-
     examples = stream.take(cfg.trainer.batch_size)
-    end = stop_token_ids(tokenizer)[-1]
-    targets = [tokenizer(sft_target(ex.target, cfg.sft.think_text), add_special_tokens=False)["input_ids"] + [end]
+    end = end_of_turn_id(tokenizer)
+    targets = [tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end]
                for ex in examples]
     pairs = [(prompts(ex), t) for ex, t in zip(examples, targets, strict=True)]
     total_tokens = float(sum(len(t) for t in targets))
@@ -322,13 +320,23 @@ def sft_step(cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, strea
         logp = completion_logprobs(model, batch)
         loss = grpo.token_mean(grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, len(pairs))
         loss.backward()
-        loss_sum += float(loss)
+        loss_sum += loss.item()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
     optimizer.step()
     return {"reward_mean": None, "reward_std": None, "format_error_rate": None, "zero_std_fraction": None,
             "kept_prompts": len(examples), "sampled_prompts": len(examples), "loss": loss_sum, "grad_norm": grad_norm,
             "tokens": int(total_tokens), "seconds_generation": 0.0, "seconds_reward": 0.0,
             "seconds_training": time.perf_counter() - started}
+
+
+def sft_completion(target: str, cfg: TrainConfig) -> str:
+    """What the policy itself writes for the SFT target: the wrapped step minus the prompt's prefill."""
+    from srl_agent.prompts import sft_target
+
+    text = sft_target(target, cfg.sft.think_text)
+    if not text.startswith(cfg.prompt.prefill):
+        raise ConfigError(f"prompt.prefill {cfg.prompt.prefill!r} is not how the SFT target starts ({text[:20]!r})")
+    return text[len(cfg.prompt.prefill) :]
 
 
 def validation(cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, scorer: Any) -> dict[str, float]:

@@ -1,0 +1,79 @@
+"""Held-out step reward of a model or checkpoint: `python -m srl_agent.evaluate --task {swe,math}`.
+
+Builds the same step examples as training (same `data` section, same split), prompts the model with
+the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
+the mean step reward and the format-error rate as one JSON object on stdout. `--checkpoint DIR` is a
+shortcut for `model.name=DIR` (any run's checkpoints/best or checkpoints/last).
+
+This measures imitation of the expert's next step, the SRL training signal. Evaluating a SWE policy
+as an agent on SWE-bench (acting in a sandbox, tests graded) is a later issue, not this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from srl_agent.config import EvalConfig
+from trajectories.config import add_config_arguments, dump_config, resolve_config, run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalConfig]:
+    parser = argparse.ArgumentParser(prog="python -m srl_agent.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["swe", "math"], required=True)
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (same as model.name=DIR)")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    flags = [f"task={args.task}"] + ([f"model.name={args.checkpoint}"] if args.checkpoint else [])
+    return args, resolve_config(EvalConfig, args.config, flags + args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, cfg = parse_args(argv)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    summary = evaluate(cfg)
+    print(json.dumps(summary))
+    return 0
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, object]:
+    """The mean step reward and format-error rate of `cfg.model` on the `cfg.eval.split` examples."""
+    import torch
+
+    from srl_agent.data import load_splits
+    from srl_agent.generation import HFGenerator
+    from srl_agent.models import load_model_and_tokenizer
+    from srl_agent.rollouts import PromptCache, evaluate_examples, make_scorer
+    from srl_agent.train import device_of
+
+    torch.manual_seed(cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="srl-eval-") as work:
+        splits = load_splits(cfg.task, cfg.data, Path(work))
+    examples = splits.val if cfg.eval.split == "val" else splits.train
+    if not examples:
+        print(f"error: no {cfg.eval.split} examples in {splits.source}", file=sys.stderr)
+        return {"examples": 0}
+    model, tokenizer = load_model_and_tokenizer(cfg.model.init_from or cfg.model.name, dtype=cfg.model.dtype,
+                                                device=device_of(cfg.model), seed=cfg.seed)
+    prompts = PromptCache(tokenizer, cfg.task, "srl", cfg.prompt)
+    generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
+    scorer = make_scorer(cfg.task, "srl", cfg.reward, cfg.prompt.prefill)
+    started = time.perf_counter()
+    summary, rows = evaluate_examples(examples, prompts, generator, scorer, cfg.generation.max_new_tokens,
+                                      cfg.generation.temperature, greedy=cfg.eval.greedy)
+    if cfg.eval.output:
+        out = Path(cfg.eval.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return {"model": cfg.model.init_from or cfg.model.name, "split": cfg.eval.split, "source": splits.source,
+            **summary, "seconds": round(time.perf_counter() - started, 2)}
+
+
+if __name__ == "__main__":
+    run_cli(main)
