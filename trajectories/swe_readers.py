@@ -39,7 +39,6 @@ DEMO_PREFIX = "Here is a demonstration of how to correctly accomplish this task.
 MINI_SUBMIT_MARKERS = ("COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT", "MINI_SWE_AGENT_FINAL_OUTPUT")
 
 _STATE_SUFFIX = re.compile(r"\n*\(Open file: [^\n]*\)\n\(Current directory: [^\n]*\)\n?bash-\$\s*$")
-_XML_CALL = re.compile(r"<function\s*=\s*([^>\n]+)>\n?(.*?)</function>", re.DOTALL)
 _MINI_BLOCK = re.compile(r"```(?:bash|mswea_bash_command)\s*\n(.*?)\n```", re.DOTALL)
 _MINI_XML = re.compile(r"<mswea_bash_command>(.*?)</mswea_bash_command>", re.DOTALL)
 
@@ -443,14 +442,11 @@ def read_mini_swe_agent(record: dict[str, Any], unknown_tools: UnknownTools = "k
             content = text_of(m.get("content"))
             blocks = _MINI_BLOCK.findall(content) or _MINI_XML.findall(content)
             if len(blocks) != 1:
-                xml = list(_XML_CALL.finditer(content))  # the ADP mini-coder rows end with <function=submit>
-                if len(blocks) == 0 and xml and xml[-1].group(1).strip() == "submit":
-                    return [
-                        (
-                            content[: xml[-1].start()].strip(),
-                            ToolCall("submit", {}, "submit", raw=xml[-1].group(0)),
-                        )
-                    ]
+                xml = (
+                    last_xml_call(content) if not blocks else None
+                )  # ADP mini-coder rows end with <function=submit>
+                if xml is not None and xml[1] == "submit":
+                    return [(xml[0], ToolCall("submit", {}, "submit", raw=xml[3]))]
                 return []
             thought = re.split(r"```|<mswea_bash_command>", content, maxsplit=1)[0].strip()
             pairs = [(thought, ToolCall("bash", {"command": blocks[0].strip()}, "bash", raw=blocks[0]))]
