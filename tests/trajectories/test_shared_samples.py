@@ -118,8 +118,8 @@ def test_swesmith_sft_rows(shared_data):
     assert pyd[2].action.arguments["file_text"].startswith("from pydantic.alias_generators import to_snake")
     assert pyd[3].action.arguments == {"command": "cd /testbed && python reproduce_error.py"}
     assert pyd[19].observation.startswith("Thank you for your work on this issue.")  # the review step
-    # The canonical text of a step is the block the expert wrote, parameter for parameter.
-    assert render_action(pyd[3].action) == pyd[3].action.raw
+    # The canonical text of every step is exactly the block the expert wrote (103 of 103).
+    assert all(render_action(s.action) == s.action.raw for t in result.items for s in t.steps)
 
 
 def test_gsm8k_rows(shared_data):
