@@ -182,7 +182,7 @@ class SourceReader:
                 raise SourceError(f"{src}: the pattern matches no file")
             for m in matches:
                 yield "file", m
-        elif _HF_ID.match(src):
+        elif _HF_ID.match(src) and path.suffix not in DATA_SUFFIXES:  # `dir/x.traj` is a missing file
             yield "hf", src
         else:
             raise SourceError(f"{src}: no such file or folder (and not a dataset id like owner/name)")

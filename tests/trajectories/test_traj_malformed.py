@@ -142,6 +142,8 @@ def test_unreadable_sources_are_errors_naming_them(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="empty: folder holds no files"):
         read_source(tmp_path / "empty")
+    with pytest.raises(SourceError, match="runs/x.traj: no such file"):  # not taken for a dataset id
+        read_source("runs/x.traj")
     with pytest.raises(SourceError, match="cannot read dataset"):
         read_source(f"hf:{tmp_path / 'no-dataset-here'}")
 
