@@ -312,15 +312,15 @@ class DockerEnvironment:
     def _restore_repository(self) -> bool:
         assert self._shell is not None
         self._shell.close()
-        self._shell.exec_once("for i in 1 2 3; do kill -9 -1 2>/dev/null; done; true")
         base = shlex.quote(self.base_commit or "HEAD")
         checkout = (
             f"git checkout -f -q -B {shlex.quote(self._head_ref.removeprefix('refs/heads/'))} {base}"
             if self._head_ref else f"git checkout -f -q --detach {base}"
         )  # fmt: skip
+        # One exec: `kill -9 -1` spares the process that sends it, so it can go on to restore the repo.
         code, out = self._shell.exec_once(
-            f"rm -rf {EDITOR_HISTORY_DIR}; cd {shlex.quote(self.cfg.workdir)} && git reset -q --hard && "
-            f"{checkout} && git clean -ffdq"
+            f"for i in 1 2 3; do kill -9 -1 2>/dev/null; done; rm -rf {EDITOR_HISTORY_DIR}; "
+            f"cd {shlex.quote(self.cfg.workdir)} && git reset -q --hard && {checkout} && git clean -ffdq"
         )
         if code != 0:
             log.info("restoring the repository failed (%d): %s", code, out[-300:])
