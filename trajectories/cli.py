@@ -127,14 +127,17 @@ def _build(source: str, task: str, out: Path, cfg: BuildConfig) -> int:
     return 0
 
 
-def _print_skipped(skipped: list[dict[str, str]], show: int = 20) -> None:
+def _print_skipped(skipped: list[dict[str, str]], show: int = 10) -> None:
+    """Counts per reason, then the first records (every one is in --json / report.json)."""
     if not skipped:
         return
+    reasons = Counter(s["reason"] for s in skipped)
     print(f"  skipped {len(skipped)}:")
-    for s in skipped[:show]:
-        print(f"    {s['record']}: {s['reason']}")
-    if len(skipped) > show:
-        print(f"    ... {len(skipped) - show} more (all listed in --json / report.json)")
+    for reason, n in reasons.most_common(show):
+        first = next(s["record"] for s in skipped if s["reason"] == reason)
+        print(f"    {n} x {reason}  (first: {first})")
+    if len(reasons) > show:
+        print(f"    ... {len(reasons) - show} more reasons (all records listed in --json / report.json)")
 
 
 if __name__ == "__main__":

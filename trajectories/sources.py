@@ -272,6 +272,8 @@ def detect_format(record: dict[str, Any]) -> str:
         return "gsm8k"
     if "problem" in record or ("question" in record and "solution" in record):
         return "math"
+    if "problem_statement" in record and "FAIL_TO_PASS" in record:
+        raise BadRecord("a SWE-bench/SWE-smith task instance (no agent steps), not a trajectory")
     raise BadRecord(f"unrecognized record (keys: {', '.join(sorted(map(str, record))[:12])})")
 
 

@@ -168,7 +168,7 @@ def test_amc_rows_without_solutions_are_listed(shared_data):
 def test_non_trajectory_files_are_listed_not_dropped(shared_data):
     result = read_source(shared_data / "swebench")
     assert result.items == [] and len(result.skipped) == 5
-    assert "unrecognized record" in result.skipped[0].reason
+    assert result.skipped[0].reason == "a SWE-bench/SWE-smith task instance (no agent steps), not a trajectory"
 
 
 # ---------------------------------------------------------------------------------------------------
