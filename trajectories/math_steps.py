@@ -11,6 +11,9 @@ Step rules (pure functions, formats.md §9):
   paragraphs separated by blank lines; a solution that is a single paragraph is split into lines;
   then a piece that ends with `:` or `,` (a sentence that continues), or is shorter than
   `MIN_PIECE_CHARS`, is joined to the next piece (the last piece joins the previous one).
+- Several solutions in one text (AoPS-wiki AIME/AMC rows: each ends with an author signature line
+  such as `~name` or `-name`): only the first is kept (`first_solution`), since steps from
+  alternative solutions do not continue each other.
 - The final answer of a free-form solution is the content of its last `\\boxed{...}` (or `\\fbox`),
   found with brace matching (`last_boxed`); a row's own `answer` field wins when it has one.
 """
@@ -30,6 +33,7 @@ StepFormat = Literal["numbered", "gsm8k_lines", "freeform"]
 
 _NUMBERED = re.compile(r"^[ \t]*(\d+)\.[ \t]+\*\*(.+?)\*\*", re.MULTILINE)
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
+_SIGNATURE = re.compile(r"^[ \t]*[~-][ \t]?[A-Za-z][\w.]*[ \t]*$", re.MULTILINE)
 
 
 @dataclass
@@ -104,6 +108,14 @@ def split_freeform(solution: str) -> list[str]:
     return merged
 
 
+def first_solution(solution: str) -> tuple[str, bool]:
+    """(text up to the first author-signature line, whether anything was cut)."""
+    m = _SIGNATURE.search(solution)
+    if m is None or not solution[: m.start()].strip():
+        return solution, False
+    return solution[: m.start()], True
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` / `\\fbox{...}` in `text` (nested braces matched), else None."""
     best = None
@@ -168,9 +180,12 @@ def read_math_row(record: dict[str, Any]) -> MathProblem:
     meta = {
         k: record[k] for k in ("level", "type", "subject", "url") if isinstance(record.get(k), (str, int))
     }
+    first, cut = first_solution(solution)
+    if cut:
+        meta["later_solutions_dropped"] = True
     return MathProblem(
         problem,
-        split_freeform(solution),
+        split_freeform(first),
         answer or last_boxed(solution),
         _problem_id(record, problem),
         "math",

@@ -152,9 +152,17 @@ def test_aime_rows_use_the_freeform_fallback(shared_data):
     result = read_source(shared_data / "math/aime24_test.jsonl")
     assert result.skipped == [] and len(result.items) == 30
     by_id = {p.problem_id: p for p in result.items}
-    assert by_id["60"].answer == "204" and len(by_id["60"].steps) == 13
+    # Only the first of the AoPS solutions is cut into steps (each ends with a signature line).
+    assert by_id["60"].answer == "204" and len(by_id["60"].steps) == 11
     assert by_id["60"].steps[0] == "$\\frac{9}{s} + t = 4$ in hours and $\\frac{9}{s+2} + t = 2.4$ in hours."
-    assert by_id["83"].answer == "045" and len(by_id["83"].steps) == 3
+    assert by_id["60"].steps[-1] == "$\\frac{9}{3} + 0.4 = 3.4$ hours, or $\\framebox{204}$ minutes"
+    assert by_id["60"].meta["later_solutions_dropped"] is True
+    assert len(by_id["65"].steps) == 32 and "sepehr2010" not in "".join(by_id["60"].steps)
+    assert (
+        by_id["83"].answer == "045"
+        and len(by_id["83"].steps) == 3
+        and "later_solutions_dropped" not in by_id["83"].meta
+    )
     assert all(p.step_format == "freeform" for p in result.items)
 
 
@@ -168,7 +176,9 @@ def test_amc_rows_without_solutions_are_listed(shared_data):
 def test_non_trajectory_files_are_listed_not_dropped(shared_data):
     result = read_source(shared_data / "swebench")
     assert result.items == [] and len(result.skipped) == 5
-    assert result.skipped[0].reason == "a SWE-bench/SWE-smith task instance (no agent steps), not a trajectory"
+    assert (
+        result.skipped[0].reason == "a SWE-bench/SWE-smith task instance (no agent steps), not a trajectory"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

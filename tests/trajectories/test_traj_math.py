@@ -9,6 +9,7 @@ import pytest
 from trajectories.errors import BadRecord
 from trajectories.math_steps import (
     bundled_math_path,
+    first_solution,
     last_boxed,
     read_math_row,
     read_s1k,
@@ -60,6 +61,15 @@ def test_freeform_fallback_paragraphs_lines_and_merging():
         "Subtracting, we get,\n$a - b = 1$",
         "so\n$a = 1 + b$ holds here.\n-ok",
     ]
+
+
+def test_first_solution_stops_at_an_author_signature():
+    text = "Solve: x = 2.\nSo $\\boxed{2}$.\n~alice\nAnother way: 1 + 1 = 2.\n-bob_2"
+    assert first_solution(text) == ("Solve: x = 2.\nSo $\\boxed{2}$.\n", True)
+    assert first_solution("- 3x = 6 is a step, not a signature\nso x = -2") == (
+        "- 3x = 6 is a step, not a signature\nso x = -2",
+        False,
+    )
 
 
 def test_last_boxed_matches_nested_braces():
