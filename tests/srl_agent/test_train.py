@@ -71,16 +71,17 @@ def test_srl_reward_rises_and_every_parameter_changes(simple_data, tmp_path):
     assert (run_dir / "config.yaml").is_file()
 
 
-def test_sft_stage_lowers_the_loss_and_evaluate_reads_its_checkpoint(simple_data, tmp_path, capsys):
+@pytest.mark.slow
+def test_sft_stage_learns_the_target_and_evaluate_reads_its_checkpoint(simple_data, tmp_path, capsys):
     run_dir = tmp_path / "sft"
     assert run_train(
         "--task", "math", "--stage", "sft", *TINY, f"data.source={simple_data}", f"run_dir={run_dir}",
-        "trainer.steps=12", "trainer.batch_size=8", "optim.lr=1e-2", "trainer.val_every=0",
+        "trainer.steps=40", "trainer.batch_size=8", "optim.lr=3e-3", "trainer.val_every=0",
         "trainer.validate_at_start=false", "generation.max_new_tokens=8",
     ) == 0
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in rows] == list(range(1, 13))
-    assert rows[-1]["loss"] < rows[0]["loss"] / 2
+    assert [r["step"] for r in rows] == list(range(1, 41))
+    assert rows[-1]["loss"] < rows[0]["loss"] / 10
     capsys.readouterr()
     from srl_agent import evaluate
 
@@ -89,8 +90,8 @@ def test_sft_stage_lowers_the_loss_and_evaluate_reads_its_checkpoint(simple_data
                           "generation.max_new_tokens=8"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["examples"] == 2
-    assert result["format_error_rate"] < 1.0  # SFT taught the format
-    assert -1.0 <= result["reward_mean"] <= 1.0
+    assert result["format_error_rate"] == 0.0  # SFT taught the format ...
+    assert result["reward_mean"] > 0.5  # ... and the step
 
 
 def test_rlvr_stage_starts_from_a_checkpoint(tmp_path):
