@@ -29,8 +29,7 @@ from srl_agent.rewards import difflib_similarity, lcs_similarity
 from trajectories.actions import render_action
 from trajectories.record import ToolCall
 
-WORDS = ("the sum of both roots is equal to x so we divide by two and the area becomes twice the height of "
-         "triangle hence since which gives therefore substituting into equation").split()
+WORDS = ["the", "sum", "of", "both", "roots", "is", "equal", "to", "x", "so", "we", "divide", "by", "two", "and", "the", "area", "becomes", "twice", "the", "height", "of", "triangle", "hence", "since", "which", "gives", "therefore", "substituting", "into", "equation"]
 
 
 def math_step(rng: random.Random, k: int) -> str:

@@ -31,6 +31,8 @@ def save_checkpoint(
 
     hf_logging.disable_progress_bar()  # the per-shard bar is noise in a training log
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}-*"):  # temporary folders of a killed save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -39,12 +41,12 @@ def save_checkpoint(
             torch.save(trainer_state, tmp / STATE_FILE)
         (tmp / "state.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         aside = folder.with_name(folder.name + ".old")
-        if aside.exists():
-            shutil.rmtree(aside)
-        if folder.exists():
+        if folder.exists():  # complete (only a finished temp folder is ever renamed to it) ...
+            if aside.exists():
+                shutil.rmtree(aside)  # ... so an older aside copy is redundant
             folder.rename(aside)
         tmp.rename(folder)
-        shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)  # only now: until here it may be the only complete copy
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from srl_agent.data import DataStream, load_splits
     from srl_agent.generation import HFGenerator
     from srl_agent.rollouts import PromptCache, make_scorer, rlvr_examples
-    from srl_agent.runlog import RunLog, plot_curves
+    from srl_agent.runlog import RunLog, plot_curves, summary_line
 
     run_dir = prepare_run_dir(cfg)
     random.seed(cfg.seed)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         state = saved["state"]
         print(f"resuming from {last} at step {state['step']}")
 
-    log = RunLog(run_dir, state["step"], cfg.trainer.tensorboard, cfg.trainer.wandb, run_dir.name,
+    log = RunLog(run_dir, state["step"] if last is not None else -1, cfg.trainer.tensorboard, cfg.trainer.wandb, run_dir.name,
                  cfg.model_dump(mode="json"))
     prompts = PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt)
     generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                              {"step": step, **stream.state(), "best_val": state["best_val"]})
 
     if state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
-        log.write({"step": 0, **validate(0)})
+        row = {"step": 0, **validate(0)}
+        log.write(row)
+        print(summary_line(row), flush=True)
     with progress_bar(cfg.trainer.progress, cfg.trainer.steps, state["step"]) as advance:
         while state["step"] < cfg.trainer.steps:
             step = state["step"] + 1
@@ -188,6 +190,13 @@ def load_policy(cfg: ModelConfig, seed: int, resume_from: Path | None) -> tuple[
 
     source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
     model, tokenizer = load_model_and_tokenizer(source, dtype=cfg.dtype, device=device_of(cfg), seed=seed)
+    quantization = getattr(model.config, "quantization_config", None)
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", "")
+    if str(method).lower().endswith("gguf"):
+        # A model converted from GGUF can keep transformers' GGUF flag although its weights are plain
+        # tensors; the flag makes save_pretrained refuse, so checkpoints could not be written. Drop it.
+        model.hf_quantizer = None
+        del model.config.quantization_config
     model.train()
     return model, tokenizer
 

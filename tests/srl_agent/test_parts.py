@@ -1,0 +1,100 @@
+"""The trainer's parts on the tiny model and real files: prompts, log-probs, data order, checkpoints."""
+
+from __future__ import annotations
+
+import torch
+from srl_helpers import math_example
+
+from srl_agent.checkpoint import find_checkpoint, save_checkpoint
+from srl_agent.data import DataStream
+from srl_agent.generation import HFGenerator
+from srl_agent.models import load_model_and_tokenizer
+from srl_agent.policy import completion_logprobs, pack
+from srl_agent.prompts import SWE_SYSTEM, messages, prompt_ids, sft_target, user_turn
+from srl_agent.rewards import step_reward
+from trajectories.record import ContextItem, StepExample
+
+
+def swe_example(**kw) -> StepExample:
+    base = dict(kind="swe", group_id="t", step_index=5, num_steps=9, task="Fix the bug in parse().",
+                context=[ContextItem("<function=bash>\n<parameter=command>ls</parameter>\n</function>", "a.py")],
+                target="<function=submit>\n</function>", omitted_steps=4)
+    return StepExample(**(base | kw))
+
+
+def test_swe_prompt_documents_the_tools_and_shows_the_window():
+    for needle in ("bash", "str_replace_editor", "submit", "<function=bash>", "<parameter=command>", "view_range",
+                   "insert_line", "<think>", "</think>"):
+        assert needle in SWE_SYSTEM
+    text = user_turn(swe_example())
+    assert "<issue>\nFix the bug in parse().\n</issue>" in text
+    assert "(4 earlier steps are not shown.)" in text
+    assert "Step 5:\n<function=bash>" in text and "Observation:\na.py" in text
+
+
+def test_math_prompt_has_context_and_optional_hint():
+    ex = math_example("g", 2, "3. **Add** 5")
+    ex.hint = "Add"
+    text = user_turn(ex)
+    assert text.startswith("Problem:\nqg") and "1. s\n\n2. s" in text and 'titled "Add"' in text
+    assert "no steps yet" in user_turn(math_example("g", 0, "x"))
+
+
+def test_prompts_go_through_the_chat_template():
+    _, tokenizer = load_model_and_tokenizer("tiny-random")
+    ids = prompt_ids(tokenizer, messages(math_example("g", 1, "x"), "math", "srl"))
+    text = tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+
+
+def test_sft_target_keeps_the_output_contract():
+    assert step_reward(sft_target("x = 5"), "x = 5", "math").reward == 1.0
+
+
+def test_packed_logprobs_match_unpadded_forward():
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    prompts = [[1, 40, 41, 42, 43, 44], [1, 50]]
+    completions = [[60, 61], [70, 71, 72, 2]]
+    batch = pack(prompts, completions, tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        packed = completion_logprobs(model, batch)
+        for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            logits = model(torch.tensor([p + c])).logits[0].log_softmax(-1)
+            alone = torch.stack([logits[len(p) - 1 + j, t] for j, t in enumerate(c)])
+            assert torch.allclose(packed[i, : len(c)], alone, atol=1e-5)
+    assert batch["mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_generator_returns_n_completions_with_stop_token_kept():
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    torch.manual_seed(0)
+    out = HFGenerator(model, tokenizer, batch_size=8).generate([[1, 40, 41], [1, 50]], 3, 10, 1.0)
+    assert [len(o) for o in out] == [3, 3]
+    for c in out[0] + out[1]:
+        assert 1 <= len(c.token_ids) <= 10
+        if not c.truncated and len(c.token_ids) < 10:
+            assert c.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_data_stream_is_seeded_and_restorable():
+    examples = [math_example(f"g{i}", 0, "x") for i in range(5)]
+    a = DataStream(examples, seed=3)
+    first = [e.group_id for e in a.take(7)]
+    assert sorted(first[:5]) == [f"g{i}" for i in range(5)]  # one epoch is a permutation
+    b = DataStream(examples, seed=3)
+    b.restore(a.state())
+    assert [e.group_id for e in a.take(6)] == [e.group_id for e in b.take(6)]
+
+
+def test_checkpoint_is_replaced_atomically(tmp_path):
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    folder = tmp_path / "last"
+    save_checkpoint(folder, model, tokenizer, {"x": 1}, {"step": 1})
+    save_checkpoint(folder, model, tokenizer, {"x": 2}, {"step": 2})
+    assert find_checkpoint(folder) == folder and not folder.with_name("last.old").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    # a kill between the two renames leaves only the aside copy: it is found and used
+    folder.rename(folder.with_name("last.old"))
+    assert find_checkpoint(folder) == folder.with_name("last.old")
+    save_checkpoint(folder, model, tokenizer, {"x": 3}, {"step": 3})
+    assert find_checkpoint(folder) == folder and not folder.with_name("last.old").exists()
