@@ -10,10 +10,9 @@ JSON lines with `messages` as a list, the SFT export's shape.
 
 Measured, each run in a fresh child process so peak memory (ru_maxrss) is its own:
 1. streaming build of a `--baseline`-row corpus (the baseline),
-2. streaming build of all rows with 1 and 2 worker processes (`BuildConfig.workers`): the time
-   should grow with the corpus, the peak memory should not,
+2. streaming build of all rows: the time should grow with the corpus, the peak memory should not,
 3. a naive build that first loads every trajectory into a list, then builds (what streaming avoids).
-CPU seconds include the workers'; on a shared machine the wall time also shows the others' load.
+On a shared machine the wall time also shows the others' load; the CPU seconds do not.
 Prints the machine (cores, CPU model, load) and the figures with their ratios to the baseline.
 """
 
@@ -62,15 +61,14 @@ def synthesize(path: Path, n: int, seed: int = 0) -> int:
 
 
 def child(mode: str, source: str, out: str) -> None:
-    """Run one build in this process (`stream-N`: N workers; `naive`) and print its figures as JSON."""
+    """Run one build in this process (`stream` or `naive`) and print its figures as JSON."""
     from trajectories.build import BuildConfig, GroupSplitter, build, examples_for
     from trajectories.record import JsonlWriter, to_json_line
     from trajectories.sources import read_source
 
     cfg = BuildConfig(validation_groups=30)  # the paper holds out 30 trajectories
     started = time.perf_counter()
-    if mode.startswith("stream"):
-        cfg.workers = int(mode.split("-")[1])
+    if mode == "stream":
         examples = build(source, "swe", out, cfg).examples
     else:
         items = read_source(source).items  # everything in memory first
@@ -85,10 +83,8 @@ def child(mode: str, source: str, out: str) -> None:
             splitter.flush()
         examples = {"train": train.count, "validation": val.count}
     seconds = time.perf_counter() - started
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
-    peak = max(own.ru_maxrss, workers.ru_maxrss) / 1024  # the largest single process
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu, peak = usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak, "examples": examples}))
 
 
@@ -121,7 +117,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trajectories", type=int, default=5000)
     parser.add_argument("--baseline", type=int, default=500)
-    parser.add_argument("--workers", default="1,2", help="worker counts to run the full build with")
     parser.add_argument("--no-naive", action="store_true", help="skip the load-everything-first comparison")
     parser.add_argument("--keep", type=Path, default=None, help="keep the corpus and outputs in this folder")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SOURCE", "OUT"), help=argparse.SUPPRESS)
@@ -145,14 +140,11 @@ def main() -> int:
             f"corpus: {args.trajectories} trajectories, {steps} steps, {size_mb:.0f} MiB "
             f"(synthesized in {time.perf_counter() - t0:.1f}s); baseline: {args.baseline} trajectories, {small_steps} steps"
         )
-        results = {"baseline: stream, 1 worker": run_child("stream-1", small, work / "out_small")}
-        for w in [int(x) for x in args.workers.split(",")]:
-            results[f"full: stream, {w} worker{'s' if w > 1 else ''}"] = run_child(
-                f"stream-{w}", corpus, work / f"out_{w}"
-            )
+        results = {"baseline: stream": run_child("stream", small, work / "out_small")}
+        results["full: stream"] = run_child("stream", corpus, work / "out_full")
         if not args.no_naive:
             results["full naive (load all, then build)"] = run_child("naive", corpus, work / "out_naive")
-        base = results["baseline: stream, 1 worker"]
+        base = results["baseline: stream"]
         for name, r in results.items():
             n = sum(r["examples"].values())
             print(
@@ -161,13 +153,7 @@ def main() -> int:
                 f"  (time x{r['seconds'] / base['seconds']:.1f}, memory x{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} vs baseline)"
                 f"  examples {r['examples']}"
             )
-        out_mb = (
-            sum(
-                p.stat().st_size
-                for p in (work / "out_naive" if not args.no_naive else work / f"out_{w}").glob("*.jsonl")
-            )
-            / 2**20
-        )
+        out_mb = sum(p.stat().st_size for p in (work / "out_full").glob("*.jsonl")) / 2**20
         print(f"output: {out_mb:.0f} MiB of step-example JSONL; machine load after: {os.getloadavg()[0]:.2f}")
     return 0
 

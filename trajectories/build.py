@@ -23,10 +23,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-import multiprocessing
 import time
-from collections import Counter, deque
-from collections.abc import Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,7 +58,6 @@ class BuildConfig(Section):
     hf_config: str | None = None
     streaming: bool = True
     limit: int | None = Field(None, ge=1, description="read at most this many records")
-    workers: int = Field(1, ge=1, description="processes that read and cut records (same output)")
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(self.unknown_tools, self.require_numbered_steps)
@@ -184,20 +181,14 @@ class BuildReport:
 def build(source: str | Path, task: TaskKind, out_dir: str | Path, cfg: BuildConfig) -> BuildReport:
     """Read `source`, write `train.jsonl` and `validation.jsonl` of StepExamples under `out_dir`.
 
-    Streams: memory holds a few records, the held-out groups' examples when `validation_groups` is
-    set, and the group ids seen. With `workers > 1`, records are read and cut into example lines in
-    that many processes; the output is the same, line for line. Returns the report (the CLI also
-    writes it as `report.json`).
+    Streams: memory holds one record, the held-out groups' examples when `validation_groups` is set,
+    and the group ids seen. Returns the report (the CLI also writes it as `report.json`).
     """
     started = time.perf_counter()
     out = Path(out_dir)
     report = BuildReport(source=str(source), task=task)
     reader = cfg.reader(source)
-    records = reader.raw_records()
-    if cfg.workers == 1:
-        outcomes: Iterator[Outcome] = (process_record(pos, payload, task, cfg) for pos, payload in records)
-    else:
-        outcomes = _in_workers(records, task, cfg)
+    outcomes = (process_record(position, payload, task, cfg) for position, payload in reader.raw_records())
     seen: Counter = Counter()
     with JsonlWriter(out / "train.jsonl") as train, JsonlWriter(out / "validation.jsonl") as val:
         splitter = GroupSplitter(cfg, {"train": train, "validation": val})
@@ -236,7 +227,7 @@ class Outcome:
 
 
 def process_record(position: str, payload: Payload, task: TaskKind, cfg: BuildConfig) -> Outcome:
-    """Read one raw record and cut it into encoded step-example lines (pure; runs in workers too)."""
+    """Read one raw record and cut it into encoded step-example lines (pure)."""
     try:
         item = read_record(position, payload, cfg.read_options())
     except BadRecord as e:
@@ -289,51 +280,6 @@ def _regroup(line: str, group_id: str) -> str:
     example = StepExample.from_dict(json.loads(line))
     example.group_id = group_id
     return to_json_line(example)
-
-
-# ---------------------------------------------------------------------------------------------------
-# worker processes: bounded, ordered
-
-
-_WORKER: tuple[TaskKind, BuildConfig] | None = None
-_BATCH = 16
-
-
-def _in_workers(
-    records: Iterator[tuple[str, Payload]], task: TaskKind, cfg: BuildConfig
-) -> Iterator[Outcome]:
-    """`process_record` over `records` in `cfg.workers` processes, results in input order.
-
-    At most 2 batches per worker are in flight, so memory stays bounded however long the source is.
-    """
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-    with context.Pool(cfg.workers, initializer=_init_worker, initargs=(task, cfg.model_dump())) as pool:
-        pending: deque = deque()
-        batch: list[tuple[str, Payload]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == _BATCH:
-                pending.append(pool.apply_async(_work, (batch,)))
-                batch = []
-                if len(pending) >= 2 * cfg.workers:
-                    yield from pending.popleft().get()
-        if batch:
-            pending.append(pool.apply_async(_work, (batch,)))
-        while pending:
-            yield from pending.popleft().get()
-
-
-def _init_worker(task: TaskKind, cfg: dict[str, Any]) -> None:
-    global _WORKER
-    _WORKER = (task, BuildConfig.model_validate(cfg))
-
-
-def _work(batch: list[tuple[str, Payload]]) -> list[Outcome]:
-    assert _WORKER is not None
-    task, cfg = _WORKER
-    return [process_record(position, payload, task, cfg) for position, payload in batch]
 
 
 def _unique(base: str, seen: Counter) -> str:

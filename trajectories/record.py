@@ -231,7 +231,7 @@ class JsonlWriter:
         self.write_line(to_json_line(record))
 
     def write_line(self, line: str) -> None:
-        """Write a line made by `to_json_line` (e.g. in a worker process)."""
+        """Write a line made by `to_json_line` (for callers that encode records before routing them)."""
         self._file.write(line + "\n")
         self.count += 1
 

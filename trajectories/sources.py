@@ -15,6 +15,10 @@ cannot be read at all raises `SourceError` naming it.
     for item in reader:          # streams: one record in memory at a time
         ...
     reader.skipped, reader.formats
+
+`raw_records()` (positions and undecoded payloads) and `read_record()` (payload -> item) are the same
+work in two halves, for callers that handle each record's outcome themselves. A dataset's split and config
+come from `hf_split` / `hf_config` (SWE-smith-trajectories: `tool`, `xml`, `ticks`).
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ def read_source(source: str | Path, **options: Any) -> ReadResult:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """What changes how a record is read (picklable, for the parallel build's workers)."""
+    """What changes how a record is read (the reader options apart from where to read)."""
 
     unknown_tools: UnknownTools = "keep"
     require_numbered_steps: bool = False
@@ -206,7 +210,7 @@ def _file_records(path: Path, streaming: bool) -> Iterator[tuple[str, Payload]]:
             return
         for lineno, raw in enumerate(handle, 1):
             if raw.strip():
-                yield f"{path}:{lineno}", raw  # decoded by read_record, possibly in a worker process
+                yield f"{path}:{lineno}", raw  # decoded by read_record
 
 
 def _document_records(path: Path, raw: bytes) -> Iterator[tuple[str, Payload]]:
