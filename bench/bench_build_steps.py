@@ -63,7 +63,7 @@ def synthesize(path: Path, n: int, seed: int = 0) -> int:
 def child(mode: str, source: str, out: str) -> None:
     """Run one build in this process (`stream` or `naive`) and print its figures as JSON."""
     from trajectories.build import BuildConfig, GroupSplitter, build, examples_for
-    from trajectories.record import JsonlWriter, to_json_line
+    from trajectories.record import JsonlWriter, step_example_lines
     from trajectories.sources import read_source
 
     cfg = BuildConfig(validation_groups=30)  # the paper holds out 30 trajectories
@@ -79,7 +79,7 @@ def child(mode: str, source: str, out: str) -> None:
             splitter = GroupSplitter(cfg, {"train": train, "validation": val})
             for item in items:
                 _, key, exs = examples_for(item, "swe", cfg)
-                splitter.add(key, [to_json_line(e) for e in exs])
+                splitter.add(key, step_example_lines(exs))
             splitter.flush()
         examples = {"train": train.count, "validation": val.count}
     seconds = time.perf_counter() - started

@@ -35,7 +35,15 @@ from trajectories.actions import render_action
 from trajectories.config import Section
 from trajectories.errors import BadRecord
 from trajectories.math_steps import MathProblem
-from trajectories.record import ContextItem, JsonlWriter, StepExample, TaskKind, Trajectory, to_json_line
+from trajectories.record import (
+    ContextItem,
+    JsonlWriter,
+    StepExample,
+    TaskKind,
+    Trajectory,
+    step_example_lines,
+    to_json_line,
+)
 from trajectories.sources import Item, Payload, ReadOptions, Skipped, SourceReader, read_record
 
 
@@ -242,7 +250,7 @@ def process_record(position: str, payload: Payload, task: TaskKind, cfg: BuildCo
         None,
         group_id,
         split_key,
-        [to_json_line(e) for e in examples],
+        step_example_lines(examples),
         item.meta.get("format_error_turns", 0) if isinstance(item, Trajectory) else 0,
     )
 

@@ -24,6 +24,7 @@ FORMAT_VERSION = 1
 _SCALARS = (str, int, float, bool, type(None))
 # json.dumps(..., ensure_ascii=False) with the cycle check off (records are trees): 40% faster.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+_encode_str = json.encoder.encode_basestring  # what _ENCODER does to a str (ensure_ascii=False)
 
 TaskKind = Literal["swe", "math"]
 
@@ -209,6 +210,38 @@ def write_jsonl(records: Iterable[Trajectory | StepExample], path: str | Path) -
 def to_json_line(record: Trajectory | StepExample) -> str:
     """The JSON line `write_jsonl` writes for `record` (without the newline)."""
     return _ENCODER.encode(record.to_dict())
+
+
+def step_example_lines(examples: list[StepExample]) -> list[str]:
+    """`[to_json_line(e) for e in examples]`, encoding each string the examples share only once.
+
+    The examples of one trajectory repeat its task and each observation in up to `context_steps`
+    contexts; encoding those once made building 134k SWE examples about a fifth faster. The layout
+    is `StepExample.to_dict`'s, key for key (a test compares the two on every kind of example).
+    """
+    memo: dict[str, str] = {}
+
+    def s(text: str | None) -> str:
+        if text is None:
+            return "null"
+        encoded = memo.get(text)
+        if encoded is None:
+            encoded = memo[text] = _encode_str(text)
+        return encoded
+
+    lines = []
+    for e in examples:
+        context = ", ".join(
+            f'{{"action": {s(c.action)}, "observation": {s(c.observation)}}}' for c in e.context
+        )
+        lines.append(
+            f'{{"format_version": {FORMAT_VERSION}, "record": "step_example", "kind": {s(e.kind)}, '
+            f'"group_id": {s(e.group_id)}, "step_index": {e.step_index}, "num_steps": {e.num_steps}, '
+            f'"task": {s(e.task)}, "context": [{context}], "target": {s(e.target)}, '
+            f'"omitted_steps": {e.omitted_steps}, "hint": {s(e.hint)}, "answer": {s(e.answer)}, '
+            f'"meta": {_ENCODER.encode(e.meta)}}}'
+        )
+    return lines
 
 
 class JsonlWriter:

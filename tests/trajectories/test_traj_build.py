@@ -282,3 +282,19 @@ def test_config_rejects_a_negative_window():
         resolve_config(BuildConfig, None, ["context_steps=-1"])
     assert resolve_config(BuildConfig, None, ["context_steps=all"]).context_steps == "all"
     assert resolve_config(BuildConfig, None, ["context_steps=3"]).context_steps == 3
+
+
+def test_shared_string_encoding_gives_the_same_lines():
+    from trajectories.record import StepExample, step_example_lines, to_json_line
+
+    weird = 'quote " backslash \\ tab \t newline \n nul \x00 é 漢字 \u2028 emoji 😀'
+    swe = swe_examples(_traj(4, obs_len=3), 'g"1', BuildConfig(context_steps="all"))
+    swe[0].task = swe[1].task = weird
+    swe[2].meta["nested"] = {"a": [1, None, 2.5], "b": True}
+    problem = MathProblem(
+        weird, ["1. **A** x", "2. **B** y"], None, "p", "s1k", "numbered", ["A", "B"], "pre"
+    )
+    math = math_examples(problem, "p", BuildConfig(next_title_hint=True))
+    math.append(StepExample("math", "q", 0, 1, "t", [], "x", hint=None, answer="5", meta={}))
+    examples = swe + math
+    assert step_example_lines(examples) == [to_json_line(e) for e in examples]
