@@ -32,12 +32,21 @@ def run_stage(stage: str, args: argparse.Namespace, out: Path) -> tuple[dict, di
     run_dir = out / stage
     lr = args.lr_srl if stage == "srl" else args.lr_sft
     overrides = [
-        f"model.name={args.model}", f"run_dir={run_dir}", f"trainer.steps={args.steps}",
-        f"trainer.batch_size={args.batch}", f"grpo.group_size={args.group}", f"optim.lr={lr}",
-        f"generation.max_new_tokens={args.max_new_tokens}", f"data.max_val_examples={args.val_examples}",
-        "trainer.val_every=0", f"trainer.save_every={args.steps}", "trainer.progress=false",
-        f"prompt.prefill={args.prefill}", f"seed={args.seed}",
+        f"model.name={args.model}",
+        f"run_dir={run_dir}",
+        f"trainer.steps={args.steps}",
+        f"trainer.batch_size={args.batch}",
+        f"grpo.group_size={args.group}",
+        f"optim.lr={lr}",
+        f"generation.max_new_tokens={args.max_new_tokens}",
+        f"data.max_val_examples={args.val_examples}",
+        "trainer.val_every=0",
+        f"trainer.save_every={args.steps}",
+        "trainer.progress=false",
+        f"seed={args.seed}",
     ]
+    if args.prefill is not None:  # JSON quoting keeps newlines through the YAML override parser
+        overrides.append(f"prompt.prefill={json.dumps(args.prefill)}")
     started = time.perf_counter()
     assert train.main(["--task", "math", "--stage", stage, *overrides]) == 0
     seconds = time.perf_counter() - started
@@ -55,25 +64,34 @@ def main() -> None:
     parser.add_argument("--val-examples", type=int, default=8)
     parser.add_argument("--lr-srl", type=float, default=1e-5)
     parser.add_argument("--lr-sft", type=float, default=1e-5)
-    parser.add_argument("--prefill", default="", help='assistant-turn prefill, e.g. "<think>\\n"')
+    parser.add_argument("--prefill", default=None, help="assistant-turn prefill (default: the config's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-learning"))
     args = parser.parse_args()
 
     results = {stage: run_stage(stage, args, args.out) for stage in ("srl", "sft")}
     before = results["srl"][0]
-    print(f"\nheld-out math steps ({before['val_examples']} examples, greedy), {args.model}, "
-          f"{args.steps} steps x {args.batch} prompts, prefill {args.prefill!r}")
+    print(
+        f"\nheld-out math steps ({before['val_examples']} examples, greedy), {args.model}, "
+        f"{args.steps} steps x {args.batch} prompts"
+    )
     print(f"{'':<14} {'step reward':>12} {'format errors':>14} {'minutes':>8}")
-    print(f"{'before':<14} {before['val_reward_mean']:>12.4f} {before['val_format_error_rate']:>14.3f} {'':>8}")
+    print(
+        f"{'before':<14} {before['val_reward_mean']:>12.4f} {before['val_format_error_rate']:>14.3f} {'':>8}"
+    )
     for stage, (_, after, seconds) in results.items():
-        print(f"{'after ' + stage.upper():<14} {after['val_reward_mean']:>12.4f} "
-              f"{after['val_format_error_rate']:>14.3f} {seconds / 60:>8.1f}")
+        print(
+            f"{'after ' + stage.upper():<14} {after['val_reward_mean']:>12.4f} "
+            f"{after['val_format_error_rate']:>14.3f} {seconds / 60:>8.1f}"
+        )
     summary = {stage: {"before": r[0], "after": r[1], "seconds": r[2]} for stage, r in results.items()}
-    (args.out / "summary.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, **summary},
-                                                      indent=2, default=str) + "\n")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"runs in {args.out}")
+    (args.out / "summary.json").write_text(
+        json.dumps({"args": vars(args) | {"out": str(args.out)}, **summary}, indent=2, default=str) + "\n"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"runs in {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,39 @@ from srl_agent.rewards import difflib_similarity, lcs_similarity
 from trajectories.actions import render_action
 from trajectories.record import ToolCall
 
-WORDS = ["the", "sum", "of", "both", "roots", "is", "equal", "to", "x", "so", "we", "divide", "by", "two", "and", "the", "area", "becomes", "twice", "the", "height", "of", "triangle", "hence", "since", "which", "gives", "therefore", "substituting", "into", "equation"]
+WORDS = [
+    "the",
+    "sum",
+    "of",
+    "both",
+    "roots",
+    "is",
+    "equal",
+    "to",
+    "x",
+    "so",
+    "we",
+    "divide",
+    "by",
+    "two",
+    "and",
+    "the",
+    "area",
+    "becomes",
+    "twice",
+    "the",
+    "height",
+    "of",
+    "triangle",
+    "hence",
+    "since",
+    "which",
+    "gives",
+    "therefore",
+    "substituting",
+    "into",
+    "equation",
+]
 
 
 def math_step(rng: random.Random, k: int) -> str:
@@ -40,9 +72,9 @@ def math_step(rng: random.Random, k: int) -> str:
 
 def bash_call(rng: random.Random) -> str:
     commands = [
-        f"grep -rn \"def {rng.choice(WORDS)}_{rng.choice(WORDS)}\" /testbed/src --include=*.py | head -{rng.randint(5, 50)}",
+        f'grep -rn "def {rng.choice(WORDS)}_{rng.choice(WORDS)}" /testbed/src --include=*.py | head -{rng.randint(5, 50)}',
         f"cd /testbed && python -m pytest tests/test_{rng.choice(WORDS)}.py -x -q -k {rng.choice(WORDS)}",
-        f"find /testbed -name \"*.py\" -path \"*{rng.choice(WORDS)}*\" | xargs wc -l | sort -n | tail",
+        f'find /testbed -name "*.py" -path "*{rng.choice(WORDS)}*" | xargs wc -l | sort -n | tail',
         f"cd /testbed && python reproduce.py && git diff --stat && sed -n '{rng.randint(1, 400)},+40p' src/app.py",
     ]
     return render_action(ToolCall("bash", {"command": rng.choice(commands)}))
@@ -59,8 +91,14 @@ def python_sources() -> str:
 def create_call(rng: random.Random, source: str) -> str:
     length = rng.randint(2000, 8000)
     start = rng.randint(0, len(source) - length - 1)
-    call = ToolCall("str_replace_editor", {"command": "create", "path": f"/testbed/src/{rng.choice(WORDS)}.py",
-                                           "file_text": source[start : start + length]})
+    call = ToolCall(
+        "str_replace_editor",
+        {
+            "command": "create",
+            "path": f"/testbed/src/{rng.choice(WORDS)}.py",
+            "file_text": source[start : start + length],
+        },
+    )
     return render_action(call)
 
 
@@ -81,8 +119,11 @@ def mutate(rng: random.Random, text: str) -> str:
 
 
 def batch(kind: str, prompts: int, group: int, rng: random.Random, source: str) -> list[tuple[str, str]]:
-    make = {"math step": lambda: math_step(rng, rng.randint(1, 9)), "SWE bash call": lambda: bash_call(rng),
-            "SWE editor create": lambda: create_call(rng, source)}[kind]
+    make = {
+        "math step": lambda: math_step(rng, rng.randint(1, 9)),
+        "SWE bash call": lambda: bash_call(rng),
+        "SWE editor create": lambda: create_call(rng, source),
+    }[kind]
     pairs = []
     for _ in range(prompts):
         target = make()
@@ -119,9 +160,13 @@ def main() -> None:
         "difflib autojunk=True": lambda a, b: difflib_similarity(a, b, autojunk=True),
         "rapidfuzz LCS": lambda a, b: lcs_similarity(a, b),
     }
-    print(f"batch: {args.prompts} prompts x {args.group} rollouts = {args.prompts * args.group} scores per kind\n")
-    print(f"{'kind':<18} {'mean chars':>10}  {'similarity':<23} {'seconds':>9} {'per score':>10} "
-          f"{'mean |d| vs LCS':>15} {'pearson vs LCS':>14} {'mean score':>10}")
+    print(
+        f"batch: {args.prompts} prompts x {args.group} rollouts = {args.prompts * args.group} scores per kind\n"
+    )
+    print(
+        f"{'kind':<18} {'mean chars':>10}  {'similarity':<23} {'seconds':>9} {'per score':>10} "
+        f"{'mean |d| vs LCS':>15} {'pearson vs LCS':>14} {'mean score':>10}"
+    )
     for kind in ("math step", "SWE bash call", "SWE editor create"):
         pairs = batch(kind, args.prompts, args.group, rng, source)
         chars = statistics.fmean(len(b) for _, b in pairs)
@@ -134,12 +179,16 @@ def main() -> None:
             ref = results["rapidfuzz LCS"][1][: len(scores)]
             diff = statistics.fmean(abs(a - b) for a, b in zip(scores, ref, strict=True))
             mark = "~" if extrapolated else " "
-            print(f"{kind:<18} {chars:>10.0f}  {name:<23} {mark}{seconds:>8.2f} {seconds / len(pairs) * 1e3:>8.3f}ms "
-                  f"{diff:>15.4f} {pearson(scores, ref):>14.4f} {statistics.fmean(scores):>10.4f}")
+            print(
+                f"{kind:<18} {chars:>10.0f}  {name:<23} {mark}{seconds:>8.2f} {seconds / len(pairs) * 1e3:>8.3f}ms "
+                f"{diff:>15.4f} {pearson(scores, ref):>14.4f} {statistics.fmean(scores):>10.4f}"
+            )
         assert n_ref == len(pairs)
         print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {platform.platform()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {platform.platform()}"
+    )
     print("~ = timed on --slow-sample rollouts and extrapolated to the whole batch")
 
 

@@ -45,13 +45,16 @@ class DataConfig(Section):
 
 
 class PromptConfig(Section):
-    system_prompt: str | None = None  # None: the built-in prompt for the task and stage (srl_agent/prompts.py)
+    system_prompt: str | None = (
+        None  # None: the built-in prompt for the task and stage (srl_agent/prompts.py)
+    )
     omitted_steps_note: bool = True  # say "N earlier steps are not shown" when the window cut some
     # Text that opens the assistant turn before the policy writes; it counts as part of the output for
     # the format check. "" = the policy writes everything (the paper; configs/paper_*.yaml). The CPU demo
     # prefills an empty monologue because SmolLM2-135M never closes one by itself (docs/method.md):
     # it then writes only the action, which the reward scores exactly as before.
     prefill: str = "<think>\n</think>\n"
+
 
 class RewardConfig(Section):
     # `difflib`: difflib.SequenceMatcher(None, a, b, autojunk=...).ratio(), the paper's reward;

@@ -52,8 +52,10 @@ def load_splits(task: str, cfg: DataConfig, work_dir: Path) -> Splits:
     if not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
         report = build(source, task, work_dir, cfg.build)  # type: ignore[arg-type]
         if report.skipped:
-            print(f"data: {len(report.skipped)} records of {source} skipped (see trajectories' report): "
-                  f"{report.skipped[0].to_dict()}")
+            print(
+                f"data: {len(report.skipped)} records of {source} skipped (see trajectories' report): "
+                f"{report.skipped[0].to_dict()}"
+            )
         folder = work_dir
     train = list(read_step_examples(folder / TRAIN_FILE))
     val = list(read_step_examples(folder / VAL_FILE)) if (folder / VAL_FILE).is_file() else []

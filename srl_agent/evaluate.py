@@ -59,20 +59,36 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     if not examples:
         print(f"error: no {cfg.eval.split} examples in {splits.source}", file=sys.stderr)
         return {"examples": 0}
-    model, tokenizer = load_model_and_tokenizer(cfg.model.init_from or cfg.model.name, dtype=cfg.model.dtype,
-                                                device=device_of(cfg.model), seed=cfg.seed)
+    model, tokenizer = load_model_and_tokenizer(
+        cfg.model.init_from or cfg.model.name,
+        dtype=cfg.model.dtype,
+        device=device_of(cfg.model),
+        seed=cfg.seed,
+    )
     prompts = PromptCache(tokenizer, cfg.task, "srl", cfg.prompt)
     generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
     scorer = make_scorer(cfg.task, "srl", cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
-    summary, rows = evaluate_examples(examples, prompts, generator, scorer, cfg.generation.max_new_tokens,
-                                      cfg.generation.temperature, greedy=cfg.eval.greedy)
+    summary, rows = evaluate_examples(
+        examples,
+        prompts,
+        generator,
+        scorer,
+        cfg.generation.max_new_tokens,
+        cfg.generation.temperature,
+        greedy=cfg.eval.greedy,
+    )
     if cfg.eval.output:
         out = Path(cfg.eval.output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return {"model": cfg.model.init_from or cfg.model.name, "split": cfg.eval.split, "source": splits.source,
-            **summary, "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "model": cfg.model.init_from or cfg.model.name,
+        "split": cfg.eval.split,
+        "source": splits.source,
+        **summary,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ def drgrpo_advantages(rewards: Tensor, eps: float = 1e-6) -> Tensor:
     return rewards - rewards.mean(dim=1, keepdim=True)
 
 
-ADVANTAGES: dict[str, Callable[[Tensor, float], Tensor]] = {"grpo": grpo_advantages, "drgrpo": drgrpo_advantages}
+ADVANTAGES: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "grpo": grpo_advantages,
+    "drgrpo": drgrpo_advantages,
+}
 
 
 def std_filter(rewards: Tensor, eps: float = 1e-4) -> Tensor:
@@ -53,7 +56,11 @@ def no_filter(rewards: Tensor, eps: float = 0.0) -> Tensor:
     return torch.ones(rewards.shape[0], dtype=torch.bool)
 
 
-FILTERS: dict[str, Callable[[Tensor, float], Tensor]] = {"std": std_filter, "dapo": dapo_filter, "none": no_filter}
+FILTERS: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "std": std_filter,
+    "dapo": dapo_filter,
+    "none": no_filter,
+}
 
 
 def ppo_clip_loss(
@@ -99,7 +106,9 @@ def token_mean(per_token: Tensor, mask: Tensor, total_tokens: float, total_seque
     return (per_token * mask).sum() / max(total_tokens, 1.0)
 
 
-def seq_mean_token_mean(per_token: Tensor, mask: Tensor, total_tokens: float, total_sequences: float) -> Tensor:
+def seq_mean_token_mean(
+    per_token: Tensor, mask: Tensor, total_tokens: float, total_sequences: float
+) -> Tensor:
     """per_token, mask [N, T] -> scalar: each sequence's token mean, summed / sequences in the whole batch."""
     per_seq = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     return per_seq.sum() / max(total_sequences, 1.0)

@@ -13,7 +13,9 @@ import torch
 from torch import Tensor
 
 
-def pack(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: Any) -> dict[str, Tensor]:
+def pack(
+    prompts: list[list[int]], completions: list[list[int]], pad_id: int, device: Any
+) -> dict[str, Tensor]:
     """Token lists -> input_ids, attention_mask, position_ids [N, P+T] and completion mask [N, T]."""
     n = len(prompts)
     width_p = max(len(p) for p in prompts)

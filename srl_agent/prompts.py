@@ -75,7 +75,9 @@ def system_prompt(task: str, stage: str, override: str | None = None) -> str:
     if task == "math":
         return MATH_RLVR_SYSTEM if stage == "rlvr" else MATH_SYSTEM
     if stage == "rlvr":
-        raise ValueError("SWE RLVR acts in a sandbox and arrives with the agent issue; use --stage srl or sft")
+        raise ValueError(
+            "SWE RLVR acts in a sandbox and arrives with the agent issue; use --stage srl or sft"
+        )
     return SWE_SYSTEM
 
 
@@ -104,14 +106,22 @@ def user_turn(example: StepExample, stage: str = "srl", omitted_steps_note: bool
         noun = "step is" if example.omitted_steps == 1 else "steps are"
         parts.insert(1, f"({example.omitted_steps} earlier {noun} not shown.)")
     if example.hint:
-        parts.append(f"Hint: the next step is titled \"{example.hint.strip()}\".")
-    parts.append("Write your reasoning, then the next step only." if example.kind == "math" else
-                 "Write your reasoning, then your next tool call.")
+        parts.append(f'Hint: the next step is titled "{example.hint.strip()}".')
+    parts.append(
+        "Write your reasoning, then the next step only."
+        if example.kind == "math"
+        else "Write your reasoning, then your next tool call."
+    )
     return "\n\n".join(parts)
 
 
-def messages(example: StepExample, task: str, stage: str, system_override: str | None = None,
-             omitted_steps_note: bool = True) -> list[dict[str, str]]:
+def messages(
+    example: StepExample,
+    task: str,
+    stage: str,
+    system_override: str | None = None,
+    omitted_steps_note: bool = True,
+) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": system_prompt(task, stage, system_override)},
         {"role": "user", "content": user_turn(example, stage, omitted_steps_note)},

@@ -38,7 +38,9 @@ def make_scorer(task: str, stage: str, cfg: RewardConfig, prefill: str = "") -> 
         if task != "math":
             raise ValueError("the SWE outcome reward (tests pass in a sandbox) arrives with the agent issue")
         return lambda text, ex: math_outcome_reward(prefill + text, ex.answer, cfg.allow_preamble)
-    similarity = cfg.similarity if cfg.similarity != "auto" else ("difflib" if task == "math" else "rapidfuzz")
+    similarity = (
+        cfg.similarity if cfg.similarity != "auto" else ("difflib" if task == "math" else "rapidfuzz")
+    )
     return lambda text, ex: step_reward(
         prefill + text, ex.target, ex.kind, similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble
     )
@@ -48,7 +50,9 @@ def rlvr_examples(examples: list[StepExample]) -> list[StepExample]:
     """RLVR trains on whole problems: the first step example of each group that carries an answer."""
     first: dict[str, StepExample] = {}
     for ex in examples:
-        if ex.answer is not None and (ex.group_id not in first or ex.step_index < first[ex.group_id].step_index):
+        if ex.answer is not None and (
+            ex.group_id not in first or ex.step_index < first[ex.group_id].step_index
+        ):
             first[ex.group_id] = ex
     return list(first.values())
 
@@ -77,7 +81,8 @@ class Collected:
         return {
             "reward_mean": statistics.fmean(rewards),
             "reward_std": statistics.pstdev(rewards),
-            "format_error_rate": sum(s.format_error is not None for g in self.sampled for s in g.scores) / len(rewards),
+            "format_error_rate": sum(s.format_error is not None for g in self.sampled for s in g.scores)
+            / len(rewards),
             "zero_std_fraction": sum(zero_std) / len(zero_std),
             "truncated_rate": sum(c.truncated for c in completions) / len(completions),
             "completion_tokens_mean": statistics.fmean(len(c.token_ids) for c in completions),
@@ -97,15 +102,27 @@ class PromptCache:
     def __call__(self, example: StepExample) -> list[int]:
         key = example.example_id
         if key not in self._ids:
-            chat = messages(example, self.task, self.stage, self.cfg.system_prompt, self.cfg.omitted_steps_note)
-            prefill = self.tokenizer(self.cfg.prefill, add_special_tokens=False)["input_ids"] if self.cfg.prefill else []
+            chat = messages(
+                example, self.task, self.stage, self.cfg.system_prompt, self.cfg.omitted_steps_note
+            )
+            prefill = (
+                self.tokenizer(self.cfg.prefill, add_special_tokens=False)["input_ids"]
+                if self.cfg.prefill
+                else []
+            )
             self._ids[key] = prompt_ids(self.tokenizer, chat) + prefill
         return self._ids[key]
 
 
 def sample_groups(
-    examples: list[StepExample], prompts: PromptCache, generator: Generator, scorer: Scorer,
-    n: int, max_new_tokens: int, temperature: float, timings: dict[str, float] | None = None,
+    examples: list[StepExample],
+    prompts: PromptCache,
+    generator: Generator,
+    scorer: Scorer,
+    n: int,
+    max_new_tokens: int,
+    temperature: float,
+    timings: dict[str, float] | None = None,
 ) -> list[Group]:
     """`n` scored completions for each example; `timings` accumulates generation and reward seconds."""
     timings = {} if timings is None else timings
@@ -123,8 +140,15 @@ def sample_groups(
 
 
 def collect_groups(
-    stream: DataStream, batch_size: int, prompts: PromptCache, generator: Generator, scorer: Scorer,
-    cfg: GRPOConfig, filter_name: str, max_new_tokens: int, temperature: float,
+    stream: DataStream,
+    batch_size: int,
+    prompts: PromptCache,
+    generator: Generator,
+    scorer: Scorer,
+    cfg: GRPOConfig,
+    filter_name: str,
+    max_new_tokens: int,
+    temperature: float,
 ) -> Collected:
     """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran."""
     keep_fn = grpo.FILTERS[filter_name]
@@ -136,7 +160,13 @@ def collect_groups(
     while len(kept) < batch_size and rounds < max(1, cfg.max_sampling_rounds):
         rounds += 1
         groups = sample_groups(
-            stream.take(batch_size - len(kept)), prompts, generator, scorer, cfg.group_size, max_new_tokens, temperature,
+            stream.take(batch_size - len(kept)),
+            prompts,
+            generator,
+            scorer,
+            cfg.group_size,
+            max_new_tokens,
+            temperature,
             timings,
         )
         sampled += groups
@@ -151,8 +181,13 @@ def collect_groups(
 
 
 def evaluate_examples(
-    examples: list[StepExample], prompts: PromptCache, generator: Generator, scorer: Scorer,
-    max_new_tokens: int, temperature: float, greedy: bool = True,
+    examples: list[StepExample],
+    prompts: PromptCache,
+    generator: Generator,
+    scorer: Scorer,
+    max_new_tokens: int,
+    temperature: float,
+    greedy: bool = True,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Mean reward and format-error rate of one completion per example (greedy by default)."""
     ids = [prompts(ex) for ex in examples]
@@ -160,8 +195,16 @@ def evaluate_examples(
     rows = []
     for ex, comps in zip(examples, outs, strict=True):
         scored = scorer(comps[0].text, ex)
-        rows.append({"example_id": ex.example_id, "reward": scored.reward, "format_error": scored.format_error,
-                     "completion": comps[0].text, "target": ex.target, "truncated": comps[0].truncated})
+        rows.append(
+            {
+                "example_id": ex.example_id,
+                "reward": scored.reward,
+                "format_error": scored.format_error,
+                "completion": comps[0].text,
+                "target": ex.target,
+                "truncated": comps[0].truncated,
+            }
+        )
     n = max(len(rows), 1)
     summary = {
         "reward_mean": sum(r["reward"] for r in rows) / n,

@@ -37,8 +37,15 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = False, wandb: bool = False,
-                 run_name: str = "", config: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        resume_step: int,
+        tensorboard: bool = False,
+        wandb: bool = False,
+        run_name: str = "",
+        config: dict[str, Any] | None = None,
+    ):
         self.path = run_dir / "metrics.jsonl"
         kept = [r for r in read_metrics(self.path) if r.get("step", math.inf) <= resume_step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
@@ -79,8 +86,14 @@ class RunLog:
 
 def summary_line(row: dict[str, Any]) -> str:
     parts = [f"step {row['step']}"]
-    for key, label in [("reward_mean", "reward"), ("format_error_rate", "fmt_err"), ("kept_prompts", "kept"),
-                       ("loss", "loss"), ("val_reward_mean", "val_reward"), ("val_format_error_rate", "val_fmt_err")]:
+    for key, label in [
+        ("reward_mean", "reward"),
+        ("format_error_rate", "fmt_err"),
+        ("kept_prompts", "kept"),
+        ("loss", "loss"),
+        ("val_reward_mean", "val_reward"),
+        ("val_format_error_rate", "val_fmt_err"),
+    ]:
         value = row.get(key)
         if value is not None:
             parts.append(f"{label} {value:.4g}" if isinstance(value, float) else f"{label} {value}")

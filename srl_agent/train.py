@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(dump_config(cfg), end="")
         return 0
     if cfg.stage == "rlvr" and cfg.task == "swe":
-        raise ConfigError("stage: rlvr for --task swe needs sandboxed rollouts, which arrive with the agent issue")
+        raise ConfigError(
+            "stage: rlvr for --task swe needs sandboxed rollouts, which arrive with the agent issue"
+        )
 
     import torch
 
@@ -85,25 +87,50 @@ def main(argv: list[str] | None = None) -> int:
         state = saved["state"]
         print(f"resuming from {last} at step {state['step']}")
 
-    log = RunLog(run_dir, state["step"] if last is not None else -1, cfg.trainer.tensorboard, cfg.trainer.wandb, run_dir.name,
-                 cfg.model_dump(mode="json"))
+    log = RunLog(
+        run_dir,
+        state["step"] if last is not None else -1,
+        cfg.trainer.tensorboard,
+        cfg.trainer.wandb,
+        run_dir.name,
+        cfg.model_dump(mode="json"),
+    )
     prompts = PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt)
     generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
     scorer = make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill)
 
     def validate(step: int) -> dict[str, float]:
         summary = validation(cfg, val_examples, prompts, generator, scorer)
-        if summary and cfg.trainer.keep_best and (state["best_val"] is None or summary["val_reward_mean"] > state["best_val"]):
+        if (
+            summary
+            and cfg.trainer.keep_best
+            and (state["best_val"] is None or summary["val_reward_mean"] > state["best_val"])
+        ):
             state["best_val"], state["best_step"] = summary["val_reward_mean"], step
-            ckpt.save_checkpoint(run_dir / "checkpoints" / "best", model, tokenizer, None,
-                                 {"step": step, "val_reward_mean": state["best_val"]})
+            ckpt.save_checkpoint(
+                run_dir / "checkpoints" / "best",
+                model,
+                tokenizer,
+                None,
+                {"step": step, "val_reward_mean": state["best_val"]},
+            )
         return summary
 
     def save_last(step: int) -> None:
-        trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "data": stream.state(), "rng": ckpt.rng_state(), "state": dict(state)}
-        ckpt.save_checkpoint(run_dir / "checkpoints" / "last", model, tokenizer, trainer_state,
-                             {"step": step, **stream.state(), "best_val": state["best_val"]})
+        trainer_state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "data": stream.state(),
+            "rng": ckpt.rng_state(),
+            "state": dict(state),
+        }
+        ckpt.save_checkpoint(
+            run_dir / "checkpoints" / "last",
+            model,
+            tokenizer,
+            trainer_state,
+            {"step": step, **stream.state(), "best_val": state["best_val"]},
+        )
 
     if state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
         row = {"step": 0, **validate(0)}
@@ -120,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             scheduler.step()
             state["step"] = step
             row = {"step": step, "lr": optimizer.param_groups[0]["lr"], **row}
-            if val_examples and (step == cfg.trainer.steps or (cfg.trainer.val_every and step % cfg.trainer.val_every == 0)):
+            if val_examples and (
+                step == cfg.trainer.steps or (cfg.trainer.val_every and step % cfg.trainer.val_every == 0)
+            ):
                 row.update(validate(step))
             row["seconds_total"] = time.perf_counter() - started
             log.write(row)
@@ -135,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"curves:      {curves if curves else '(nothing to plot)'}")
     print(f"checkpoint:  {run_dir / 'checkpoints' / 'last'} (step {state['step']})")
     if state["best_val"] is not None:
-        print(f"best:        {run_dir / 'checkpoints' / 'best'} "
-              f"(validation reward {state['best_val']:.4f} at step {state['best_step']})")
+        print(
+            f"best:        {run_dir / 'checkpoints' / 'best'} "
+            f"(validation reward {state['best_val']:.4f} at step {state['best_step']})"
+        )
     return 0
 
 
@@ -148,7 +179,9 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Create the run folder and save the resolved config; refuse to resume a run with another config."""
     run_dir = Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
     saved = run_dir / "config.yaml"
-    has_checkpoint = (run_dir / "checkpoints" / "last").exists() or (run_dir / "checkpoints" / "last.old").exists()
+    has_checkpoint = (run_dir / "checkpoints" / "last").exists() or (
+        run_dir / "checkpoints" / "last.old"
+    ).exists()
     if has_checkpoint and not cfg.trainer.resume:
         shutil.rmtree(run_dir / "checkpoints")
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -191,7 +224,11 @@ def load_policy(cfg: ModelConfig, seed: int, resume_from: Path | None) -> tuple[
     source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
     model, tokenizer = load_model_and_tokenizer(source, dtype=cfg.dtype, device=device_of(cfg), seed=seed)
     quantization = getattr(model.config, "quantization_config", None)
-    method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", "")
+    method = (
+        quantization.get("quant_method")
+        if isinstance(quantization, dict)
+        else getattr(quantization, "quant_method", "")
+    )
     if str(method).lower().endswith("gguf"):
         # A model converted from GGUF can keep transformers' GGUF flag although its weights are plain
         # tensors; the flag makes save_pretrained refuse, so checkpoints could not be written. Drop it.
@@ -205,8 +242,12 @@ def load_reference(cfg: TrainConfig) -> Any:
     """The frozen initial policy for the KL term (loaded only when grpo.kl_coef > 0)."""
     from srl_agent.models import load_model_and_tokenizer
 
-    ref, _ = load_model_and_tokenizer(cfg.model.init_from or cfg.model.name, dtype=cfg.model.dtype,
-                                      device=device_of(cfg.model), seed=cfg.seed)
+    ref, _ = load_model_and_tokenizer(
+        cfg.model.init_from or cfg.model.name,
+        dtype=cfg.model.dtype,
+        device=device_of(cfg.model),
+        seed=cfg.seed,
+    )
     ref.eval()
     ref.requires_grad_(False)
     return ref
@@ -217,7 +258,10 @@ def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any,
     import torch
 
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
     )
 
     def factor(step: int) -> float:
@@ -236,19 +280,48 @@ def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any,
 # one training step
 
 
-def grpo_step(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any, stream: Any, prompts: Any,
-              generator: Any, scorer: Any) -> dict[str, Any]:
+def grpo_step(
+    cfg: TrainConfig,
+    model: Any,
+    reference: Any,
+    optimizer: Any,
+    stream: Any,
+    prompts: Any,
+    generator: Any,
+    scorer: Any,
+) -> dict[str, Any]:
     """Roll out, filter and refill (dynamic sampling), then one PPO-clip update on the kept groups."""
     from srl_agent.rollouts import collect_groups
 
     filter_name = cfg.grpo.filter if cfg.grpo.filter != "auto" else ("dapo" if cfg.stage == "rlvr" else "std")
-    collected = collect_groups(stream, cfg.trainer.batch_size, prompts, generator, scorer, cfg.grpo, filter_name,
-                               cfg.generation.max_new_tokens, cfg.generation.temperature)
-    row: dict[str, Any] = {**collected.stats(cfg.grpo.filter_eps), "filter": filter_name,
-                           "seconds_generation": collected.seconds_generation,
-                           "seconds_reward": collected.seconds_reward}
-    sequences = [(g.prompt, c.token_ids, a) for g in collected.kept
-                 for c, a in zip(g.completions, g.advantages, strict=True)]
+    collected = collect_groups(
+        stream,
+        cfg.trainer.batch_size,
+        prompts,
+        generator,
+        scorer,
+        cfg.grpo,
+        filter_name,
+        cfg.generation.max_new_tokens,
+        cfg.generation.temperature,
+    )
+    row: dict[str, Any] = {
+        **collected.stats(cfg.grpo.filter_eps),
+        "filter": filter_name,
+        "seconds_generation": collected.seconds_generation,
+        "seconds_reward": collected.seconds_reward,
+    }
+    sequences = [
+        (g.prompt, c.token_ids, a)
+        for g in collected.kept
+        for c, a in zip(g.completions, g.advantages, strict=True)
+    ]
+    if 0 < len(collected.kept) < cfg.trainer.batch_size:
+        print(
+            f"note: {len(collected.kept)}/{cfg.trainer.batch_size} prompts kept after {collected.rounds} "
+            "sampling rounds (grpo.max_sampling_rounds); training on the partial batch",
+            file=sys.stderr,
+        )
     started = time.perf_counter()
     if sequences:
         row.update(policy_update(cfg, model, reference, optimizer, sequences))
@@ -256,14 +329,22 @@ def grpo_step(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any, stre
         optimizer.zero_grad(set_to_none=True)
         optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
         row.update({"loss": None, "tokens": 0, "skipped_update": True})
-        print(f"warning: no prompt passed the {filter_name} filter in {collected.rounds} rounds; "
-              "no update this step", file=sys.stderr)
+        print(
+            f"warning: no prompt passed the {filter_name} filter in {collected.rounds} rounds; "
+            "no update this step",
+            file=sys.stderr,
+        )
     row["seconds_training"] = time.perf_counter() - started
     return row
 
 
-def policy_update(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any,
-                  sequences: list[tuple[list[int], list[int], float]]) -> dict[str, Any]:
+def policy_update(
+    cfg: TrainConfig,
+    model: Any,
+    reference: Any,
+    optimizer: Any,
+    sequences: list[tuple[list[int], list[int], float]],
+) -> dict[str, Any]:
     """PPO-clip (+ optional KL) over micro-batches with gradient accumulation, `grpo.ppo_epochs` times.
 
     With one epoch the old log-probs are the current ones detached (the policy has not moved since it
@@ -275,8 +356,10 @@ def policy_update(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any,
     from srl_agent.policy import completion_logprobs, pack
 
     pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
-    micro = [sequences[i : i + cfg.trainer.micro_batch_size]
-             for i in range(0, len(sequences), cfg.trainer.micro_batch_size)]
+    micro = [
+        sequences[i : i + cfg.trainer.micro_batch_size]
+        for i in range(0, len(sequences), cfg.trainer.micro_batch_size)
+    ]
     batches = [pack([s[0] for s in m], [s[1] for s in m], pad, device) for m in micro]
     advantages = [torch.tensor([s[2] for s in m], dtype=torch.float32, device=device) for m in micro]
     total_tokens = float(sum(len(s[1]) for s in sequences))
@@ -290,8 +373,14 @@ def policy_update(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any,
         optimizer.zero_grad(set_to_none=True)
         for batch, adv, old_logp in zip(batches, advantages, old, strict=True):
             logp = completion_logprobs(model, batch, temp)
-            per_token, clipped = grpo.ppo_clip_loss(logp, logp.detach() if old_logp is None else old_logp, adv,
-                                                    batch["mask"], cfg.grpo.clip_eps, cfg.grpo.clip_eps_high)
+            per_token, clipped = grpo.ppo_clip_loss(
+                logp,
+                logp.detach() if old_logp is None else old_logp,
+                adv,
+                batch["mask"],
+                cfg.grpo.clip_eps,
+                cfg.grpo.clip_eps_high,
+            )
             if reference is not None:
                 with torch.no_grad():
                     ref_logp = completion_logprobs(reference, batch, temp)
@@ -302,22 +391,29 @@ def policy_update(cfg: TrainConfig, model: Any, reference: Any, optimizer: Any,
             loss.backward()
             stats["loss"] += loss.item() / cfg.grpo.ppo_epochs
             stats["clip_fraction"] += float(clipped.sum()) / total_tokens / cfg.grpo.ppo_epochs
-        stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+        stats["grad_norm"] = float(
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        )
         optimizer.step()
     return {**stats, "tokens": int(total_tokens), "sequences": len(sequences)}
 
 
-def sft_step(cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, stream: Any, prompts: Any) -> dict[str, Any]:
+def sft_step(
+    cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, stream: Any, prompts: Any
+) -> dict[str, Any]:
     """Next-token loss on `trainer.batch_size` expert steps wrapped in the output contract."""
     import torch
 
     from srl_agent import grpo
     from srl_agent.generation import end_of_turn_id
     from srl_agent.policy import completion_logprobs, pack
+
     examples = stream.take(cfg.trainer.batch_size)
     end = end_of_turn_id(tokenizer)
-    targets = [tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end]
-               for ex in examples]
+    targets = [
+        tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end]
+        for ex in examples
+    ]
     pairs = [(prompts(ex), t) for ex, t in zip(examples, targets, strict=True)]
     total_tokens = float(sum(len(t) for t in targets))
     started = time.perf_counter()
@@ -325,17 +421,31 @@ def sft_step(cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, strea
     loss_sum = 0.0
     for i in range(0, len(pairs), cfg.trainer.micro_batch_size):
         chunk = pairs[i : i + cfg.trainer.micro_batch_size]
-        batch = pack([p for p, _ in chunk], [t for _, t in chunk], model.config.pad_token_id or 0, model.device)
+        batch = pack(
+            [p for p, _ in chunk], [t for _, t in chunk], model.config.pad_token_id or 0, model.device
+        )
         logp = completion_logprobs(model, batch)
-        loss = grpo.token_mean(grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, len(pairs))
+        loss = grpo.token_mean(
+            grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, len(pairs)
+        )
         loss.backward()
         loss_sum += loss.item()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
     optimizer.step()
-    return {"reward_mean": None, "reward_std": None, "format_error_rate": None, "zero_std_fraction": None,
-            "kept_prompts": len(examples), "sampled_prompts": len(examples), "loss": loss_sum, "grad_norm": grad_norm,
-            "tokens": int(total_tokens), "seconds_generation": 0.0, "seconds_reward": 0.0,
-            "seconds_training": time.perf_counter() - started}
+    return {
+        "reward_mean": None,
+        "reward_std": None,
+        "format_error_rate": None,
+        "zero_std_fraction": None,
+        "kept_prompts": len(examples),
+        "sampled_prompts": len(examples),
+        "loss": loss_sum,
+        "grad_norm": grad_norm,
+        "tokens": int(total_tokens),
+        "seconds_generation": 0.0,
+        "seconds_reward": 0.0,
+        "seconds_training": time.perf_counter() - started,
+    }
 
 
 def sft_completion(target: str, cfg: TrainConfig) -> str:
@@ -344,19 +454,30 @@ def sft_completion(target: str, cfg: TrainConfig) -> str:
 
     text = sft_target(target, cfg.sft.think_text)
     if not text.startswith(cfg.prompt.prefill):
-        raise ConfigError(f"prompt.prefill {cfg.prompt.prefill!r} is not how the SFT target starts ({text[:20]!r})")
+        raise ConfigError(
+            f"prompt.prefill {cfg.prompt.prefill!r} is not how the SFT target starts ({text[:20]!r})"
+        )
     return text[len(cfg.prompt.prefill) :]
 
 
-def validation(cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, scorer: Any) -> dict[str, float]:
+def validation(
+    cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, scorer: Any
+) -> dict[str, float]:
     """Greedy held-out reward and format-error rate, as `val_*` metrics (empty without validation data)."""
     from srl_agent.rollouts import evaluate_examples
 
     if not examples:
         return {}
     started = time.perf_counter()
-    summary, _ = evaluate_examples(examples, prompts, generator, scorer, cfg.generation.max_new_tokens,
-                                   cfg.generation.temperature, greedy=True)
+    summary, _ = evaluate_examples(
+        examples,
+        prompts,
+        generator,
+        scorer,
+        cfg.generation.max_new_tokens,
+        cfg.generation.temperature,
+        greedy=True,
+    )
     out = {f"val_{k}": v for k, v in summary.items()}
     out["seconds_validation"] = time.perf_counter() - started
     return out
@@ -375,7 +496,9 @@ def progress_bar(enabled: bool, total: int, done: int) -> Any:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as progress:
+        with Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        ) as progress:
             task = progress.add_task("train", total=total, completed=done)
 
             def advance(row: dict[str, Any]) -> None:

@@ -56,8 +56,14 @@ def test_ppo_clip_loss_by_hand():
 
 def test_ppo_clip_loss_asymmetric_and_masked():
     logp = torch.tensor([[0.5, 0.5]])
-    loss, _ = grpo.ppo_clip_loss(logp, torch.zeros(1, 2), torch.tensor([1.0]), torch.tensor([[1.0, 0.0]]),
-                                 clip_eps=0.2, clip_eps_high=0.28)
+    loss, _ = grpo.ppo_clip_loss(
+        logp,
+        torch.zeros(1, 2),
+        torch.tensor([1.0]),
+        torch.tensor([[1.0, 0.0]]),
+        clip_eps=0.2,
+        clip_eps_high=0.28,
+    )
     assert loss[0].tolist() == pytest.approx([-1.28, 0.0])
 
 
@@ -80,7 +86,9 @@ def test_loss_aggregation_over_micro_batches_equals_the_full_batch():
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
     # token mean: (1 + 2 + 3 + 4 + 5 + 6) / 6 tokens
     full = grpo.LOSS_AGG["token_mean"](per_token, mask, 6.0, 3.0)
-    parts = sum(grpo.LOSS_AGG["token_mean"](per_token[i : i + 1], mask[i : i + 1], 6.0, 3.0) for i in range(3))
+    parts = sum(
+        grpo.LOSS_AGG["token_mean"](per_token[i : i + 1], mask[i : i + 1], 6.0, 3.0) for i in range(3)
+    )
     assert float(full) == pytest.approx(3.5) == float(parts)
     # sequence mean of token means: (1.5 + 3 + 5) / 3
     assert float(grpo.LOSS_AGG["seq_mean_token_mean"](per_token, mask, 6.0, 3.0)) == pytest.approx(9.5 / 3)

@@ -15,16 +15,24 @@ from srl_agent.rewards import step_reward
 from trajectories.record import ContextItem, StepExample
 
 
-def swe_example(**kw) -> StepExample:
-    base = dict(kind="swe", group_id="t", step_index=5, num_steps=9, task="Fix the bug in parse().",
-                context=[ContextItem("<function=bash>\n<parameter=command>ls</parameter>\n</function>", "a.py")],
-                target="<function=submit>\n</function>", omitted_steps=4)
-    return StepExample(**(base | kw))
+def swe_example() -> StepExample:
+    call = "<function=bash>\n<parameter=command>ls</parameter>\n</function>"
+    context = [ContextItem(call, "a.py")]
+    return StepExample("swe", "t", 5, 9, "Fix the bug in parse().", context, "<function=submit>\n</function>", 4)
 
 
 def test_swe_prompt_documents_the_tools_and_shows_the_window():
-    for needle in ("bash", "str_replace_editor", "submit", "<function=bash>", "<parameter=command>", "view_range",
-                   "insert_line", "<think>", "</think>"):
+    for needle in (
+        "bash",
+        "str_replace_editor",
+        "submit",
+        "<function=bash>",
+        "<parameter=command>",
+        "view_range",
+        "insert_line",
+        "<think>",
+        "</think>",
+    ):
         assert needle in SWE_SYSTEM
     text = user_turn(swe_example())
     assert "<issue>\nFix the bug in parse().\n</issue>" in text

@@ -78,7 +78,12 @@ def test_swe_action_must_be_one_canonical_call():
     # parameter values are compared in the rendered canonical form
     spaced = "<function=bash>\n  <parameter=command>ls /testbed</parameter>\n</function>"
     assert step_reward(f"<think>x</think>{spaced}", BASH, "swe").reward == 1.0
-    for bad in ("ls /testbed", f"{BASH}\n{BASH}", f"I will run: {BASH}", "<function=bash>\n<parameter=command>ls"):
+    for bad in (
+        "ls /testbed",
+        f"{BASH}\n{BASH}",
+        f"I will run: {BASH}",
+        "<function=bash>\n<parameter=command>ls",
+    ):
         scored = step_reward(f"<think>x</think>{bad}", BASH, "swe")
         assert scored.reward == -1.0, bad
         assert "canonical tool call" in scored.format_error

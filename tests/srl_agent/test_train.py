@@ -31,8 +31,14 @@ def steps_of(run_dir: Path) -> list[int]:
 
 
 def test_bad_config_key_exits_non_zero_naming_it():
-    proc = subprocess.run([sys.executable, "-m", "srl_agent.train", "--task", "math", "trainer.nope=1"],
-                          check=False, capture_output=True, text=True, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "srl_agent.train", "--task", "math", "trainer.nope=1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "trainer.nope" in proc.stderr
 
@@ -47,25 +53,50 @@ def test_every_shipped_config_resolves(config, capsys):
 @pytest.mark.slow
 def test_srl_reward_rises_and_every_parameter_changes(simple_data, tmp_path):
     run_dir = tmp_path / "run"
-    assert run_train(
-        "--task", "math", *TINY, f"data.source={simple_data}", f"run_dir={run_dir}",
-        "trainer.steps=10", "trainer.batch_size=4", "grpo.group_size=16", "generation.max_new_tokens=16",
-        "trainer.micro_batch_size=64", "optim.lr=5e-3", "trainer.val_every=0", "trainer.save_every=100",
-    ) == 0
+    assert (
+        run_train(
+            "--task",
+            "math",
+            *TINY,
+            f"data.source={simple_data}",
+            f"run_dir={run_dir}",
+            "trainer.steps=10",
+            "trainer.batch_size=4",
+            "grpo.group_size=16",
+            "generation.max_new_tokens=16",
+            "trainer.micro_batch_size=64",
+            "optim.lr=5e-3",
+            "trainer.val_every=0",
+            "trainer.save_every=100",
+        )
+        == 0
+    )
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["step"] > 0]
     assert [r["step"] for r in rows] == list(range(1, 11))
     early = sum(r["reward_mean"] for r in rows[:3]) / 3
     late = sum(r["reward_mean"] for r in rows[-3:]) / 3
     assert late > early + 0.1, (early, late)
     assert rows[-1]["format_error_rate"] < rows[0]["format_error_rate"]
-    for key in ("reward_std", "zero_std_fraction", "kept_prompts", "sampled_prompts", "loss", "tokens",
-                "seconds_generation", "seconds_reward", "seconds_training"):
+    for key in (
+        "reward_std",
+        "zero_std_fraction",
+        "kept_prompts",
+        "sampled_prompts",
+        "loss",
+        "tokens",
+        "seconds_generation",
+        "seconds_reward",
+        "seconds_training",
+    ):
         assert key in rows[0]
     # every trainable parameter moved away from its initial value
     initial, _ = load_model_and_tokenizer("tiny-random", seed=0)
     trained = load_file(run_dir / "checkpoints" / "last" / "model.safetensors")
-    unchanged = [name for name, p in initial.named_parameters()
-                 if p.requires_grad and torch.equal(p.detach(), trained[name])]
+    unchanged = [
+        name
+        for name, p in initial.named_parameters()
+        if p.requires_grad and torch.equal(p.detach(), trained[name])
+    ]
     assert unchanged == []
     assert (run_dir / "curves.png").stat().st_size > 0
     assert (run_dir / "config.yaml").is_file()
@@ -74,20 +105,45 @@ def test_srl_reward_rises_and_every_parameter_changes(simple_data, tmp_path):
 @pytest.mark.slow
 def test_sft_stage_learns_the_target_and_evaluate_reads_its_checkpoint(simple_data, tmp_path, capsys):
     run_dir = tmp_path / "sft"
-    assert run_train(
-        "--task", "math", "--stage", "sft", *TINY, f"data.source={simple_data}", f"run_dir={run_dir}",
-        "trainer.steps=40", "trainer.batch_size=8", "optim.lr=3e-3", "trainer.val_every=0",
-        "trainer.validate_at_start=false", "generation.max_new_tokens=8",
-    ) == 0
+    assert (
+        run_train(
+            "--task",
+            "math",
+            "--stage",
+            "sft",
+            *TINY,
+            f"data.source={simple_data}",
+            f"run_dir={run_dir}",
+            "trainer.steps=40",
+            "trainer.batch_size=8",
+            "optim.lr=3e-3",
+            "trainer.val_every=0",
+            "trainer.validate_at_start=false",
+            "generation.max_new_tokens=8",
+        )
+        == 0
+    )
     rows = read_metrics(run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 41))
     assert rows[-1]["loss"] < rows[0]["loss"] / 10
     capsys.readouterr()
     from srl_agent import evaluate
 
-    assert evaluate.main(["--task", "math", "--checkpoint", str(run_dir / "checkpoints" / "last"),
-                          f"data.source={simple_data}", "prompt.system_prompt=Answer.", "prompt.prefill=<think>",
-                          "generation.max_new_tokens=8"]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--task",
+                "math",
+                "--checkpoint",
+                str(run_dir / "checkpoints" / "last"),
+                f"data.source={simple_data}",
+                "prompt.system_prompt=Answer.",
+                "prompt.prefill=<think>",
+                "generation.max_new_tokens=8",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["examples"] == 2
     assert result["format_error_rate"] == 0.0  # SFT taught the format ...
@@ -100,24 +156,64 @@ def test_rlvr_stage_starts_from_a_checkpoint(tmp_path):
     data = tmp_path / "data"
     write_jsonl([math_example(f"g{i}", 0, "x=5", answer="5") for i in range(4)], data / "train.jsonl")
     init = tmp_path / "init"
-    assert run_train("--task", "math", "--stage", "sft", *TINY, f"data.source={data}", f"run_dir={init}",
-                     "trainer.steps=1", "trainer.validate_at_start=false") == 0
+    assert (
+        run_train(
+            "--task",
+            "math",
+            "--stage",
+            "sft",
+            *TINY,
+            f"data.source={data}",
+            f"run_dir={init}",
+            "trainer.steps=1",
+            "trainer.validate_at_start=false",
+        )
+        == 0
+    )
     run_dir = tmp_path / "rlvr"
-    assert run_train("--task", "math", "--stage", "rlvr", *TINY, f"data.source={data}", f"run_dir={run_dir}",
-                     f"model.init_from={init / 'checkpoints' / 'last'}", "trainer.steps=1", "trainer.batch_size=2",
-                     "grpo.max_sampling_rounds=1", "generation.max_new_tokens=8") == 0
+    assert (
+        run_train(
+            "--task",
+            "math",
+            "--stage",
+            "rlvr",
+            *TINY,
+            f"data.source={data}",
+            f"run_dir={run_dir}",
+            f"model.init_from={init / 'checkpoints' / 'last'}",
+            "trainer.steps=1",
+            "trainer.batch_size=2",
+            "grpo.max_sampling_rounds=1",
+            "generation.max_new_tokens=8",
+        )
+        == 0
+    )
     row = read_metrics(run_dir / "metrics.jsonl")[-1]
     assert row["filter"] == "dapo" and row["sampled_prompts"] == 2
 
 
 def test_swe_trains_on_step_examples_from_the_swesmith_sample(shared_data, tmp_path):
     run_dir = tmp_path / "swe"
-    assert run_train(
-        "--task", "swe", *TINY, f"data.source={shared_data / 'swesmith' / 'ft_xml_example.jsonl'}",
-        f"run_dir={run_dir}", "data.build.context_steps=1", "data.build.observation_max_chars=64",
-        "data.build.validation_groups=1", "data.max_val_examples=1", "trainer.steps=1", "trainer.batch_size=2",
-        "grpo.group_size=2", "grpo.filter=none", "generation.max_new_tokens=8", "trainer.validate_at_start=false",
-    ) == 0
+    assert (
+        run_train(
+            "--task",
+            "swe",
+            *TINY,
+            f"data.source={shared_data / 'swesmith' / 'ft_xml_example.jsonl'}",
+            f"run_dir={run_dir}",
+            "data.build.context_steps=1",
+            "data.build.observation_max_chars=64",
+            "data.build.validation_groups=1",
+            "data.max_val_examples=1",
+            "trainer.steps=1",
+            "trainer.batch_size=2",
+            "grpo.group_size=2",
+            "grpo.filter=none",
+            "generation.max_new_tokens=8",
+            "trainer.validate_at_start=false",
+        )
+        == 0
+    )
     row = read_metrics(run_dir / "metrics.jsonl")[-1]
     assert row["step"] == 1 and row["kept_prompts"] == 2 and row["loss"] is not None
     built = (run_dir / "data" / "train.jsonl").read_text().splitlines()
@@ -127,28 +223,50 @@ def test_swe_trains_on_step_examples_from_the_swesmith_sample(shared_data, tmp_p
 
 @pytest.mark.slow
 def test_killed_run_resumes_with_no_lost_or_repeated_steps(simple_data, tmp_path):
-    command = [sys.executable, "-m", "srl_agent.train", "--task", "math", *TINY, f"data.source={simple_data}",
-               "trainer.steps=5", "trainer.save_every=1", "trainer.batch_size=2", "grpo.group_size=4",
-               "generation.max_new_tokens=12", "optim.lr=5e-3", "trainer.val_every=0", "grpo.filter=none"]
+    command = [
+        sys.executable,
+        "-m",
+        "srl_agent.train",
+        "--task",
+        "math",
+        *TINY,
+        f"data.source={simple_data}",
+        "trainer.steps=5",
+        "trainer.save_every=1",
+        "trainer.batch_size=2",
+        "grpo.group_size=4",
+        "generation.max_new_tokens=12",
+        "optim.lr=5e-3",
+        "trainer.val_every=0",
+        "grpo.filter=none",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     reference = tmp_path / "whole"
-    subprocess.run([*command, f"run_dir={reference}"], check=True, cwd=REPO, env=env, timeout=600,
-                   capture_output=True)
+    subprocess.run(
+        [*command, f"run_dir={reference}"], check=True, cwd=REPO, env=env, timeout=600, capture_output=True
+    )
 
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([*command, f"run_dir={run_dir}"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*command, f"run_dir={run_dir}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 600
-    while time.time() < deadline and not (run_dir / "checkpoints" / "last").is_dir() or max(steps_of(run_dir) or [0]) < 2:
+    while not ((run_dir / "checkpoints" / "last").is_dir() and max(steps_of(run_dir) or [0]) >= 2):
         assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, "the run did not reach step 2 in time"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(steps_of(run_dir))
     assert 2 <= killed_at < 5
 
-    subprocess.run([*command, f"run_dir={run_dir}"], check=True, cwd=REPO, env=env, timeout=600,
-                   capture_output=True)
+    subprocess.run(
+        [*command, f"run_dir={run_dir}"], check=True, cwd=REPO, env=env, timeout=600, capture_output=True
+    )
     assert steps_of(run_dir) == [0, 1, 2, 3, 4, 5]
     # exact resumption: the same rollouts and rewards as the run that was never killed
     whole = {r["step"]: r for r in read_metrics(reference / "metrics.jsonl")}
