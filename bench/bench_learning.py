@@ -38,13 +38,14 @@ def run_stage(stage: str, args: argparse.Namespace, out: Path) -> tuple[dict, di
         f"trainer.batch_size={args.batch}",
         f"grpo.group_size={args.group}",
         f"optim.lr={lr}",
-        f"generation.max_new_tokens={args.max_new_tokens}",
-        f"data.max_val_examples={args.val_examples}",
+                f"data.max_val_examples={args.val_examples}",
         "trainer.val_every=0",
         f"trainer.save_every={args.steps}",
         "trainer.progress=false",
         f"seed={args.seed}",
     ]
+    if args.max_new_tokens is not None:
+        overrides.append(f"generation.max_new_tokens={args.max_new_tokens}")
     if args.prefill is not None:  # JSON quoting keeps newlines through the YAML override parser
         overrides.append(f"prompt.prefill={json.dumps(args.prefill)}")
     started = time.perf_counter()
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4, help="prompts per step (kept prompts for SRL)")
     parser.add_argument("--group", type=int, default=4, help="SRL rollouts per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the config's")
     parser.add_argument("--val-examples", type=int, default=8)
     parser.add_argument("--lr-srl", type=float, default=1e-5)
     parser.add_argument("--lr-sft", type=float, default=1e-5)

@@ -101,12 +101,12 @@ class OptimConfig(Section):
 
 
 class TrainerConfig(Section):
-    steps: int = 6  # training steps (one batch of rollouts each)
+    steps: int = 4  # training steps (one batch of rollouts each)
     batch_size: int = 4  # kept prompts per step (paper: 512 SRL, 128 RLVR)
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation over the rest)
-    val_every: int = 3  # validate on held-out steps every N steps (0: only at the start and the end)
+    val_every: int = 2  # validate on held-out steps every N steps (0: only at the start and the end)
     validate_at_start: bool = True
-    save_every: int = 3  # checkpoint every N steps (and always at the end)
+    save_every: int = 2  # checkpoint every N steps (and always at the end)
     keep_best: bool = True  # keep checkpoints/best, the best validation reward seen
     resume: bool = True  # re-running the same command continues from checkpoints/last
     progress: bool = True  # a console progress bar

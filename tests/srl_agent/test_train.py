@@ -272,3 +272,15 @@ def test_killed_run_resumes_with_no_lost_or_repeated_steps(simple_data, tmp_path
     whole = {r["step"]: r for r in read_metrics(reference / "metrics.jsonl")}
     for row in read_metrics(run_dir / "metrics.jsonl")[1:]:
         assert row["reward_mean"] == pytest.approx(whole[row["step"]]["reward_mean"], abs=1e-9), row["step"]
+
+
+def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
+    from trajectories.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "last").mkdir(parents=True)
+    args = ["--task", "math", *TINY, f"run_dir={run_dir}"]
+    train.prepare_run_dir(train.parse_args(args)[1])  # writes config.yaml as a first run would
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        train.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1])
+    train.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1])  # extending a run is fine
