@@ -86,7 +86,7 @@ def test_parse_override_reads_yaml_scalars():
 
 def test_train_cli_dry_run_and_bad_key():
     ok = subprocess.run(
-        [sys.executable, "-m", "srl_agent.train", "--task", "math", "--dry-run"], capture_output=True, text=True
+        [sys.executable, "-m", "srl_agent.train", "--task", "math", "--dry-run"], capture_output=True, text=True, check=False
     )
     assert ok.returncode == 0, ok.stderr
     resolved = yaml.safe_load(ok.stdout)
@@ -95,6 +95,7 @@ def test_train_cli_dry_run_and_bad_key():
         [sys.executable, "-m", "srl_agent.train", "--task", "math", "--dry-run", "trainer.nope=1"],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert bad.returncode != 0
     assert "trainer.nope" in bad.stderr

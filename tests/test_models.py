@@ -45,7 +45,7 @@ def test_missing_embedded_wheel_names_the_fix(monkeypatch):
 @pytest.mark.slow
 def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SRL_AGENT_CACHE", str(tmp_path))
-    model, tok = models.load_model_and_tokenizer(models.DEFAULT_MODEL)
+    model, _ = models.load_model_and_tokenizer(models.DEFAULT_MODEL)
     cached = tmp_path / "models" / models.DEFAULT_MODEL
     assert (cached / "model.safetensors").is_file() and (cached / "config.json").is_file()
     stamp = (cached / "model.safetensors").stat().st_mtime_ns

@@ -87,10 +87,7 @@ def find_action(text: str) -> ToolCall:
 
 
 def _decode_value(key: str, text: str) -> Any:
-    if text.startswith("\n"):
-        text = text[1:]
-    if text.endswith("\n"):
-        text = text[:-1]
+    text = text.removeprefix("\n").removesuffix("\n")
     if key in _JSON_KEYS:
         try:
             return json.loads(text)
