@@ -45,11 +45,17 @@ def resolve_source(task: str, source: str) -> str:
     return str(SWE_SAMPLE)
 
 
-def load_splits(task: str, cfg: DataConfig, work_dir: Path) -> Splits:
-    """The task's step examples, split by whole trajectory/problem; built into `work_dir` unless prebuilt."""
+def load_splits(task: str, cfg: DataConfig, work_dir: Path, reuse: bool = False) -> Splits:
+    """The task's step examples, split by whole trajectory/problem; built into `work_dir` unless prebuilt.
+
+    `reuse` (a resumed run) reads what `work_dir` already holds, so a run continues on exactly the
+    examples it started with even if the source changed meanwhile.
+    """
     source = resolve_source(task, cfg.source)
     folder = Path(source)
-    if not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
+    if reuse and (work_dir / TRAIN_FILE).is_file():
+        folder = work_dir
+    elif not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
         report = build(source, task, work_dir, cfg.build)  # type: ignore[arg-type]
         if report.skipped:
             print(

@@ -21,6 +21,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,119 +57,141 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from srl_agent import checkpoint as ckpt
-    from srl_agent.data import DataStream, load_splits
+    from srl_agent.data import DataStream
     from srl_agent.generation import HFGenerator
-    from srl_agent.rollouts import PromptCache, make_scorer, rlvr_examples
-    from srl_agent.runlog import RunLog, plot_curves, summary_line
+    from srl_agent.rollouts import PromptCache, make_scorer
+    from srl_agent.runlog import RunLog, summary_line
 
     run_dir = prepare_run_dir(cfg)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    splits = load_splits(cfg.task, cfg.data, run_dir / "data")
-    train_examples, val_examples = splits.train, splits.val
-    if cfg.stage == "rlvr":
-        train_examples, val_examples = rlvr_examples(train_examples), rlvr_examples(val_examples)
-        if not train_examples:
-            raise ConfigError(f"data.source: {splits.source} has no examples with a final answer for RLVR")
-    print(f"data: {len(train_examples)} train / {len(val_examples)} validation examples from {splits.source}")
-
     last = ckpt.find_checkpoint(run_dir / "checkpoints" / "last") if cfg.trainer.resume else None
+    train_examples, val_examples = load_examples(cfg, run_dir, resume=last is not None)
     model, tokenizer = load_policy(cfg.model, cfg.seed, last)
-    reference = load_reference(cfg) if cfg.grpo.kl_coef > 0 and cfg.stage != "sft" else None
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
-    stream = DataStream(train_examples, cfg.seed)
-    state: dict[str, Any] = {"step": 0, "best_val": None, "best_step": None}
-    if last is not None:
-        saved = ckpt.load_trainer_state(last)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        stream.restore(saved["data"])
-        ckpt.set_rng_state(saved["rng"])
-        state = saved["state"]
-        print(f"resuming from {last} at step {state['step']}")
-
-    log = RunLog(
-        run_dir,
-        state["step"] if last is not None else -1,
-        cfg.trainer.tensorboard,
-        cfg.trainer.wandb,
-        run_dir.name,
-        cfg.model_dump(mode="json"),
+    run = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        reference=load_reference(cfg) if cfg.grpo.kl_coef > 0 and cfg.stage != "sft" else None,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        stream=DataStream(train_examples, cfg.seed),
+        val_examples=val_examples,
+        prompts=PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt),
+        generator=HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p),
+        scorer=make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill),
     )
-    prompts = PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt)
-    generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
-    scorer = make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill)
+    if last is not None:
+        restore(run, last)
+    log = RunLog(run_dir, run.state["step"] if last is not None else -1, cfg.trainer.tensorboard,
+                 cfg.trainer.wandb, run_dir.name, cfg.model_dump(mode="json"))  # fmt: skip
 
-    def validate(step: int) -> dict[str, float]:
-        summary = validation(cfg, val_examples, prompts, generator, scorer)
-        if (
-            summary
-            and cfg.trainer.keep_best
-            and (state["best_val"] is None or summary["val_reward_mean"] > state["best_val"])
-        ):
-            state["best_val"], state["best_step"] = summary["val_reward_mean"], step
-            ckpt.save_checkpoint(
-                run_dir / "checkpoints" / "best",
-                model,
-                tokenizer,
-                None,
-                {"step": step, "val_reward_mean": state["best_val"]},
-            )
-        return summary
-
-    def save_last(step: int) -> None:
-        trainer_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "data": stream.state(),
-            "rng": ckpt.rng_state(),
-            "state": dict(state),
-        }
-        ckpt.save_checkpoint(
-            run_dir / "checkpoints" / "last",
-            model,
-            tokenizer,
-            trainer_state,
-            {"step": step, **stream.state(), "best_val": state["best_val"]},
-        )
-
-    if state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
-        row = {"step": 0, **validate(0)}
+    if run.state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
+        row = {"step": 0, **validate(run, 0)}
         log.write(row)
         print(summary_line(row), flush=True)
-    with progress_bar(cfg.trainer.progress, cfg.trainer.steps, state["step"]) as advance:
-        while state["step"] < cfg.trainer.steps:
-            step = state["step"] + 1
-            started = time.perf_counter()
-            if cfg.stage == "sft":
-                row = sft_step(cfg, model, tokenizer, optimizer, stream, prompts)
-            else:
-                row = grpo_step(cfg, model, reference, optimizer, stream, prompts, generator, scorer)
-            scheduler.step()
-            state["step"] = step
-            row = {"step": step, "lr": optimizer.param_groups[0]["lr"], **row}
-            if val_examples and (
-                step == cfg.trainer.steps or (cfg.trainer.val_every and step % cfg.trainer.val_every == 0)
-            ):
-                row.update(validate(step))
-            row["seconds_total"] = time.perf_counter() - started
+    with progress_bar(cfg.trainer.progress, cfg.trainer.steps, run.state["step"]) as advance:
+        while run.state["step"] < cfg.trainer.steps:
+            row = train_step(run)
             log.write(row)
             advance(row)
-            if step == cfg.trainer.steps or step % max(cfg.trainer.save_every, 1) == 0:
-                save_last(step)
+            if row["step"] == cfg.trainer.steps or row["step"] % max(cfg.trainer.save_every, 1) == 0:
+                save_last(run)
     log.close()
-
-    curves = plot_curves(log.path, run_dir / "curves.png", f"{cfg.task} {cfg.stage} ({cfg.model.name})")
-    print(f"\nrun folder:  {run_dir}")
-    print(f"metrics:     {log.path}")
-    print(f"curves:      {curves if curves else '(nothing to plot)'}")
-    print(f"checkpoint:  {run_dir / 'checkpoints' / 'last'} (step {state['step']})")
-    if state["best_val"] is not None:
-        print(
-            f"best:        {run_dir / 'checkpoints' / 'best'} "
-            f"(validation reward {state['best_val']:.4f} at step {state['best_step']})"
-        )
+    report(run, log.path)
     return 0
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; `state` (step, best validation) is saved with each checkpoint."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    model: Any
+    tokenizer: Any
+    reference: Any
+    optimizer: Any
+    scheduler: Any
+    stream: Any
+    val_examples: list[Any]
+    prompts: Any
+    generator: Any
+    scorer: Any
+    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best_val": None, "best_step": None})
+
+
+def train_step(run: Run) -> dict[str, Any]:
+    """One step (SFT or GRPO), the LR schedule, and validation when it is due: the step's metrics row."""
+    cfg, started = run.cfg, time.perf_counter()
+    step = run.state["step"] + 1
+    row = sft_step(run) if cfg.stage == "sft" else grpo_step(run)
+    run.scheduler.step()
+    run.state["step"] = step
+    row = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], **row}
+    due = step == cfg.trainer.steps or (cfg.trainer.val_every and step % cfg.trainer.val_every == 0)
+    if run.val_examples and due:
+        row.update(validate(run, step))
+    row["seconds_total"] = time.perf_counter() - started
+    return row
+
+
+def validate(run: Run, step: int) -> dict[str, float]:
+    """Held-out metrics (`val_*`); saves checkpoints/best when the step reward is the best so far."""
+    from srl_agent.checkpoint import save_checkpoint
+
+    summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.scorer)
+    best = run.state["best_val"]
+    if summary and run.cfg.trainer.keep_best and (best is None or summary["val_reward_mean"] > best):
+        run.state["best_val"], run.state["best_step"] = summary["val_reward_mean"], step
+        info = {"step": step, "val_reward_mean": run.state["best_val"]}
+        save_checkpoint(run.run_dir / "checkpoints" / "best", run.model, run.tokenizer, None, info)
+    return summary
+
+
+def save_last(run: Run) -> None:
+    """checkpoints/last: model, optimizer, scheduler, data position, RNG states and run state."""
+    from srl_agent.checkpoint import rng_state, save_checkpoint
+
+    trainer_state = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "data": run.stream.state(),
+        "rng": rng_state(),
+        "state": dict(run.state),
+    }
+    info = {"step": run.state["step"], **run.stream.state(), "best_val": run.state["best_val"]}
+    save_checkpoint(run.run_dir / "checkpoints" / "last", run.model, run.tokenizer, trainer_state, info)
+
+
+def restore(run: Run, last: Path) -> None:
+    """Continue exactly where checkpoints/last stopped (the model weights were loaded from it already)."""
+    from srl_agent.checkpoint import load_trainer_state, set_rng_state
+
+    saved = load_trainer_state(last)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.stream.restore(saved["data"])
+    set_rng_state(saved["rng"])
+    run.state = saved["state"]
+    print(f"resuming from {last} at step {run.state['step']}")
+
+
+def report(run: Run, metrics: Path) -> None:
+    from srl_agent.runlog import plot_curves
+
+    cfg, run_dir = run.cfg, run.run_dir
+    curves = plot_curves(metrics, run_dir / "curves.png", f"{cfg.task} {cfg.stage} ({cfg.model.name})")
+    print(f"\nrun folder:  {run_dir}")
+    print(f"metrics:     {metrics}")
+    print(f"curves:      {curves if curves else '(nothing to plot)'}")
+    print(f"checkpoint:  {run_dir / 'checkpoints' / 'last'} (step {run.state['step']})")
+    if run.state["best_val"] is not None:
+        best = run.state["best_val"]
+        print(f"best:        {run_dir / 'checkpoints' / 'best'} (validation reward {best:.4f} "
+              f"at step {run.state['best_step']})")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -198,6 +221,21 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     saved.write_text(dump_config(cfg), encoding="utf-8")
     return run_dir
+
+
+def load_examples(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any], list[Any]]:
+    """Train and validation step examples (whole problems only, for RLVR)."""
+    from srl_agent.data import load_splits
+    from srl_agent.rollouts import rlvr_examples
+
+    splits = load_splits(cfg.task, cfg.data, run_dir / "data", reuse=resume)
+    train, val = splits.train, splits.val
+    if cfg.stage == "rlvr":
+        train, val = rlvr_examples(train), rlvr_examples(val)
+        if not train:
+            raise ConfigError(f"data.source: {splits.source} has no examples with a final answer for RLVR")
+    print(f"data: {len(train)} train / {len(val)} validation examples from {splits.source}")
+    return train, val
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -280,26 +318,18 @@ def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any,
 # one training step
 
 
-def grpo_step(
-    cfg: TrainConfig,
-    model: Any,
-    reference: Any,
-    optimizer: Any,
-    stream: Any,
-    prompts: Any,
-    generator: Any,
-    scorer: Any,
-) -> dict[str, Any]:
+def grpo_step(run: Run) -> dict[str, Any]:
     """Roll out, filter and refill (dynamic sampling), then one PPO-clip update on the kept groups."""
     from srl_agent.rollouts import collect_groups
 
+    cfg, optimizer = run.cfg, run.optimizer
     filter_name = cfg.grpo.filter if cfg.grpo.filter != "auto" else ("dapo" if cfg.stage == "rlvr" else "std")
     collected = collect_groups(
-        stream,
+        run.stream,
         cfg.trainer.batch_size,
-        prompts,
-        generator,
-        scorer,
+        run.prompts,
+        run.generator,
+        run.scorer,
         cfg.grpo,
         filter_name,
         cfg.generation.max_new_tokens,
@@ -324,7 +354,7 @@ def grpo_step(
         )
     started = time.perf_counter()
     if sequences:
-        row.update(policy_update(cfg, model, reference, optimizer, sequences))
+        row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences))
     else:
         optimizer.zero_grad(set_to_none=True)
         optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
@@ -398,9 +428,7 @@ def policy_update(
     return {**stats, "tokens": int(total_tokens), "sequences": len(sequences)}
 
 
-def sft_step(
-    cfg: TrainConfig, model: Any, tokenizer: Any, optimizer: Any, stream: Any, prompts: Any
-) -> dict[str, Any]:
+def sft_step(run: Run) -> dict[str, Any]:
     """Next-token loss on `trainer.batch_size` expert steps wrapped in the output contract."""
     import torch
 
@@ -408,7 +436,8 @@ def sft_step(
     from srl_agent.generation import end_of_turn_id
     from srl_agent.policy import completion_logprobs, pack
 
-    examples = stream.take(cfg.trainer.batch_size)
+    cfg, model, tokenizer, optimizer, prompts = run.cfg, run.model, run.tokenizer, run.optimizer, run.prompts
+    examples = run.stream.take(cfg.trainer.batch_size)
     end = end_of_turn_id(tokenizer)
     targets = [
         tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end]
