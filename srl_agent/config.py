@@ -19,6 +19,9 @@ from trajectories.config import Section
 
 class ModelConfig(Section):
     name: str = "smollm2-135m"  # `smollm2-135m` (embedded default), `tiny-random`, an HF id or a local folder
+    # Compute dtype. Training keeps float32 master weights and AdamW state and runs forward passes under
+    # autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference
+    # and `srl_agent.evaluate` load their weights in it.
     dtype: Literal["float32", "bfloat16"] = "float32"
     device: str = "auto"  # auto = cuda when available, else cpu
     # A checkpoint folder (a run's checkpoints/best or checkpoints/last) to start from instead of `name`:

@@ -66,7 +66,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         seed=cfg.seed,
     )
     prompts = PromptCache(tokenizer, cfg.task, "srl", cfg.prompt)
-    generator = HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p)
+    generator = HFGenerator(
+        model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p, cfg.model.dtype
+    )
     scorer = make_scorer(cfg.task, "srl", cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
     summary, rows = evaluate_examples(

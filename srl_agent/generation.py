@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import torch
 
+from srl_agent.policy import autocast
+
 
 @dataclass
 class Completion:
@@ -31,9 +33,16 @@ class Generator(Protocol):
 class HFGenerator:
     """Sampling with `model.generate`, left-padded batches of at most `batch_size` sequences."""
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, top_p: float = 1.0):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 32,
+        top_p: float = 1.0,
+        compute_dtype: str = "float32",
+    ):
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.top_p = batch_size, top_p
+        self.batch_size, self.top_p, self.compute_dtype = batch_size, top_p, compute_dtype
         self.stop_ids = stop_token_ids(tokenizer)
 
     @torch.no_grad()
@@ -60,7 +69,8 @@ class HFGenerator:
         for start in range(0, len(prompts), per_call):
             chunk = prompts[start : start + per_call]
             ids, attn = left_pad(chunk, self.tokenizer.pad_token_id, self.model.device)
-            generated = self.model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+            with autocast(self.model.device, self.compute_dtype):
+                generated = self.model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
             new = generated[:, ids.shape[1] :].tolist()
             for i in range(len(chunk)):
                 out.append([self._completion(new[i * n + j], max_new_tokens) for j in range(n)])

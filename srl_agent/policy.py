@@ -7,6 +7,7 @@ vocabulary projection over the prompt, the largest tensor by far, is never mater
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -39,16 +40,26 @@ def pack(
     }
 
 
-def completion_logprobs(model: Any, batch: dict[str, Tensor], temperature: float = 1.0) -> Tensor:
+def autocast(device: Any, dtype: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward passes: weights stay as they are, matmuls run in `dtype`."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=getattr(torch, dtype))
+
+
+def completion_logprobs(
+    model: Any, batch: dict[str, Tensor], temperature: float = 1.0, compute_dtype: str = "float32"
+) -> Tensor:
     """log pi(token) of every completion position: [N, T] (float32; garbage where batch['mask'] is 0)."""
     width_c = batch["mask"].shape[1]
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        logits_to_keep=width_c + 1,
-        use_cache=False,
-    )
+    with autocast(batch["input_ids"].device, compute_dtype):
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            logits_to_keep=width_c + 1,
+            use_cache=False,
+        )
     logits = out.logits[:, :-1, :].float()
     if temperature != 1.0:
         logits = logits / temperature

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=DataStream(train_examples, cfg.seed),
         val_examples=val_examples,
         prompts=PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt),
-        generator=HFGenerator(model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p),
+        generator=HFGenerator(
+            model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p, cfg.model.dtype
+        ),
         scorer=make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill),
     )
     if last is not None:
@@ -260,7 +262,9 @@ def load_policy(cfg: ModelConfig, seed: int, resume_from: Path | None) -> tuple[
     from srl_agent.models import load_model_and_tokenizer
 
     source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
-    model, tokenizer = load_model_and_tokenizer(source, dtype=cfg.dtype, device=device_of(cfg), seed=seed)
+    # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
+    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
+    model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
     quantization = getattr(model.config, "quantization_config", None)
     method = (
         quantization.get("quant_method")
@@ -396,13 +400,13 @@ def policy_update(
     old: list[torch.Tensor | None] = [None] * len(micro)
     if cfg.grpo.ppo_epochs > 1:
         with torch.no_grad():
-            old = [completion_logprobs(model, b, temp) for b in batches]
+            old = [completion_logprobs(model, b, temp, cfg.model.dtype) for b in batches]
     aggregate = grpo.LOSS_AGG[cfg.grpo.loss_agg]
     stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0}
     for _ in range(cfg.grpo.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
         for batch, adv, old_logp in zip(batches, advantages, old, strict=True):
-            logp = completion_logprobs(model, batch, temp)
+            logp = completion_logprobs(model, batch, temp, cfg.model.dtype)
             per_token, clipped = grpo.ppo_clip_loss(
                 logp,
                 logp.detach() if old_logp is None else old_logp,
@@ -413,10 +417,10 @@ def policy_update(
             )
             if reference is not None:
                 with torch.no_grad():
-                    ref_logp = completion_logprobs(reference, batch, temp)
+                    ref_logp = completion_logprobs(reference, batch, temp, cfg.model.dtype)
                 kl = grpo.KL_ESTIMATORS[cfg.grpo.kl_estimator](logp, ref_logp)
                 per_token = per_token + cfg.grpo.kl_coef * kl
-                stats["kl"] += float((kl * batch["mask"]).sum()) / total_tokens / cfg.grpo.ppo_epochs
+                stats["kl"] += (kl * batch["mask"]).sum().item() / total_tokens / cfg.grpo.ppo_epochs
             loss = aggregate(per_token, batch["mask"], total_tokens, float(len(sequences)))
             loss.backward()
             stats["loss"] += loss.item() / cfg.grpo.ppo_epochs
@@ -453,7 +457,7 @@ def sft_step(run: Run) -> dict[str, Any]:
         batch = pack(
             [p for p, _ in chunk], [t for _, t in chunk], model.config.pad_token_id or 0, model.device
         )
-        logp = completion_logprobs(model, batch)
+        logp = completion_logprobs(model, batch, 1.0, cfg.model.dtype)
         loss = grpo.token_mean(
             grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, len(pairs)
         )

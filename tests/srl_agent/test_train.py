@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -284,3 +285,36 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"optim\.lr"):
         train.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1])
     train.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1])  # extending a run is fine
+
+
+def test_ppo_epochs_kl_reference_bf16_and_cosine_schedule_run(simple_data, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_train(
+        "--task", "math", *TINY, f"data.source={simple_data}", f"run_dir={run_dir}", "trainer.steps=2",
+        "trainer.batch_size=2", "grpo.group_size=4", "grpo.filter=none", "generation.max_new_tokens=8",
+        "grpo.ppo_epochs=2", "grpo.kl_coef=0.1", "model.dtype=bfloat16", "optim.schedule=cosine",
+        "optim.warmup_steps=1", "trainer.validate_at_start=false", "trainer.micro_batch_size=3",
+    ) == 0  # fmt: skip
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["kl"] >= 0.0 and rows[1]["kl"] > 0.0  # the policy moved away from the reference
+    assert rows[0]["lr"] == pytest.approx(1e-5)  # after step 1: warmup done, cosine starts at the peak
+    assert rows[1]["lr"] == pytest.approx(0.0, abs=1e-12)  # and ends at min_lr_ratio * lr
+
+
+def test_lr_schedules():
+    model = torch.nn.Linear(2, 2)
+    cfg = train.TrainConfig().optim.model_copy(update={"lr": 1.0, "schedule": "cosine", "warmup_steps": 2})
+    optimizer, scheduler = train.make_optimizer(model, cfg, total_steps=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])  # linear warmup, then cosine from the peak
+    assert lrs[3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 1 / 4)))
+    constant = train.TrainConfig().optim.model_copy(update={"lr": 0.3})
+    optimizer, scheduler = train.make_optimizer(model, constant, total_steps=6)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.3)
