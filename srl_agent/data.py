@@ -9,6 +9,7 @@ resumed run draws exactly the prompts it would have drawn.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from trajectories.config import ConfigError
 from trajectories.math_steps import bundled_math_path
 from trajectories.record import StepExample, read_step_examples
 
-SWE_SAMPLE = Path("../shared/data/swesmith/ft_xml_example.jsonl")
+# The public SWE-smith sample of this workspace (never copied into the project): `$SRL_SHARED_DATA` or
+# the `shared/data` folder beside the repository, as the tests find it.
+SHARED_DATA = Path(os.environ.get("SRL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SWE_SAMPLE = SHARED_DATA / "swesmith" / "ft_xml_example.jsonl"
 TRAIN_FILE, VAL_FILE = "train.jsonl", "validation.jsonl"
 
 

@@ -265,17 +265,6 @@ def load_policy(cfg: ModelConfig, seed: int, resume_from: Path | None) -> tuple[
     # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
     # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
     model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
-    quantization = getattr(model.config, "quantization_config", None)
-    method = (
-        quantization.get("quant_method")
-        if isinstance(quantization, dict)
-        else getattr(quantization, "quant_method", "")
-    )
-    if str(method).lower().endswith("gguf"):
-        # A model converted from GGUF can keep transformers' GGUF flag although its weights are plain
-        # tensors; the flag makes save_pretrained refuse, so checkpoints could not be written. Drop it.
-        model.hf_quantizer = None
-        del model.config.quantization_config
     model.train()
     return model, tokenizer
 
