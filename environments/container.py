@@ -279,7 +279,11 @@ class DockerEnvironment:
         host_dir = Path(host_dir)
         host_dir.mkdir(parents=True, exist_ok=True)
         with self._get(container_path) as tar:
-            tar.extractall(host_dir, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths out of host_dir
+                tar.extractall(host_dir, filter="data")
+            else:
+                _check_members(tar, host_dir)
+                tar.extractall(host_dir)
         return host_dir / os.path.basename(container_path.rstrip("/"))
 
     # -- internals --------------------------------------------------------------------------------
@@ -379,3 +383,14 @@ def _close_live() -> None:
             env.close()
         except Exception as e:  # noqa: BLE001 - best effort at exit
             log.debug("could not remove %s at exit: %s", env.image, e)
+
+
+def _check_members(tar: tarfile.TarFile, host_dir: Path) -> None:
+    """The part of tarfile's "data" filter that matters here, for Pythons older than 3.11.4."""
+    root = host_dir.resolve()
+    for member in tar.getmembers():
+        target = (root / member.name).resolve()
+        if not target.is_relative_to(root) or member.islnk() or member.isdev():
+            raise ValueError(f"refusing to extract {member.name!r} from the container outside {host_dir}")
+        if member.issym() and not (target.parent / member.linkname).resolve().is_relative_to(root):
+            raise ValueError(f"refusing symlink {member.name!r} -> {member.linkname!r} outside {host_dir}")

@@ -57,6 +57,9 @@ def test_doctor_without_an_engine_fails_with_the_fix():
 
 @pytest.mark.docker
 def test_doctor_passes_here():
+    from environments.images import ensure_base_image
+
+    ensure_base_image()  # what `python -m environments build` does first; doctor checks it is there
     out = cli("doctor", timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[FAIL]" not in out.stdout and out.stdout.count("[ok]") >= 4
