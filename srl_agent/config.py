@@ -113,8 +113,11 @@ class TrainerConfig(Section):
     keep_best: bool = True  # keep checkpoints/best, the best validation reward seen
     resume: bool = True  # re-running the same command continues from checkpoints/last
     progress: bool = True  # a console progress bar
-    tensorboard: bool = False  # write TensorBoard events (needs tensorboard installed)
-    wandb: bool = False  # log to Weights & Biases (needs wandb installed and a login)
+    tensorboard: bool = False  # write TensorBoard events to <run>/tensorboard (the `logging` extra)
+    # Log to Weights & Biases (the `logging` extra; a login, or WANDB_MODE=offline to write <run>/wandb
+    # and `wandb sync` it later). A resumed run continues the same wandb run.
+    wandb: bool = False
+    wandb_project: str = "srl-agent"
 
 
 class SFTConfig(Section):

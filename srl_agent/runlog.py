@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,17 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 class RunLog:
+    """metrics.jsonl plus the optional sinks, all cut back to `resume_step` so a resumed run logs each
+    step once: TensorBoard purges later events, wandb resumes the same run (its id is kept in the run
+    folder) from the next step."""
+
     def __init__(
         self,
         run_dir: Path,
         resume_step: int,
         tensorboard: bool = False,
         wandb: bool = False,
-        run_name: str = "",
+        wandb_project: str = "srl-agent",
         config: dict[str, Any] | None = None,
     ):
         self.path = run_dir / "metrics.jsonl"
@@ -53,17 +58,28 @@ class RunLog:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
-                print("warning: trainer.tensorboard=true but tensorboard is not installed", file=sys.stderr)
+                _missing("tensorboard")
+            else:
+                purge = resume_step + 1 if resume_step >= 0 else None
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         if wandb:
             try:
                 import wandb as wandb_module
-
-                self.wandb = wandb_module.init(name=run_name, config=config, resume="allow")
             except ImportError:
-                print("warning: trainer.wandb=true but wandb is not installed", file=sys.stderr)
+                _missing("wandb")
+            else:
+                id_file = run_dir / "wandb_run_id"
+                if not id_file.is_file():
+                    id_file.write_text(uuid.uuid4().hex[:12] + "\n", encoding="utf-8")
+                self.wandb = wandb_module.init(
+                    project=wandb_project,
+                    id=id_file.read_text(encoding="utf-8").strip(),
+                    name=run_dir.name,
+                    dir=str(run_dir),
+                    config=config,
+                    resume="allow",
+                )
 
     def write(self, row: dict[str, Any]) -> None:
         with self.path.open("a", encoding="utf-8") as f:
@@ -82,6 +98,14 @@ class RunLog:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _missing(package: str) -> None:
+    print(
+        f"warning: trainer.{package}=true but {package} is not installed "
+        "(pip install -e '.[logging]'); logging to metrics.jsonl only",
+        file=sys.stderr,
+    )
 
 
 def summary_line(row: dict[str, Any]) -> str:

@@ -87,8 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if last is not None:
         restore(run, last)
-    log = RunLog(run_dir, run.state["step"] if last is not None else -1, cfg.trainer.tensorboard,
-                 cfg.trainer.wandb, run_dir.name, cfg.model_dump(mode="json"))  # fmt: skip
+    log = RunLog(
+        run_dir,
+        run.state["step"] if last is not None else -1,
+        cfg.trainer.tensorboard,
+        cfg.trainer.wandb,
+        cfg.trainer.wandb_project,
+        cfg.model_dump(mode="json"),
+    )
 
     if run.state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
         row = {"step": 0, **validate(run, 0)}
