@@ -75,6 +75,10 @@ class GenerationConfig(Section):
     temperature: float = 1.0
     top_p: float = 1.0
     batch_size: int = 32  # sequences per generate() call
+    # Strings that end a completion (kept in it). None: the task's default, `</function>` for SWE (the
+    # contract allows one tool call and nothing after it; text after the call would be a format
+    # error) and none for math. [] turns it off.
+    stop: list[str] | None = None
 
 
 class GRPOConfig(Section):

@@ -2,7 +2,10 @@
 
 A generator takes tokenized prompts and returns, for each, `n` completions as token ids (the stop token
 included when the model stopped, so that training also learns to stop) and decoded text (the stop
-token left out). vLLM arrives behind the same Protocol with its own issue.
+token left out). Stop strings end a completion too, kept in both its tokens and its text: SWE rollouts
+stop at `</function>`, since the output contract allows exactly one tool call and nothing after it
+(agent harnesses such as OpenHands stop there for the same reason). vLLM arrives behind the same
+Protocol with its own issue.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import torch
 
 from srl_agent.policy import autocast
 
+SWE_CALL_END = "</function>"
+
 
 @dataclass
 class Completion:
     token_ids: list[int]
     text: str
-    truncated: bool  # hit max_new_tokens without a stop token
+    truncated: bool  # hit max_new_tokens without a stop token or stop string
 
 
 class Generator(Protocol):
@@ -40,10 +45,12 @@ class HFGenerator:
         batch_size: int = 32,
         top_p: float = 1.0,
         compute_dtype: str = "float32",
+        stop: list[str] | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.top_p, self.compute_dtype = batch_size, top_p, compute_dtype
         self.stop_ids = stop_token_ids(tokenizer)
+        self.stop = list(stop or [])
 
     @torch.no_grad()
     def generate(
@@ -61,6 +68,7 @@ class HFGenerator:
             num_return_sequences=n,
             eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=self.stop or None,
         )
         was_training = self.model.training
         self.model.eval()
@@ -70,7 +78,9 @@ class HFGenerator:
             chunk = prompts[start : start + per_call]
             ids, attn = left_pad(chunk, self.tokenizer.pad_token_id, self.model.device)
             with autocast(self.model.device, self.compute_dtype):
-                generated = self.model.generate(input_ids=ids, attention_mask=attn, generation_config=config)
+                generated = self.model.generate(
+                    input_ids=ids, attention_mask=attn, generation_config=config, tokenizer=self.tokenizer
+                )
             new = generated[:, ids.shape[1] :].tolist()
             for i in range(len(chunk)):
                 out.append([self._completion(new[i * n + j], max_new_tokens) for j in range(n)])
@@ -79,10 +89,45 @@ class HFGenerator:
 
     def _completion(self, tokens: list[int], max_new_tokens: int) -> Completion:
         stop = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
+        body = tokens if stop is None else tokens[:stop]
+        cut = stop_string_cut(self.tokenizer, body, self.stop)
+        if cut is not None:  # ended by a stop string: keep it, drop what followed (padding)
+            return Completion(body[:cut], self._decode(body[:cut]), truncated=False)
         kept = tokens if stop is None else tokens[: stop + 1]
-        text_ids = kept if stop is None else kept[:-1]
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
-        return Completion(token_ids=kept, text=text, truncated=stop is None and len(tokens) >= max_new_tokens)
+        truncated = stop is None and len(tokens) >= max_new_tokens
+        return Completion(token_ids=kept, text=self._decode(body), truncated=truncated)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def stop_string_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | None:
+    """The length of the shortest prefix of `ids` whose text holds one of `stop` (None: no such prefix).
+
+    A stop string may span several tokens, and a sequence that finished early is followed by padding,
+    so the cut is found on the decoded text: a binary search over prefix lengths (a prefix holding a
+    stop string stays holding it as it grows), about log2(len(ids)) decodes. Special tokens are decoded
+    as written, as `generate`'s stop-string check reads them.
+    """
+
+    def holds(n: int) -> bool:
+        text = tokenizer.decode(ids[:n], skip_special_tokens=False)
+        return any(s in text for s in stop)
+
+    if not stop or not holds(len(ids)):
+        return None
+    low, high = 1, len(ids)
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if holds(mid) else (mid + 1, high)
+    return low
+
+
+def task_stop_strings(task: str, stop: list[str] | None) -> list[str]:
+    """`generation.stop` resolved: None means the task's default (SWE: `</function>`; math: none)."""
+    if stop is not None:
+        return stop
+    return [SWE_CALL_END] if task == "swe" else []
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from srl_agent import checkpoint as ckpt
     from srl_agent.data import DataStream
-    from srl_agent.generation import HFGenerator
+    from srl_agent.generation import HFGenerator, task_stop_strings
     from srl_agent.rollouts import PromptCache, make_scorer
     from srl_agent.runlog import RunLog, summary_line
 
@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         val_examples=val_examples,
         prompts=PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt),
         generator=HFGenerator(
-            model, tokenizer, cfg.generation.batch_size, cfg.generation.top_p, cfg.model.dtype
+            model,
+            tokenizer,
+            cfg.generation.batch_size,
+            cfg.generation.top_p,
+            cfg.model.dtype,
+            task_stop_strings(cfg.task, cfg.generation.stop),
         ),
         scorer=make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill),
     )

@@ -7,7 +7,7 @@ from srl_helpers import math_example
 
 from srl_agent.checkpoint import find_checkpoint, save_checkpoint
 from srl_agent.data import DataStream
-from srl_agent.generation import HFGenerator
+from srl_agent.generation import HFGenerator, stop_string_cut, task_stop_strings
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policy import completion_logprobs, pack
 from srl_agent.prompts import SWE_SYSTEM, messages, prompt_ids, sft_target, user_turn
@@ -82,6 +82,43 @@ def test_generator_returns_n_completions_with_stop_token_kept():
         assert 1 <= len(c.token_ids) <= 10
         if not c.truncated and len(c.token_ids) < 10:
             assert c.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_stop_string_cut_finds_the_shortest_prefix_across_tokens():
+    _, tokenizer = load_model_and_tokenizer("tiny-random")
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # The char-level tokenizer spells `</function>` in 11 tokens; padding after it is cut off too.
+    call = "<function=submit>\n</function>"
+    padded = ids(call + "\nmore") + [tokenizer.pad_token_id] * 3
+    assert stop_string_cut(tokenizer, padded, ["</function>"]) == len(ids(call))
+    assert stop_string_cut(tokenizer, ids("ab</funct"), ["</function>"]) is None
+    assert stop_string_cut(tokenizer, ids("xyz"), ["y", "z"]) == 2
+    assert stop_string_cut(tokenizer, ids("xyz"), []) is None
+    assert task_stop_strings("swe", None) == ["</function>"]
+    assert task_stop_strings("math", None) == []
+    assert task_stop_strings("swe", []) == []
+
+
+def test_generator_ends_completions_at_a_stop_string():
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    stops = list("abcdefghijklm")  # a random model writes one of these within a few tokens
+    torch.manual_seed(0)
+    out = HFGenerator(model, tokenizer, batch_size=8, stop=stops).generate([[1, 40, 41], [1, 50]], 4, 24, 1.0)
+    ended_by_string = 0
+    for c in out[0] + out[1]:
+        raw = tokenizer.decode(c.token_ids, skip_special_tokens=False)
+        if any(s in raw for s in stops):
+            ended_by_string += 1
+            assert not c.truncated
+            # it ends at the token that completed the first stop string: nothing after it, no padding
+            assert stop_string_cut(tokenizer, c.token_ids, stops) == len(c.token_ids)
+        else:
+            assert c.truncated or c.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+            assert tokenizer.pad_token_id not in c.token_ids
+    assert ended_by_string >= 4
 
 
 def test_data_stream_is_seeded_and_restorable():
