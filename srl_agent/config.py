@@ -111,6 +111,10 @@ class TrainerConfig(Section):
     steps: int = 4  # training steps (one batch of rollouts each)
     batch_size: int = 4  # kept prompts per step (paper: 512 SRL, 128 RLVR)
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation over the rest)
+    # Recompute activations in the backward pass (one more forward per micro-batch) instead of storing
+    # them: SWE prompts of 2k+ tokens otherwise hold every layer's attention for the backward (a
+    # micro-batch of 4 SWE-smith steps on SmolLM2-135M went past 16 GB on the CPU).
+    gradient_checkpointing: bool = False
     val_every: int = 2  # validate on held-out steps every N steps (0: only at the start and the end)
     validate_at_start: bool = True
     save_every: int = 2  # checkpoint every N steps (and always at the end)

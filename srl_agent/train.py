@@ -31,7 +31,13 @@ from srl_agent.config import ModelConfig, OptimConfig, TrainConfig
 from trajectories.config import ConfigError, add_config_arguments, dump_config, resolve_config, run_cli
 
 # Keys that may change between a run and its resumption (everything else must match).
-RESUMABLE_CHANGES = {"trainer.steps", "trainer.progress", "trainer.tensorboard", "trainer.wandb"}
+RESUMABLE_CHANGES = {
+    "trainer.steps",
+    "trainer.progress",
+    "trainer.tensorboard",
+    "trainer.wandb",
+    "trainer.gradient_checkpointing",  # memory for compute; the update is the same
+}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(cfg.seed)
     last = ckpt.find_checkpoint(run_dir / "checkpoints" / "last") if cfg.trainer.resume else None
     train_examples, val_examples = load_examples(cfg, run_dir, resume=last is not None)
-    model, tokenizer = load_policy(cfg.model, cfg.seed, last)
+    model, tokenizer = load_policy(cfg.model, cfg.seed, last, cfg.trainer.gradient_checkpointing)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
     run = Run(
         cfg=cfg,
@@ -269,13 +275,19 @@ def device_of(cfg: ModelConfig) -> str:
     return cfg.device
 
 
-def load_policy(cfg: ModelConfig, seed: int, resume_from: Path | None) -> tuple[Any, Any]:
+def load_policy(
+    cfg: ModelConfig, seed: int, resume_from: Path | None, gradient_checkpointing: bool = False
+) -> tuple[Any, Any]:
     from srl_agent.models import load_model_and_tokenizer
 
     source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
     # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
     # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
     model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
+    if gradient_checkpointing:
+        # Recompute each layer in the backward pass instead of keeping its activations; applies in
+        # train mode only, so generation (eval mode) keeps its KV cache.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     return model, tokenizer
 

@@ -302,6 +302,29 @@ def test_ppo_epochs_kl_reference_bf16_and_cosine_schedule_run(simple_data, tmp_p
     assert rows[1]["lr"] == pytest.approx(0.0, abs=1e-12)  # and ends at min_lr_ratio * lr
 
 
+def test_gradient_checkpointing_gives_the_same_update(simple_data, tmp_path):
+    def sft(name: str, *extra: str) -> Path:
+        run_dir = tmp_path / name
+        assert run_train(
+            "--task", "math", "--stage", "sft", *TINY, f"data.source={simple_data}", f"run_dir={run_dir}",
+            "trainer.steps=2", "trainer.batch_size=4", "trainer.micro_batch_size=2", "optim.lr=3e-3",
+            "trainer.validate_at_start=false", "trainer.val_every=0", *extra,
+        ) == 0  # fmt: skip
+        return run_dir
+
+    plain, recomputed = sft("plain"), sft("recomputed", "trainer.gradient_checkpointing=true")
+    assert [r["loss"] for r in read_metrics(recomputed / "metrics.jsonl")] == pytest.approx(
+        [r["loss"] for r in read_metrics(plain / "metrics.jsonl")], rel=1e-5
+    )
+    a = load_file(plain / "checkpoints" / "last" / "model.safetensors")
+    b = load_file(recomputed / "checkpoints" / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    model, _ = train.load_policy(
+        train.TrainConfig().model.model_copy(update={"name": "tiny-random"}), 0, None, True
+    )
+    assert model.is_gradient_checkpointing and model.training
+
+
 def test_lr_schedules():
     model = torch.nn.Linear(2, 2)
     cfg = train.TrainConfig().optim.model_copy(update={"lr": 1.0, "schedule": "cosine", "warmup_steps": 2})
