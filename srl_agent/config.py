@@ -113,7 +113,8 @@ class TrainerConfig(Section):
     micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation over the rest)
     # Recompute activations in the backward pass (one more forward per micro-batch) instead of storing
     # them: SWE prompts of 2k+ tokens otherwise hold every layer's attention for the backward (a
-    # micro-batch of 4 SWE-smith steps on SmolLM2-135M went past 16 GB on the CPU).
+    # micro-batch of 4 SWE-smith steps on SmolLM2-135M went past 16 GB on the CPU; with recomputation
+    # the run peaked at 9.6 GB).
     gradient_checkpointing: bool = False
     val_every: int = 2  # validate on held-out steps every N steps (0: only at the start and the end)
     validate_at_start: bool = True
