@@ -47,7 +47,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     import torch
 
     from srl_agent.data import load_splits
-    from srl_agent.generation import HFGenerator, task_stop_strings
+    from srl_agent.generation import make_generator
     from srl_agent.models import load_model_and_tokenizer
     from srl_agent.rollouts import PromptCache, evaluate_examples, make_scorer
     from srl_agent.train import device_of
@@ -66,14 +66,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         seed=cfg.seed,
     )
     prompts = PromptCache(tokenizer, cfg.task, "srl", cfg.prompt)
-    generator = HFGenerator(
-        model,
-        tokenizer,
-        cfg.generation.batch_size,
-        cfg.generation.top_p,
-        cfg.model.dtype,
-        task_stop_strings(cfg.task, cfg.generation.stop),
-    )
+    generator = make_generator(model, tokenizer, cfg.task, cfg.generation, cfg.model.dtype)
     scorer = make_scorer(cfg.task, "srl", cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
     summary, rows = evaluate_examples(

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
+from srl_agent.config import GenerationConfig
 from srl_agent.policy import autocast
 
 SWE_CALL_END = "</function>"
@@ -121,6 +122,15 @@ def stop_string_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | No
         mid = (low + high) // 2
         low, high = (low, mid) if holds(mid) else (mid + 1, high)
     return low
+
+
+def make_generator(
+    model: Any, tokenizer: Any, task: str, cfg: GenerationConfig, compute_dtype: str
+) -> Generator:
+    """The generator for `cfg.backend` (only `hf` so far), with the task's stop strings."""
+    return HFGenerator(
+        model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, task_stop_strings(task, cfg.stop)
+    )
 
 
 def task_stop_strings(task: str, stop: list[str] | None) -> list[str]:

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from srl_agent import checkpoint as ckpt
     from srl_agent.data import DataStream
-    from srl_agent.generation import HFGenerator, task_stop_strings
+    from srl_agent.generation import make_generator
     from srl_agent.rollouts import PromptCache, make_scorer
     from srl_agent.runlog import RunLog, summary_line
 
@@ -86,14 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=DataStream(train_examples, cfg.seed),
         val_examples=val_examples,
         prompts=PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt),
-        generator=HFGenerator(
-            model,
-            tokenizer,
-            cfg.generation.batch_size,
-            cfg.generation.top_p,
-            cfg.model.dtype,
-            task_stop_strings(cfg.task, cfg.generation.stop),
-        ),
+        generator=make_generator(model, tokenizer, cfg.task, cfg.generation, cfg.model.dtype),
         scorer=make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill),
     )
     if last is not None:
