@@ -17,8 +17,7 @@ import torch
 
 from srl_agent.config import GenerationConfig
 from srl_agent.policy import autocast
-
-SWE_CALL_END = "</function>"
+from trajectories.actions import CALL_END
 
 
 @dataclass
@@ -137,7 +136,7 @@ def task_stop_strings(task: str, stop: list[str] | None) -> list[str]:
     """`generation.stop` resolved: None means the task's default (SWE: `</function>`; math: none)."""
     if stop is not None:
         return stop
-    return [SWE_CALL_END] if task == "swe" else []
+    return [CALL_END] if task == "swe" else []
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

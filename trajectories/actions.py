@@ -24,6 +24,7 @@ from typing import Any
 
 from trajectories.record import ToolCall
 
+CALL_END = "</function>"  # closes every call (srl_agent.generation also ends SWE rollouts at it)
 _FUNCTION = re.compile(r"<function=([^>\n]+)>\n(.*?)</function>", re.DOTALL)
 _PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)</parameter>", re.DOTALL)
 _WRAPPED_KEYS = frozenset({"old_str", "new_str", "file_text"})
@@ -38,12 +39,12 @@ def render_action(call: ToolCall) -> str:
     lines = [f"<function={call.name}>"]
     for key, value in call.arguments.items():
         text = value if isinstance(value, str) else json.dumps(value)
-        if "</parameter>" in text or "</function>" in text:
+        if "</parameter>" in text or CALL_END in text:
             raise ValueError(f"argument {key!r} of {call.name!r} contains a closing tag and cannot be rendered")
         if key in _WRAPPED_KEYS or text.startswith("\n") or text.endswith("\n"):
             text = f"\n{text}\n"
         lines.append(f"<parameter={key}>{text}</parameter>")
-    lines.append("</function>")
+    lines.append(CALL_END)
     return "\n".join(lines)
 
 
