@@ -19,7 +19,6 @@ the editor's undo history; files ignored by git (build products of the image's s
 from __future__ import annotations
 
 import atexit
-import functools
 import io
 import logging
 import os
@@ -35,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Self
 from environments import docker_engine
 from environments.config import EnvConfig
 from environments.editor_program import HISTORY as EDITOR_HISTORY
-from environments.images import BASE_COMMIT_LABEL, KEEPER
+from environments.images import KEEPER
+from environments.labels import BASE_COMMIT_LABEL, MANAGED_LABEL, OWNER_LABEL, owner_id, process_start_time
 from environments.shell import CommandResult, PersistentShell, ShellLost
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANAGED_LABEL = "srl-agent.managed"
-OWNER_LABEL = "srl-agent.owner"
 # What root inside the sandbox needs to edit any file, chmod, install packages (apt drops to _apt) and
 # stop its own processes; everything else (raw sockets, mounts, ptrace, ...) stays dropped.
 CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
@@ -52,12 +50,6 @@ EDITOR_HISTORY_DIR = os.path.dirname(EDITOR_HISTORY)  # undo history of str_repl
 _LIVE: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
 _reaped_lock = threading.Lock()
 _reaped = False
-
-
-def owner_id(pid: int | None = None) -> str:
-    """`host:pid:start-time` of a process (default: this one); start time makes reused pids distinct."""
-    pid = pid or os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
 
 
 def start_container(
@@ -93,7 +85,7 @@ def reap_leaked(client: docker.DockerClient | None = None) -> list[str]:
         pid, _, started = rest.partition(":")
         if not owner or owner_host != host:
             continue  # not started by an srl-agent process on this host: not ours to judge
-        if pid.isdigit() and _start_time(int(pid)) == started:
+        if pid.isdigit() and process_start_time(int(pid)) == started:
             continue  # its owner still runs
         try:
             container.remove(force=True)
@@ -356,23 +348,6 @@ class DockerEnvironment:
         except docker_engine.NotFound:
             raise FileNotFoundError(f"{path} does not exist in the container") from None
         return tarfile.open(fileobj=io.BytesIO(b"".join(stream)), mode="r")
-
-
-@functools.cache
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
-    except OSError:
-        return "?"
-
-
-def _start_time(pid: int) -> str:
-    """Boot id + the process's start time in clock ticks; '' when no such process exists."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return f"{_boot_id()}.{stat.rsplit(')', 1)[1].split()[19]}"
 
 
 @atexit.register

@@ -33,6 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 from environments import docker_engine
 from environments.config import EnvConfig
+from environments.labels import (
+    BASE_COMMIT_LABEL,
+    CONTAINER_LABELS,
+    INPUTS_LABEL,
+    MANAGED_LABEL,
+    OWNER_LABEL,
+    ROLE_LABEL,
+    WORKDIR_LABEL,
+    owner_id,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -42,9 +52,6 @@ log = logging.getLogger(__name__)
 # Bump when the way an image is made changes, to invalidate the cached ones.
 BASE_RECIPE = 1
 TASK_RECIPE = 2
-INPUTS_LABEL = "srl-agent.inputs"
-BASE_COMMIT_LABEL = "srl-agent.base_commit"
-WORKDIR_LABEL = "srl-agent.workdir"
 BASE_PACKAGES = (
     "bash", "ca-certificates", "git", "patch", "procps", "less",
     "python3", "python3-pip", "python3-venv", "python3-pytest", "python-is-python3",
@@ -153,9 +160,7 @@ def build_task_image(
                     INPUTS_LABEL: inputs,
                     BASE_COMMIT_LABEL: sha,
                     WORKDIR_LABEL: workdir,
-                    "srl-agent.managed": "",
-                    "srl-agent.owner": "",
-                    "srl-agent.role": "",
+                    **{name: "" for name in CONTAINER_LABELS},
                 },
                 "WorkingDir": workdir,
                 "Cmd": ["/bin/bash"],
@@ -213,12 +218,7 @@ def _base_from_registry(client: docker.DockerClient, cfg: EnvConfig, inputs: str
         container.commit(
             repository=repo_name,
             tag=version,
-            changes=[
-                f"LABEL {INPUTS_LABEL}={inputs}",
-                'LABEL srl-agent.managed=""',
-                'LABEL srl-agent.owner=""',
-                'LABEL srl-agent.role=""',
-            ],
+            changes=[f"LABEL {INPUTS_LABEL}={inputs}", *(f'LABEL {name}=""' for name in CONTAINER_LABELS)],
         )
     finally:
         container.remove(force=True)
@@ -279,9 +279,7 @@ def _debootstrap(cfg: EnvConfig, root: Path, debs: Path) -> None:
 
 def build_labels() -> dict[str, str]:
     """Labels of a short-lived build container: managed and owned, so a crash mid-build is reaped too."""
-    from environments.container import MANAGED_LABEL, OWNER_LABEL, owner_id
-
-    return {MANAGED_LABEL: "1", OWNER_LABEL: owner_id(), "srl-agent.role": "build"}
+    return {MANAGED_LABEL: "1", OWNER_LABEL: owner_id(), ROLE_LABEL: "build"}
 
 
 def _resolve_ca(ca_bundle: str | Path | None) -> Path | None:

@@ -15,7 +15,8 @@ import pytest
 from envtest_support import fast_config, sample_image
 
 from environments import docker_engine
-from environments.container import MANAGED_LABEL, OWNER_LABEL, DockerEnvironment, owner_id, reap_leaked
+from environments.container import DockerEnvironment, reap_leaked
+from environments.labels import MANAGED_LABEL, OWNER_LABEL, owner_id
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,8 @@ from envtest_support import TEST_IMAGE, sample_image, sample_repo
 
 from environments import docker_engine
 from environments.config import HOST_CA_BUNDLE, EnvConfig
-from environments.images import (
-    BASE_COMMIT_LABEL,
-    INPUTS_LABEL,
-    ImageBuildError,
-    build_task_image,
-    ensure_base_image,
-    image_label,
-    split_tag,
-)
+from environments.images import ImageBuildError, build_task_image, ensure_base_image, image_label, split_tag
+from environments.labels import BASE_COMMIT_LABEL, CONTAINER_LABELS, INPUTS_LABEL, ROLE_LABEL
 from trajectories.config import ConfigError, resolve_config
 
 
@@ -96,7 +89,7 @@ def test_failing_setup_and_unknown_commit_are_clear_errors() -> None:
                          network=False, client=client)  # fmt: skip
     with pytest.raises(ImageBuildError, match="commit 'no-such-ref' not found"):
         build_task_image("srl-agent-test/broken", base, repo, "no-such-ref", "", client=client)
-    leftovers = client.containers.list(all=True, filters={"label": "srl-agent.role=build"})
+    leftovers = client.containers.list(all=True, filters={"label": f"{ROLE_LABEL}=build"})
     assert leftovers == []  # the setup container is removed even when the build fails
 
 
@@ -132,7 +125,7 @@ def test_registry_image_is_used_when_available() -> None:
     try:
         assert ensure_base_image(cfg, client=client) == cfg.base_image
         made = client.images.get(cfg.base_image)
-        assert made.labels[INPUTS_LABEL] and made.labels.get("srl-agent.managed") == ""
+        assert made.labels[INPUTS_LABEL] and all(made.labels.get(name) == "" for name in CONTAINER_LABELS)
         assert ensure_base_image(cfg, client=client) == cfg.base_image
         assert client.images.get(cfg.base_image).id == made.id  # cached
     finally:

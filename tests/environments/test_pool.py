@@ -9,7 +9,8 @@ import pytest
 from envtest_support import fast_config, sample_image
 
 from environments import docker_engine
-from environments.container import OWNER_LABEL, DockerEnvironment, owner_id
+from environments.container import DockerEnvironment
+from environments.labels import OWNER_LABEL, owner_id
 from environments.pool import EnvironmentPool
 
 
