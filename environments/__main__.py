@@ -90,7 +90,7 @@ def run_doctor(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
 
 def run_build(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
     from environments.images import ImageBuildError
-    from environments.tasks import build_images, load_tasks, write_dataset
+    from environments.tasks.bundled import build_images, load_tasks, write_dataset
 
     tasks = load_tasks()
     try:
@@ -108,7 +108,7 @@ def run_build(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
 
 def run_replay(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
     from environments.replay import ReplayError, check_instance, load_trajectory, replay
-    from environments.tasks import TaskError, get_task
+    from environments.tasks.bundled import TaskError, get_task
 
     try:
         trajectory = load_trajectory(args.trajectory)

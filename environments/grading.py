@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from environments.tasks import Task
+    from environments.tasks.bundled import Task
 
 Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "error"]
 
@@ -158,7 +158,7 @@ def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: fl
     if code != 0:
         return GradeResult(iid, "error", detail=f"the test patch does not apply: {out.strip()[-2000:]}", grader="fast")
     tests = " ".join(shlex.quote(t) for t in (*task.fail_to_pass, *task.pass_to_pass))
-    from environments.tasks import TEST_COMMAND
+    from environments.tasks.bundled import TEST_COMMAND
 
     code, out = env.exec(f"{limit} {TEST_COMMAND} {tests} 2>&1")
     statuses = parse_pytest_report(out)

@@ -32,7 +32,7 @@ from pydantic import Field
 
 from environments.config import EnvConfig
 from environments.grading import GradeResult, grade_with_harness, harness_run_id, run_tests_in_env
-from environments.tasks import Task
+from environments.tasks.bundled import Task
 from trajectories.config import Section
 from trajectories.record import Step, Trajectory
 

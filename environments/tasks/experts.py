@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from environments.tasks import Task, load_tasks
+from environments.tasks.bundled import Task, load_tasks
 from trajectories.record import ToolCall
 
 SYSTEM_PROMPT = "You are a helpful assistant that can interact with a computer to solve tasks."

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from environments.tasks import get_task, load_tasks
+from environments.tasks.bundled import get_task, load_tasks
 
 REPO = Path(__file__).resolve().parents[2]
 

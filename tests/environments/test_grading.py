@@ -12,7 +12,7 @@ import pytest
 
 from environments import grading
 from environments.grading import GradeResult, grade_statuses, grade_with_harness, parse_pytest_report
-from environments.tasks import Task, build_images, get_task, load_tasks, materialize_repo
+from environments.tasks.bundled import Task, build_images, get_task, load_tasks, materialize_repo
 
 
 def wrong_patch(task: Task) -> str:

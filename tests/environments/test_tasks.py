@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from environments import tasks as task_mod
 from environments.grading import grade_statuses, parse_pytest_report
-from environments.tasks import Task, TaskError, get_task, load_task, load_tasks, materialize_repo, write_dataset
+from environments.tasks.bundled import (
+    TASK_SETUP,
+    Task,
+    TaskError,
+    get_task,
+    load_task,
+    load_tasks,
+    materialize_repo,
+    write_dataset,
+)
 
 INSTANCE_KEYS = {
     "instance_id", "repo", "version", "base_commit", "patch", "test_patch", "problem_statement",
@@ -114,4 +122,4 @@ def test_write_dataset_is_what_the_harness_loads(tmp_path: Path):
 
 
 def test_task_setup_keeps_caches_out_of_patches():
-    assert "__pycache__/" in task_mod.TASK_SETUP and ".git/info/exclude" in task_mod.TASK_SETUP
+    assert "__pycache__/" in TASK_SETUP and ".git/info/exclude" in TASK_SETUP
