@@ -102,7 +102,8 @@ class DockerEnvironment:
 
     `image` must hold the repository at `cfg.workdir` as a git checkout whose HEAD is the base commit
     (images from `build_task_image` and SWE-bench images do); the base commit is read from the image's
-    label or from HEAD at start. One thread at a time per environment.
+    label or from HEAD at start. One thread at a time per environment. Once started it is an
+    `environments.protocol.Environment`; the methods beyond it start it and move files to and from the host.
     """
 
     def __init__(

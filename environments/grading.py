@@ -33,9 +33,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from environments.protocol import Environment
     from environments.tasks.bundled import Task
 
 Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "error"]
@@ -87,16 +88,6 @@ class GradeResult:
         return {**asdict(self), "resolved": self.resolved, "patch_applied": self.patch_applied}
 
 
-class Grading(Protocol):
-    """What the fast runner needs of an environment (DockerEnvironment has both)."""
-
-    def exec(self, command: str) -> tuple[int, str]:
-        """Run `command` with bash in its own process, outside the agent's shell: (exit code, output)."""
-        ...
-
-    def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None: ...
-
-
 # ---------------------------------------------------------------------------------------------------
 # Pure parts: reading pytest output and applying swebench 5.x's grading rules.
 
@@ -136,7 +127,9 @@ def grade_statuses(
 # The fast runner.
 
 
-def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: float = 300.0) -> GradeResult:
+def run_tests_in_env(
+    env: Environment, task: Task, patch: str | None, *, timeout: float = 300.0
+) -> GradeResult:
     """Grade `patch` in a running environment whose repository is at the task's base commit.
 
     Commands run in their own bash, not the agent's shell, so nothing the agent set there (cwd,
@@ -151,12 +144,20 @@ def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: fl
     limit = f"cd /testbed && timeout -s KILL {int(timeout)}"
     code, out = _apply_like_the_harness(env, limit)
     if code != 0:
-        return GradeResult(iid, "patch_failed", grader="fast",
-                           detail=f"the patch does not apply (exit {code}): {out.strip()[-2000:]}")
+        return GradeResult(
+            iid,
+            "patch_failed",
+            grader="fast",
+            detail=f"the patch does not apply (exit {code}): {out.strip()[-2000:]}",
+        )
     files = " ".join(shlex.quote(f) for f in task.test_files)
-    code, out = env.exec(f"{limit} git checkout {task.base_commit} -- {files} 2>&1 && git apply {TEST_PATCH_PATH} 2>&1")
+    code, out = env.exec(
+        f"{limit} git checkout {task.base_commit} -- {files} 2>&1 && git apply {TEST_PATCH_PATH} 2>&1"
+    )
     if code != 0:
-        return GradeResult(iid, "error", detail=f"the test patch does not apply: {out.strip()[-2000:]}", grader="fast")
+        return GradeResult(
+            iid, "error", detail=f"the test patch does not apply: {out.strip()[-2000:]}", grader="fast"
+        )
     tests = " ".join(shlex.quote(t) for t in (*task.fail_to_pass, *task.pass_to_pass))
     from environments.tasks.bundled import TEST_COMMAND
 
@@ -168,11 +169,13 @@ def run_tests_in_env(env: Grading, task: Task, patch: str | None, *, timeout: fl
     if code != 0 and not any(s in ("FAILED", "ERROR") for s in statuses.values()):
         # As the harness does: a failing run whose log shows no failure is not describing that run
         # (e.g. a patched conftest printing fake PASSED lines).
-        return GradeResult(iid, "error", detail=f"pytest exited {code} but reported no failure", grader="fast")
+        return GradeResult(
+            iid, "error", detail=f"pytest exited {code} but reported no failure", grader="fast"
+        )
     return grade_statuses(iid, task.fail_to_pass, task.pass_to_pass, statuses)
 
 
-def _apply_like_the_harness(env: Grading, limit: str) -> tuple[int, str]:
+def _apply_like_the_harness(env: Environment, limit: str) -> tuple[int, str]:
     """Try the harness's commands in its order (git apply, --3way, --reject, patch --fuzz=5), restoring
     the tree between tries, so that a patch applies here exactly when it applies there."""
     restore = "cd /testbed && git checkout -- . ; git clean -fdq"
@@ -289,7 +292,9 @@ def _harness_error(instance_id: str, log_dir: Path) -> GradeResult:
             git_says.append(line.strip())
         git_says = " ".join(filter(None, git_says))
         return GradeResult(
-            instance_id, "patch_failed", detail=f"the patch does not apply: {git_says[:2000]}; logs in {log_dir}"
+            instance_id,
+            "patch_failed",
+            detail=f"the patch does not apply: {git_says[:2000]}; logs in {log_dir}",
         )
     errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
     why = errors[-1].strip() if errors else "the harness wrote no report"

@@ -37,7 +37,7 @@ from trajectories.config import Section
 from trajectories.record import Step, Trajectory
 
 if TYPE_CHECKING:
-    from environments.tools import Environment
+    from environments.protocol import Environment
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from environments.protocol import Environment
 from environments.shell import CommandResult, ansi_c_quote
 from trajectories.actions import ActionParseError, parse_action
 from trajectories.record import ToolCall
@@ -31,14 +32,6 @@ TOOL_NAMES = ("bash", "str_replace_editor", "submit")
 EMPTY_OUTPUT = "Your command ran successfully and did not produce any output."
 _EDITOR_SOURCE = (Path(__file__).parent / "editor_program.py").read_text(encoding="utf-8")
 _EDITOR_KEYS = ("command", "path", "file_text", "old_str", "new_str", "insert_line", "view_range")
-
-
-class Environment(Protocol):
-    """What tools need from an environment (`DockerEnvironment` is one)."""
-
-    def run(self, command: str, timeout: float | None = None) -> CommandResult: ...
-
-    def diff(self) -> str: ...
 
 
 @dataclass

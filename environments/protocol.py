@@ -1,0 +1,87 @@
+"""`Environment`: what the tools, grading, replay and an agent loop need from a repository environment.
+
+One repository checked out at its base commit, with one persistent shell the agent acts in, for one
+episode at a time. `container.DockerEnvironment` is the implementation (a test checks that it
+satisfies this Protocol); anything else with these methods and contracts can stand in for it, e.g. a
+scripted fake in a test. It says nothing about how an environment is started: callers get a started
+one (`DockerEnvironment(image).start()`, `EnvironmentPool.acquire(image)`).
+
+Faults of the agent's commands are results, never exceptions: `run` reports a failed, timed-out or
+runaway command in its `CommandResult`. Exceptions mean the environment itself cannot go on (it is
+not started, the engine or container failed beyond recovery), or a file or the repository is not
+there. Not thread-safe: one call at a time per environment.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from environments.shell import CommandResult
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """A repository at its base commit and a persistent shell; see the module docstring."""
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run `command` (any bash, multi-line allowed) in the agent's persistent shell.
+
+        cwd, variables and functions persist between calls. `timeout` is in seconds (None: the
+        environment's default). Never raises for the command's own faults: a non-zero exit is
+        `exit_code`, a command past its timeout is interrupted (`timed_out`), a flood of output is
+        capped (`truncated`), and when the shell or the environment had to be restarted (the command
+        would not stop, it ran `exit`, the process limit was hit) `note` says so in words for the agent
+        and `exit_code` is None if the command never finished. Raises only when the environment itself
+        is unusable (not started, or it could not be restarted).
+        """
+        ...
+
+    def exec(self, command: str) -> tuple[int, str]:
+        """Run `command` with bash in its own process, outside the agent's shell: (exit status, output).
+
+        Starts in `/` with the image's environment variables: nothing the agent set in its shell (cwd,
+        variables, functions) applies, so graders and checks see the repository, not the session. The
+        output is stdout and stderr together. There is no timeout: bound a command that may hang
+        yourself (`timeout -s KILL N ...`). A non-zero exit status is returned, not raised; raises
+        only when no process can be started (a RuntimeError).
+        """
+        ...
+
+    def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None:
+        """Create or replace the file at absolute `path` with `content` (a str is written as UTF-8).
+
+        The parent directory must exist: FileNotFoundError otherwise. Does not touch the agent's shell.
+        """
+        ...
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of the regular file at absolute `path`.
+
+        FileNotFoundError when nothing is there, IsADirectoryError when it is not a regular file.
+        """
+        ...
+
+    def diff(self) -> str:
+        """The repository's changes against the base commit as a patch `git apply` takes; '' if none.
+
+        New (untracked) files are included and files ignored by git are not; the agent's own git index
+        is left alone. This is the patch an agent submits. Raises RuntimeError when the repository
+        is not a git repository or git fails.
+        """
+        ...
+
+    def reset(self) -> None:
+        """Start the next episode: the repository back at the base commit and a fresh shell in it.
+
+        Tracked and untracked files are restored, every process the agent started is killed, the
+        shell's cwd and variables are reset. May replace the whole container (files ignored by git and
+        changes outside the repository then go too). Raises when no clean environment can be made.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the environment and everything it holds (for Docker: remove the container).
+
+        Idempotent: closing a closed environment does nothing. The other methods raise after it.
+        """
+        ...
