@@ -193,10 +193,6 @@ class PersistentShell:
                 pass
         self._sock = None
 
-    @property
-    def alive(self) -> bool:
-        return self._sock is not None
-
     # -- commands ---------------------------------------------------------------------------------
 
     def run(self, command: str, timeout: float = 60.0) -> CommandResult:
