@@ -38,14 +38,23 @@ BENCH_IMAGE = "srl-agent-bench/repo:latest"
 
 class BenchConfig(Section):
     environment: EnvConfig = Field(default_factory=EnvConfig)
-    commands: int = Field(500, ge=10)  # persistent-shell samples
-    exec_runs: int = Field(50, ge=5)  # exec_run samples (each ~80 ms)
+    """The environments measured (limits, shell settings)."""
+    commands: int = Field(500, ge=10)
+    """Persistent-shell samples of the trivial command."""
+    exec_runs: int = Field(50, ge=5)
+    """docker-py exec_run samples of the same command (each ~80 ms)."""
     starts: int = Field(5, ge=1)
+    """Environment starts (and bare container starts) measured."""
     resets: int = Field(10, ge=1)
+    """Warm resets measured (fresh resets: a third of it, at least 3)."""
     parallel: list[int] = Field(default_factory=lambda: [1, 2, 4])
-    episodes: int = Field(8, ge=1)  # per parallel setting
+    """Pool sizes for the throughput runs."""
+    episodes: int = Field(8, ge=1)
+    """Episodes per pool size."""
     episode_commands: int = Field(20, ge=1)
+    """Commands per episode (then a diff and a reset)."""
     json_out: str | None = None
+    """Also write the figures as JSON to this path."""
 
 
 def main() -> int:

@@ -30,7 +30,9 @@ from trajectories.config import Section, add_config_arguments, dump_config, reso
 
 class EnvironmentsCliConfig(Section):
     environment: EnvConfig = Field(default_factory=EnvConfig)
+    """Images, container limits, the shell and the pool."""
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    """How `replay` grades the patch, and where the harness writes."""
 
 
 def main(argv: list[str] | None = None) -> int:

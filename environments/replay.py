@@ -44,9 +44,13 @@ log = logging.getLogger(__name__)
 
 class ReplayConfig(Section):
     grader: Literal["harness", "fast"] = "harness"
-    work_dir: str = "runs/replay"  # the harness's dataset, predictions, logs and summary reports
-    test_timeout: int = Field(600, gt=0)  # seconds the task's tests may run
-    max_steps: int | None = Field(None, ge=1)  # replay only the first N actions (None: all)
+    """harness: the official swebench harness (own container); fast: the tests in the reset replay env."""
+    work_dir: str = "runs/replay"
+    """Where the harness writes its dataset, predictions, logs and summary reports."""
+    test_timeout: int = Field(600, gt=0)
+    """Seconds the task's tests may run."""
+    max_steps: int | None = Field(None, ge=1)
+    """Replay only the first N actions (null: all)."""
 
 
 class ReplayError(ValueError):
