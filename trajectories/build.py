@@ -105,44 +105,62 @@ def predicted_steps(num_steps: int, mode: str) -> range:
 
 
 def swe_examples(traj: Trajectory, group_id: str, cfg: BuildConfig) -> list[StepExample]:
-    """The step examples of one trajectory; BadRecord when an action has no canonical text form."""
+    """The step examples of one trajectory; BadRecord when an action has no canonical text form.
+
+    Step j's context item is one object shared by the examples whose window holds it (records are
+    not mutated after the build), so a window of k steps costs one item per step, not k.
+    """
     targets = []
     for i, step in enumerate(traj.steps):
         try:
             targets.append(render_action(step.action))
         except ValueError as e:
             raise BadRecord(f"step {i}: {e}") from None
-    observations = [truncate_middle(s.observation or "", cfg.observation_max_chars) for s in traj.steps]
+    items = [
+        ContextItem(
+            action=target, observation=truncate_middle(s.observation or "", cfg.observation_max_chars)
+        )
+        for target, s in zip(targets, traj.steps)
+    ]
     examples = []
     n = len(traj.steps)
     for i in predicted_steps(n, cfg.predict_steps):
         first = 0 if cfg.context_steps == "all" else max(0, i - cfg.context_steps)
-        context = [ContextItem(targets[j], observations[j]) for j in range(first, i)]
         meta = {"tool": traj.steps[i].action.name, "source_format": traj.source_format}
         if traj.instance_id:
             meta["instance_id"] = traj.instance_id
         examples.append(
-            StepExample("swe", group_id, i, n, traj.task, context, targets[i], omitted_steps=first, meta=meta)
+            StepExample(
+                kind="swe",
+                group_id=group_id,
+                step_index=i,
+                num_steps=n,
+                task=traj.task,
+                context=items[first:i],
+                target=targets[i],
+                omitted_steps=first,
+                meta=meta,
+            )
         )
     return examples
 
 
 def math_examples(problem: MathProblem, group_id: str, cfg: BuildConfig) -> list[StepExample]:
-    preamble = [ContextItem(problem.preamble)] if problem.preamble else []
+    preamble = [ContextItem(action=problem.preamble)] if problem.preamble else []
+    items = preamble + [ContextItem(action=s) for s in problem.steps]  # shared, as in swe_examples
     examples = []
     n = len(problem.steps)
     for i in predicted_steps(n, cfg.predict_steps):
-        context = preamble + [ContextItem(s) for s in problem.steps[:i]]
         title = problem.titles[i] if i < len(problem.titles) else None
         examples.append(
             StepExample(
-                "math",
-                group_id,
-                i,
-                n,
-                problem.problem,
-                context,
-                problem.steps[i],
+                kind="math",
+                group_id=group_id,
+                step_index=i,
+                num_steps=n,
+                task=problem.problem,
+                context=items[: len(preamble) + i],
+                target=problem.steps[i],
                 hint=title if cfg.next_title_hint else None,
                 answer=problem.answer,
                 meta={

@@ -266,13 +266,16 @@ def _sha(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def test_step_example_dict_is_what_asdict_gave():
-    import dataclasses
-
+def test_step_example_dict_is_the_header_then_every_field_in_order():
     ex = swe_examples(_traj(4), "g", BuildConfig())[3]
     ex.meta["nested"] = {"a": [1]}
-    assert ex.to_dict() == {"format_version": 1, "record": "step_example", **dataclasses.asdict(ex)}
-    assert ex.to_dict()["meta"]["nested"] is not ex.meta["nested"]
+    data = ex.to_dict()
+    assert list(data) == [
+        "format_version", "record", "kind", "group_id", "step_index", "num_steps", "task", "context",
+        "target", "omitted_steps", "hint", "answer", "meta",
+    ]  # fmt: skip
+    assert data["context"] == [{"action": c.action, "observation": c.observation} for c in ex.context]
+    assert data["meta"]["nested"] == {"a": [1]} and data["meta"]["nested"] is not ex.meta["nested"]
 
 
 def test_config_rejects_a_negative_window():
