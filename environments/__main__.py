@@ -1,17 +1,22 @@
 """Command line of the environments package.
 
-    python -m environments doctor                         # can this machine run environments? (exit 1: no, with the fix)
-    python -m environments build [--rebuild] [--dataset P] # base image + every bundled task's image (cached)
-    python -m environments replay TRAJ [--instance ID] [--json]   # replay a trajectory, grade its patch
+    python -m environments doctor                                # can this machine run environments?
+    python -m environments build [--rebuild] [--dataset PATH]    # base image + every bundled task's image
+    python -m environments replay TRAJ [--instance ID] [--json]  # replay a trajectory, grade its patch
+
+For example, from the repository root (after `build`):
+
+    python -m environments replay environments/tasks/paginate/expert.traj --json replay.grader=fast
 
 Every command takes the typed config (`--config FILE`, `--dry-run`, dotted `KEY=VALUE` overrides) with
 two sections: `environment` (`EnvConfig`: images, container limits, shell) and `replay`
 (`ReplayConfig`: grader, work_dir, test timeout), e.g. `replay.grader=fast environment.memory=4g`.
 
 Exit status: 0 success (for `replay`: the patch resolved the task), 1 failure (a doctor check failed,
-a build failed, the replayed patch did not resolve the task, the engine is unreachable), 2 bad input
-(config, trajectory file, instance). `replay --json` prints exactly one JSON object on stdout, with at
-least `instance_id`, `steps_replayed`, `patch` and `resolved`; everything else goes to stderr.
+and it names the fix; a build failed; the replayed patch did not resolve the task; the engine is
+unreachable), 2 bad input (config, trajectory file, instance). `replay --json` prints exactly one JSON
+object on stdout, with at least `instance_id`, `steps_replayed`, `patch` and `resolved`; everything
+else goes to stderr.
 """
 
 from __future__ import annotations
@@ -59,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m environments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m environments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     doctor = commands.add_parser("doctor", help="check the engine, the base image and that a container runs")
@@ -67,11 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build the base image and the bundled tasks' images (cached)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even when the inputs did not change")
-    build.add_argument("--dataset", default=None, metavar="PATH",
-                       help="also write the tasks' swebench instances to PATH (.json), for run_evaluation -d PATH")
+    build.add_argument(
+        "--dataset",
+        default=None,
+        metavar="PATH",
+        help="also write the tasks' swebench instances to PATH (.json), the dataset of "
+        "`python -m swebench.harness.run_evaluation -d PATH -p gold -id RUN_ID`",
+    )
     build.set_defaults(run=run_build)
 
-    replay = commands.add_parser("replay", help="replay a trajectory in a fresh environment and grade its patch")
+    replay = commands.add_parser(
+        "replay", help="replay a trajectory in a fresh environment and grade its patch"
+    )
     replay.add_argument("trajectory", help="a .traj file (or any single-trajectory file the readers know)")
     replay.add_argument("--instance", default=None, help="bundled task id (default: the trajectory's own)")
     replay.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")

@@ -3,8 +3,11 @@
 This is how expert data is checked before training on it (a trajectory whose replay does not resolve
 its task teaches the wrong thing) and how the bundled tasks prove their own expert trajectories.
 
-    trajectory = load_trajectory("environments/tasks/paginate/expert.traj")
-    result = replay(trajectory, get_task("srl-agent__paginate-1"), ReplayConfig())
+    from environments.replay import ReplayConfig, load_trajectory, replay
+    from environments.tasks.bundled import get_task
+
+    task = get_task("srl-agent__paginate-1")  # its image comes from `python -m environments build`
+    result = replay(load_trajectory(task.expert_trajectory), task, ReplayConfig())
     result.resolved, result.patch, result.to_dict()
 
 The trajectory is read by `trajectories.sources` (any format it knows: SWE-agent `.traj`, SWE-smith
@@ -115,7 +118,8 @@ def load_trajectory(path: str | Path) -> Trajectory:
     if len(trajectories) != 1:
         why = "; ".join(f"{s.record}: {s.reason}" for s in result.skipped[:3])
         raise ReplayError(
-            f"{path}: expected one SWE trajectory, found {len(trajectories)}" + (f" (skipped: {why})" if why else "")
+            f"{path}: expected one SWE trajectory, found {len(trajectories)}"
+            + (f" (skipped: {why})" if why else "")
         )
     return trajectories[0]
 
@@ -144,7 +148,11 @@ def replay(
     if cfg.grader == "harness":
         run_id = harness_run_id(f"replay-{task.instance_id}")
         result.grade = grade_with_harness(
-            [task.instance()], {task.instance_id: result.patch}, run_id, work_dir=cfg.work_dir, timeout=cfg.test_timeout
+            [task.instance()],
+            {task.instance_id: result.patch},
+            run_id,
+            work_dir=cfg.work_dir,
+            timeout=cfg.test_timeout,
         )[task.instance_id]
     log.info("replayed %d/%d steps of %s: %s", result.steps_replayed, result.steps_total, task.instance_id,
              result.grade.status)  # fmt: skip
@@ -155,7 +163,9 @@ def execute_steps(env: Environment, steps: list[Step], instance_id: str) -> Repl
     """Run the steps' actions in `env` up to the first submit; the result is not graded yet."""
     from environments import tools
 
-    result = ReplayResult(instance_id, 0, len(steps), False, "", GradeResult(instance_id, "error", detail="not graded"))
+    result = ReplayResult(
+        instance_id, 0, len(steps), False, "", GradeResult(instance_id, "error", detail="not graded")
+    )
     for i, step in enumerate(steps):
         outcome = tools.execute(env, step.action)
         result.steps_replayed += 1

@@ -101,3 +101,17 @@ def test_the_official_swebench_cli_grades_the_gold_patches_offline(tmp_path: Pat
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "gold.gold-cli.json").read_text())
     assert sorted(summary["resolved_ids"]) == sorted(t.instance_id for t in load_tasks())
+
+
+def test_every_command_line_in_the_help_parses(capsys: pytest.CaptureFixture[str]):
+    from environments.__main__ import __doc__ as usage
+    from environments.__main__ import main
+
+    task = get_task("srl-agent__paginate-1")
+    placeholders = {"TRAJ": str(task.expert_trajectory), "ID": task.instance_id, "PATH": "tasks.json"}
+    lines = [line.split("#")[0].split() for line in usage.splitlines() if "python -m environments " in line]
+    assert len(lines) >= 4
+    for words in lines:
+        args = [placeholders.get(w, w) for w in " ".join(words[3:]).replace("[", "").replace("]", "").split()]
+        assert main([*args, "--dry-run"]) == 0, words
+    assert "grader: fast" in capsys.readouterr().out
