@@ -19,7 +19,6 @@ import json
 import shlex
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from environments.tasks.bundled import Task, load_tasks
@@ -62,16 +61,16 @@ def intervals_steps() -> Steps:
         ("The issue is about `merge`. Let me find where it is defined.",
          bash("grep -rn 'def merge' /testbed --include=*.py")),
         ("Let me read the module that defines it.", editor("view", core)),
-        ("`merge` only joins an interval into the previous one when `current.start < merged[-1].end`, so two "
+        (("`merge` only joins an interval into the previous one when `current.start < merged[-1].end`, so two "
          "intervals that share an end point are kept apart, although `overlaps` (which uses `<=`) says they "
-         "overlap. Let me reproduce the issue first.",
+         "overlap. Let me reproduce the issue first."),
          editor("create", "/testbed/reproduce.py", file_text=(
              "from intervals import Interval, merge\n\n"
              "print(merge([Interval(1, 3), Interval(3, 5)]))\n"
              "print(merge([(0, 1), (1, 2), (2, 3)]))\n"))),
         ("Run the reproduction script.", bash("cd /testbed && python3 reproduce.py")),
-        ("Both results confirm the issue. Closed intervals that touch share a point, so the comparison must "
-         "include equality, as in `overlaps`.",
+        (("Both results confirm the issue. Closed intervals that touch share a point, so the comparison must "
+         "include equality, as in `overlaps`."),
          editor("str_replace", core, old_str="        if merged and current.start < merged[-1].end:",
                 new_str="        if merged and current.start <= merged[-1].end:")),
         ("Run the reproduction script again.", bash("cd /testbed && python3 reproduce.py")),
@@ -90,14 +89,14 @@ def configlite_steps() -> Steps:
         ("The error is an unpacking error, so some line is split on '='. Let me search for it.",
          bash("grep -rn 'split(' /testbed/configlite")),
         ("Let me view the parser around that line.", editor("view", parser, view_range=[40, 52])),
-        ("`line.split(\"=\")` splits on every '=', so a value holding another '=' yields more than two parts. "
-         "Let me reproduce it with the example from the issue.",
+        (("`line.split(\"=\")` splits on every '=', so a value holding another '=' yields more than two parts. "
+         "Let me reproduce it with the example from the issue."),
          editor("create", "/testbed/reproduce.py", file_text=(
              "import configlite\n\n"
              "print(configlite.parse(\"[db]\\nurl = postgres://db.example.org/app?sslmode=require\\n\"))\n"))),
         ("Run it.", bash("cd /testbed && python3 reproduce.py")),
-        ("Reproduced: `ValueError: too many values to unpack`. Only the first '=' separates key and value, so "
-         "split at most once.",
+        (("Reproduced: `ValueError: too many values to unpack`. Only the first '=' separates key and value, so "
+         "split at most once."),
          editor("str_replace", parser, old_str='    key, value = line.split("=")',
                 new_str='    key, value = line.split("=", 1)')),
         ("Run the reproduction again.", bash("cd /testbed && python3 reproduce.py")),
@@ -117,8 +116,8 @@ def paginate_steps() -> Steps:
         ("First, the layout of the repository.", bash(FIND_SOURCES)),
         ("The issue points at `num_pages`. Where is it computed and used?", bash("grep -rn 'num_pages' /testbed/paginate")),
         ("Let me read the paginator.", editor("view", pages)),
-        ("`num_pages` uses floor division, which drops a last page that is only partly full. Let me reproduce "
-         "the example from the issue.",
+        (("`num_pages` uses floor division, which drops a last page that is only partly full. Let me reproduce "
+         "the example from the issue."),
          editor("create", "/testbed/reproduce.py", file_text=(
              "from paginate import Paginator\n\n"
              "p = Paginator(list(range(10)), per_page=3)\n"
@@ -129,8 +128,8 @@ def paginate_steps() -> Steps:
          editor("str_replace", pages, old_str="        return len(self.items) // self.per_page",
                 new_str="        return (len(self.items) + self.per_page - 1) // self.per_page")),
         ("Check the reproduction again.", bash("cd /testbed && python3 reproduce.py")),
-        ("4 pages and the last one holds item 9. An empty sequence still has 0 pages with this formula. Let me run "
-         "the tests.", bash("cd /testbed && python3 -m pytest -q tests")),
+        (("4 pages and the last one holds item 9. An empty sequence still has 0 pages with this formula. Let me run "
+         "the tests."), bash("cd /testbed && python3 -m pytest -q tests")),
         ("All green. Remove the script and look at the final diff.", bash("rm /testbed/reproduce.py && cd /testbed && git diff")),
         ("The change is minimal. Submit.", SUBMIT),
     ]  # fmt: skip
@@ -202,10 +201,18 @@ def record(task: Task) -> dict[str, Any]:
         "info": {
             "submission": submission,
             "exit_status": "submitted",
-            "model_stats": {"instance_cost": 0, "tokens_sent": 0, "tokens_received": 0, "api_calls": len(trajectory)},
+            "model_stats": {
+                "instance_cost": 0,
+                "tokens_sent": 0,
+                "tokens_received": 0,
+                "api_calls": len(trajectory),
+            },
         },
         "replay_config": {
-            "env": {"deployment": {"type": "docker", "image": task.image}, "repo": {"base_commit": task.base_commit}},
+            "env": {
+                "deployment": {"type": "docker", "image": task.image},
+                "repo": {"base_commit": task.base_commit},
+            },
             "problem_statement": {"type": "text", "id": task.instance_id, "text": task.problem_statement},
         },
     }

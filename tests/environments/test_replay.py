@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from environments.grading import grade_with_harness, harness_run_id
-from environments.replay import ReplayConfig, ReplayError, check_instance, execute_steps, load_trajectory, replay
+from environments.replay import (
+    ReplayConfig,
+    ReplayError,
+    check_instance,
+    execute_steps,
+    load_trajectory,
+    replay,
+)
 from environments.tasks.bundled import Task, build_images, get_task, load_tasks
 from trajectories.record import Step, ToolCall, Trajectory
 
