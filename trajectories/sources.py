@@ -3,7 +3,8 @@
 A source is a file, a folder (its data files, recursively, in sorted order), a glob, or a Hugging Face
 dataset (`hf:NAME`, or a bare `owner/name` that is not a local path; local `.parquet` files also go
 through `datasets`). Files: `.json` / `.traj` hold one JSON document (an object = one record, a list =
-one record per element); `.parquet` / `.arrow` are tables; any other file is read as JSON lines.
+one record per element, except that a list of chat messages is one conversation: `is_conversation`);
+`.parquet` / `.arrow` are tables; any other file is read as JSON lines (a line may be such a list too).
 
 The format of each record is detected from its keys (`detect_format`, formats.md §10), so a folder
 may mix formats. A record that cannot be read (bad bytes, truncated JSON, not an object, unknown
@@ -35,7 +36,7 @@ from typing import Any
 from trajectories import math_steps, swe_readers
 from trajectories.errors import BadRecord, SourceError
 from trajectories.math_steps import MathProblem
-from trajectories.record import Trajectory
+from trajectories.record import RecordError, Trajectory
 from trajectories.tools import UnknownTools
 
 Item = Trajectory | MathProblem
@@ -104,7 +105,10 @@ def read_record(position: str, payload: Payload, options: ReadOptions = ReadOpti
         else:
             item = math_steps.read_gsm8k(record) if fmt == "gsm8k" else math_steps.read_math_row(record)
     else:
-        item = _SWE_READERS[fmt](record, options.unknown_tools)
+        try:
+            item = _SWE_READERS[fmt](record, options.unknown_tools)
+        except RecordError as e:  # a field the reader passed on unchecked has the wrong type
+            raise BadRecord(f"malformed {fmt} record: {e}") from None
     item.meta["position"] = position
     if isinstance(item, Trajectory) and item.instance_id is None and position.endswith(".traj"):
         item.instance_id = Path(position).stem
@@ -223,7 +227,11 @@ def _document_records(path: Path, raw: bytes) -> Iterator[tuple[str, Payload]]:
 
 
 def _decode(raw: bytes, whole: bool = False) -> Any:
-    """JSON from bytes; a BadRecord (returned, not raised) names what is wrong with them."""
+    """JSON from bytes; a BadRecord (returned, not raised) names what is wrong with them.
+
+    A list of chat messages is one conversation, returned as the record `{"messages": [...]}`; any
+    other list is returned as it is when `whole` (a document: one record per element).
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -232,9 +240,21 @@ def _decode(raw: bytes, whole: bool = False) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         return BadRecord(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno}; truncated?)")
+    if is_conversation(data):
+        return {"messages": data}
     if whole and isinstance(data, list):
         return data
     return data if isinstance(data, dict) else BadRecord(_not_object(data))
+
+
+def is_conversation(data: Any) -> bool:
+    """A bare list of chat messages (every item an object with `role` and `content`), the shape of
+    mini-swe-agent's test trajectories and of many chat exports: one record, not one per message."""
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in data)
+    )
 
 
 def _not_object(value: Any) -> str:

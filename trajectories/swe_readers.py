@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trajectories.errors import BadRecord
-from trajectories.record import Step, ToolCall, Trajectory
+from trajectories.record import RecordError, Step, ToolCall, Trajectory
 from trajectories.tools import (
     KNOWN_TOOLS,
     UnknownTools,
@@ -545,8 +545,6 @@ def read_nebius_sweagent(record: dict[str, Any], unknown_tools: UnknownTools = "
 
 def read_srl_jsonl(record: dict[str, Any], unknown_tools: UnknownTools = "keep") -> Trajectory:
     """The project's own `Trajectory.to_dict` lines."""
-    from trajectories.record import RecordError
-
     try:
         traj = Trajectory.from_dict(record)
     except RecordError as e:

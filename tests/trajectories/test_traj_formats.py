@@ -155,6 +155,74 @@ def test_mini_swe_agent_v2_tool_calls_and_text_mode(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
+# A conversation stored as a bare list of messages (mini-swe-agent's own test data, chat exports)
+
+BARE_CONVERSATION = [
+    {
+        "role": "system",
+        "content": "You can run shell commands. Reply with a THOUGHT and exactly one ```bash block.\n"
+        "To finish, run `echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT` on its own.",
+    },
+    {"role": "user", "content": "Please solve this issue: " + TASK},
+    {"role": "assistant", "content": "THOUGHT: Let me see what x.py holds.\n\n```bash\ncat x.py\n```"},
+    {"role": "user", "content": "<returncode>0</returncode>\n<output>\na = 1\n</output>"},
+    {"role": "assistant", "content": "THOUGHT: Set it to 2.\n\n```bash\nsed -i 's/a = 1/a = 2/' x.py\n```"},
+    {"role": "user", "content": "<returncode>0</returncode>\n<output>\n</output>"},
+    {
+        "role": "assistant",
+        "content": "THOUGHT: Done.\n\n```bash\necho COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT\n```",
+    },
+    {"role": "user", "content": ""},
+]
+
+
+def test_a_bare_list_of_messages_is_one_conversation(tmp_path):
+    path = _write(tmp_path, "local.traj.json", BARE_CONVERSATION)
+    traj = _only(path)
+    assert traj.source_format == "minisweagent" and traj.meta["position"] == str(path)
+    assert traj.task == "Please solve this issue: " + TASK and traj.system.startswith("You can run")
+    assert _calls(traj) == [
+        ("bash", {"command": "cat x.py"}),
+        ("bash", {"command": "sed -i 's/a = 1/a = 2/' x.py"}),
+        ("submit", {}),
+    ]
+    assert traj.steps[0].observation == "<returncode>0</returncode>\n<output>\na = 1\n</output>"
+    # one JSON line holding such a list is one conversation too
+    lines = _write(tmp_path, "chats.jsonl", [BARE_CONVERSATION, BARE_CONVERSATION])
+    assert [len(t.steps) for t in read_source(lines).items] == [3, 3]
+
+
+def test_a_bare_list_with_tool_calls_is_read_by_the_tool_call_reader(tmp_path):
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "bash", "arguments": '{"command": "ls"}'},
+    }
+    messages = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": TASK},
+        {"role": "assistant", "content": "THOUGHT: look", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "x.py"},
+    ]
+    traj = _only(_write(tmp_path, "chat.json", messages))
+    assert traj.source_format == "openai_tool_messages" and _calls(traj) == [("bash", {"command": "ls"})]
+    assert traj.steps[0].observation == "x.py"
+
+
+def test_a_list_mixing_messages_and_other_objects_is_not_a_conversation(tmp_path):
+    mixed = [*BARE_CONVERSATION[:4], {"instance_id": "o__r-1", "note": "not a message"}]
+    path = _write(tmp_path, "mixed.json", mixed)
+    result = read_source(path)
+    assert result.items == []
+    assert [s.record for s in result.skipped] == [f"{path}[{i}]" for i in range(5)]
+    assert result.skipped[0].reason == "unrecognized record (keys: content, role)"
+    assert result.skipped[4].reason == "unrecognized record (keys: instance_id, note)"
+    no_content = [{"role": "user", "content": TASK}, {"role": "assistant"}]  # every item needs both keys
+    assert len(read_source(_write(tmp_path, "partial.json", no_content)).skipped) == 2
+    assert read_source(_write(tmp_path, "empty.json", [])).skipped == []
+
+
+# ---------------------------------------------------------------------------------------------------
 # OpenAI-style tool calls: OpenHands / SWE-Gym, nebius OpenHands (§3)
 
 

@@ -134,6 +134,24 @@ def test_bad_editor_action_names_the_step(tmp_path):
     assert result.skipped[0].reason.startswith("trajectory[1]: cannot split str_replace_editor action")
 
 
+def test_a_field_the_record_cannot_hold_skips_the_record(tmp_path):
+    """A value a reader passes on unchecked (here a numeric tool-call id) fails the record's validation:
+    the row is listed as skipped with the field, instead of becoming a trajectory no file can hold."""
+    call = {"id": 7, "type": "function", "function": {"name": "bash", "arguments": '{"command": "ls"}'}}
+    row = {
+        "messages": [
+            {"role": "user", "content": "Fix x"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": 7, "content": "x.py"},
+        ]
+    }
+    (tmp_path / "ids.jsonl").write_text(json.dumps(row) + "\n" + _row() + "\n", encoding="utf-8")
+    result = read_source(tmp_path / "ids.jsonl")
+    assert len(result.items) == 1
+    assert result.skipped[0].record.endswith("ids.jsonl:1")
+    assert result.skipped[0].reason == "malformed openai_tool_messages record: id: expected str, got int"
+
+
 def test_unreadable_sources_are_errors_naming_them(tmp_path):
     with pytest.raises(SourceError, match="missing.jsonl: no such file"):
         read_source(tmp_path / "missing.jsonl")
