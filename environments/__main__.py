@@ -4,9 +4,7 @@
     python -m environments build [--rebuild] [--dataset PATH]    # base image + every bundled task's image
     python -m environments replay TRAJ [--instance ID] [--json]  # replay a trajectory, grade its patch
 
-For example, from the repository root (after `build`):
-
-    python -m environments replay environments/tasks/paginate/expert.traj --json replay.grader=fast
+`--help` of each command ends with examples, which run from the repository root (`EXAMPLES`).
 
 Every command takes the typed config (`--config FILE`, `--dry-run`, dotted `KEY=VALUE` overrides) with
 two sections: `environment` (`EnvConfig`: images, container limits, shell) and `replay`
@@ -31,6 +29,20 @@ from pydantic import Field
 from environments.config import EnvConfig
 from environments.replay import ReplayConfig
 from trajectories.config import Section, add_config_arguments, dump_config, resolve_config, run_cli
+
+# Shown under "examples:" in --help (the top level shows them all); each one runs as written from the
+# repository root, `build` first.
+EXAMPLES = {
+    "doctor": ["python -m environments doctor"],
+    "build": [
+        "python -m environments build",
+        "python -m environments build --dataset runs/tasks.json  # and the swebench dataset of the tasks",
+    ],
+    "replay": [
+        "python -m environments replay environments/tasks/paginate/expert.traj --json replay.grader=fast",
+        "python -m environments replay environments/tasks/intervals/expert.traj replay.work_dir=runs/replay",
+    ],
+}
 
 
 class EnvironmentsCliConfig(Section):
@@ -64,17 +76,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    raw = argparse.RawDescriptionHelpFormatter
+    every_example = [line for lines in EXAMPLES.values() for line in lines]
     parser = argparse.ArgumentParser(
         prog="python -m environments",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples(every_example),
+        formatter_class=raw,
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    doctor = commands.add_parser("doctor", help="check the engine, the base image and that a container runs")
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, epilog=_examples(EXAMPLES[name]),
+                                   formatter_class=raw)  # fmt: skip
+
+    doctor = command("doctor", "check the engine, the base image and that a container runs")
     doctor.set_defaults(run=run_doctor)
 
-    build = commands.add_parser("build", help="build the base image and the bundled tasks' images (cached)")
+    build = command("build", "build the base image and the bundled tasks' images (cached)")
     build.add_argument("--rebuild", action="store_true", help="rebuild even when the inputs did not change")
     build.add_argument(
         "--dataset",
@@ -85,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.set_defaults(run=run_build)
 
-    replay = commands.add_parser(
-        "replay", help="replay a trajectory in a fresh environment and grade its patch"
-    )
+    replay = command("replay", "replay a trajectory in a fresh environment and grade its patch")
     replay.add_argument("trajectory", help="a .traj file (or any single-trajectory file the readers know)")
     replay.add_argument("--instance", default=None, help="bundled task id (default: the trajectory's own)")
     replay.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
@@ -96,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (doctor, build, replay):
         add_config_arguments(sub)
     return parser
+
+
+def _examples(lines: list[str]) -> str:
+    return "examples:\n" + "".join(f"  {line}\n" for line in lines)
 
 
 def run_doctor(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:

@@ -103,15 +103,20 @@ def test_the_official_swebench_cli_grades_the_gold_patches_offline(tmp_path: Pat
     assert sorted(summary["resolved_ids"]) == sorted(t.instance_id for t in load_tasks())
 
 
-def test_every_command_line_in_the_help_parses(capsys: pytest.CaptureFixture[str]):
+def test_every_command_line_in_the_help_parses(capsys: pytest.CaptureFixture[str], monkeypatch):
+    """The docstring's synopses (placeholders filled in) and the --help examples, with --dry-run."""
+    from environments.__main__ import EXAMPLES, build_parser, main
     from environments.__main__ import __doc__ as usage
-    from environments.__main__ import main
 
+    monkeypatch.chdir(REPO)  # the examples name paths relative to the repository
     task = get_task("srl-agent__paginate-1")
     placeholders = {"TRAJ": str(task.expert_trajectory), "ID": task.instance_id, "PATH": "tasks.json"}
-    lines = [line.split("#")[0].split() for line in usage.splitlines() if "python -m environments " in line]
-    assert len(lines) >= 4
-    for words in lines:
-        args = [placeholders.get(w, w) for w in " ".join(words[3:]).replace("[", "").replace("]", "").split()]
-        assert main([*args, "--dry-run"]) == 0, words
+    synopses = [line.split("#")[0] for line in usage.splitlines() if "python -m environments " in line]
+    examples = [line.split("#")[0] for lines in EXAMPLES.values() for line in lines]
+    assert len(synopses) == 3 and len(examples) >= 3
+    for line in synopses + examples:
+        words = line.replace("[", " ").replace("]", " ").split()
+        assert words[:3] == ["python", "-m", "environments"], line
+        assert main([*(placeholders.get(w, w) for w in words[3:]), "--dry-run"]) == 0, line
     assert "grader: fast" in capsys.readouterr().out
+    assert "\nexamples:\n  python -m environments doctor\n" in build_parser().format_help()
