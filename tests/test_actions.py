@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trajectories.actions import ActionParseError, find_action, parse_action, render_action
+from trajectories.actions import ActionParseError, parse_action, render_action
 from trajectories.record import ToolCall
 
 CALLS = [
@@ -16,7 +16,9 @@ CALLS = [
     ),
     ToolCall("str_replace_editor", {"command": "create", "path": "/t/e.py", "file_text": ""}),
     ToolCall("str_replace_editor", {"command": "view", "path": "/t/a.py", "view_range": [1, 20]}),
-    ToolCall("str_replace_editor", {"command": "insert", "path": "/t/a.py", "insert_line": 4, "new_str": "y"}),
+    ToolCall(
+        "str_replace_editor", {"command": "insert", "path": "/t/a.py", "insert_line": 4, "new_str": "y"}
+    ),
     ToolCall("bash", {"command": "\nleading and trailing newlines\n"}),
     ToolCall("bash", {"command": "printf 'a<b>c'\n"}),
 ]
@@ -34,7 +36,9 @@ def test_render_then_parse_is_identity(call):
 def test_rendered_form_matches_swe_agent():
     text = render_action(ToolCall("bash", {"command": "ls"}))
     assert text == "<function=bash>\n<parameter=command>ls</parameter>\n</function>"
-    edit = render_action(ToolCall("str_replace_editor", {"command": "create", "path": "/p", "file_text": "a"}))
+    edit = render_action(
+        ToolCall("str_replace_editor", {"command": "create", "path": "/p", "file_text": "a"})
+    )
     assert "<parameter=file_text>\na\n</parameter>" in edit
 
 
@@ -45,7 +49,10 @@ def test_rendered_form_matches_swe_agent():
         ("<function=bash>\n<parameter=command>ls</parameter>\n", "no <function"),
         ("sure! <function=bash>\n<parameter=command>ls</parameter>\n</function>", "outside"),
         ("<function=bash>\n</function>\n<function=submit>\n</function>", "2 function calls"),
-        ("<function=bash>\n<parameter=command>a</parameter>\n<parameter=command>b</parameter>\n</function>", "twice"),
+        (
+            "<function=bash>\n<parameter=command>a</parameter>\n<parameter=command>b</parameter>\n</function>",
+            "twice",
+        ),
         ("<function=bash>\nstray <parameter=command>a</parameter>\n</function>", "unexpected text"),
         ("<function=x>\n<parameter=insert_line>four</parameter>\n</function>", "must be JSON"),
     ],
@@ -53,13 +60,6 @@ def test_rendered_form_matches_swe_agent():
 def test_parse_rejects_broken_output(text, reason):
     with pytest.raises(ActionParseError, match=reason):
         parse_action(text)
-
-
-def test_find_action_takes_the_last_call_in_free_text():
-    text = "I will list.\n<function=bash>\n<parameter=command>ls</parameter>\n</function>\nthen\n" + render_action(
-        ToolCall("submit", {})
-    )
-    assert find_action(text).name == "submit"
 
 
 def test_unrenderable_value_is_refused():

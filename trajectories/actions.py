@@ -40,7 +40,9 @@ def render_action(call: ToolCall) -> str:
     for key, value in call.arguments.items():
         text = value if isinstance(value, str) else json.dumps(value)
         if "</parameter>" in text or CALL_END in text:
-            raise ValueError(f"argument {key!r} of {call.name!r} contains a closing tag and cannot be rendered")
+            raise ValueError(
+                f"argument {key!r} of {call.name!r} contains a closing tag and cannot be rendered"
+            )
         if key in _WRAPPED_KEYS or text.startswith("\n") or text.endswith("\n"):
             text = f"\n{text}\n"
         lines.append(f"<parameter={key}>{text}</parameter>")
@@ -66,7 +68,9 @@ def parse_action(text: str) -> ToolCall:
     pos = 0
     for p in _PARAMETER.finditer(body):
         if body[pos : p.start()].strip():
-            raise ActionParseError(f"unexpected text in {name!r} call: {body[pos:p.start()].strip()[:40]!r}")
+            raise ActionParseError(
+                f"unexpected text in {name!r} call: {body[pos : p.start()].strip()[:40]!r}"
+            )
         pos = p.end()
         key = p.group(1).strip()
         if key in arguments:
@@ -75,16 +79,6 @@ def parse_action(text: str) -> ToolCall:
     if body[pos:].strip():
         raise ActionParseError(f"unexpected text in {name!r} call: {body[pos:].strip()[:40]!r}")
     return ToolCall(name=name, arguments=arguments, raw=text)
-
-
-def find_action(text: str) -> ToolCall:
-    """Lenient extraction for expert data: the last function call in free text (thought + call)."""
-    matches = list(_FUNCTION.finditer(text))
-    if not matches:
-        raise ActionParseError("no <function=NAME> ... </function> block")
-    call = parse_action(matches[-1].group(0))
-    call.raw = matches[-1].group(0)
-    return call
 
 
 def _decode_value(key: str, text: str) -> Any:

@@ -45,15 +45,6 @@ _DOCUMENT_SUFFIXES = (".json", ".traj")
 _TABLE_SUFFIXES = (".parquet", ".arrow")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-SWE_FORMATS = (
-    "sweagent_traj",
-    "swesmith_sft_xml",
-    "swesmith_sft_ticks",
-    "openai_tool_messages",
-    "nebius_sweagent",
-    "minisweagent",
-    "srl_jsonl",
-)
 MATH_FORMATS = ("s1k", "gsm8k", "math")
 
 
