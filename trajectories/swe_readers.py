@@ -30,6 +30,7 @@ from trajectories.tools import (
     KNOWN_TOOLS,
     UnknownTools,
     canonical_call,
+    decode_json_field,
     parse_rendered_action,
     split_fenced_action,
     split_xml_command,
@@ -127,14 +128,7 @@ def is_demo(message: dict[str, Any]) -> bool:
 
 def load_messages(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
     """`record[key]` as a list of message dicts with a string role (a JSON string is decoded first)."""
-    messages = record.get(key)
-    if isinstance(messages, str):
-        try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError as e:
-            raise BadRecord(f"{key}: a string that is not valid JSON ({e.msg})") from None
-    if not isinstance(messages, list):
-        raise BadRecord(f"{key}: expected a list of messages, got {type(messages).__name__}")
+    messages = decode_json_field(record.get(key), key, list, "a list of messages")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise BadRecord(f"{key}[{i}]: expected an object with a string 'role'")

@@ -155,16 +155,27 @@ _FENCE = re.compile(r"^```(\S*)\s*$")
 # argument normalisation
 
 
+def decode_json_field(value: Any, where: str, expected: type, what: str) -> Any:
+    """`value` as an `expected` (`dict`, `list`), decoded first when the source stored it as a JSON
+    string (OpenAI `function.arguments`, `messages` in Parquet and Hub exports).
+
+    BadRecord `"<where>: a string that is not valid JSON (...)"` or `"<where>: expected <what>, got
+    <type>"` otherwise.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise BadRecord(f"{where}: a string that is not valid JSON ({e.msg})") from None
+    if not isinstance(value, expected):
+        raise BadRecord(f"{where}: expected {what}, got {type(value).__name__}")
+    return value
+
+
 def _decode_arguments(name: str, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
     if arguments is None or arguments == "":
         return {}
-    if isinstance(arguments, str):
-        try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError as e:
-            raise BadRecord(f"arguments of {name!r} are not valid JSON ({e.msg})") from None
-    if not isinstance(arguments, dict):
-        raise BadRecord(f"arguments of {name!r} must be a JSON object, got {type(arguments).__name__}")
+    arguments = decode_json_field(arguments, f"arguments of {name!r}", dict, "a JSON object")
     return {k: v for k, v in arguments.items() if v is not None}
 
 

@@ -84,7 +84,7 @@ def test_malformed_rows_are_listed_and_the_rest_loads(messy_jsonl):
     assert set(skipped) == {2, 3, 5, 6, 7, 10, 11, 12}
     assert "not valid JSON" in skipped[2] and "truncated" in skipped[2]
     assert skipped[3] == "expected a JSON object, got list"
-    assert "messages: expected a list" in skipped[5]
+    assert skipped[5] == "messages: expected a list of messages, got int"
     assert "no recognizable actions" in skipped[6]
     assert "string 'role'" in skipped[7]
     assert "no user message holding the task" in skipped[10]

@@ -104,9 +104,9 @@ def test_canonical_names_and_arguments():
     assert canonical_call("think", {"thought": "hm"}).name == "think"
     with pytest.raises(BadRecord, match="unknown tool 'think'"):
         canonical_call("think", {}, unknown_tools="skip")
-    with pytest.raises(BadRecord, match="not valid JSON"):
+    with pytest.raises(BadRecord, match=r"^arguments of 'bash': a string that is not valid JSON \("):
         canonical_call("bash", '{"command": ')
-    with pytest.raises(BadRecord, match="must be a JSON object"):
+    with pytest.raises(BadRecord, match="^arguments of 'bash': expected a JSON object, got list$"):
         canonical_call("bash", "[1]")
 
 
@@ -121,3 +121,16 @@ def test_fenced_action_takes_the_last_top_level_block_and_keeps_nested_fences():
 def test_xml_command_split():
     assert split_xml_command("Run it.\n<command>\npython x.py\n</command>") == ("Run it.", "python x.py")
     assert split_xml_command("<command>unclosed") is None
+
+
+def test_json_string_fields_share_one_decoder_and_one_message_style():
+    from trajectories.swe_readers import load_messages
+
+    assert load_messages({"messages": '[{"role": "user", "content": "x"}]'}, "messages")[0]["role"] == "user"
+    assert canonical_call("bash", '{"command": "ls"}').arguments == {"command": "ls"}
+    with pytest.raises(BadRecord, match=r"^messages: a string that is not valid JSON \("):
+        load_messages({"messages": "[{"}, "messages")
+    with pytest.raises(BadRecord, match=r"^arguments of 'bash': a string that is not valid JSON \("):
+        canonical_call("bash", "{")
+    with pytest.raises(BadRecord, match="^history: expected a list of messages, got dict$"):
+        load_messages({"history": {}}, "history")
