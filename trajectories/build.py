@@ -50,22 +50,34 @@ from trajectories.sources import Item, Payload, ReadOptions, Skipped, SourceRead
 class BuildConfig(Section):
     """How expert data becomes SRL step examples (`python -m trajectories build`, and the trainer)."""
 
-    context_steps: NonNegativeInt | Literal["all"] = Field(
-        2, description="SWE: earlier (action, observation) pairs"
-    )
-    observation_max_chars: int | None = Field(4000, ge=64, description="cap per observation; null = no cap")
-    next_title_hint: bool = False  # math: show step k's title (the paper's footnote); off by default
+    context_steps: NonNegativeInt | Literal["all"] = 2
+    """SWE: earlier (action, observation) pairs in an example's context; `all` = every earlier pair."""
+    observation_max_chars: int | None = Field(4000, ge=64)
+    """SWE: cap per observation in characters (cut in the middle, with a marker); null = no cap."""
+    next_title_hint: bool = False
+    """Math: show step k's title (the paper's footnote); off by default."""
     predict_steps: Literal["all", "skip_first", "skip_last"] = "all"
+    """Which steps become examples: every one, or all but the first or the last (the paper's N-1)."""
     validation_fraction: float = Field(0.05, ge=0.0, le=1.0)
-    validation_groups: int | None = Field(None, ge=0, description="exact number of held-out groups; wins")
+    """Share of groups held out for validation (groups whose seeded hash falls below it)."""
+    validation_groups: int | None = Field(None, ge=0)
+    """Exact number of held-out groups; wins over validation_fraction."""
     seed: int = 0
-    only_resolved: bool = False  # SWE: keep only trajectories marked resolved (unknown counts as not)
+    """Seed of the split hash: the same seed puts every group on the same side."""
+    only_resolved: bool = False
+    """SWE: keep only trajectories marked resolved (unknown counts as not)."""
     unknown_tools: Literal["keep", "skip"] = "keep"
-    require_numbered_steps: bool = False  # math: skip s1K rows without `1. **Title**` steps (paper v3)
+    """A record calling a tool outside the known vocabulary: keep it as it is, or skip the record."""
+    require_numbered_steps: bool = False
+    """Math: skip s1K rows without `1. **Title**` steps (paper v3)."""
     hf_split: str = "train"
+    """Split of a Hugging Face dataset source."""
     hf_config: str | None = None
+    """Config of a Hugging Face dataset source (SWE-smith-trajectories: tool, xml, ticks)."""
     streaming: bool = True
-    limit: int | None = Field(None, ge=1, description="read at most this many records")
+    """Read datasets and Parquet/Arrow files row by row instead of loading them whole."""
+    limit: int | None = Field(None, ge=1)
+    """Read at most this many records."""
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(self.unknown_tools, self.require_numbered_steps)
