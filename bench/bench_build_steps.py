@@ -1,6 +1,6 @@
 """Benchmark: build SRL step examples from 5,000 SWE-smith-sized trajectories (~134k steps), streaming.
 
-    python bench/bench_build_steps.py [--trajectories 5000] [--baseline 500] [--keep DIR]
+    python bench/bench_build_steps.py [--trajectories 5000] [--baseline 500] [--no-naive] [--keep DIR]
 
 The corpus is synthesized from the real SWE-smith SFT rows in ../shared/data/swesmith/ft_xml_example.jsonl
 (or $SRL_SHARED_DATA): every synthetic row keeps a real system prompt and task, and its steps are

@@ -1,4 +1,4 @@
-"""`python -m trajectories {inspect,build} ...` (see trajectories/cli.py)."""
+"""`python -m trajectories inspect|build ...`: the commands are in trajectories/cli.py (`--help` lists them)."""
 
 from trajectories.cli import main
 from trajectories.config import run_cli

@@ -71,9 +71,9 @@ class BuildConfig(Section):
     require_numbered_steps: bool = False
     """Math: skip s1K rows without `1. **Title**` steps (paper v3)."""
     hf_split: str = "train"
-    """Split of a Hugging Face dataset source."""
+    """Split of a Hugging Face dataset source (SWE-smith-trajectories: tool, xml, ticks)."""
     hf_config: str | None = None
-    """Config of a Hugging Face dataset source (SWE-smith-trajectories: tool, xml, ticks)."""
+    """Config (subset) of a Hugging Face dataset source; null = the dataset's default."""
     streaming: bool = True
     """Read datasets and Parquet/Arrow files row by row instead of loading them whole."""
     limit: int | None = Field(None, ge=1)

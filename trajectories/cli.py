@@ -1,13 +1,17 @@
-"""`python -m trajectories inspect SOURCE [--json]` and `python -m trajectories build SOURCE --task
-{swe,math} --out DIR`: look at expert data, and turn it into SRL step examples.
+"""Look at expert data (`inspect`) and turn it into SRL step examples (`build`).
 
-Both take `--config FILE`, `--dry-run` and `KEY=VALUE` overrides of `BuildConfig` (reader options
-such as `unknown_tools=skip` or `hf_split=xml` matter to `inspect` too). `inspect --json` prints
-exactly one JSON object on stdout: `format` (the most common record format), `formats`,
-`trajectories` (items read: trajectories or math problems), `kinds`, `steps`, `tools` (canonical name
--> count), `original_tools`, `format_error_turns`, `skipped` (list of `{record, reason}`).
-`build` writes `train.jsonl`, `validation.jsonl`, `report.json` (kept and skipped) and `config.yaml`
-into `--out`, and exits 1 when no example came out.
+    python -m trajectories inspect environments/tasks/paginate/expert.traj --json
+    python -m trajectories build trajectories/data/math_steps.jsonl --task math --out runs/math-steps
+    python -m trajectories build hf:SWE-bench/SWE-smith-trajectories --task swe --out runs/swe hf_split=xml
+
+A source is a file, a folder, a glob, `hf:NAME` or a Hub id `owner/name`. Both commands take
+`--config FILE`, `--dry-run` and `KEY=VALUE` overrides of `BuildConfig` (reader options such as
+`unknown_tools=skip` or `hf_split=xml` matter to `inspect` too). `inspect --json` prints exactly one
+JSON object on stdout: `format` (the most common record format), `formats`, `trajectories` (items
+read: trajectories or math problems), `kinds`, `steps`, `tools` (canonical name -> count),
+`original_tools`, `format_error_turns`, `skipped` (list of `{record, reason}`). `build` writes
+`train.jsonl`, `validation.jsonl`, `report.json` (kept and skipped) and `config.yaml` into `--out`,
+and exits 1 when no example came out.
 """
 
 from __future__ import annotations
@@ -26,13 +30,29 @@ from trajectories.math_steps import MathProblem
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, BuildConfig]:
-    parser = argparse.ArgumentParser(prog="python -m trajectories", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m trajectories",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    inspect = commands.add_parser("inspect", help="read a source and summarise it")
+    inspect = commands.add_parser(
+        "inspect",
+        help="read a source and summarise it",
+        description="Read a source and summarise it: formats, steps, tools, skipped records.",
+        epilog="example:\n  python -m trajectories inspect environments/tasks/paginate/expert.traj --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     inspect.add_argument("source", help="file, folder, glob, hf:NAME or owner/name")
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_config_arguments(inspect)
-    make = commands.add_parser("build", help="write train/validation step examples")
+    make = commands.add_parser(
+        "build",
+        help="write train/validation step examples",
+        description="Cut a source into SRL step examples: train.jsonl, validation.jsonl, report.json.",
+        epilog="example:\n  python -m trajectories build trajectories/data/math_steps.jsonl --task math --out runs/math-steps",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     make.add_argument("source", help="file, folder, glob, hf:NAME or owner/name")
     make.add_argument("--task", choices=["swe", "math"], required=True)
     make.add_argument("--out", type=Path, required=True, help="output folder")

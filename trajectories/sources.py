@@ -19,7 +19,7 @@ cannot be read at all raises `SourceError` naming it.
 
 `raw_records()` (positions and undecoded payloads) and `read_record()` (payload -> item) are the same
 work in two halves, for callers that handle each record's outcome themselves. A dataset's split and config
-come from `hf_split` / `hf_config` (SWE-smith-trajectories: `tool`, `xml`, `ticks`).
+come from `hf_split` / `hf_config` (SWE-smith-trajectories' splits: `tool`, `xml`, `ticks`).
 """
 
 from __future__ import annotations
