@@ -18,15 +18,17 @@ from trajectories.config import Section
 
 
 class ModelConfig(Section):
-    name: str = "smollm2-135m"  # `smollm2-135m` (embedded default), `tiny-random`, an HF id or a local folder
-    # Compute dtype. Training keeps float32 master weights and AdamW state and runs forward passes under
-    # autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference
-    # and `srl_agent.evaluate` load their weights in it.
+    name: str = "smollm2-135m"
+    """`smollm2-135m` (the embedded default), `tiny-random` (tests), an HF model id or a local folder."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    device: str = "auto"  # auto = cuda when available, else cpu
-    # A checkpoint folder (a run's checkpoints/best or checkpoints/last) to start from instead of `name`:
-    # SRL then RLVR is `--stage rlvr model.init_from=runs/math-srl/checkpoints/best`.
+    """Compute dtype. Training keeps float32 master weights and AdamW state and runs forward passes under
+    autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference
+    and `srl_agent.evaluate` load their weights in it."""
+    device: str = "auto"
+    """`auto`: cuda when available, else cpu; or any torch device string."""
     init_from: str | None = None
+    """A checkpoint folder (a run's checkpoints/best or checkpoints/last) to start from instead of `name`:
+    SRL then RLVR is `--stage rlvr model.init_from=runs/math-srl/checkpoints/best`."""
 
 
 def _demo_build() -> BuildConfig:
@@ -35,110 +37,148 @@ def _demo_build() -> BuildConfig:
 
 
 class DataConfig(Section):
-    # Where the expert data comes from. `auto`: the bundled math steps for --task math; for --task swe the
-    # SWE-smith sample of this workspace (../shared/data/swesmith/ft_xml_example.jsonl). Otherwise any
-    # source the `trajectories` readers take (a file, folder, glob or HF dataset id), or a folder that
-    # `python -m trajectories build` wrote (train.jsonl + validation.jsonl), used as it is.
     source: str = "auto"
-    # How steps become examples (context window, observation cap, hint, which steps, the split):
-    # trajectories.build.BuildConfig, the same section `python -m trajectories build` takes.
+    """Where the expert data comes from. `auto`: the bundled math steps for --task math; for --task swe
+    the SWE-smith sample of this workspace (../shared/data/swesmith/ft_xml_example.jsonl). Otherwise any
+    source the `trajectories` readers take (a file, folder, glob or HF dataset id), or a folder that
+    `python -m trajectories build` wrote (train.jsonl + validation.jsonl), used as it is."""
     build: BuildConfig = Field(default_factory=_demo_build)
-    max_train_examples: int | None = None  # cap after the split (None: all)
-    max_val_examples: int | None = 8  # validation is generation-bound: a fixed subset (None: all)
+    """How steps become examples (context window, observation cap, hint, which steps, the split): the
+    section `python -m trajectories build` takes."""
+    max_train_examples: int | None = None
+    """Cap on the training examples after the split (None: all)."""
+    max_val_examples: int | None = 8
+    """Validation is generation-bound: score a fixed subset (None: all)."""
 
 
 class PromptConfig(Section):
-    system_prompt: str | None = (
-        None  # None: the built-in prompt for the task and stage (srl_agent/prompts.py)
-    )
-    omitted_steps_note: bool = True  # say "N earlier steps are not shown" when the window cut some
-    # Text that opens the assistant turn before the policy writes; it counts as part of the output for
-    # the format check. "" = the policy writes everything (the paper; configs/paper_*.yaml). The CPU demo
-    # prefills an empty monologue because SmolLM2-135M never closes one by itself (docs/method.md):
-    # it then writes only the action, which the reward scores exactly as before.
+    system_prompt: str | None = None
+    """None: the task spec's prompt for the task and stage (srl_agent/prompts.py); else this text."""
+    omitted_steps_note: bool = True
+    """Say "N earlier steps are not shown" when the context window cut some."""
     prefill: str = "<think>\n</think>\n"
+    """Text that opens the assistant turn before the policy writes; it counts as part of the output for
+    the format check. "" = the policy writes everything (the paper; configs/paper_*.yaml). The CPU demo
+    prefills an empty monologue because SmolLM2-135M never closes one by itself (docs/method.md): it
+    then writes only the action, which the reward scores exactly as before."""
 
 
 class RewardConfig(Section):
-    # `difflib`: difflib.SequenceMatcher(None, a, b, autojunk=...).ratio(), the paper's reward;
-    # `rapidfuzz`: exact LCS-based 2M/T (Indel normalized similarity), ~1000x faster on long actions;
-    # `auto`: difflib for math (short steps), rapidfuzz for SWE (difflib needs seconds per created file).
     similarity: Literal["auto", "difflib", "rapidfuzz"] = "auto"
-    autojunk: bool = False  # difflib's popular-character heuristic; True is Python's default (see docs)
-    strip: bool = True  # strip leading/trailing whitespace of action and target before comparing
-    allow_preamble: bool = False  # accept text before `<think>` (the output contract says it starts there)
+    """`difflib`: difflib.SequenceMatcher(None, a, b, autojunk=...).ratio(), the paper's reward;
+    `rapidfuzz`: exact LCS-based 2M/T (Indel normalized similarity), ~1000x faster on long actions;
+    `auto`: the task's choice, difflib for math (short steps), rapidfuzz for SWE (difflib needs seconds
+    per created file). The resolved config records the choice."""
+    autojunk: bool = False
+    """difflib's popular-character heuristic; True is Python's default (see docs/method.md)."""
+    strip: bool = True
+    """Strip leading/trailing whitespace of action and target before comparing."""
+    allow_preamble: bool = False
+    """Accept text before `<think>` (the output contract says the output starts there)."""
 
 
 class GenerationConfig(Section):
-    backend: Literal["hf"] = "hf"  # vLLM arrives with its own issue
-    max_new_tokens: int = 48  # the demo's math steps are ~50 characters; the paper configs raise it
+    backend: Literal["hf"] = "hf"
+    """The sampler behind the Generator seam: `hf` (transformers generate); vLLM arrives with its issue."""
+    max_new_tokens: int = 48
+    """Completion cap in tokens. The demo's math steps are ~50 characters; the paper configs raise it."""
     temperature: float = 1.0
     top_p: float = 1.0
-    batch_size: int = 32  # sequences per generate() call
-    # Strings that end a completion (kept in it). None: the task's default, `</function>` for SWE (the
-    # contract allows one tool call and nothing after it; text after the call would be a format
-    # error) and none for math. [] turns it off.
-    stop: list[str] | None = None
+    batch_size: int = 32
+    """Sequences per generate() call."""
+    stop: list[str] | Literal["auto"] = "auto"
+    """Strings that end a completion (kept in it). `auto`: the task's, `</function>` for SWE (the
+    contract allows one tool call and nothing after it; text after the call would be a format error)
+    and none for math. [] turns it off."""
 
 
 class GRPOConfig(Section):
-    group_size: int = 4  # G rollouts per prompt (paper: 8)
-    advantage: Literal["grpo", "drgrpo"] = "grpo"  # grpo: (r-mean)/(std+eps); drgrpo: r-mean
+    group_size: int = 4
+    """G rollouts per prompt (paper: 8)."""
+    advantage: Literal["grpo", "drgrpo"] = "grpo"
+    """`grpo`: (r - mean) / (std + eps) per group; `drgrpo`: r - mean."""
     advantage_eps: float = 1e-6
-    clip_eps: float = 0.2  # PPO clip (verl's default; the paper does not state it)
-    clip_eps_high: float | None = None  # None: symmetric clipping
-    kl_coef: float = 0.0  # >0 loads a frozen reference model (the initial policy)
+    clip_eps: float = 0.2
+    """PPO clip range (verl's default; the paper does not state it)."""
+    clip_eps_high: float | None = None
+    """Upper clip range (DAPO's clip-higher); None: symmetric clipping."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty; > 0 loads a frozen reference model (the initial policy)."""
     kl_estimator: Literal["k1", "k3"] = "k3"
     loss_agg: Literal["token_mean", "seq_mean_token_mean"] = "token_mean"
-    # Which groups train: `auto` = `std` for srl (dynamic sampling), `dapo` for rlvr; `none` keeps all.
     filter: Literal["auto", "std", "dapo", "none"] = "auto"
-    filter_eps: float = 1e-4  # keep a prompt iff population std of its G rewards > filter_eps
-    max_sampling_rounds: int = 3  # refill rounds per step before training on a partial batch
-    ppo_epochs: int = 1  # passes (optimizer steps) over one batch of rollouts
+    """Which groups train: `std` (dynamic sampling: reward spread), `dapo` (not all right or all
+    wrong), `none` (all). `auto`: the stage's choice, `std` for srl and `dapo` for rlvr."""
+    filter_eps: float = 1e-4
+    """`std` keeps a prompt iff the population std of its G rewards exceeds this."""
+    max_sampling_rounds: int = 3
+    """Refill rounds per step before training on a partial batch."""
+    ppo_epochs: int = 1
+    """Passes (optimizer steps) over one batch of rollouts."""
 
 
 class OptimConfig(Section):
-    lr: float = 1e-5  # demo value; the paper's 5e-7 is in configs/paper_*.yaml
+    lr: float = 1e-5
+    """Peak learning rate (demo value; the paper's 5e-7 is in configs/paper_*.yaml)."""
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float = 1.0
     schedule: Literal["constant", "warmup_constant", "cosine"] = "constant"
+    """The LR schedule, from transformers: `constant`; `warmup_constant` (linear warmup over
+    `warmup_steps`, then constant); `cosine` (warmup, then cosine decay to `min_lr_ratio` * lr)."""
     warmup_steps: int = 0
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    min_lr_ratio: float = 0.0
+    """Cosine floor as a fraction of lr."""
 
 
 class TrainerConfig(Section):
-    steps: int = 4  # training steps (one batch of rollouts each)
-    batch_size: int = 4  # kept prompts per step (paper: 512 SRL, 128 RLVR)
-    micro_batch_size: int = 8  # sequences per forward/backward (gradient accumulation over the rest)
-    # Recompute activations in the backward pass (one more forward per micro-batch) instead of storing
-    # them: SWE prompts of 2k+ tokens otherwise hold every layer's attention for the backward (a
-    # micro-batch of 4 SWE-smith steps on SmolLM2-135M went past 16 GB on the CPU; with recomputation
-    # the run peaked at 9.6 GB).
+    steps: int = 4
+    """Training steps (one batch of rollouts each)."""
+    batch_size: int = 4
+    """Kept prompts per step (paper: 512 SRL, 128 RLVR)."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward (gradients accumulate over the rest)."""
     gradient_checkpointing: bool = False
-    val_every: int = 2  # validate on held-out steps every N steps (0: only at the start and the end)
+    """Recompute activations in the backward pass (one more forward per micro-batch) instead of storing
+    them: SWE prompts of 2k+ tokens otherwise hold every layer's attention for the backward (a
+    micro-batch of 4 SWE-smith steps on SmolLM2-135M went past 16 GB on the CPU; with recomputation the
+    run peaked at 9.6 GB)."""
+    val_every: int = 2
+    """Validate on held-out steps every N steps (0: only at the start and the end)."""
     validate_at_start: bool = True
-    save_every: int = 2  # checkpoint every N steps (and always at the end)
-    keep_best: bool = True  # keep checkpoints/best, the best validation reward seen
-    resume: bool = True  # re-running the same command continues from checkpoints/last
-    progress: bool = True  # a console progress bar
-    tensorboard: bool = False  # write TensorBoard events to <run>/tensorboard (the `logging` extra)
-    # Log to Weights & Biases (the `logging` extra; a login, or WANDB_MODE=offline to write <run>/wandb
-    # and `wandb sync` it later). A resumed run continues the same wandb run.
+    save_every: int = 2
+    """Checkpoint every N steps (and always at the end)."""
+    keep_best: bool = True
+    """Keep checkpoints/best, the best validation reward seen."""
+    resume: bool = True
+    """Re-running the same command continues from checkpoints/last."""
+    progress: bool = True
+    """A console progress bar (else one line per step)."""
+    tensorboard: bool = False
+    """Write TensorBoard events to <run>/tensorboard (the `logging` extra)."""
     wandb: bool = False
+    """Log to Weights & Biases (the `logging` extra; a login, or WANDB_MODE=offline to write <run>/wandb
+    and `wandb sync` it later). A resumed run continues the same wandb run."""
     wandb_project: str = "srl-agent"
 
 
 class SFTConfig(Section):
-    # The SFT baseline trains on the expert step wrapped in the same output format as SRL's contract.
-    think_text: str = ""  # what goes between <think> and </think> in the SFT target
+    think_text: str = ""
+    """What goes between <think> and </think> in the SFT target (the expert step wrapped in the same
+    output format as SRL's contract)."""
 
 
 class TrainConfig(Section):
+    """`python -m srl_agent.train`: one SRL, RLVR or SFT run."""
+
     task: Literal["swe", "math"] = "math"
+    """What is learned (the `--task` flag); its spec is in srl_agent/tasks.py."""
     stage: Literal["srl", "rlvr", "sft"] = "srl"
+    """`srl` (step similarity), `rlvr` (outcome reward) or `sft` (the baseline); the `--stage` flag."""
     seed: int = 0
-    run_dir: str = "runs/{task}-{stage}"  # `{task}` and `{stage}` are filled in
+    """Seeds torch, Python and the data order: a run is deterministic given its seed and machine."""
+    run_dir: str = "runs/{task}-{stage}"
+    """The run folder; `{task}` and `{stage}` are filled in."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
@@ -152,14 +192,17 @@ class TrainConfig(Section):
 
 class EvalSection(Section):
     split: Literal["val", "train"] = "val"
-    greedy: bool = True  # greedy decoding (else sampled at generation.temperature)
-    output: str | None = None  # also write the per-example results as JSONL here
+    greedy: bool = True
+    """Greedy decoding (else sampled at generation.temperature)."""
+    output: str | None = None
+    """Also write the per-example results as JSONL here."""
 
 
 class EvalConfig(Section):
     """`python -m srl_agent.evaluate`: held-out step reward of a model or checkpoint."""
 
     task: Literal["swe", "math"] = "math"
+    """What is scored (the `--task` flag); its spec is in srl_agent/tasks.py."""
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -1,7 +1,7 @@
 """Step examples in: train/validation splits built by the `trajectories` package, and the sampling order.
 
-Readers, step building and the by-group split all live in `trajectories`; this module picks the
-source for the task, runs `trajectories.build.build` into the run folder (so the run keeps the exact
+Readers, step building and the by-group split all live in `trajectories`; this module knows the
+default sources (the task spec picks one), runs `trajectories.build.build` into the run folder (so the run keeps the exact
 examples it trained and validated on) and reads them back. `DataStream` walks the training examples in
 a fresh seeded permutation per epoch; its position is two integers, saved in every checkpoint, so a
 resumed run draws exactly the prompts it would have drawn.
@@ -35,12 +35,13 @@ class Splits:
     source: str
 
 
-def resolve_source(task: str, source: str) -> str:
-    """`auto` -> the bundled math steps (math) or this workspace's SWE-smith sample (swe)."""
-    if source != "auto":
-        return source
-    if task == "math":
-        return str(bundled_math_path())
+def bundled_math_source() -> str:
+    """The math steps bundled with `trajectories` (what `data.source: auto` means for math)."""
+    return str(bundled_math_path())
+
+
+def shared_swe_source() -> str:
+    """This workspace's SWE-smith sample (what `data.source: auto` means for SWE), if it is here."""
     if not SWE_SAMPLE.is_file():
         raise ConfigError(
             f"data.source: `auto` for --task swe means {SWE_SAMPLE} (the SWE-smith sample), which does not "
@@ -49,18 +50,30 @@ def resolve_source(task: str, source: str) -> str:
     return str(SWE_SAMPLE)
 
 
-def load_splits(task: str, cfg: DataConfig, work_dir: Path, reuse: bool = False) -> Splits:
-    """The task's step examples, split by whole trajectory/problem; built into `work_dir` unless prebuilt.
+def whole_problems(examples: list[StepExample]) -> list[StepExample]:
+    """Outcome-rewarded stages train on whole problems: the first step example of each group that
+    carries a final answer."""
+    first: dict[str, StepExample] = {}
+    for ex in examples:
+        if ex.answer is not None and (
+            ex.group_id not in first or ex.step_index < first[ex.group_id].step_index
+        ):
+            first[ex.group_id] = ex
+    return list(first.values())
+
+
+def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: bool = False) -> Splits:
+    """Step examples of `kind` from `source`, split by whole trajectory/problem; built into `work_dir`
+    unless `source` is a prebuilt folder.
 
     `reuse` (a resumed run) reads what `work_dir` already holds, so a run continues on exactly the
     examples it started with even if the source changed meanwhile.
     """
-    source = resolve_source(task, cfg.source)
     folder = Path(source)
     if reuse and (work_dir / TRAIN_FILE).is_file():
         folder = work_dir
     elif not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
-        report = build(source, task, work_dir, cfg.build)  # type: ignore[arg-type]
+        report = build(source, kind, work_dir, cfg.build)  # type: ignore[arg-type]
         if report.skipped:
             print(
                 f"data: {len(report.skipped)} records of {source} skipped (see trajectories' report): "
@@ -69,9 +82,9 @@ def load_splits(task: str, cfg: DataConfig, work_dir: Path, reuse: bool = False)
         folder = work_dir
     train = list(read_step_examples(folder / TRAIN_FILE))
     val = list(read_step_examples(folder / VAL_FILE)) if (folder / VAL_FILE).is_file() else []
-    wrong = [ex.example_id for ex in train + val if ex.kind != task]
+    wrong = [ex.example_id for ex in train + val if ex.kind != kind]
     if wrong:
-        raise ConfigError(f"data.source: {source} holds {wrong[0]!r} of another task than --task {task}")
+        raise ConfigError(f"data.source: {source} holds {wrong[0]!r} of another task than --task {kind}")
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
     if cfg.max_val_examples is not None:

@@ -19,23 +19,37 @@ import time
 from pathlib import Path
 
 from srl_agent.config import EvalConfig
-from trajectories.config import add_config_arguments, dump_config, resolve_config, run_cli
+from srl_agent.tasks import TASKS, resolve, task_spec
+from trajectories.config import add_config_arguments, explain_config, resolve_config, run_cli
+
+EXAMPLES = """\
+examples:
+  python -m srl_agent.evaluate --task math
+  python -m srl_agent.evaluate --task math --checkpoint runs/math-srl/checkpoints/best
+  python -m srl_agent.evaluate --task swe --checkpoint runs/swe-srl/checkpoints/best eval.output=swe_eval.jsonl
+  python -m srl_agent.evaluate --task math eval.split=train data.max_val_examples=null
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalConfig]:
-    parser = argparse.ArgumentParser(prog="python -m srl_agent.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["swe", "math"], required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m srl_agent.evaluate",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (same as model.name=DIR)")
-    add_config_arguments(parser)
+    add_config_arguments(parser, "eval.split=train")
     args = parser.parse_args(argv)
     flags = [f"task={args.task}"] + ([f"model.name={args.checkpoint}"] if args.checkpoint else [])
-    return args, resolve_config(EvalConfig, args.config, flags + args.overrides)
+    return args, resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     if args.dry_run:
-        print(dump_config(cfg), end="")
+        print(explain_config(cfg), end="")
         return 0
     summary = evaluate(cfg)
     print(json.dumps(summary))
@@ -48,13 +62,15 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
 
     from srl_agent.data import load_splits
     from srl_agent.generation import make_generator
-    from srl_agent.models import load_model_and_tokenizer
-    from srl_agent.rollouts import PromptCache, evaluate_examples, make_scorer
-    from srl_agent.train import device_of
+    from srl_agent.models import device_of, load_model_and_tokenizer
+    from srl_agent.prompts import PromptCache
+    from srl_agent.rollouts import evaluate_examples
 
+    spec = task_spec(cfg.task)
+    stage = spec.stage("srl")  # the step reward is what this evaluation measures
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="srl-eval-") as work:
-        splits = load_splits(cfg.task, cfg.data, Path(work))
+        splits = load_splits(cfg.task, spec.data_source(cfg.data.source), cfg.data, Path(work))
     examples = splits.val if cfg.eval.split == "val" else splits.train
     if not examples:
         print(f"error: no {cfg.eval.split} examples in {splits.source}", file=sys.stderr)
@@ -65,15 +81,15 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         device=device_of(cfg.model),
         seed=cfg.seed,
     )
-    prompts = PromptCache(tokenizer, cfg.task, "srl", cfg.prompt)
-    generator = make_generator(model, tokenizer, cfg.task, cfg.generation, cfg.model.dtype)
-    scorer = make_scorer(cfg.task, "srl", cfg.reward, cfg.prompt.prefill)
+    prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
+    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype)
+    reward = stage.reward(cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
-    summary, rows = evaluate_examples(
+    result = evaluate_examples(
         examples,
         prompts,
         generator,
-        scorer,
+        reward,
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,
         greedy=cfg.eval.greedy,
@@ -81,12 +97,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     if cfg.eval.output:
         out = Path(cfg.eval.output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        out.write_text("".join(json.dumps(r) + "\n" for r in result.rows), encoding="utf-8")
     return {
         "model": cfg.model.init_from or cfg.model.name,
         "split": cfg.eval.split,
         "source": splits.source,
-        **summary,
+        **result.summary,
         "seconds": round(time.perf_counter() - started, 2),
     }
 

@@ -1,42 +1,31 @@
-"""Rollouts: the `Generator` Protocol the trainer samples through, and its HF `generate` implementation.
+"""Sampling: the HF `generate` implementation of the `Generator` Protocol (`srl_agent.protocols`).
 
 A generator takes tokenized prompts and returns, for each, `n` completions as token ids (the stop token
-included when the model stopped, so that training also learns to stop) and decoded text (the stop
-token left out). Stop strings end a completion too, kept in both its tokens and its text: SWE rollouts
-stop at `</function>`, since the output contract allows exactly one tool call and nothing after it
-(agent harnesses such as OpenHands stop there for the same reason). vLLM arrives behind the same
-Protocol with its own issue.
+included when the model stopped, so that training also learns to stop), decoded text (the stop token
+left out), the finish reason and the sampler's per-token log-probabilities. Stop strings end a
+completion too, kept in both its tokens and its text: SWE rollouts stop at `</function>`, since the
+output contract allows exactly one tool call and nothing after it (agent harnesses such as OpenHands
+stop there for the same reason). vLLM arrives behind the same Protocol with its own issue
+(`make_generator` picks the backend).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from srl_agent.config import GenerationConfig
 from srl_agent.policy import autocast
-from trajectories.actions import CALL_END
-
-
-@dataclass
-class Completion:
-    token_ids: list[int]
-    text: str
-    truncated: bool  # hit max_new_tokens without a stop token or stop string
-
-
-class Generator(Protocol):
-    def generate(
-        self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, greedy: bool = False
-    ) -> list[list[Completion]]:
-        """For each prompt (token ids), `n` completions. `greedy` ignores temperature and samples once."""
-        ...
+from srl_agent.protocols import Completion, Generator
 
 
 class HFGenerator:
-    """Sampling with `model.generate`, left-padded batches of at most `batch_size` sequences."""
+    """Sampling with `model.generate`, left-padded batches of at most `batch_size` sequences.
+
+    The per-token log-probabilities are `generate`'s own scores (after temperature and top-p)
+    normalised over the vocabulary: the distribution each token was drawn from.
+    """
 
     def __init__(
         self,
@@ -69,6 +58,8 @@ class HFGenerator:
             eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=self.stop or None,
+            return_dict_in_generate=True,
+            output_scores=True,  # the processed scores of each step: the sampler's log-probs
         )
         was_training = self.model.training
         self.model.eval()
@@ -79,23 +70,31 @@ class HFGenerator:
             ids, attn = left_pad(chunk, self.tokenizer.pad_token_id, self.model.device)
             with autocast(self.model.device, self.compute_dtype):
                 generated = self.model.generate(
-                    input_ids=ids, attention_mask=attn, generation_config=config, tokenizer=self.tokenizer
+                    input_ids=ids,
+                    attention_mask=attn,
+                    generation_config=config,
+                    tokenizer=self.tokenizer,
                 )
-            new = generated[:, ids.shape[1] :].tolist()
+            logprobs = self.model.compute_transition_scores(
+                generated.sequences, generated.scores, normalize_logits=True
+            ).tolist()
+            new = generated.sequences[:, ids.shape[1] :].tolist()
             for i in range(len(chunk)):
-                out.append([self._completion(new[i * n + j], max_new_tokens) for j in range(n)])
+                out.append(
+                    [self._completion(new[k], logprobs[k], max_new_tokens) for k in range(i * n, (i + 1) * n)]
+                )
         self.model.train(was_training)
         return out
 
-    def _completion(self, tokens: list[int], max_new_tokens: int) -> Completion:
+    def _completion(self, tokens: list[int], logprobs: list[float], max_new_tokens: int) -> Completion:
         stop = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
         body = tokens if stop is None else tokens[:stop]
         cut = stop_string_cut(self.tokenizer, body, self.stop)
         if cut is not None:  # ended by a stop string: keep it, drop what followed (padding)
-            return Completion(body[:cut], self._decode(body[:cut]), truncated=False)
+            return Completion(body[:cut], self._decode(body[:cut]), "stop", logprobs[:cut])
         kept = tokens if stop is None else tokens[: stop + 1]
-        truncated = stop is None and len(tokens) >= max_new_tokens
-        return Completion(token_ids=kept, text=self._decode(body), truncated=truncated)
+        finish = "length" if stop is None and len(tokens) >= max_new_tokens else "stop"
+        return Completion(kept, self._decode(body), finish, logprobs[: len(kept)])
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -123,20 +122,12 @@ def stop_string_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | No
     return low
 
 
-def make_generator(
-    model: Any, tokenizer: Any, task: str, cfg: GenerationConfig, compute_dtype: str
-) -> Generator:
-    """The generator for `cfg.backend` (only `hf` so far), with the task's stop strings."""
-    return HFGenerator(
-        model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, task_stop_strings(task, cfg.stop)
-    )
-
-
-def task_stop_strings(task: str, stop: list[str] | None) -> list[str]:
-    """`generation.stop` resolved: None means the task's default (SWE: `</function>`; math: none)."""
-    if stop is not None:
-        return stop
-    return [CALL_END] if task == "swe" else []
+def make_generator(model: Any, tokenizer: Any, cfg: GenerationConfig, compute_dtype: str) -> Generator:
+    """The generator `cfg.backend` names, with the resolved `cfg.stop` strings (see `tasks.resolve`)."""
+    if cfg.stop == "auto":
+        raise ValueError("generation.stop is still `auto`: resolve the config with srl_agent.tasks.resolve")
+    backends = {"hf": HFGenerator}
+    return backends[cfg.backend](model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, cfg.stop)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

@@ -12,6 +12,7 @@ Shapes: P prompts, G rollouts per prompt, N = sequences in a micro-batch, T = co
   (`token_mean`, DAPO/verl) or per sequence then over sequences (`seq_mean_token_mean`). Micro-batches
   pass the batch-wide normalizer so that accumulated gradients equal the full-batch gradient.
 - KL to a reference model: `k1` (log ratio) or `k3` (Schulman's unbiased, always >= 0 estimator).
+- `logprob_gap` measures the sampler/trainer mismatch (a different engine or dtype shows up here).
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ LOSS_AGG: dict[str, Callable[[Tensor, Tensor, float, float], Tensor]] = {
     "token_mean": token_mean,
     "seq_mean_token_mean": seq_mean_token_mean,
 }
+
+
+def logprob_gap(logp: Tensor, sampler_logp: Tensor, mask: Tensor) -> tuple[float, float, float]:
+    """logp, sampler_logp, mask [N, T] -> (sum of |logp - sampler_logp| over real tokens, its max,
+    the number of real tokens): how far the trainer's log-probs are from the sampler's."""
+    diff = (logp - sampler_logp).abs() * mask
+    return float(diff.sum()), float(diff.max()) if diff.numel() else 0.0, float(mask.sum())
 
 
 def sft_token_loss(logp: Tensor, mask: Tensor) -> Tensor:

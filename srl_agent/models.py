@@ -8,6 +8,9 @@
   ChatML template, for tests: no download, no cache, deterministic from the seed.
 - Anything else is passed to `from_pretrained` (an HF id where a hub is reachable, or a local folder).
 
+`load_policy` and `load_reference` load what a training run needs (float32 master weights, optional
+activation recomputation; a frozen reference); `device_of` resolves `model.device: auto`.
+
 This is the one module that imports transformers for model loading.
 """
 
@@ -24,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from srl_agent.config import ModelConfig
 
 DEFAULT_MODEL = "smollm2-135m"
 TINY_MODEL = "tiny-random"
@@ -83,6 +88,41 @@ def load_model_and_tokenizer(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
+
+
+def device_of(cfg: ModelConfig) -> str:
+    """`model.device` resolved: `auto` is cuda when available, else cpu."""
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return cfg.device
+
+
+def load_policy(
+    cfg: ModelConfig, seed: int, resume_from: Path | None = None, gradient_checkpointing: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The policy to train, in train mode: from `resume_from`, else `cfg.init_from`, else `cfg.name`."""
+    source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
+    # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
+    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
+    model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
+    if gradient_checkpointing:
+        # Recompute each layer in the backward pass instead of keeping its activations; applies in
+        # train mode only, so generation (eval mode) keeps its KV cache.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    return model, tokenizer
+
+
+def load_reference(cfg: ModelConfig, seed: int) -> PreTrainedModel:
+    """The frozen initial policy (for a KL term), in `cfg.dtype`."""
+    ref, _ = load_model_and_tokenizer(
+        cfg.init_from or cfg.name, dtype=cfg.dtype, device=device_of(cfg), seed=seed
+    )
+    ref.eval()
+    ref.requires_grad_(False)
+    return ref
 
 
 def ensure_converted(name: str) -> Path:

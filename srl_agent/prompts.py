@@ -1,4 +1,6 @@
-"""Prompts: the system prompts (math, SWE, math RLVR) and the user turn rendered from a StepExample.
+"""Prompts: the system prompts (math, SWE, math RLVR), the user turns rendered from a StepExample, and
+the cache of tokenized prompts. Which system prompt and user turn a task and stage use is the task
+spec's choice (`srl_agent.tasks`); this module only writes them.
 
 Every prompt goes through the model's own chat template (`tokenizer.apply_chat_template`), so the same
 code serves SmolLM2, Qwen2.5 and the tiny test model. The output contract the prompts ask for, and the
@@ -10,10 +12,14 @@ the user-turn template or a SWE prompt; ours are documented in docs/method.md.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN
 from trajectories.record import StepExample
+
+if TYPE_CHECKING:
+    from srl_agent.config import PromptConfig
 
 MATH_SYSTEM = f"""\
 You are a helpful assistant for solving mathematical problems. The user gives you a problem and, \
@@ -69,63 +75,79 @@ First think in an inner monologue between {THINK_OPEN} and {THINK_CLOSE}. After 
 exactly one tool call for your next step, and nothing else."""
 
 
-def system_prompt(task: str, stage: str, override: str | None = None) -> str:
-    if override is not None:
-        return override
-    if task == "math":
-        return MATH_RLVR_SYSTEM if stage == "rlvr" else MATH_SYSTEM
-    if stage == "rlvr":
-        raise ValueError(
-            "SWE RLVR acts in a sandbox and arrives with the agent issue; use --stage srl or sft"
-        )
-    return SWE_SYSTEM
-
-
-def user_turn(example: StepExample, stage: str = "srl", omitted_steps_note: bool = True) -> str:
-    """The user message: the task, then the context steps (+ omitted-steps note, + next-title hint)."""
-    if stage == "rlvr":
-        return example.task.strip()
-    if example.kind == "math":
-        parts = [f"Problem:\n{example.task.strip()}"]
-        if example.context:
-            shown = "\n\n".join(item.action.strip() for item in example.context)
-            parts.append(f"Solution so far:\n{shown}")
-        else:
-            parts.append("Solution so far: (no steps yet)")
+def math_user_turn(example: StepExample, omitted_steps_note: bool = True) -> str:
+    """The user message of a math step example: the problem, the solution so far, the request."""
+    parts = [f"Problem:\n{example.task.strip()}"]
+    if example.context:
+        shown = "\n\n".join(item.action.strip() for item in example.context)
+        parts.append(f"Solution so far:\n{shown}")
     else:
-        parts = [f"<issue>\n{example.task.strip()}\n</issue>"]
-        first = example.omitted_steps + 1
-        for offset, item in enumerate(example.context):
-            block = f"Step {first + offset}:\n{item.action.strip()}"
-            if item.observation is not None:
-                block += f"\nObservation:\n{item.observation}"
-            parts.append(block)
-        if not example.context:
-            parts.append("No steps taken yet.")
+        parts.append("Solution so far: (no steps yet)")
+    return _finish(parts, example, omitted_steps_note, "Write your reasoning, then the next step only.")
+
+
+def swe_user_turn(example: StepExample, omitted_steps_note: bool = True) -> str:
+    """The user message of a SWE step example: the issue, then the context steps with observations."""
+    parts = [f"<issue>\n{example.task.strip()}\n</issue>"]
+    first = example.omitted_steps + 1
+    for offset, item in enumerate(example.context):
+        block = f"Step {first + offset}:\n{item.action.strip()}"
+        if item.observation is not None:
+            block += f"\nObservation:\n{item.observation}"
+        parts.append(block)
+    if not example.context:
+        parts.append("No steps taken yet.")
+    return _finish(parts, example, omitted_steps_note, "Write your reasoning, then your next tool call.")
+
+
+def problem_user_turn(example: StepExample, omitted_steps_note: bool = True) -> str:
+    """The user message of an outcome-rewarded (RLVR) example: the whole problem and nothing else."""
+    return example.task.strip()
+
+
+def _finish(parts: list[str], example: StepExample, omitted_steps_note: bool, request: str) -> str:
+    """Add the omitted-steps note (after the task), the next-title hint and the closing request."""
     if omitted_steps_note and example.omitted_steps:
         noun = "step is" if example.omitted_steps == 1 else "steps are"
         parts.insert(1, f"({example.omitted_steps} earlier {noun} not shown.)")
     if example.hint:
         parts.append(f'Hint: the next step is titled "{example.hint.strip()}".')
-    parts.append(
-        "Write your reasoning, then the next step only."
-        if example.kind == "math"
-        else "Write your reasoning, then your next tool call."
-    )
+    parts.append(request)
     return "\n\n".join(parts)
 
 
+UserTurn = Callable[[StepExample, bool], str]
+
+
 def messages(
-    example: StepExample,
-    task: str,
-    stage: str,
-    system_override: str | None = None,
-    omitted_steps_note: bool = True,
+    example: StepExample, system: str, user_turn: UserTurn, omitted_steps_note: bool = True
 ) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": system_prompt(task, stage, system_override)},
-        {"role": "user", "content": user_turn(example, stage, omitted_steps_note)},
+        {"role": "system", "content": system},
+        {"role": "user", "content": user_turn(example, omitted_steps_note)},
     ]
+
+
+class PromptCache:
+    """Token ids of each example's prompt, rendered once per example (chat templates are slow).
+
+    A prompt is the system message and the user turn through the model's chat template, ending with
+    the assistant turn's opening, then the tokens of `cfg.prefill` (text the policy's turn starts
+    with; the reward puts it back in front of the completion).
+    """
+
+    def __init__(self, tokenizer: Any, system: str, user_turn: UserTurn, cfg: PromptConfig):
+        self.tokenizer, self.user_turn, self.cfg = tokenizer, user_turn, cfg
+        self.system = cfg.system_prompt if cfg.system_prompt is not None else system
+        self._prefill = tokenizer(cfg.prefill, add_special_tokens=False)["input_ids"] if cfg.prefill else []
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, example: StepExample) -> list[int]:
+        key = example.example_id
+        if key not in self._ids:
+            chat = messages(example, self.system, self.user_turn, self.cfg.omitted_steps_note)
+            self._ids[key] = prompt_ids(self.tokenizer, chat) + self._prefill
+        return self._ids[key]
 
 
 def prompt_ids(tokenizer: Any, chat: list[dict[str, str]]) -> list[int]:

@@ -12,6 +12,10 @@ The output contract (both tasks): `<think> free inner monologue </think>` follow
 - Outcome (RLVR, math): 1.0 when math-verify finds the action's final answer equivalent to the gold
   answer, else 0.0 (a format error is 0.0 too: the rollout is simply wrong). This module is the one
   that imports math-verify, and only when an outcome reward is asked for.
+
+`StepSimilarityReward` and `MathAnswerReward` wrap these functions behind the `Reward` Protocol
+(`srl_agent.protocols`): configured once, then called per completion. Which one a task and stage use
+is the task spec's choice (`srl_agent.tasks`).
 """
 
 from __future__ import annotations
@@ -19,23 +23,21 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from rapidfuzz.distance import Indel
 
+from srl_agent.protocols import Scored
 from trajectories.actions import ActionParseError, parse_action, render_action
+
+if TYPE_CHECKING:
+    from srl_agent.config import RewardConfig
+    from srl_agent.protocols import Environment
+    from trajectories.record import StepExample
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 FORMAT_PENALTY = -1.0
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One rollout's reward; `format_error` says why the output broke the contract (None when it did not)."""
-
-    reward: float
-    action: str | None
-    format_error: str | None = None
 
 
 def extract_action(completion: str, allow_preamble: bool = False) -> tuple[str | None, str | None]:
@@ -109,3 +111,50 @@ def math_outcome_reward(completion: str, answer: str | None, allow_preamble: boo
     except Exception:  # noqa: BLE001 - math-verify raises on unparseable answers; that is a wrong answer
         correct = False
     return Scored(1.0 if correct else 0.0, action)
+
+
+@dataclass(frozen=True)
+class StepSimilarityReward:
+    """The SRL reward (`step_reward`) against the example's expert step, configured once.
+
+    `prefill` (the prompt's opening of the assistant turn) is put back in front of the completion, so
+    the format check sees the whole output.
+    """
+
+    similarity: str
+    autojunk: bool = False
+    strip: bool = True
+    allow_preamble: bool = False
+    prefill: str = ""
+    needs_environment: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, cfg: RewardConfig, prefill: str = "") -> StepSimilarityReward:
+        return cls(cfg.similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble, prefill)
+
+    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored:
+        return step_reward(
+            self.prefill + completion,
+            example.target,
+            example.kind,
+            self.similarity,
+            self.autojunk,
+            self.strip,
+            self.allow_preamble,
+        )
+
+
+@dataclass(frozen=True)
+class MathAnswerReward:
+    """The math outcome reward (`math_outcome_reward`) against the example's gold answer."""
+
+    allow_preamble: bool = False
+    prefill: str = ""
+    needs_environment: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, cfg: RewardConfig, prefill: str = "") -> MathAnswerReward:
+        return cls(cfg.allow_preamble, prefill)
+
+    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored:
+        return math_outcome_reward(self.prefill + completion, example.answer, self.allow_preamble)

@@ -5,6 +5,8 @@ of G rewards passes the filter (`std`: population std > eps; `dapo`: neither all
 and samples again for the prompts still missing until the batch of kept prompts is full or
 `max_rounds` rounds have run (then it trains on the partial batch and says so in the metrics).
 `evaluate_examples` is the held-out measurement shared by validation and `srl_agent.evaluate`.
+Prompts come from `srl_agent.prompts`, rewards from the task spec (`srl_agent.tasks`); pure rewards
+are called without an environment here (an environment reward needs the agent loop's rollouts).
 """
 
 from __future__ import annotations
@@ -18,47 +20,19 @@ from typing import Any
 import torch
 
 from srl_agent import grpo
-from srl_agent.config import GRPOConfig, PromptConfig, RewardConfig
+from srl_agent.config import GRPOConfig
 from srl_agent.data import DataStream
-from srl_agent.generation import Completion, Generator
-from srl_agent.prompts import messages, prompt_ids
-from srl_agent.rewards import Scored, math_outcome_reward, step_reward
+from srl_agent.protocols import Completion, Generator, Reward, Scored
 from trajectories.record import StepExample
 
-Scorer = Callable[[str, StepExample], Scored]
-
-
-def make_scorer(task: str, stage: str, cfg: RewardConfig, prefill: str = "") -> Scorer:
-    """The reward of one completion for an example: outcome for rlvr, step similarity otherwise.
-
-    `prefill` (the prompt's opening of the assistant turn) is put back in front of the completion: the
-    format check sees the whole output.
-    """
-    if stage == "rlvr":
-        if task != "math":
-            raise ValueError("the SWE outcome reward (tests pass in a sandbox) arrives with the agent issue")
-        return lambda text, ex: math_outcome_reward(prefill + text, ex.answer, cfg.allow_preamble)
-    similarity = (
-        cfg.similarity if cfg.similarity != "auto" else ("difflib" if task == "math" else "rapidfuzz")
-    )
-    return lambda text, ex: step_reward(
-        prefill + text, ex.target, ex.kind, similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble
-    )
-
-
-def rlvr_examples(examples: list[StepExample]) -> list[StepExample]:
-    """RLVR trains on whole problems: the first step example of each group that carries an answer."""
-    first: dict[str, StepExample] = {}
-    for ex in examples:
-        if ex.answer is not None and (
-            ex.group_id not in first or ex.step_index < first[ex.group_id].step_index
-        ):
-            first[ex.group_id] = ex
-    return list(first.values())
+Prompts = Callable[[StepExample], list[int]]
+"""An example's prompt token ids (`srl_agent.prompts.PromptCache`)."""
 
 
 @dataclass
 class Group:
+    """One prompt's G rollouts with their rewards (and advantages, once the group is kept)."""
+
     example: StepExample
     prompt: list[int]
     completions: list[Completion]
@@ -68,6 +42,8 @@ class Group:
 
 @dataclass
 class Collected:
+    """What one step's dynamic sampling produced: the kept groups and every group sampled."""
+
     kept: list[Group]
     sampled: list[Group]
     rounds: int
@@ -84,6 +60,7 @@ class Collected:
             "format_error_rate": sum(s.format_error is not None for g in self.sampled for s in g.scores)
             / len(rewards),
             "zero_std_fraction": sum(zero_std) / len(zero_std),
+            "masked_rate": sum(s.masked is not None for g in self.sampled for s in g.scores) / len(rewards),
             "truncated_rate": sum(c.truncated for c in completions) / len(completions),
             "completion_tokens_mean": statistics.fmean(len(c.token_ids) for c in completions),
             "kept_prompts": len(self.kept),
@@ -92,33 +69,11 @@ class Collected:
         }
 
 
-class PromptCache:
-    """Token ids of each example's prompt, rendered once per example (chat templates are slow)."""
-
-    def __init__(self, tokenizer: Any, task: str, stage: str, cfg: PromptConfig):
-        self.tokenizer, self.task, self.stage, self.cfg = tokenizer, task, stage, cfg
-        self._ids: dict[str, list[int]] = {}
-
-    def __call__(self, example: StepExample) -> list[int]:
-        key = example.example_id
-        if key not in self._ids:
-            chat = messages(
-                example, self.task, self.stage, self.cfg.system_prompt, self.cfg.omitted_steps_note
-            )
-            prefill = (
-                self.tokenizer(self.cfg.prefill, add_special_tokens=False)["input_ids"]
-                if self.cfg.prefill
-                else []
-            )
-            self._ids[key] = prompt_ids(self.tokenizer, chat) + prefill
-        return self._ids[key]
-
-
 def sample_groups(
     examples: list[StepExample],
-    prompts: PromptCache,
+    prompts: Prompts,
     generator: Generator,
-    scorer: Scorer,
+    reward: Reward,
     n: int,
     max_new_tokens: int,
     temperature: float,
@@ -131,7 +86,7 @@ def sample_groups(
     outs = generator.generate(ids, n, max_new_tokens, temperature)
     generated = time.perf_counter()
     groups = [
-        Group(ex, p, comps, [scorer(c.text, ex) for c in comps])
+        Group(ex, p, comps, [reward(c.text, ex) for c in comps])
         for ex, p, comps in zip(examples, ids, outs, strict=True)
     ]
     timings["generation"] = timings.get("generation", 0.0) + generated - started
@@ -142,16 +97,18 @@ def sample_groups(
 def collect_groups(
     stream: DataStream,
     batch_size: int,
-    prompts: PromptCache,
+    prompts: Prompts,
     generator: Generator,
-    scorer: Scorer,
+    reward: Reward,
     cfg: GRPOConfig,
-    filter_name: str,
     max_new_tokens: int,
     temperature: float,
 ) -> Collected:
-    """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran."""
-    keep_fn = grpo.FILTERS[filter_name]
+    """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran.
+
+    `cfg.filter` must be resolved (not `auto`: see `srl_agent.tasks.resolve`).
+    """
+    keep_fn = grpo.FILTERS[cfg.filter]
     advantage_fn = grpo.ADVANTAGES[cfg.advantage]
     kept: list[Group] = []
     sampled: list[Group] = []
@@ -163,38 +120,74 @@ def collect_groups(
             stream.take(batch_size - len(kept)),
             prompts,
             generator,
-            scorer,
+            reward,
             cfg.group_size,
             max_new_tokens,
             temperature,
             timings,
         )
         sampled += groups
-        rewards = torch.tensor([[s.reward for s in g.scores] for g in groups], dtype=torch.float64)
-        keep = keep_fn(rewards, cfg.filter_eps)
-        advantages = advantage_fn(rewards, cfg.advantage_eps)
-        for g, k, adv in zip(groups, keep.tolist(), advantages.tolist(), strict=True):
+        for g, k, adv in zip(groups, *judge(groups, keep_fn, advantage_fn, cfg), strict=True):
             if k:
                 g.advantages = adv
                 kept.append(g)
     return Collected(kept, sampled, rounds, timings.get("generation", 0.0), timings.get("reward", 0.0))
 
 
+def judge(
+    groups: list[Group], keep_fn: Callable, advantage_fn: Callable, cfg: GRPOConfig
+) -> tuple[list[bool], list[list[float]]]:
+    """Per group: whether the filter keeps it, and each rollout's advantage.
+
+    Masked rollouts (no reward could be computed) take no part: the filter and the advantages see only
+    the group's other rollouts, a masked one gets advantage 0 (and is not trained on), and a group
+    with fewer than two rewarded rollouts is dropped.
+    """
+    rewards = torch.tensor([[s.reward for s in g.scores] for g in groups], dtype=torch.float64)
+    valid = [[s.masked is None for s in g.scores] for g in groups]
+    if all(all(v) for v in valid):
+        keep = keep_fn(rewards, cfg.filter_eps).tolist()
+        return keep, advantage_fn(rewards, cfg.advantage_eps).tolist()
+    keep, advantages = [], []
+    for row, ok in zip(rewards, valid, strict=True):
+        mask = torch.tensor(ok)
+        adv = [0.0] * len(ok)
+        kept = int(mask.sum()) >= 2 and bool(keep_fn(row[mask][None], cfg.filter_eps)[0])
+        if kept:
+            for i, a in zip(
+                mask.nonzero().flatten().tolist(),
+                advantage_fn(row[mask][None], cfg.advantage_eps)[0].tolist(),
+                strict=True,
+            ):
+                adv[i] = a
+        keep.append(kept)
+        advantages.append(adv)
+    return keep, advantages
+
+
+@dataclass
+class Evaluation:
+    """Held-out results: `summary` (means over examples) and one row per example."""
+
+    summary: dict[str, float]
+    rows: list[dict[str, Any]]
+
+
 def evaluate_examples(
     examples: list[StepExample],
-    prompts: PromptCache,
+    prompts: Prompts,
     generator: Generator,
-    scorer: Scorer,
+    reward: Reward,
     max_new_tokens: int,
     temperature: float,
     greedy: bool = True,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
+) -> Evaluation:
     """Mean reward and format-error rate of one completion per example (greedy by default)."""
     ids = [prompts(ex) for ex in examples]
     outs = generator.generate(ids, 1, max_new_tokens, temperature, greedy=greedy)
     rows = []
     for ex, comps in zip(examples, outs, strict=True):
-        scored = scorer(comps[0].text, ex)
+        scored = reward(comps[0].text, ex)
         rows.append(
             {
                 "example_id": ex.example_id,
@@ -212,4 +205,4 @@ def evaluate_examples(
         "truncated_rate": sum(r["truncated"] for r in rows) / n,
         "examples": len(rows),
     }
-    return summary, rows
+    return Evaluation(summary, rows)

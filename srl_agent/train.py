@@ -16,7 +16,6 @@ and printing where the run folder, curves and checkpoints are.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import shutil
 import sys
@@ -27,8 +26,16 @@ from typing import Any
 
 import yaml
 
-from srl_agent.config import ModelConfig, OptimConfig, TrainConfig
-from trajectories.config import ConfigError, add_config_arguments, dump_config, resolve_config, run_cli
+from srl_agent.config import OptimConfig, TrainConfig
+from srl_agent.tasks import TASKS, resolve, task_spec
+from trajectories.config import (
+    ConfigError,
+    add_config_arguments,
+    dump_config,
+    explain_config,
+    resolve_config,
+    run_cli,
+)
 
 # Keys that may change between a run and its resumption (everything else must match).
 RESUMABLE_CHANGES = {
@@ -40,34 +47,48 @@ RESUMABLE_CHANGES = {
 }
 
 
+EXAMPLES = """\
+examples:
+  python -m srl_agent.train --task math
+  python -m srl_agent.train --task swe
+  python -m srl_agent.train --task math --stage sft
+  python -m srl_agent.train --task math --stage rlvr model.init_from=runs/math-srl/checkpoints/best
+  python -m srl_agent.train --task math --config configs/paper_math_qwen2.5-7b.yaml optim.lr=1e-6
+  python -m srl_agent.train --task swe --config configs/swe_demo.yaml trainer.steps=2
+"""
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
-    parser = argparse.ArgumentParser(prog="python -m srl_agent.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=["swe", "math"], required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m srl_agent.train",
+        description=__doc__.splitlines()[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--stage", choices=["srl", "rlvr", "sft"], default=None, help="default: srl")
-    add_config_arguments(parser)
+    add_config_arguments(parser, "optim.lr=1e-6")
     args = parser.parse_args(argv)
     flags = [f"task={args.task}"] + ([f"stage={args.stage}"] if args.stage else [])
-    return args, resolve_config(TrainConfig, args.config, flags + args.overrides)
+    return args, resolve(resolve_config(TrainConfig, args.config, flags + args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     if args.dry_run:
-        print(dump_config(cfg), end="")
+        print(explain_config(cfg), end="")
         return 0
-    if cfg.stage == "rlvr" and cfg.task == "swe":
-        raise ConfigError(
-            "stage: rlvr for --task swe needs sandboxed rollouts, which arrive with the agent issue"
-        )
 
     import torch
 
     from srl_agent import checkpoint as ckpt
     from srl_agent.data import DataStream
     from srl_agent.generation import make_generator
-    from srl_agent.rollouts import PromptCache, make_scorer
+    from srl_agent.models import load_policy, load_reference
+    from srl_agent.prompts import PromptCache
     from srl_agent.runlog import RunLog, summary_line
 
+    stage = task_spec(cfg.task).stage(cfg.stage)
     run_dir = prepare_run_dir(cfg)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -80,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         run_dir=run_dir,
         model=model,
         tokenizer=tokenizer,
-        reference=load_reference(cfg) if cfg.grpo.kl_coef > 0 and cfg.stage != "sft" else None,
+        reference=load_reference(cfg.model, cfg.seed) if cfg.grpo.kl_coef > 0 and stage.rollouts else None,
         optimizer=optimizer,
         scheduler=scheduler,
         stream=DataStream(train_examples, cfg.seed),
         val_examples=val_examples,
-        prompts=PromptCache(tokenizer, cfg.task, cfg.stage, cfg.prompt),
-        generator=make_generator(model, tokenizer, cfg.task, cfg.generation, cfg.model.dtype),
-        scorer=make_scorer(cfg.task, cfg.stage, cfg.reward, cfg.prompt.prefill),
+        prompts=PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt),
+        generator=make_generator(model, tokenizer, cfg.generation, cfg.model.dtype),
+        reward=stage.reward(cfg.reward, cfg.prompt.prefill),
     )
     if last is not None:
         restore(run, last)
@@ -131,7 +152,7 @@ class Run:
     val_examples: list[Any]
     prompts: Any
     generator: Any
-    scorer: Any
+    reward: Any
     state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best_val": None, "best_step": None})
 
 
@@ -139,7 +160,7 @@ def train_step(run: Run) -> dict[str, Any]:
     """One step (SFT or GRPO), the LR schedule, and validation when it is due: the step's metrics row."""
     cfg, started = run.cfg, time.perf_counter()
     step = run.state["step"] + 1
-    row = sft_step(run) if cfg.stage == "sft" else grpo_step(run)
+    row = grpo_step(run) if task_spec(cfg.task).stage(cfg.stage).rollouts else sft_step(run)
     run.scheduler.step()
     run.state["step"] = step
     row = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], **row}
@@ -154,7 +175,7 @@ def validate(run: Run, step: int) -> dict[str, float]:
     """Held-out metrics (`val_*`); saves checkpoints/best when the step reward is the best so far."""
     from srl_agent.checkpoint import save_checkpoint
 
-    summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.scorer)
+    summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward)
     best = run.state["best_val"]
     if summary and run.cfg.trainer.keep_best and (best is None or summary["val_reward_mean"] > best):
         run.state["best_val"], run.state["best_step"] = summary["val_reward_mean"], step
@@ -238,14 +259,14 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
 def load_examples(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any], list[Any]]:
     """Train and validation step examples (whole problems only, for RLVR)."""
     from srl_agent.data import load_splits
-    from srl_agent.rollouts import rlvr_examples
 
-    splits = load_splits(cfg.task, cfg.data, run_dir / "data", reuse=resume)
-    train, val = splits.train, splits.val
-    if cfg.stage == "rlvr":
-        train, val = rlvr_examples(train), rlvr_examples(val)
-        if not train:
-            raise ConfigError(f"data.source: {splits.source} has no examples with a final answer for RLVR")
+    spec = task_spec(cfg.task)
+    source = spec.data_source(cfg.data.source)
+    splits = load_splits(cfg.task, source, cfg.data, run_dir / "data", reuse=resume)
+    select = spec.stage(cfg.stage).examples
+    train, val = select(splits.train), select(splits.val)
+    if not train:
+        raise ConfigError(f"data.source: {splits.source} has no examples for stage {cfg.stage}")
     print(f"data: {len(train)} train / {len(val)} validation examples from {splits.source}")
     return train, val
 
@@ -260,49 +281,10 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def device_of(cfg: ModelConfig) -> str:
-    import torch
-
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return cfg.device
-
-
-def load_policy(
-    cfg: ModelConfig, seed: int, resume_from: Path | None, gradient_checkpointing: bool = False
-) -> tuple[Any, Any]:
-    from srl_agent.models import load_model_and_tokenizer
-
-    source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
-    # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
-    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
-    model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
-    if gradient_checkpointing:
-        # Recompute each layer in the backward pass instead of keeping its activations; applies in
-        # train mode only, so generation (eval mode) keeps its KV cache.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    return model, tokenizer
-
-
-def load_reference(cfg: TrainConfig) -> Any:
-    """The frozen initial policy for the KL term (loaded only when grpo.kl_coef > 0)."""
-    from srl_agent.models import load_model_and_tokenizer
-
-    ref, _ = load_model_and_tokenizer(
-        cfg.model.init_from or cfg.model.name,
-        dtype=cfg.model.dtype,
-        device=device_of(cfg.model),
-        seed=cfg.seed,
-    )
-    ref.eval()
-    ref.requires_grad_(False)
-    return ref
-
-
 def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any, Any]:
-    """AdamW and a LambdaLR: constant, warmup then constant, or warmup then cosine to min_lr_ratio."""
+    """AdamW and transformers' LR schedule for `cfg.schedule` (stepped once per training step)."""
     import torch
+    from transformers import get_scheduler
 
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -310,17 +292,19 @@ def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any,
         betas=cfg.betas,
         weight_decay=cfg.weight_decay,
     )
-
-    def factor(step: int) -> float:
-        if cfg.schedule != "constant" and cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "cosine":
-            span = max(total_steps - cfg.warmup_steps, 1)
-            progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    name, kwargs = {
+        "constant": ("constant", {}),
+        "warmup_constant": ("constant_with_warmup", {}),
+        "cosine": ("cosine_with_min_lr", {"min_lr_rate": cfg.min_lr_ratio}),
+    }[cfg.schedule]
+    scheduler = get_scheduler(
+        name,
+        optimizer,
+        num_warmup_steps=cfg.warmup_steps,
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=kwargs,
+    )
+    return optimizer, scheduler
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,28 +316,27 @@ def grpo_step(run: Run) -> dict[str, Any]:
     from srl_agent.rollouts import collect_groups
 
     cfg, optimizer = run.cfg, run.optimizer
-    filter_name = cfg.grpo.filter if cfg.grpo.filter != "auto" else ("dapo" if cfg.stage == "rlvr" else "std")
     collected = collect_groups(
         run.stream,
         cfg.trainer.batch_size,
         run.prompts,
         run.generator,
-        run.scorer,
+        run.reward,
         cfg.grpo,
-        filter_name,
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,
     )
     row: dict[str, Any] = {
         **collected.stats(cfg.grpo.filter_eps),
-        "filter": filter_name,
+        "filter": cfg.grpo.filter,
         "seconds_generation": collected.seconds_generation,
         "seconds_reward": collected.seconds_reward,
     }
     sequences = [
-        (g.prompt, c.token_ids, a)
+        Sequence(g.prompt, c.token_ids, a, c.logprobs)
         for g in collected.kept
-        for c, a in zip(g.completions, g.advantages, strict=True)
+        for c, a, scored in zip(g.completions, g.advantages, g.scores, strict=True)
+        if scored.masked is None  # no reward could be computed: nothing to learn from it
     ]
     if 0 < len(collected.kept) < cfg.trainer.batch_size:
         print(
@@ -369,7 +352,7 @@ def grpo_step(run: Run) -> dict[str, Any]:
         optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
         row.update({"loss": None, "tokens": 0, "skipped_update": True})
         print(
-            f"warning: no prompt passed the {filter_name} filter in {collected.rounds} rounds; "
+            f"warning: no prompt passed the {cfg.grpo.filter} filter in {collected.rounds} rounds; "
             "no update this step",
             file=sys.stderr,
         )
@@ -377,17 +360,26 @@ def grpo_step(run: Run) -> dict[str, Any]:
     return row
 
 
+@dataclass
+class Sequence:
+    """One rollout to train on: prompt and completion token ids, its advantage, the sampler's
+    per-token log-probabilities (None when the generator reports none)."""
+
+    prompt: list[int]
+    completion: list[int]
+    advantage: float
+    sampler_logprobs: list[float] | None = None
+
+
 def policy_update(
-    cfg: TrainConfig,
-    model: Any,
-    reference: Any,
-    optimizer: Any,
-    sequences: list[tuple[list[int], list[int], float]],
+    cfg: TrainConfig, model: Any, reference: Any, optimizer: Any, sequences: list[Sequence]
 ) -> dict[str, Any]:
     """PPO-clip (+ optional KL) over micro-batches with gradient accumulation, `grpo.ppo_epochs` times.
 
     With one epoch the old log-probs are the current ones detached (the policy has not moved since it
     generated), which saves a forward pass; with more, they are computed once before the first update.
+    The first pass also measures how far the trainer's log-probs are from the sampler's
+    (`logprob_gap_mean`/`_max`: ~0 for the same weights and numerics, larger with another engine or dtype).
     """
     import torch
 
@@ -399,19 +391,23 @@ def policy_update(
         sequences[i : i + cfg.trainer.micro_batch_size]
         for i in range(0, len(sequences), cfg.trainer.micro_batch_size)
     ]
-    batches = [pack([s[0] for s in m], [s[1] for s in m], pad, device) for m in micro]
-    advantages = [torch.tensor([s[2] for s in m], dtype=torch.float32, device=device) for m in micro]
-    total_tokens = float(sum(len(s[1]) for s in sequences))
+    batches = [pack([s.prompt for s in m], [s.completion for s in m], pad, device) for m in micro]
+    advantages = [torch.tensor([s.advantage for s in m], dtype=torch.float32, device=device) for m in micro]
+    sampler = [sampler_logprobs(m, b["mask"]) for m, b in zip(micro, batches, strict=True)]
+    total_tokens = float(sum(len(s.completion) for s in sequences))
     old: list[torch.Tensor | None] = [None] * len(micro)
     if cfg.grpo.ppo_epochs > 1:
         with torch.no_grad():
             old = [completion_logprobs(model, b, temp, cfg.model.dtype) for b in batches]
     aggregate = grpo.LOSS_AGG[cfg.grpo.loss_agg]
     stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0}
-    for _ in range(cfg.grpo.ppo_epochs):
+    gaps: list[tuple[float, float, float]] = []
+    for epoch in range(cfg.grpo.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
-        for batch, adv, old_logp in zip(batches, advantages, old, strict=True):
+        for batch, adv, old_logp, sampled in zip(batches, advantages, old, sampler, strict=True):
             logp = completion_logprobs(model, batch, temp, cfg.model.dtype)
+            if epoch == 0 and sampled is not None:
+                gaps.append(grpo.logprob_gap(logp.detach(), sampled, batch["mask"]))
             per_token, clipped = grpo.ppo_clip_loss(
                 logp,
                 logp.detach() if old_logp is None else old_logp,
@@ -434,7 +430,24 @@ def policy_update(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
         )
         optimizer.step()
+    if gaps:
+        stats["logprob_gap_mean"] = sum(g[0] for g in gaps) / max(sum(g[2] for g in gaps), 1.0)
+        stats["logprob_gap_max"] = max(g[1] for g in gaps)
     return {**stats, "tokens": int(total_tokens), "sequences": len(sequences)}
+
+
+def sampler_logprobs(micro: list[Sequence], mask: Any) -> Any:
+    """The sampler's log-probs of a micro-batch laid out like its completion `mask` [N, T] (None
+    when some rollout has none)."""
+    import torch
+
+    if any(s.sampler_logprobs is None for s in micro):
+        return None
+    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    for i, s in enumerate(micro):
+        if s.sampler_logprobs:
+            out[i, : len(s.sampler_logprobs)] = torch.tensor(s.sampler_logprobs, dtype=torch.float32)
+    return out
 
 
 def sft_step(run: Run) -> dict[str, Any]:
@@ -499,7 +512,7 @@ def sft_completion(target: str, cfg: TrainConfig) -> str:
 
 
 def validation(
-    cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, scorer: Any
+    cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, reward: Any
 ) -> dict[str, float]:
     """Greedy held-out reward and format-error rate, as `val_*` metrics (empty without validation data)."""
     from srl_agent.rollouts import evaluate_examples
@@ -507,15 +520,15 @@ def validation(
     if not examples:
         return {}
     started = time.perf_counter()
-    summary, _ = evaluate_examples(
+    summary = evaluate_examples(
         examples,
         prompts,
         generator,
-        scorer,
+        reward,
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,
         greedy=True,
-    )
+    ).summary
     out = {f"val_{k}": v for k, v in summary.items()}
     out["seconds_validation"] = time.perf_counter() - started
     return out

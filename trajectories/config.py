@@ -5,11 +5,13 @@ A run is resolved in three layers, later ones winning:
 
 1. the defaults of the section classes,
 2. a YAML file (`--config configs/x.yaml`) that holds only what differs,
-3. dotted command-line overrides (`trainer.lr=1e-6 data.sources='[a.jsonl, b.jsonl]'`), whose values
+3. dotted command-line overrides (`optim.lr=1e-6 generation.stop='[</function>]'`), whose values
    are read as YAML scalars/lists.
 
 An unknown key, a wrong type or a missing file raises `ConfigError` naming the key (with where it came
-from) or the path. `dump_config` writes the resolved config as YAML, for the run folder and `--dry-run`.
+from) or the path. `dump_config` writes the resolved config as YAML (the
+run folder's `config.yaml`); `explain_config` writes the same YAML with each field's description as a
+comment above it (`--dry-run`).
 
 This module lives in `trajectories`, the package every other one may import, so that all three
 packages' entry points share it without breaking the one-way dependency rule.
@@ -34,16 +36,27 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    """Base for config sections: unknown keys are errors, assignments are validated."""
+    """Base for config sections: unknown keys are errors, assignments are validated.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    A field is documented by a string literal right under it (an attribute docstring); pydantic keeps
+    it as the field's description, which `--dry-run` prints beside the value.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, use_attribute_docstrings=True
+    )
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, example: str = "section.key=value") -> None:
+    """`--config`, `--dry-run` and the `KEY=VALUE` overrides; `example` is an override that the
+    entry point's own config takes, shown in the help."""
     parser.add_argument("--config", type=Path, default=None, help="YAML file overriding the defaults")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied last, e.g. trainer.lr=1e-6"
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help=f"dotted overrides of config fields, applied last, e.g. {example} (--dry-run lists the fields)",
     )
 
 
@@ -109,6 +122,30 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def explain_config(cfg: BaseModel) -> str:
+    """The resolved config as YAML, each field preceded by its description as `#` comments.
+
+    It loads back to exactly what `dump_config` writes (comments are ignored by YAML readers).
+    """
+    return "".join(_explain(cfg, ""))
+
+
+def _explain(model: BaseModel, indent: str) -> list[str]:
+    lines: list[str] = []
+    values = model.model_dump(mode="json")
+    for name, info in type(model).model_fields.items():
+        for text in (info.description or "").splitlines():
+            lines.append(f"{indent}# {text.strip()}\n" if text.strip() else f"{indent}#\n")
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:\n")
+            lines += _explain(value, indent + "  ")
+        else:
+            dumped = yaml.safe_dump({name: values[name]}, sort_keys=False, allow_unicode=True, width=10**6)
+            lines += [f"{indent}{line}\n" for line in dumped.splitlines()]
+    return lines
 
 
 def save_config(cfg: BaseModel, path: str | Path) -> Path:

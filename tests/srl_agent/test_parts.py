@@ -7,10 +7,18 @@ from srl_helpers import math_example
 
 from srl_agent.checkpoint import find_checkpoint, save_checkpoint
 from srl_agent.data import DataStream
-from srl_agent.generation import HFGenerator, stop_string_cut, task_stop_strings
+from srl_agent.generation import HFGenerator, stop_string_cut
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policy import completion_logprobs, pack
-from srl_agent.prompts import SWE_SYSTEM, messages, prompt_ids, sft_target, user_turn
+from srl_agent.prompts import (
+    MATH_SYSTEM,
+    SWE_SYSTEM,
+    math_user_turn,
+    messages,
+    prompt_ids,
+    sft_target,
+    swe_user_turn,
+)
 from srl_agent.rewards import step_reward
 from trajectories.record import ContextItem, StepExample
 
@@ -34,7 +42,7 @@ def test_swe_prompt_documents_the_tools_and_shows_the_window():
         "</think>",
     ):
         assert needle in SWE_SYSTEM
-    text = user_turn(swe_example())
+    text = swe_user_turn(swe_example())
     assert "<issue>\nFix the bug in parse().\n</issue>" in text
     assert "(4 earlier steps are not shown.)" in text
     assert "Step 5:\n<function=bash>" in text and "Observation:\na.py" in text
@@ -43,14 +51,14 @@ def test_swe_prompt_documents_the_tools_and_shows_the_window():
 def test_math_prompt_has_context_and_optional_hint():
     ex = math_example("g", 2, "3. **Add** 5")
     ex.hint = "Add"
-    text = user_turn(ex)
+    text = math_user_turn(ex)
     assert text.startswith("Problem:\nqg") and "1. s\n\n2. s" in text and 'titled "Add"' in text
-    assert "no steps yet" in user_turn(math_example("g", 0, "x"))
+    assert "no steps yet" in math_user_turn(math_example("g", 0, "x"))
 
 
 def test_prompts_go_through_the_chat_template():
     _, tokenizer = load_model_and_tokenizer("tiny-random")
-    ids = prompt_ids(tokenizer, messages(math_example("g", 1, "x"), "math", "srl"))
+    ids = prompt_ids(tokenizer, messages(math_example("g", 1, "x"), MATH_SYSTEM, math_user_turn))
     text = tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
 
@@ -97,9 +105,24 @@ def test_stop_string_cut_finds_the_shortest_prefix_across_tokens():
     assert stop_string_cut(tokenizer, ids("ab</funct"), ["</function>"]) is None
     assert stop_string_cut(tokenizer, ids("xyz"), ["y", "z"]) == 2
     assert stop_string_cut(tokenizer, ids("xyz"), []) is None
-    assert task_stop_strings("swe", None) == ["</function>"]
-    assert task_stop_strings("math", None) == []
-    assert task_stop_strings("swe", []) == []
+
+
+def test_generator_reports_the_samplers_logprobs():
+    """Each completion carries one log-prob per token: the sampling distribution's (temperature
+    applied), which a float32 forward pass of the same model reproduces."""
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    torch.manual_seed(0)
+    prompts = [[1, 40, 41], [1, 50]]
+    out = HFGenerator(model, tokenizer, batch_size=8).generate(prompts, 2, 12, 0.7)
+    for prompt, group in zip(prompts, out, strict=True):
+        for c in group:
+            assert c.finish_reason in ("stop", "length") and len(c.logprobs) == len(c.token_ids)
+            batch = pack([prompt], [c.token_ids], tokenizer.pad_token_id, "cpu")
+            with torch.no_grad():
+                trainer = completion_logprobs(model, batch, temperature=0.7)[0, : len(c.token_ids)]
+            assert torch.allclose(trainer, torch.tensor(c.logprobs), atol=1e-4)
+    greedy = HFGenerator(model, tokenizer).generate(prompts[:1], 4, 6, 1.0, greedy=True)[0]
+    assert len(greedy) == 1 and all(lp <= 0.0 for lp in greedy[0].logprobs)
 
 
 def test_generator_ends_completions_at_a_stop_string():

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from srl_helpers import TINY, math_example
 
-from srl_agent import train
+from srl_agent import models, train
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.runlog import read_metrics
 
@@ -319,7 +319,7 @@ def test_gradient_checkpointing_gives_the_same_update(simple_data, tmp_path):
     a = load_file(plain / "checkpoints" / "last" / "model.safetensors")
     b = load_file(recomputed / "checkpoints" / "last" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    model, _ = train.load_policy(
+    model, _ = models.load_policy(
         train.TrainConfig().model.model_copy(update={"name": "tiny-random"}), 0, None, True
     )
     assert model.is_gradient_checkpointing and model.training
@@ -334,8 +334,15 @@ def test_lr_schedules():
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])  # linear warmup, then cosine from the peak
+    # transformers' schedules: linear warmup from 0 (step/warmup), then cosine from the peak
+    assert lrs[:3] == pytest.approx([0.0, 0.5, 1.0])
     assert lrs[3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 1 / 4)))
+    floor = cfg.model_copy(update={"min_lr_ratio": 0.1})
+    optimizer, scheduler = train.make_optimizer(model, floor, total_steps=6)
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the cosine ends at its floor
     constant = train.TrainConfig().optim.model_copy(update={"lr": 0.3})
     optimizer, scheduler = train.make_optimizer(model, constant, total_steps=6)
     optimizer.step()

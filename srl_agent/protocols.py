@@ -1,0 +1,96 @@
+"""The seams of srl-agent, in one place: what generates, what scores, and where actions run.
+
+Each seam is a Protocol (structural: an implementation needs no base class) with its contract here.
+The trainer, the evaluator and the coming agent loop depend on these, never on an implementation.
+
+- `Generator`: batched sampling. For each tokenized prompt, `n` completions, each with its token ids,
+  text, finish reason and the sampler's own per-token log-probabilities. Implementations:
+  `srl_agent.generation.HFGenerator` (transformers `generate`); vLLM plugs in behind the same shape.
+- `Reward`: scores one completion of one example. A pure reward (step similarity, answer check)
+  ignores `env`; an environment reward (tests pass) runs in the `env` it is given and says so with
+  `needs_environment`. Both return a `Scored`; a `Scored` with `masked` set means the reward could not
+  be computed (the sandbox failed, not the policy): the sample is left out of advantages and loss
+  instead of being counted as wrong. Implementations: `srl_agent.rewards`.
+- `Environment`: where tool calls run (a repository in a sandbox). Its contract is owned by the
+  `environments` package, which implements it (`environments.container.DockerEnvironment`) and uses
+  it itself (tools, grading, replay); it is re-exported here so that the three seams read together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from environments.protocol import Environment
+
+if TYPE_CHECKING:
+    from trajectories.record import StepExample
+
+__all__ = ["Completion", "Environment", "FinishReason", "Generator", "Reward", "Scored"]
+
+FinishReason = Literal["stop", "length"]
+"""`stop`: the model ended its turn (an end-of-turn token or a stop string); `length`: it hit the cap."""
+
+
+@dataclass
+class Completion:
+    """One sampled completion.
+
+    `token_ids` are what the policy wrote and trains on: the end-of-turn token included when the model
+    stopped (so training also learns to stop), a stop string's tokens included when one ended it.
+    `text` is the decoded completion without the end-of-turn token. `logprobs[i]` is the sampler's
+    log-probability of `token_ids[i]` under the distribution it sampled from (after temperature and
+    top-p), so the trainer can compare it with its own; `None` when the backend does not report them.
+    """
+
+    token_ids: list[int]
+    text: str
+    finish_reason: FinishReason
+    logprobs: list[float] | None = field(default=None, repr=False)
+
+    @property
+    def truncated(self) -> bool:
+        """The completion hit `max_new_tokens` without ending its turn."""
+        return self.finish_reason == "length"
+
+
+class Generator(Protocol):
+    def generate(
+        self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, greedy: bool = False
+    ) -> list[list[Completion]]:
+        """For each prompt (token ids, in order), `n` completions (`greedy`: one, temperature ignored).
+
+        Stop strings and end-of-turn tokens are the implementation's settings, fixed when it is made.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One rollout's reward.
+
+    `action` is the part of the output that was scored (None when there was none). `format_error`
+    says why the output broke the output contract (the reward is then the task's penalty): the
+    policy's fault. `masked` says why no reward could be computed at all (an infrastructure failure:
+    a container died, the test run timed out on the harness side): nobody's verdict on the policy, so
+    the trainer drops the sample rather than learning from a made-up reward.
+    """
+
+    reward: float
+    action: str | None
+    format_error: str | None = None
+    masked: str | None = None
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores `completion`, the policy's output for `example`.
+
+    `needs_environment` False: a pure function of (completion, example); `env` is ignored and may be
+    None. True: the reward acts in `env` (the environment the episode ran in, at its final state),
+    which the caller must pass. Never raises for a bad completion: that is a `format_error`.
+    """
+
+    needs_environment: bool
+
+    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored: ...

@@ -1,0 +1,153 @@
+"""One spec per task: everything that differs between `--task math` and `--task swe`, in one table.
+
+A `TaskSpec` owns what the rest of the code would otherwise branch on: the stages the task trains
+with and, per stage, the system prompt, the user turn, the reward and which step examples it uses;
+the stop strings its completions end at; what its `auto` config values mean; where its default data
+comes from. Nothing outside this module compares a task or stage name: code asks the spec.
+
+`resolve` fills every `auto` of a resolved config from the spec (`reward.similarity`,
+`generation.stop`, `grpo.filter`), so the `config.yaml` a run writes and `--dry-run` prints record what
+ran, and refuses a stage the task does not have with a message that says why.
+
+A new task is one more `TaskSpec` in `TASKS` (and its name in the configs' `task` field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar
+
+from srl_agent import prompts
+from srl_agent.data import bundled_math_source, shared_swe_source, whole_problems
+from srl_agent.rewards import MathAnswerReward, StepSimilarityReward
+from trajectories.actions import CALL_END
+from trajectories.config import ConfigError
+
+if TYPE_CHECKING:
+    from srl_agent.config import EvalConfig, RewardConfig, TrainConfig
+    from srl_agent.protocols import Reward
+    from trajectories.record import StepExample
+
+    C = TypeVar("C", TrainConfig, EvalConfig)
+
+RewardFactory = Callable[["RewardConfig", str], "Reward"]
+"""(reward section, prompt prefill) -> the stage's reward."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """How one task trains in one stage."""
+
+    system_prompt: str
+    user_turn: prompts.UserTurn
+    reward: RewardFactory
+    filter: str
+    """What `grpo.filter: auto` means here (`std`: dynamic sampling on reward spread; `dapo`: drop
+    groups all right or all wrong)."""
+    examples: Callable[[list[StepExample]], list[StepExample]] = list
+    """Which step examples the stage trains and validates on (all of them, or whole problems)."""
+    rollouts: bool = True
+    """True: the policy samples and GRPO learns from the rewards; False: supervised learning of the
+    expert's step (SFT), no sampling in training."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    stages: Mapping[str, StageSpec]
+    similarity: str
+    """What `reward.similarity: auto` means for this task."""
+    stop: tuple[str, ...]
+    """What `generation.stop: auto` means: the strings a completion ends at (kept in it)."""
+    default_source: Callable[[], str]
+    """What `data.source: auto` means (may raise ConfigError when that data is absent here)."""
+    missing_stages: Mapping[str, str]
+    """Stages this task does not have yet, with the reason the error message gives."""
+
+    def data_source(self, source: str) -> str:
+        """`data.source` resolved: `auto` is the task's default data."""
+        return self.default_source() if source == "auto" else source
+
+    def stage(self, name: str) -> StageSpec:
+        if name in self.stages:
+            return self.stages[name]
+        why = self.missing_stages.get(name, "")
+        raise ConfigError(
+            f"stage: {name} is not available for --task {self.name}"
+            + (f" ({why})" if why else "")
+            + f"; use one of: {', '.join(self.stages)}"
+        )
+
+
+# SFT learns the same step examples as SRL with the same prompts; its validation scores them with the
+# SRL step reward, so its curves compare with SRL's.
+_MATH_SRL = StageSpec(
+    system_prompt=prompts.MATH_SYSTEM,
+    user_turn=prompts.math_user_turn,
+    reward=StepSimilarityReward.from_config,
+    filter="std",
+)
+_MATH_SFT = replace(_MATH_SRL, rollouts=False)
+MATH = TaskSpec(
+    name="math",
+    stages={
+        "srl": _MATH_SRL,
+        "sft": _MATH_SFT,
+        "rlvr": StageSpec(
+            system_prompt=prompts.MATH_RLVR_SYSTEM,
+            user_turn=prompts.problem_user_turn,
+            reward=MathAnswerReward.from_config,
+            filter="dapo",
+            examples=whole_problems,
+        ),
+    },
+    similarity="difflib",  # the paper's reward; math steps are short, so it costs microseconds
+    stop=(),
+    default_source=bundled_math_source,
+    missing_stages={},
+)
+
+_SWE_SRL = StageSpec(
+    system_prompt=prompts.SWE_SYSTEM,
+    user_turn=prompts.swe_user_turn,
+    reward=StepSimilarityReward.from_config,
+    filter="std",
+)
+SWE = TaskSpec(
+    name="swe",
+    stages={"srl": _SWE_SRL, "sft": replace(_SWE_SRL, rollouts=False)},
+    # difflib needs seconds per long created file; rapidfuzz computes the exact 2M/T in microseconds
+    similarity="rapidfuzz",
+    # The contract allows one tool call and nothing after it: text past the call is a format error.
+    stop=(CALL_END,),
+    default_source=shared_swe_source,
+    missing_stages={"rlvr": "SWE RLVR rolls out in sandboxes, which arrive with the agent issue"},
+)
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (MATH, SWE)}
+
+
+def task_spec(name: str) -> TaskSpec:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"task: unknown task {name!r}; one of {', '.join(TASKS)}") from None
+
+
+def resolve(cfg: C, stage: str = "srl") -> C:
+    """A copy of `cfg` with every `auto` filled in from its task's spec; the stage must exist.
+
+    `stage` is used for configs without one of their own (evaluation scores the SRL step reward).
+    """
+    spec = task_spec(cfg.task)
+    stage_spec = spec.stage(getattr(cfg, "stage", stage))
+    cfg = cfg.model_copy(deep=True)
+    if cfg.reward.similarity == "auto":
+        cfg.reward.similarity = spec.similarity
+    if cfg.generation.stop == "auto":
+        cfg.generation.stop = list(spec.stop)
+    grpo = getattr(cfg, "grpo", None)
+    if grpo is not None and grpo.filter == "auto":
+        grpo.filter = stage_spec.filter
+    return cfg
