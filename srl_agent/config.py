@@ -84,6 +84,9 @@ class GenerationConfig(Section):
     """Completion cap in tokens. The demo's math steps are ~50 characters; the paper configs raise it."""
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample only among the k most likely tokens; 0: no cut (the paper samples at temperature 1.0 from
+    the full distribution). Unset, transformers would cut at its default of 50."""
     batch_size: int = 32
     """Sequences per generate() call."""
     stop: list[str] | Literal["auto"] = "auto"

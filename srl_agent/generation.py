@@ -35,9 +35,10 @@ class HFGenerator:
         top_p: float = 1.0,
         compute_dtype: str = "float32",
         stop: list[str] | None = None,
+        top_k: int = 0,
     ):
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.top_p, self.compute_dtype = batch_size, top_p, compute_dtype
+        self.batch_size, self.top_p, self.top_k, self.compute_dtype = batch_size, top_p, top_k, compute_dtype
         self.stop_ids = stop_token_ids(tokenizer)
         self.stop = list(stop or [])
 
@@ -52,7 +53,8 @@ class HFGenerator:
             do_sample=not greedy,
             temperature=None if greedy else temperature,
             top_p=None if greedy else self.top_p,
-            top_k=None,
+            # 0 turns the cut off; None would mean transformers' default top_k=50
+            top_k=None if greedy else self.top_k,
             max_new_tokens=max_new_tokens,
             num_return_sequences=n,
             eos_token_id=self.stop_ids,
@@ -127,7 +129,9 @@ def make_generator(model: Any, tokenizer: Any, cfg: GenerationConfig, compute_dt
     if cfg.stop == "auto":
         raise ValueError("generation.stop is still `auto`: resolve the config with srl_agent.tasks.resolve")
     backends = {"hf": HFGenerator}
-    return backends[cfg.backend](model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, cfg.stop)
+    return backends[cfg.backend](
+        model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, cfg.stop, cfg.top_k
+    )
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
