@@ -136,6 +136,15 @@ def ensure_converted(name: str) -> Path:
     if marker.is_file() and marker.read_text().strip() == CACHE_FORMAT and (target / "model.safetensors").is_file():
         return target
     folder, filename = _embedded_gguf(name)
+    import torch
+
+    # Building the plain model initialises random weights (then overwritten): on a fork of the RNG, so
+    # the first run after a cache miss samples exactly what every later run with its seed samples.
+    with torch.random.fork_rng(devices=[]):
+        return _convert(name, folder, filename, target)
+
+
+def _convert(name: str, folder: str, filename: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()

@@ -45,7 +45,9 @@ def test_missing_embedded_wheel_names_the_fix(monkeypatch):
 @pytest.mark.slow
 def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SRL_AGENT_CACHE", str(tmp_path))
+    torch.manual_seed(0)
     model, _ = models.load_model_and_tokenizer(models.DEFAULT_MODEL)
+    after_converting = torch.rand(4)
     cached = tmp_path / "models" / models.DEFAULT_MODEL
     assert (cached / "model.safetensors").is_file() and (cached / "config.json").is_file()
     # saved as a plain model: no GGUF quantization flag that would make later saves refuse
@@ -53,9 +55,12 @@ def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch
     model.save_pretrained(tmp_path / "resaved")
     stamp = (cached / "model.safetensors").stat().st_mtime_ns
 
+    torch.manual_seed(0)
     started = time.perf_counter()
     again, tok2 = models.load_model_and_tokenizer(models.DEFAULT_MODEL)
     elapsed = time.perf_counter() - started
+    # converting draws no random numbers a seeded run would see: the first run samples as later ones do
+    assert torch.equal(torch.rand(4), after_converting)
     assert (cached / "model.safetensors").stat().st_mtime_ns == stamp  # not converted a second time
     assert elapsed < 30, f"loading from the cache took {elapsed:.1f} s"
     assert sum(p.numel() for p in again.parameters()) > 100_000_000  # the real 135M model
