@@ -4,6 +4,8 @@ For step k of a group (a trajectory or a problem) the example's `target` is the 
 - SWE: `render_action(step.action)`, the canonical XML function call. Context: the task plus the last
   `context_steps` (action, observation) pairs before k (`"all"` = every earlier pair); each
   observation is capped at `observation_max_chars` with a visible marker (`truncate_middle`).
+  `next_swe_example` makes the example for the step after a trajectory's last the same way: the
+  prompt an agent acting in this format gets at each turn, from its own history.
 - Math: the step text. Context: the problem, the preamble (if any) as the first context item, then
   every earlier step; with `next_title_hint`, step k's bold title is the example's `hint`.
 
@@ -122,6 +124,24 @@ def swe_examples(traj: Trajectory, group_id: str, cfg: BuildConfig) -> list[Step
     Step j's context item is one object shared by the examples whose window holds it (records are
     not mutated after the build), so a window of k steps costs one item per step, not k.
     """
+    targets, items = swe_context_items(traj, cfg)
+    return [
+        swe_example(traj, group_id, i, items, targets[i], cfg)
+        for i in predicted_steps(len(traj.steps), cfg.predict_steps)
+    ]
+
+
+def next_swe_example(traj: Trajectory, group_id: str, cfg: BuildConfig) -> StepExample:
+    """The example for the step after the trajectory's last, not taken yet: what an agent acting in
+    the SRL format is prompted with (`srl_agent.agent`). Its context is made exactly as in
+    `swe_examples`; its `target` is empty, since no expert step exists, and `num_steps` counts the
+    step being taken."""
+    _, items = swe_context_items(traj, cfg)
+    return swe_example(traj, group_id, len(traj.steps), items, "", cfg)
+
+
+def swe_context_items(traj: Trajectory, cfg: BuildConfig) -> tuple[list[str], list[ContextItem]]:
+    """(canonical action text, context item) of every step; BadRecord when an action cannot be rendered."""
     targets = []
     for i, step in enumerate(traj.steps):
         try:
@@ -134,27 +154,30 @@ def swe_examples(traj: Trajectory, group_id: str, cfg: BuildConfig) -> list[Step
         )
         for target, s in zip(targets, traj.steps)
     ]
-    examples = []
-    n = len(traj.steps)
-    for i in predicted_steps(n, cfg.predict_steps):
-        first = 0 if cfg.context_steps == "all" else max(0, i - cfg.context_steps)
-        meta = {"tool": traj.steps[i].action.name, "source_format": traj.source_format}
-        if traj.instance_id:
-            meta["instance_id"] = traj.instance_id
-        examples.append(
-            StepExample(
-                kind="swe",
-                group_id=group_id,
-                step_index=i,
-                num_steps=n,
-                task=traj.task,
-                context=items[first:i],
-                target=targets[i],
-                omitted_steps=first,
-                meta=meta,
-            )
-        )
-    return examples
+    return targets, items
+
+
+def swe_example(
+    traj: Trajectory, group_id: str, i: int, items: list[ContextItem], target: str, cfg: BuildConfig
+) -> StepExample:
+    """The example predicting step `i` from the window of `items` before it (`cfg.context_steps`)."""
+    first = 0 if cfg.context_steps == "all" else max(0, i - cfg.context_steps)
+    taken = i < len(traj.steps)
+    meta = {"tool": traj.steps[i].action.name} if taken else {}
+    meta["source_format"] = traj.source_format
+    if traj.instance_id:
+        meta["instance_id"] = traj.instance_id
+    return StepExample(
+        kind="swe",
+        group_id=group_id,
+        step_index=i,
+        num_steps=len(traj.steps) if taken else i + 1,
+        task=traj.task,
+        context=items[first:i],
+        target=target,
+        omitted_steps=first,
+        meta=meta,
+    )
 
 
 def math_examples(problem: MathProblem, group_id: str, cfg: BuildConfig) -> list[StepExample]:

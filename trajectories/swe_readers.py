@@ -13,8 +13,9 @@ Shared rules:
   out of `steps` (no tool call is invented) and counted in `meta["format_error_turns"]`.
 - Observations: `\\r\\n` becomes `\\n`; the `OBSERVATION:` prefix and SWE-agent 0.x's state suffix
   `(Open file: ...)\\n(Current directory: ...)\\nbash-$` are removed.
-- A record that yields no step raises `BadRecord("no actions")`; every other problem raises
-  `BadRecord` with the field that is wrong, so the record is skipped and listed, never guessed.
+- A record that yields no step raises `BadRecord("no actions")` (the project's own records excepted:
+  `read_srl_jsonl`); every other problem raises `BadRecord` with the field that is wrong, so the
+  record is skipped and listed, never guessed.
 """
 
 from __future__ import annotations
@@ -538,7 +539,12 @@ def read_nebius_sweagent(record: dict[str, Any], unknown_tools: UnknownTools = "
 
 
 def read_srl_jsonl(record: dict[str, Any], unknown_tools: UnknownTools = "keep") -> Trajectory:
-    """The project's own `Trajectory.to_dict` lines."""
+    """The project's own `Trajectory.to_dict` lines.
+
+    Unlike the other formats, a record without steps is read: an agent episode that ended before its
+    first valid tool call (`exit_status` says why) is a record of what happened, not a broken one.
+    The build makes no example of it.
+    """
     try:
         traj = Trajectory.from_dict(record)
     except RecordError as e:
@@ -547,4 +553,6 @@ def read_srl_jsonl(record: dict[str, Any], unknown_tools: UnknownTools = "keep")
         for i, s in enumerate(traj.steps):
             if (s.action.original_name or s.action.name) not in KNOWN_TOOLS:
                 raise BadRecord(f"steps[{i}]: unknown tool {s.action.original_name or s.action.name!r}")
-    return _finish(traj, 0)
+    if not traj.task.strip():
+        raise BadRecord("empty task text")
+    return traj

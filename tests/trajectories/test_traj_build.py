@@ -15,6 +15,7 @@ from trajectories.build import (
     BuildConfig,
     build,
     math_examples,
+    next_swe_example,
     predicted_steps,
     split_hash,
     swe_examples,
@@ -48,6 +49,22 @@ def test_swe_context_window_of_k_pairs():
     everything = swe_examples(_traj(5), "g", BuildConfig(context_steps="all"))
     assert len(everything[4].context) == 4 and everything[4].omitted_steps == 0
     assert len(swe_examples(_traj(5), "g", BuildConfig(context_steps=0))[4].context) == 0
+
+
+@pytest.mark.parametrize("window", [0, 2, "all"])
+def test_the_next_step_example_of_a_prefix_is_the_built_example_of_that_step(window):
+    """What an agent is prompted with after k steps is the expert example for step k (same context,
+    same window and caps), but for the target it cannot know."""
+    full = _traj(5, obs_len=300)
+    cfg = BuildConfig(context_steps=window, observation_max_chars=100)
+    built = swe_examples(full, "g", cfg)
+    for k in range(5):
+        prefix = full.model_copy(update={"steps": full.steps[:k]})
+        ahead = next_swe_example(prefix, "g", cfg)
+        assert (ahead.context, ahead.omitted_steps) == (built[k].context, built[k].omitted_steps)
+        assert ahead.task == built[k].task == "Fix it"
+        assert (ahead.step_index, ahead.num_steps, ahead.target) == (k, k + 1, "")
+        assert ahead.meta == {"source_format": "srl_jsonl", "instance_id": "o__r-1"}
 
 
 def test_observations_are_capped_with_a_visible_marker():

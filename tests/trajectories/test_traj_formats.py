@@ -473,6 +473,16 @@ def test_own_jsonl_with_an_unknown_tool_follows_unknown_tools(tmp_path):
     assert strict.items == [] and strict.skipped[0].reason == "steps[1]: unknown tool 'browse'"
 
 
+def test_own_jsonl_without_steps_is_read_as_an_episode_that_ended_early(tmp_path):
+    """An agent episode that never made a valid call is a record of what happened; a foreign record
+    without actions is still skipped (test_traj_malformed)."""
+    episode = Trajectory(task="fix it", steps=[], exit_status="format_errors", meta={"format_error_turns": 3})
+    write_jsonl([episode, Trajectory(task=" ", steps=[])], tmp_path / "own.jsonl")
+    result = read_source(tmp_path / "own.jsonl")
+    assert [t.exit_status for t in result.items] == ["format_errors"] and result.items[0].steps == []
+    assert [s.reason for s in result.skipped] == ["empty task text"]
+
+
 def test_mini_coder_row_ending_in_an_xml_submit(tmp_path):
     messages = [
         {"role": "system", "content": "sys"},
