@@ -213,3 +213,26 @@ class EvalConfig(Section):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     eval: EvalSection = Field(default_factory=EvalSection)
+
+
+class AgentConfig(Section):
+    """One agent episode (`srl_agent.agent.run_episode`): its limits and how the policy decodes.
+
+    The prompt's context window is not here: it is the step builder's (`data.build.context_steps`,
+    `data.build.observation_max_chars`), so a policy acts with the window it was trained on.
+    """
+
+    max_steps: int = Field(30, ge=1)
+    """Most turns (policy calls, format errors included) before the episode ends with `step_limit`."""
+    max_format_errors: int = Field(3, ge=1)
+    """Format errors in a row that end the episode with `format_errors` (SWE-agent re-queries 3 times)."""
+    time_limit: float | None = Field(1800.0, gt=0)
+    """Wall-clock seconds per episode, checked before each turn (`time_limit`); null: none."""
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    """A prompt longer than this ends the episode with `context_limit`; null: the model's context
+    length minus `generation.max_new_tokens`."""
+    command_timeout: float | None = Field(None, gt=0)
+    """Seconds one bash call may run before it is interrupted (the agent is told); null: the
+    environment's `command_timeout`."""
+    greedy: bool = True
+    """Greedy decoding; false: sampled at `generation.temperature`."""

@@ -145,9 +145,14 @@ class PromptCache:
     def __call__(self, example: StepExample) -> list[int]:
         key = example.example_id
         if key not in self._ids:
-            chat = messages(example, self.system, self.user_turn, self.cfg.omitted_steps_note)
-            self._ids[key] = prompt_ids(self.tokenizer, chat) + self._prefill
+            self._ids[key] = self.render(example)
         return self._ids[key]
+
+    def render(self, example: StepExample) -> list[int]:
+        """The prompt's token ids, not cached: for prompts that change under one example id (an agent
+        episode asks again for the same step after a format error)."""
+        chat = messages(example, self.system, self.user_turn, self.cfg.omitted_steps_note)
+        return prompt_ids(self.tokenizer, chat) + self._prefill
 
 
 def prompt_ids(tokenizer: Any, chat: list[dict[str, str]]) -> list[int]:

@@ -14,6 +14,10 @@ The trainer, the evaluator and the coming agent loop depend on these, never on a
 - `Environment`: where tool calls run (a repository in a sandbox). Its contract is owned by the
   `environments` package, which implements it (`environments.container.DockerEnvironment`) and uses
   it itself (tools, grading, replay); it is re-exported here so that the three seams read together.
+- `Policy`: what acts in an agent episode (`srl_agent.agent`). Given the step example the loop built
+  from the episode so far, it returns one `Turn`: the whole output for that step. Implementations:
+  `srl_agent.policies.ModelPolicy` (a Generator behind the task's prompts) and
+  `srl_agent.policies.ReplayPolicy` (recorded actions, for deterministic runs).
 """
 
 from __future__ import annotations
@@ -26,7 +30,17 @@ from environments.protocol import Environment
 if TYPE_CHECKING:
     from trajectories.record import StepExample
 
-__all__ = ["Completion", "Environment", "FinishReason", "Generator", "Reward", "Scored"]
+__all__ = [
+    "Completion",
+    "Environment",
+    "FinishReason",
+    "Generator",
+    "Policy",
+    "PromptTooLong",
+    "Reward",
+    "Scored",
+    "Turn",
+]
 
 FinishReason = Literal["stop", "length"]
 """`stop`: the model ended its turn (an end-of-turn token or a stop string); `length`: it hit the cap."""
@@ -94,3 +108,35 @@ class Reward(Protocol):
     needs_environment: bool
 
     def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a policy in an agent episode.
+
+    `text` is the whole output the output contract applies to (`<think>...</think>` and one tool call;
+    a prompt prefill included). The token counts are 0 for a policy without a model.
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: bool = False
+    """The output hit the completion cap before it ended its turn."""
+
+
+class PromptTooLong(Exception):
+    """The prompt for this step does not fit the policy's context (`tokens` > `limit`)."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(f"the prompt has {tokens} tokens, more than the {limit} the policy takes")
+        self.tokens, self.limit = tokens, limit
+
+
+class Policy(Protocol):
+    def act(self, example: StepExample) -> Turn:
+        """The next turn for the episode whose next step `example` describes (its task and context, as
+        the SRL step examples have them; `target` empty). Raises `PromptTooLong` when the prompt does
+        not fit; never raises for what the output holds (the loop checks the format).
+        """
+        ...
