@@ -283,7 +283,7 @@ class Outcome:
     reason: str | None = None
     group_id: str = ""
     split_key: str = ""
-    lines: list[str] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
     format_error_turns: int = 0
 
 
@@ -337,10 +337,10 @@ def examples_for(item: Item, task: TaskKind, cfg: BuildConfig) -> tuple[str, str
     return group_id, split_key, examples
 
 
-def _regroup(line: str, group_id: str) -> str:
+def _regroup(line: bytes, group_id: str) -> bytes:
     example = StepExample.from_dict(json.loads(line))
     example.group_id = group_id
-    return to_json_line(example)
+    return to_json_line(example).encode()
 
 
 def _unique(base: str, seen: Counter) -> str:
@@ -366,10 +366,10 @@ class GroupSplitter:
         self.groups = {"train": 0, "validation": 0}
         self._decided: dict[str, str] = {}
         self._heap: list[tuple[float, str]] = []  # (-hash, key) of the held-out candidates
-        self._held: dict[str, list[list[str]]] = {}
+        self._held: dict[str, list[list[bytes]]] = {}
 
-    def add(self, key: str, examples: list[str]) -> None:
-        """Route one group's example lines (from `to_json_line`)."""
+    def add(self, key: str, examples: list[bytes]) -> None:
+        """Route one group's encoded example lines (from `step_example_lines`)."""
         if self.cfg.validation_groups is None:
             held = split_hash(self.cfg.seed, key) < self.cfg.validation_fraction
             self._emit("validation" if held else "train", examples)
@@ -380,7 +380,7 @@ class GroupSplitter:
         else:
             self._offer(key, examples)
 
-    def _offer(self, key: str, examples: list[str]) -> None:
+    def _offer(self, key: str, examples: list[bytes]) -> None:
         h = split_hash(self.cfg.seed, key)
         if len(self._heap) < self.cfg.validation_groups:
             heapq.heappush(self._heap, (-h, key))
@@ -400,7 +400,7 @@ class GroupSplitter:
         for examples in self._held.pop(key):
             self._emit(split, examples)
 
-    def _emit(self, split: str, examples: list[str]) -> None:
+    def _emit(self, split: str, examples: list[bytes]) -> None:
         self.groups[split] += 1
         for line in examples:
             self.writers[split].write_line(line)

@@ -11,13 +11,13 @@ versions and names the missing or wrong-typed field, so a corrupt file is an err
 default.
 
 The records are pydantic models with strict fields (a `str` takes only a string, an `int` never a
-bool, nested records take objects). Validation happens where data comes from outside: `from_dict`
-(reading files) and the constructors (the readers build records from foreign data). Either way a
-bad field raises `RecordError` naming its path, e.g. `steps[3].action.name: expected str, got int`.
-The build's hot path (`build.swe_examples`/`math_examples`, 135k examples for 5,000 trajectories)
-makes `StepExample`/`ContextItem` with `model_construct` instead: it copies fields of an
-already-validated `Trajectory`/`MathProblem`, so validating again would only cost time. Assignment
-after construction is not validated (the readers fill in fields they find later).
+bool, nested records take objects). Reading a file (`from_dict`) validates fully, and so do the
+constructors (the readers build records from foreign data). Either way a bad field raises
+`RecordError` naming its path, e.g. `steps[3].action.name: expected str, got int`. The build's hot
+path (`build.swe_examples`, 135k examples for 5,000 trajectories) validates too: `model_construct`
+is pure Python and measured slower than validation for records this small (pydantic 2.14: 3.6 vs
+2.4 us per `StepExample` built by its constructor), so it is not used. Assignment after
+construction is not validated (the readers fill in fields they find later).
 
 Constructors take keywords or, as the dataclasses these records were, positional arguments in field
 order (`ToolCall("bash", {"command": "ls"})`); an unknown keyword is a TypeError. In a file `null`
@@ -28,7 +28,7 @@ out of a constructor (it defaults to `{}`) but not out of a file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -51,8 +51,10 @@ class _Record(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    # Fields a file must hold but a constructor may leave out: name -> factory of the default.
-    _init_defaults: ClassVar[dict[str, Callable[[], Any]]] = {}
+    # Top-level keys whose `null` in a file means the field's default (files have always allowed it).
+    _null_means_default: ClassVar[frozenset[str]] = frozenset()
+    # Fields a constructor may leave out although a file must hold them: name -> default factory.
+    _init_defaults: ClassVar[dict[str, Any]] = {}
     _field_names: ClassVar[tuple[str, ...]] = ()
     _field_set: ClassVar[frozenset[str]] = frozenset()
 
@@ -63,19 +65,17 @@ class _Record(BaseModel):
         cls._field_set = frozenset(cls._field_names)
 
     def __init__(self, /, *args: Any, **data: Any) -> None:
-        cls = type(self)
-        if args:
-            data = cls._with_positional(args, data)
-        if not data.keys() <= cls._field_set:
-            unknown = ", ".join(sorted(data.keys() - cls._field_set))
-            raise TypeError(f"{cls.__name__} got unexpected keyword arguments: {unknown}")
-        for name, default in cls._init_defaults.items():
-            if name not in data:
-                data[name] = default()
-        try:
+        if args or not self._field_set.issuperset(data):
+            data = self._keywords(args, data)
+        try:  # what BaseModel.__init__ does, without packing `data` into keywords once more
             self.__pydantic_validator__.validate_python(data, self_instance=self)
         except ValidationError as e:
-            raise RecordError(_describe(e)) from None
+            # Constructor defaults go in only when validation failed without them: calls that pass
+            # every field (the readers' hot path) pay nothing for them.
+            missing = self._init_defaults.keys() - data.keys()
+            if not missing:
+                raise RecordError(_describe(e)) from None
+            self.__init__(**data, **{name: self._init_defaults[name]() for name in missing})
 
     # Marks this as the plain pydantic constructor, so that `model_validate` (files) keeps validating
     # the data as it is instead of calling it: files may hold extra keys and must hold `arguments`.
@@ -83,18 +83,24 @@ class _Record(BaseModel):
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
 
     @classmethod
-    def _with_positional(cls, args: tuple[Any, ...], data: dict[str, Any]) -> dict[str, Any]:
+    def _keywords(cls, args: tuple[Any, ...], data: dict[str, Any]) -> dict[str, Any]:
+        """Positional arguments named in field order; an unknown keyword is a TypeError, as it was."""
         if len(args) > len(cls._field_names):
             raise TypeError(f"{cls.__name__} takes at most {len(cls._field_names)} positional arguments")
         for name, value in zip(cls._field_names, args):
             if name in data:
                 raise TypeError(f"{cls.__name__} got multiple values for {name!r}")
             data[name] = value
+        if not cls._field_set.issuperset(data):
+            unknown = ", ".join(sorted(data.keys() - cls._field_set))
+            raise TypeError(f"{cls.__name__} got unexpected keyword arguments: {unknown}")
         return data
 
     @classmethod
     def _validated(cls, data: dict[str, Any], record: str) -> Any:
         _check_header(data, record)
+        if any(data.get(k, 0) is None for k in cls._null_means_default):
+            data = {k: v for k, v in data.items() if v is not None or k not in cls._null_means_default}
         try:
             return cls.model_validate(data)
         except ValidationError as e:
@@ -108,13 +114,13 @@ class ToolCall(_Record):
     `raw` the action text as the source wrote it, when there was one.
     """
 
-    _init_defaults: ClassVar[dict[str, Callable[[], Any]]] = {"arguments": dict}
-
     name: str
     arguments: dict[str, Any]
     original_name: str | None = None
     id: str | None = None
     raw: str | None = None
+
+    _init_defaults: ClassVar[dict[str, Any]] = {"arguments": dict}  # a constructor may leave them out
 
 
 class Step(_Record):
@@ -136,15 +142,12 @@ class Trajectory(_Record):
     source_format: str = "srl_jsonl"
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    _null_means_default: ClassVar[frozenset[str]] = frozenset({"source_format", "meta"})
+
     @field_validator("source_format", mode="before")
     @classmethod
-    def _default_source_format(cls, value: Any) -> Any:
-        return "srl_jsonl" if value is None or value == "" else value
-
-    @field_validator("meta", mode="before")
-    @classmethod
-    def _null_meta(cls, value: Any) -> Any:
-        return {} if value is None else value
+    def _empty_source_format(cls, value: Any) -> Any:
+        return "srl_jsonl" if value == "" else value  # an empty name read as the default, as it was
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "record": "trajectory", **self.model_dump()}
@@ -183,15 +186,7 @@ class StepExample(_Record):
     answer: str | None = None
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("omitted_steps", mode="before")
-    @classmethod
-    def _null_omitted_steps(cls, value: Any) -> Any:
-        return 0 if value is None else value
-
-    @field_validator("meta", mode="before")
-    @classmethod
-    def _null_meta(cls, value: Any) -> Any:
-        return {} if value is None else value
+    _null_means_default: ClassVar[frozenset[str]] = frozenset({"omitted_steps", "meta"})
 
     @property
     def example_id(self) -> str:
@@ -222,34 +217,47 @@ def to_json_line(record: Trajectory | StepExample) -> str:
     return _ENCODER.encode(record.to_dict())
 
 
-def step_example_lines(examples: list[StepExample]) -> list[str]:
-    """`[to_json_line(e) for e in examples]`, encoding each string the examples share only once.
+def step_example_lines(examples: list[StepExample]) -> list[bytes]:
+    """`[to_json_line(e).encode() for e in examples]`, encoding each string the examples share once.
 
     The examples of one trajectory repeat its task and each observation in up to `context_steps`
-    contexts; encoding those once made building 134k SWE examples about a fifth faster. The layout
-    is `StepExample.to_dict`'s, key for key (a test compares the two on every kind of example).
+    contexts; encoding those once made building 134k SWE examples about a fifth faster, and keeping
+    them as UTF-8 (not re-encoding every whole line on write) a few percent more. The layout is
+    `StepExample.to_dict`'s, key for key (a test compares the two on every kind of example).
     """
-    memo: dict[str, str] = {}
+    memo: dict[str, bytes] = {}
 
-    def s(text: str | None) -> str:
+    def s(text: str | None) -> bytes:
         if text is None:
-            return "null"
+            return b"null"
         encoded = memo.get(text)
         if encoded is None:
-            encoded = memo[text] = _encode_str(text)
+            encoded = memo[text] = _encode_str(text).encode()
         return encoded
 
     lines = []
     for e in examples:
-        context = ", ".join(
-            f'{{"action": {s(c.action)}, "observation": {s(c.observation)}}}' for c in e.context
+        context = b", ".join(
+            [b'{"action": %s, "observation": %s}' % (s(c.action), s(c.observation)) for c in e.context]
         )
         lines.append(
-            f'{{"format_version": {FORMAT_VERSION}, "record": "step_example", "kind": {s(e.kind)}, '
-            f'"group_id": {s(e.group_id)}, "step_index": {e.step_index}, "num_steps": {e.num_steps}, '
-            f'"task": {s(e.task)}, "context": [{context}], "target": {s(e.target)}, '
-            f'"omitted_steps": {e.omitted_steps}, "hint": {s(e.hint)}, "answer": {s(e.answer)}, '
-            f'"meta": {_ENCODER.encode(e.meta)}}}'
+            b'{"format_version": %d, "record": "step_example", "kind": %s, "group_id": %s, '
+            b'"step_index": %d, "num_steps": %d, "task": %s, "context": [%s], "target": %s, '
+            b'"omitted_steps": %d, "hint": %s, "answer": %s, "meta": %s}'
+            % (
+                FORMAT_VERSION,
+                s(e.kind),
+                s(e.group_id),
+                e.step_index,
+                e.num_steps,
+                s(e.task),
+                context,
+                s(e.target),
+                e.omitted_steps,
+                s(e.hint),
+                s(e.answer),
+                _ENCODER.encode(e.meta).encode(),
+            )
         )
     return lines
 
@@ -267,15 +275,17 @@ class JsonlWriter:
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self._tmp.open("w", encoding="utf-8")
+        self._file = self._tmp.open("wb")
         return self
 
     def write(self, record: Trajectory | StepExample) -> None:
-        self.write_line(to_json_line(record))
+        self.write_line(to_json_line(record).encode())
 
-    def write_line(self, line: str) -> None:
-        """Write a line made by `to_json_line` (for callers that encode records before routing them)."""
-        self._file.write(line + "\n")
+    def write_line(self, line: bytes) -> None:
+        """Write one UTF-8 line without its newline: `to_json_line(record).encode()`, or one of
+        `step_example_lines` (for callers that encode records before routing them)."""
+        self._file.write(line)
+        self._file.write(b"\n")
         self.count += 1
 
     def __exit__(self, exc_type: object, *_: object) -> None:

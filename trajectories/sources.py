@@ -204,7 +204,7 @@ def _file_records(path: Path, streaming: bool) -> Iterator[tuple[str, Payload]]:
             yield from _document_records(path, handle.read())
             return
         for lineno, raw in enumerate(handle, 1):
-            if raw.strip():
+            if not raw.isspace():  # a blank line is no record (isspace, unlike strip, copies nothing)
                 yield f"{path}:{lineno}", raw  # decoded by read_record
 
 

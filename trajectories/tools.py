@@ -175,7 +175,8 @@ def decode_json_field(value: Any, where: str, expected: type, what: str) -> Any:
 def _decode_arguments(name: str, arguments: dict[str, Any] | str | None) -> dict[str, Any]:
     if arguments is None or arguments == "":
         return {}
-    arguments = decode_json_field(arguments, f"arguments of {name!r}", dict, "a JSON object")
+    if not isinstance(arguments, dict):
+        arguments = decode_json_field(arguments, f"arguments of {name!r}", dict, "a JSON object")
     return {k: v for k, v in arguments.items() if v is not None}
 
 

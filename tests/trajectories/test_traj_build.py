@@ -317,4 +317,4 @@ def test_shared_string_encoding_gives_the_same_lines():
     math = math_examples(problem, "p", BuildConfig(next_title_hint=True))
     math.append(StepExample("math", "q", 0, 1, "t", [], "x", hint=None, answer="5", meta={}))
     examples = swe + math
-    assert step_example_lines(examples) == [to_json_line(e) for e in examples]
+    assert step_example_lines(examples) == [to_json_line(e).encode() for e in examples]
