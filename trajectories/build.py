@@ -122,7 +122,9 @@ def swe_examples(traj: Trajectory, group_id: str, cfg: BuildConfig) -> list[Step
     """The step examples of one trajectory; BadRecord when an action has no canonical text form.
 
     Step j's context item is one object shared by the examples whose window holds it (records are
-    not mutated after the build), so a window of k steps costs one item per step, not k.
+    not mutated after the build), so a window of k steps costs one item per step, not k. Items and
+    examples are made with `trusted` (no validation): their fields come from the validated
+    trajectory, the config and `render_action`, and this is the build's hot path.
     """
     targets, items = swe_context_items(traj, cfg)
     return [
@@ -149,7 +151,7 @@ def swe_context_items(traj: Trajectory, cfg: BuildConfig) -> tuple[list[str], li
         except ValueError as e:
             raise BadRecord(f"step {i}: {e}") from None
     items = [
-        ContextItem(
+        ContextItem.trusted(
             action=target, observation=truncate_middle(s.observation or "", cfg.observation_max_chars)
         )
         for target, s in zip(targets, traj.steps)
@@ -167,7 +169,7 @@ def swe_example(
     meta["source_format"] = traj.source_format
     if traj.instance_id:
         meta["instance_id"] = traj.instance_id
-    return StepExample(
+    return StepExample.trusted(
         kind="swe",
         group_id=group_id,
         step_index=i,
@@ -176,6 +178,8 @@ def swe_example(
         context=items[first:i],
         target=target,
         omitted_steps=first,
+        hint=None,
+        answer=None,
         meta=meta,
     )
 

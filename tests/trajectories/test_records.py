@@ -161,3 +161,30 @@ def test_records_can_change_after_construction():
     traj.meta["position"] = "f:1"
     assert json.loads(to_json_line(traj))["steps"][0]["action"]["raw"] == "ls"
     assert traj.to_dict()["final_patch"] == "diff" and traj.to_dict()["meta"] == {"position": "f:1"}
+
+
+def test_trusted_records_are_the_validated_ones():
+    """`trusted` fills pydantic's instance slots itself (the build's hot path): it must still give
+    exactly what validation gives, and pydantic must still have those four slots."""
+    import copy
+    import pickle
+
+    from pydantic import BaseModel
+
+    assert BaseModel.__slots__ == (
+        "__dict__",
+        "__pydantic_fields_set__",
+        "__pydantic_extra__",
+        "__pydantic_private__",
+    )
+    item = ContextItem.trusted(action="<function=submit>\n</function>", observation=None)
+    fields = json.loads(_lines()[1])
+    del fields["format_version"], fields["record"]
+    fields["context"] = [item]
+    trusted, validated = StepExample.trusted(**fields), StepExample(**fields)
+    assert trusted == validated and repr(trusted) == repr(validated)
+    assert trusted.model_fields_set == validated.model_fields_set
+    assert to_json_line(trusted) == to_json_line(validated)
+    assert pickle.loads(pickle.dumps(trusted)) == validated == copy.deepcopy(trusted)
+    trusted.group_id = "other"  # assignment works as on any record
+    assert trusted.example_id == "other#1"
