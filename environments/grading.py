@@ -5,6 +5,8 @@
   made inside the function) on a dataset JSON of the instances, with images that must already exist
   locally under each instance's `image` name (`python -m environments build`), so nothing is pulled.
   It reads the harness's per-instance `report.json` files and its run summary.
+- `official_image_name(instance_id)`: the image the harness's convention names for an instance
+  (`swebench/sweb.eval.x86_64.<id>:latest`, `__` -> `_1776_`), for rows that carry no `image`.
 - `run_tests_in_env(env, task, patch, ...)`: for RLVR rewards, where starting a container per grade
   and importing swebench (about 3 s) would dominate. In a running environment at the task's base
   commit it applies the patch and the test patch, runs exactly the FAIL_TO_PASS and PASS_TO_PASS
@@ -304,6 +306,15 @@ def _harness_error(instance_id: str, log_dir: Path) -> GradeResult:
 def _outcome(section: Mapping[str, Any] | None) -> dict[str, list[str]]:
     section = section or {}
     return {"success": list(section.get("success", [])), "failure": list(section.get("failure", []))}
+
+
+def official_image_name(instance_id: str) -> str:
+    """The published image of a SWE-bench instance: `swebench/sweb.eval.x86_64.<id>:latest`, lower-cased,
+    with `__` as `_1776_` (Docker Hub forbids `__`). swebench's own function (`swebench.task.checks`,
+    pure; a 20 ms import)."""
+    from swebench.task.checks import expected_image
+
+    return expected_image(instance_id)
 
 
 def harness_run_id(prefix: str) -> str:

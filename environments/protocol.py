@@ -1,4 +1,7 @@
-"""`Environment`: what the tools, grading, replay and an agent loop need from a repository environment.
+"""The seams of the environments: `Environment` (a repository to act in) and `TaskInstance` (a task to
+evaluate on, whatever its origin).
+
+`Environment`: what the tools, grading, replay and an agent loop need from a repository environment.
 
 One repository checked out at its base commit, with one persistent shell the agent acts in, for one
 episode at a time. `container.DockerEnvironment` is the implementation (a test checks that it
@@ -10,11 +13,17 @@ Faults of the agent's commands are results, never exceptions: `run` reports a fa
 runaway command in its `CommandResult`. Exceptions mean the environment itself cannot go on (it is
 not started, the engine or container failed beyond recovery), or a file or the repository is not
 there. Not thread-safe: one call at a time per environment.
+
+`TaskInstance`: what an evaluation needs of a task: the issue to hand the agent, the image its
+episode runs in, and the swebench instance the official harness grades. Implemented by the bundled
+`environments.tasks.bundled.Task` and by `environments.tasks.swebench_rows.SWEBenchTask` (SWE-bench and
+SWE-smith rows); `environments.tasks.sources.load_task_source` gives either, and
+`sources.prepare_image(task)` makes `task.image` present (built, found or pulled) before an episode.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from environments.shell import CommandResult
 
@@ -83,5 +92,45 @@ class Environment(Protocol):
         """Release the environment and everything it holds (for Docker: remove the container).
 
         Idempotent: closing a closed environment does nothing. The other methods raise after it.
+        """
+        ...
+
+
+@runtime_checkable
+class TaskInstance(Protocol):
+    """A task an agent is evaluated on; see the module docstring. Read-only; safe to share between threads."""
+
+    @property
+    def instance_id(self) -> str:
+        """The id that names the task in predictions, logs and reports (`django__django-16255`)."""
+        ...
+
+    @property
+    def problem_statement(self) -> str:
+        """The issue text the agent is given (never empty)."""
+        ...
+
+    @property
+    def image(self) -> str:
+        """The image the episode runs in and the harness grades in, with the repository in `/testbed`.
+
+        Its HEAD (or its `srl-agent.base_commit` label) is where the episode starts, so an environment
+        started from it needs no further checkout. It may not exist yet: `prepare_image` builds, finds
+        or pulls it, or says why it cannot.
+        """
+        ...
+
+    @property
+    def base_commit(self) -> str | None:
+        """The commit the episode starts at and the patch is taken against; None when only the image's
+        HEAD says (a SWE-smith row naming its start by branch)."""
+        ...
+
+    def instance(self) -> dict[str, Any]:
+        """The swebench 5.x instance dict the official harness grades: the row's fields, with `image`
+        (this task's), `eval_script`, `log_parser` and `eval_type`.
+
+        Raises `environments.tasks.swebench_rows.MissingGradingFields`, naming the instance and the
+        fields, when the task's source lacks what swebench 5.x needs to grade it.
         """
         ...

@@ -79,8 +79,7 @@ class Task:
     @property
     def image(self) -> str:
         """Image name in swebench's naming (`__` becomes `_1776_`), under our own namespace."""
-        name = self.instance_id.lower().replace("__", "_1776_")
-        return f"{IMAGE_NAMESPACE}/sweb.eval.x86_64.{name}:latest"
+        return local_image_name(self.instance_id)
 
     @property
     def repo_dir(self) -> Path:
@@ -137,6 +136,12 @@ class Task:
             "log_parser": LOG_PARSER,
             "eval_type": EVAL_TYPE,
         }
+
+
+def local_image_name(instance_id: str) -> str:
+    """An image this project makes for an instance: swebench's naming under our own namespace."""
+    name = instance_id.lower().replace("__", "_1776_")
+    return f"{IMAGE_NAMESPACE}/sweb.eval.x86_64.{name}:latest"
 
 
 def load_tasks(directory: str | Path = TASKS_DIR) -> list[Task]:
