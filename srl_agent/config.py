@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from environments.config import EnvConfig
 from trajectories.build import BuildConfig
 from trajectories.config import Section
 
@@ -80,8 +81,9 @@ class RewardConfig(Section):
 class GenerationConfig(Section):
     backend: Literal["hf"] = "hf"
     """The sampler behind the Generator seam: `hf` (transformers generate); vLLM arrives with its issue."""
-    max_new_tokens: int = 48
-    """Completion cap in tokens. The demo's math steps are ~50 characters; the paper configs raise it."""
+    max_new_tokens: int | Literal["auto"] = "auto"
+    """Completion cap in tokens. `auto`: the task's, 48 for math (the demo's steps are ~50 characters;
+    the paper configs raise it) and 256 for SWE (a monologue and one tool call)."""
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -201,20 +203,6 @@ class EvalSection(Section):
     """Also write the per-example results as JSONL here."""
 
 
-class EvalConfig(Section):
-    """`python -m srl_agent.evaluate`: held-out step reward of a model or checkpoint."""
-
-    task: Literal["swe", "math"] = "math"
-    """What is scored (the `--task` flag); its spec is in srl_agent/tasks.py."""
-    seed: int = 0
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    prompt: PromptConfig = Field(default_factory=PromptConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    eval: EvalSection = Field(default_factory=EvalSection)
-
-
 class AgentConfig(Section):
     """One agent episode (`srl_agent.agent.run_episode`): its limits and how the policy decodes.
 
@@ -236,3 +224,43 @@ class AgentConfig(Section):
     environment's `command_timeout`."""
     greedy: bool = True
     """Greedy decoding; false: sampled at `generation.temperature`."""
+
+
+class SWEEvalSection(Section):
+    """`python -m srl_agent.evaluate --task swe --instances SOURCE`: the policy as an agent on SWE tasks."""
+
+    instances: str | None = None
+    """None: score held-out expert steps (step reward) instead. `bundled`: the bundled tasks; else a
+    task folder (task.json, repo/, gold.patch, test.patch) or a folder of them, a SWE-bench or
+    SWE-smith instance file (.json/.jsonl), or an HF dataset id (`princeton-nlp/SWE-bench_Verified`)."""
+    split: str = "test"
+    """The HF dataset's split."""
+    instance_ids: list[str] = Field(default_factory=list)
+    """Only these instances (empty: all)."""
+    workers: int = Field(1, ge=1)
+    """Episodes in parallel, each in its own container (the pool's size)."""
+    grader: Literal["harness", "fast"] = "harness"
+    """`harness`: the official swebench harness, under a run id unique to each call; `fast`: the
+    in-container test runner (bundled-layout tasks only), graded as each episode ends."""
+    test_timeout: int = Field(600, gt=0)
+    """Seconds the tests of one instance may run."""
+    out: str = "runs/eval-swe/{model}"
+    """The output folder (`{model}`: the model string made file-safe); a rerun resumes from it."""
+
+
+class EvalConfig(Section):
+    """`python -m srl_agent.evaluate`: held-out step reward of a model or checkpoint, or (`swe.instances`)
+    SWE tasks solved by it as an agent."""
+
+    task: Literal["swe", "math"] = "math"
+    """What is scored (the `--task` flag); its spec is in srl_agent/tasks.py."""
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    swe: SWEEvalSection = Field(default_factory=SWEEvalSection)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    environment: EnvConfig = Field(default_factory=EnvConfig)

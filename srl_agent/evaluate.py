@@ -1,12 +1,21 @@
-"""Held-out step reward of a model or checkpoint: `python -m srl_agent.evaluate --task {swe,math}`.
+"""Evaluate a model or checkpoint: `python -m srl_agent.evaluate --task {swe,math}`.
 
-Builds the same step examples as training (same `data` section, same split), prompts the model with
+Two measurements:
+- **Held-out step reward** (the default): how well the policy imitates the expert's next step.
+- **SWE tasks solved as an agent** (`--task swe --instances [SOURCE]`, SOURCE default: the bundled
+  tasks): one agent episode per instance in the Docker environments, patches graded by the official
+  swebench harness (or `--grader fast`), predictions, trajectories and a report in `--out`; see
+  `srl_agent.swe_eval`. `--model` takes a model name, HF id, local folder, run checkpoint, or
+  `replay:PATH` (recorded trajectories replayed through the same loop). `--json` prints the report as
+  one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
+
+For the step reward, it builds the same step examples as training (same `data` section, same split), prompts the model with
 the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
 the mean step reward and the format-error rate as one JSON object on stdout. `--checkpoint DIR` is a
 shortcut for `model.name=DIR` (any run's checkpoints/best or checkpoints/last).
 
-This measures imitation of the expert's next step, the SRL training signal. Evaluating a SWE policy
-as an agent on SWE-bench (acting in a sandbox, tests graded) is a later issue, not this module.
+The step reward measures imitation of the expert's next step, the SRL training signal; the agent
+evaluation measures what the field reports, the share of tasks resolved.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from pathlib import Path
 
 from srl_agent.config import EvalConfig
 from srl_agent.tasks import TASKS, resolve, task_spec
-from trajectories.config import add_config_arguments, explain_config, resolve_config, run_cli
+from trajectories.config import ConfigError, add_config_arguments, explain_config, resolve_config, run_cli
 
 EXAMPLES = """\
 examples:
@@ -28,6 +37,9 @@ examples:
   python -m srl_agent.evaluate --task math --checkpoint runs/math-srl/checkpoints/best
   python -m srl_agent.evaluate --task swe --checkpoint runs/swe-srl/checkpoints/best eval.output=swe_eval.jsonl
   python -m srl_agent.evaluate --task math eval.split=train data.max_val_examples=null
+  python -m srl_agent.evaluate --task swe --instances --model replay:environments/tasks --grader fast
+  python -m srl_agent.evaluate --task swe --instances environments/tasks/paginate --model runs/swe-srl/checkpoints/best
+  python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --model Qwen/Qwen2.5-Coder-7B-Instruct --workers 8 swe.instance_ids=[astropy__astropy-12907]
 """
 
 
@@ -40,10 +52,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     )
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (same as model.name=DIR)")
+    parser.add_argument("--model", default=None, help="model name, HF id, folder, checkpoint or replay:PATH")
+    parser.add_argument("--instances", nargs="?", const="bundled", default=None, metavar="SOURCE",
+                        help="evaluate as an agent on these SWE tasks (no SOURCE: the bundled tasks)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=None, help="episodes in parallel (swe.workers)")
+    parser.add_argument("--grader", choices=["harness", "fast"], default=None, help="swe.grader")
+    parser.add_argument("--out", default=None, help="output folder of an agent evaluation (swe.out)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     add_config_arguments(parser, "eval.split=train")
     args = parser.parse_args(argv)
-    flags = [f"task={args.task}"] + ([f"model.name={args.checkpoint}"] if args.checkpoint else [])
-    return args, resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
+    flags = [f"task={args.task}"]
+    for key, value in [("model.name", args.checkpoint or args.model), ("swe.instances", args.instances),
+                       ("swe.workers", args.workers), ("swe.grader", args.grader), ("swe.out", args.out)]:  # fmt: skip
+        if value is not None:
+            flags.append(f"{key}={value}")
+    cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
+    if cfg.swe.instances is not None and not task_spec(cfg.task).agent:
+        raise ConfigError(f"swe.instances: --task {cfg.task} has no agent evaluation (it is for --task swe)")
+    return args, cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(explain_config(cfg), end="")
         return 0
-    summary = evaluate(cfg)
-    print(json.dumps(summary))
+    if cfg.swe.instances is None:
+        print(json.dumps(evaluate(cfg)))
+        return 0
+    from srl_agent.swe_eval import evaluate_swe
+
+    report = evaluate_swe(cfg, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print((Path(report["out"]) / "report.md").read_text(encoding="utf-8"), end="")
     return 0
 
 

@@ -133,7 +133,11 @@ def ensure_converted(name: str) -> Path:
     """
     target = cache_dir() / "models" / name
     marker = target / CACHE_MARKER
-    if marker.is_file() and marker.read_text().strip() == CACHE_FORMAT and (target / "model.safetensors").is_file():
+    if (
+        marker.is_file()
+        and marker.read_text().strip() == CACHE_FORMAT
+        and (target / "model.safetensors").is_file()
+    ):
         return target
     folder, filename = _embedded_gguf(name)
     import torch
@@ -148,7 +152,9 @@ def _convert(name: str, folder: str, filename: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
-    print(f"[srl-agent] converting {name} from GGUF to safetensors in {target} (once; ~1 min) ...", flush=True)
+    print(
+        f"[srl-agent] converting {name} from GGUF to safetensors in {target} (once; ~1 min) ...", flush=True
+    )
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename)
     # The GGUF-loaded model is flagged as quantized and refuses save_pretrained: copy its de-quantized
@@ -185,7 +191,9 @@ def _embedded_gguf(name: str) -> tuple[str, str]:
         ) from None
     path = Path(str(dist.locate_file(relpath)))
     if not path.is_file():
-        raise ModelNotFoundError(f"{dist_name} is installed but {path} is missing; reinstall it with --no-deps")
+        raise ModelNotFoundError(
+            f"{dist_name} is installed but {path} is missing; reinstall it with --no-deps"
+        )
     return str(path.parent), path.name
 
 

@@ -6,8 +6,9 @@ the stop strings its completions end at; what its `auto` config values mean; whe
 comes from. Nothing outside this module compares a task or stage name: code asks the spec.
 
 `resolve` fills every `auto` of a resolved config from the spec (`reward.similarity`,
-`generation.stop`, `grpo.filter`), so the `config.yaml` a run writes and `--dry-run` prints record what
-ran, and refuses a stage the task does not have with a message that says why.
+`generation.stop`, `generation.max_new_tokens`, `grpo.filter`), so the `config.yaml` a run writes and
+`--dry-run` prints record what ran, and refuses a stage the task does not have with a message that
+says why.
 
 A new task is one more `TaskSpec` in `TASKS` (and its name in the configs' `task` field).
 """
@@ -60,10 +61,14 @@ class TaskSpec:
     """What `reward.similarity: auto` means for this task."""
     stop: tuple[str, ...]
     """What `generation.stop: auto` means: the strings a completion ends at (kept in it)."""
+    max_new_tokens: int
+    """What `generation.max_new_tokens: auto` means."""
     default_source: Callable[[], str]
     """What `data.source: auto` means (may raise ConfigError when that data is absent here)."""
     missing_stages: Mapping[str, str]
     """Stages this task does not have yet, with the reason the error message gives."""
+    agent: bool = False
+    """The task is solved by acting in an environment (SWE): `evaluate --instances` runs it as an agent."""
 
     def data_source(self, source: str) -> str:
         """`data.source` resolved: `auto` is the task's default data."""
@@ -104,6 +109,7 @@ MATH = TaskSpec(
     },
     similarity="difflib",  # the paper's reward; math steps are short, so it costs microseconds
     stop=(),
+    max_new_tokens=48,
     default_source=bundled_math_source,
     missing_stages={},
 )
@@ -121,8 +127,10 @@ SWE = TaskSpec(
     similarity="rapidfuzz",
     # The contract allows one tool call and nothing after it: text past the call is a format error.
     stop=(CALL_END,),
+    max_new_tokens=256,
     default_source=shared_swe_source,
     missing_stages={"rlvr": "SWE RLVR rolls out in sandboxes, which arrive with the agent issue"},
+    agent=True,
 )
 
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in (MATH, SWE)}
@@ -147,6 +155,8 @@ def resolve(cfg: C, stage: str = "srl") -> C:
         cfg.reward.similarity = spec.similarity
     if cfg.generation.stop == "auto":
         cfg.generation.stop = list(spec.stop)
+    if cfg.generation.max_new_tokens == "auto":
+        cfg.generation.max_new_tokens = spec.max_new_tokens
     grpo = getattr(cfg, "grpo", None)
     if grpo is not None and grpo.filter == "auto":
         grpo.filter = stage_spec.filter

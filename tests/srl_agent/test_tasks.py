@@ -40,6 +40,7 @@ def test_auto_values_are_resolved_into_the_config_that_is_written(argv, similari
     assert written["reward"]["similarity"] == similarity
     assert written["generation"]["stop"] == stop
     assert written["grpo"]["filter"] == filter_
+    assert written["generation"]["max_new_tokens"] == (256 if "swe" in argv else 48)
     assert "auto" not in (
         written["reward"]["similarity"],
         written["generation"]["stop"],
@@ -50,6 +51,7 @@ def test_auto_values_are_resolved_into_the_config_that_is_written(argv, similari
 def test_the_defaults_stay_auto_for_the_user():
     cfg = TrainConfig()
     assert (cfg.reward.similarity, cfg.generation.stop, cfg.grpo.filter) == ("auto", "auto", "auto")
+    assert cfg.generation.max_new_tokens == "auto"
     assert resolve(cfg) is not cfg and cfg.generation.stop == "auto"  # resolve returns a copy
 
 

@@ -1,0 +1,439 @@
+"""SWE-bench evaluation of a policy as an agent: `python -m srl_agent.evaluate --task swe --instances SOURCE`.
+
+Reads top to bottom in `evaluate_swe`: load the instances; skip those the output folder already holds
+finished; run one agent episode per remaining instance, `workers` at a time on the environment pool
+(each instance's image prepared first: bundled tasks are built, SWE-bench images must be present or
+pullable); grade the patches (the official `swebench` harness under a run id unique to this call, or
+the fast in-container runner); write the report.
+
+The output folder (`--out`, default `runs/eval-swe/<model>`) holds:
+- `predictions.jsonl`: SWE-bench predictions (`instance_id`, `model_name_or_path`, `model_patch`);
+- `trajectories/<instance_id>.jsonl`: each episode as a trajectory record (`python -m trajectories
+  inspect` reads it), with per-turn tokens and seconds and its exit status;
+- `results.jsonl`: the ledger, one line per instance whenever it reaches a phase (`episode`, then
+  `graded`); appended and flushed line by line, so a kill loses nothing already written, and a rerun
+  of the same command goes on from it: graded instances are skipped, episodes not yet graded are
+  graded, and instances whose episode or grading failed on the infrastructure's side are redone;
+- `report.json` and `report.md`.
+
+Every instance ends in one status: `resolved`, `unresolved` (the tests fail, or the patch does not
+apply), `empty_patch` (nothing to grade), or `infrastructure_error` (a missing image, a dead engine or
+container, a harness failure): that last one is never the policy's failure, so `resolve_rate` is
+resolved over the instances that were graded, and `resolve_rate_all` over all of them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+if TYPE_CHECKING:
+    from environments.protocol import TaskInstance
+    from srl_agent.config import EvalConfig
+    from srl_agent.protocols import Policy
+
+log = logging.getLogger(__name__)
+
+Status = Literal["resolved", "unresolved", "empty_patch", "infrastructure_error"]
+STATUSES: tuple[Status, ...] = ("resolved", "unresolved", "empty_patch", "infrastructure_error")
+# GradeResult.status -> the report's status ("error": the grader could not run the tests)
+_GRADE_STATUS: dict[str, Status] = {
+    "resolved": "resolved",
+    "unresolved": "unresolved",
+    "patch_failed": "unresolved",
+    "empty_patch": "empty_patch",
+    "error": "infrastructure_error",
+}
+
+
+@dataclass
+class Outcome:
+    """What became of one instance so far (one line of `results.jsonl`)."""
+
+    instance_id: str
+    phase: Literal["episode", "graded"]
+    status: Status | None = None
+    exit_status: str | None = None
+    detail: str = ""
+    episode: dict[str, Any] | None = None
+    grade: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == "graded" and self.status != "infrastructure_error"
+
+
+def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the evaluation `cfg` describes; the report (also written to the output folder)."""
+    from environments.pool import EnvironmentPool
+    from srl_agent.policies import make_policy
+    from srl_agent.tasks import task_spec
+
+    swe = cfg.swe
+    out = output_dir(cfg)
+    ledger = Ledger(out / "results.jsonl")
+    tasks, skipped = load_instances(cfg)
+    for iid, reason in skipped:
+        ledger.write(Outcome(iid, "graded", "infrastructure_error", detail=f"not loaded: {reason}"))
+    todo = [t for t in tasks if not ledger.get(t.instance_id, finished=True)]
+    to_run = [t for t in todo if not _episode_done(ledger.get(t.instance_id))]
+    print(f"swe eval: {len(tasks)} instances, {len(tasks) - len(todo)} already graded, "
+          f"{len(to_run)} to run, output in {out}", file=sys.stderr, flush=True)  # fmt: skip
+    if to_run:
+        policy = make_policy(
+            cfg.model.init_from or cfg.model.name,
+            cfg.agent,
+            model_cfg=cfg.model,
+            generation=cfg.generation,
+            prompt=cfg.prompt,
+            stage=task_spec(cfg.task).stage("srl"),
+            seed=cfg.seed,
+        )
+        with (
+            EnvironmentPool(cfg.environment, size=swe.workers) as pool,
+            Progress(progress, len(to_run)) as bar,
+        ):
+            run = Runner(cfg, policy, pool, out, ledger, bar)
+            with ThreadPoolExecutor(max_workers=swe.workers, thread_name_prefix="episode") as executor:
+                list(executor.map(run.instance, to_run))
+    grade(cfg, [t for t in todo if not ledger.get(t.instance_id, finished=True)], ledger, out)
+    report = make_report(cfg, tasks, skipped, ledger)
+    report["out"] = str(out)
+    write_report(report, out)
+    return report
+
+
+def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str, str]]]:
+    """The instances `cfg.swe.instances` names and those it could not load, as (id, reason)."""
+    from environments.tasks.sources import TaskSourceError, load_task_source
+    from trajectories.config import ConfigError
+
+    swe = cfg.swe
+    source = None if swe.instances == "bundled" else swe.instances
+    try:
+        return load_task_source(source, split=swe.split, instance_ids=swe.instance_ids or None)
+    except TaskSourceError as e:
+        raise ConfigError(f"swe.instances: {e}") from None
+
+
+def output_dir(cfg: EvalConfig) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", (cfg.model.init_from or cfg.model.name).strip("/"))[-80:]
+    out = Path(cfg.swe.out.format(model=name))
+    (out / "trajectories").mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class Runner:
+    """One episode per instance (any thread): prepare the image, act in a pooled environment, save."""
+
+    def __init__(self, cfg: EvalConfig, policy: Policy, pool: Any, out: Path, ledger: Ledger, bar: Progress):
+        self.cfg, self.policy, self.pool, self.out, self.ledger, self.bar = (
+            cfg,
+            policy,
+            pool,
+            out,
+            ledger,
+            bar,
+        )
+        self._policy_lock = threading.Lock()  # one model: generation calls take turns
+
+    def instance(self, task: TaskInstance) -> None:
+        from environments.tasks.sources import prepare_image
+
+        from srl_agent.agent import run_episode, save_episode
+
+        iid = task.instance_id
+        try:
+            if hasattr(self.policy, "trajectory_for"):
+                self.policy.trajectory_for(iid)  # a replay without this instance fails before any container
+            image = prepare_image(task, self.cfg.environment)
+            with self.pool.acquire(image) as env:
+                episode = run_episode(
+                    _Serialised(self.policy, self._policy_lock),
+                    env,
+                    task.problem_statement,
+                    iid,
+                    self.cfg.agent,
+                    self.cfg.data.build,
+                )
+                graded = self._grade_here(env, task, episode)
+        except Exception as e:  # one instance's failure is its status; the run goes on
+            log.warning("instance %s failed before its episode ended", iid, exc_info=True)
+            outcome = Outcome(iid, "graded", "infrastructure_error", detail=f"{type(e).__name__}: {e}")
+            self.ledger.write(outcome)
+            self.bar.advance(outcome)
+            return
+        save_episode(episode, self.out / "trajectories" / f"{_file_name(iid)}.jsonl")
+        infra = episode.infrastructure_error
+        outcome = Outcome(
+            iid,
+            "graded" if infra else "episode",
+            "infrastructure_error" if infra else None,
+            episode.exit_status,
+            episode.detail,
+            episode.stats(),
+        )
+        if not infra:
+            self.ledger.predict(iid, self.cfg.model.init_from or self.cfg.model.name, episode.patch)
+        self.ledger.write(outcome)
+        if graded is not None:
+            outcome = _graded(self.ledger, iid, graded, graded.detail)
+            self.ledger.write(outcome)
+        self.bar.advance(outcome)
+
+    def _grade_here(self, env: Any, task: TaskInstance, episode: Any) -> Any:
+        """The fast grader runs in the episode's own environment, reset to the base commit (so the
+        progress bar counts resolved instances as they come); the harness grades them all at the end."""
+        from environments.grading import run_tests_in_env
+
+        if self.cfg.swe.grader != "fast" or episode.infrastructure_error:
+            return None
+        started = time.perf_counter()
+        env.reset()
+        result = run_tests_in_env(env, task, episode.patch, timeout=self.cfg.swe.test_timeout)
+        result.detail = f"{result.detail} ({time.perf_counter() - started:.1f} s)".strip()
+        return result
+
+
+class _Serialised:
+    """A policy whose `act` calls take turns (an HF model is not to be called from two threads)."""
+
+    def __init__(self, policy: Policy, lock: threading.Lock):
+        self.policy, self.lock = policy, lock
+
+    def act(self, example: Any) -> Any:
+        with self.lock:
+            return self.policy.act(example)
+
+
+def grade(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path) -> None:
+    """Grade every instance whose episode ended and is not graded yet; one ledger line each."""
+    from environments.grading import grade_with_harness, harness_run_id, run_tests_in_env
+
+    pending = [t for t in tasks if _episode_done(ledger.get(t.instance_id))]
+    if not pending:
+        return
+    patches = ledger.predictions()
+    started = time.perf_counter()
+    if cfg.swe.grader == "harness":
+        run_id = harness_run_id(f"eval-{out.name}")
+        print(f"grading {len(pending)} patches with the swebench harness (run id {run_id})", file=sys.stderr)
+        try:
+            grades = grade_with_harness(
+                [t.instance() for t in pending],
+                {t.instance_id: patches.get(t.instance_id) for t in pending},
+                run_id,
+                work_dir=out / "harness",
+                timeout=cfg.swe.test_timeout,
+                max_workers=cfg.swe.workers,
+                model_name=_file_name(cfg.model.init_from or cfg.model.name),
+            )
+        except Exception as e:  # the harness itself failed: no verdict on the patches
+            log.warning("the harness failed", exc_info=True)
+            for t in pending:
+                ledger.write(_graded(ledger, t.instance_id, None, f"harness failed: {type(e).__name__}: {e}"))
+            return
+    else:  # episodes of a killed run, not graded in their own environment: a fresh one each
+        from environments.container import DockerEnvironment
+        from environments.tasks.sources import prepare_image
+
+        grades = {}
+        for t in pending:
+            try:
+                with DockerEnvironment(prepare_image(t, cfg.environment), cfg.environment) as env:
+                    grades[t.instance_id] = run_tests_in_env(
+                        env, t, patches.get(t.instance_id), timeout=cfg.swe.test_timeout
+                    )
+            except Exception as e:  # a grading container that fails is infrastructure
+                ledger.write(_graded(ledger, t.instance_id, None, f"fast grader: {type(e).__name__}: {e}"))
+    seconds = (time.perf_counter() - started) / max(len(pending), 1)
+    for iid, result in grades.items():
+        ledger.write(_graded(ledger, iid, result, result.detail, seconds))
+
+
+def _graded(ledger: Ledger, iid: str, result: Any, detail: str, seconds: float = 0.0) -> Outcome:
+    before = ledger.get(iid)
+    status: Status = _GRADE_STATUS[result.status] if result is not None else "infrastructure_error"
+    grade = {**result.to_dict(), "seconds": seconds} if result is not None else None
+    return Outcome(iid, "graded", status, before.exit_status, detail, before.episode, grade)
+
+
+def _episode_done(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.phase == "episode"
+
+
+def _file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+class Ledger:
+    """`results.jsonl` (the last line per instance wins) and `predictions.jsonl`, thread-safe."""
+
+    def __init__(self, path: Path):
+        self.path, self.predictions_path = path, path.with_name("predictions.jsonl")
+        self._lock = threading.Lock()
+        self._latest: dict[str, Outcome] = {}
+        for row in _read_jsonl(path):
+            self._latest[row["instance_id"]] = Outcome(**row)
+
+    def get(self, iid: str, finished: bool = False) -> Outcome | None:
+        outcome = self._latest.get(iid)
+        return outcome if outcome is None or not finished or outcome.finished else None
+
+    def write(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._latest[outcome.instance_id] = outcome
+            _append(self.path, vars(outcome))
+
+    def predict(self, iid: str, model: str, patch: str | None) -> None:
+        with self._lock:
+            _append(
+                self.predictions_path,
+                {"instance_id": iid, "model_name_or_path": model, "model_patch": patch or ""},
+            )
+
+    def predictions(self) -> dict[str, str]:
+        """The latest patch per instance."""
+        return {row["instance_id"]: row["model_patch"] for row in _read_jsonl(self.predictions_path)}
+
+    def outcomes(self) -> dict[str, Outcome]:
+        return dict(self._latest)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut by a kill: that instance is simply redone
+                continue
+    return rows
+
+
+def make_report(
+    cfg: EvalConfig, tasks: list[TaskInstance], skipped: list[tuple[str, str]], ledger: Ledger
+) -> dict[str, Any]:
+    """Counts per status, resolve rates and episode statistics over the instances of this source."""
+    outcomes = ledger.outcomes()
+    ids = [t.instance_id for t in tasks] + [iid for iid, _ in skipped]
+    statuses = {iid: (outcomes[iid].status if iid in outcomes else None) or "not_run" for iid in ids}
+    counts = Counter(statuses.values())
+    graded = sum(counts[s] for s in ("resolved", "unresolved", "empty_patch"))
+    episodes = [o.episode for iid, o in outcomes.items() if iid in statuses and o.episode]
+    return {
+        "model": cfg.model.init_from or cfg.model.name,
+        "instances_source": cfg.swe.instances,
+        "grader": cfg.swe.grader,
+        "total": len(ids),
+        **{s: counts[s] for s in STATUSES},
+        "not_run": counts["not_run"],
+        "resolve_rate": counts["resolved"] / graded if graded else 0.0,
+        "resolve_rate_all": counts["resolved"] / len(ids) if ids else 0.0,
+        "exit_statuses": dict(
+            Counter(o.exit_status for o in outcomes.values() if o.instance_id in statuses and o.exit_status)
+        ),
+        "episodes": _episode_stats(episodes),
+        "instances": statuses,
+        "instance_details": {
+            iid: {"exit_status": outcomes[iid].exit_status, "detail": outcomes[iid].detail}
+            for iid in ids
+            if iid in outcomes
+        },
+    }
+
+
+def _episode_stats(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    if not episodes:
+        return {"count": 0}
+    keys = sorted(
+        {k for e in episodes for k, v in e.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    )
+    return {
+        "count": len(episodes),
+        **{f"{k}_mean": statistics.fmean(e.get(k, 0) for e in episodes) for k in keys},
+    }
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    lines = [
+        f"# SWE evaluation of `{report['model']}` ({report['grader']} grader)",
+        "",
+        "| total | resolved | unresolved | empty patch | infrastructure error | resolve rate |",
+        "|---|---|---|---|---|---|",
+        (
+            f"| {report['total']} | {report['resolved']} | {report['unresolved']} | {report['empty_patch']} "
+            f"| {report['infrastructure_error']} | {report['resolve_rate']:.1%} |"
+        ),
+        "",
+        "| instance | status | exit status |",
+        "|---|---|---|",
+    ]
+    details = report["instance_details"]
+    lines += [
+        f"| {iid} | {status} | {(details.get(iid) or {}).get('exit_status') or ''} |"
+        for iid, status in report["instances"].items()
+    ]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class Progress:
+    """A rich progress bar with the running counts (plain lines when disabled)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.counts = enabled, total, Counter()
+        self._lock = threading.Lock()
+        self._bar: Any = None
+
+    def __enter__(self) -> Self:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import (
+                Progress as Bar,
+            )
+
+            self._bar = Bar(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), TimeElapsedColumn(),
+                            console=Console(stderr=True))  # fmt: skip
+            self._bar.__enter__()
+            self._task = self._bar.add_task("", total=self.total)
+        return self
+
+    def advance(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.counts[outcome.status or outcome.exit_status or "?"] += 1
+            text = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+            if self._bar is not None:
+                self._bar.update(self._task, advance=1, description=text)
+            else:
+                print(
+                    f"{outcome.instance_id}: {outcome.status or outcome.exit_status} ({text})",
+                    file=sys.stderr,
+                )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
