@@ -6,4 +6,7 @@
 - `bundled.py`: `Task`, loading and checking the task folders, making their base commits, images and
   swebench dataset.
 - `experts.py`: the bundled tasks' handwritten expert steps, recorded into their `expert.traj`.
+- `swebench_rows.py`: SWE-bench and SWE-smith instance rows as tasks (`SWEBenchTask`).
+- `sources.py`: where evaluation tasks come from (`load_task_source`: bundled, task folders, instance
+  files, Hugging Face datasets) and their images (`prepare_image`).
 """
