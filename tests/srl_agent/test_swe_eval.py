@@ -1,0 +1,119 @@
+"""`python -m srl_agent.evaluate --task swe --instances ...` end to end, on the bundled tasks in real
+containers: expert replays resolve (fast grader; and the official harness on an instance file whose
+other instance's image is missing), a submit without an edit is an empty patch, the tiny random model
+gets a report of 0 resolved with its exit statuses, and a run cut short resumes without redoing what
+it finished."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from environments.tasks.bundled import get_task
+from srl_agent import evaluate
+from trajectories.record import ToolCall, Trajectory, write_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.docker
+
+
+def run_eval(*args: str) -> dict:
+    """The report `evaluate --json` prints on stdout (nothing else goes there)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert evaluate.main(["--task", "swe", "--json", *args]) == 0
+    return json.loads(out.getvalue())
+
+
+def ledger_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_expert_replays_resolve_every_bundled_task_and_a_rerun_redoes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "eval"
+    args = ["--instances", "--model", "replay:environments/tasks", "--grader", "fast", "--workers", "2"]
+    report = run_eval(*args, "--out", str(out))
+    assert report["total"] == 3 and report["resolved"] == 3 and report["resolve_rate"] == 1.0
+    assert set(report["instances"].values()) == {"resolved"}
+    assert report["exit_statuses"] == {"submitted": 3} and report["episodes"]["count"] == 3
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {p["instance_id"] for p in predictions} == set(report["instances"])
+    assert all(p["model_patch"].startswith("diff --git") and p["model_name_or_path"] for p in predictions)
+    assert len(list((out / "trajectories").glob("*.jsonl"))) == 3
+    assert "| 3 | 3 | 0 | 0 | 0 | 100.0% |" in (out / "report.md").read_text()
+
+    # a kill after the first instance was graded: the ledger holds only its lines
+    rows = ledger_rows(out)
+    first = rows[0]["instance_id"]
+    (out / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows if r["instance_id"] == first)
+    )
+    again = run_eval(*args, "--out", str(out))
+    assert again["resolved"] == 3
+    redone = [r["instance_id"] for r in ledger_rows(out) if r["phase"] == "episode"]
+    assert first not in redone[1:] and len(redone) == 3  # its one episode, then the two redone
+    # a rerun of a finished evaluation runs no episode at all
+    before = len(ledger_rows(out))
+    assert run_eval(*args, "--out", str(out))["resolved"] == 3
+    assert len(ledger_rows(out)) == before
+
+
+def test_a_submit_without_an_edit_is_an_empty_patch(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    task = get_task("srl-agent__paginate-1")
+    look = _trajectory_of(task).steps[0]  # the expert's first look around, then straight to submit
+    submit = look.model_copy(update={"action": ToolCall("submit"), "observation": None})
+    lazy = Trajectory(task=task.problem_statement, steps=[look, submit], instance_id=task.instance_id)
+    write_jsonl([lazy], tmp_path / "lazy.jsonl")
+    report = run_eval(
+        "--instances", "environments/tasks/paginate", "--model", f"replay:{tmp_path / 'lazy.jsonl'}",
+        "--grader", "fast", "--out", str(tmp_path / "eval"),
+    )  # fmt: skip
+    assert report["instances"] == {task.instance_id: "empty_patch"} and report["resolved"] == 0
+
+
+def test_the_tiny_model_gets_a_report_of_zero_resolved_with_its_exit_statuses(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    report = run_eval(
+        "--instances", "--model", "tiny-random", "--grader", "fast", "--out", str(tmp_path / "eval"),
+        "generation.max_new_tokens=16", "agent.max_format_errors=2", "agent.max_steps=3",
+    )  # fmt: skip
+    assert report["total"] == 3 and report["resolved"] == 0 and report["infrastructure_error"] == 0
+    assert sum(report["exit_statuses"].values()) == 3
+    assert set(report["exit_statuses"]) <= {"format_errors", "step_limit", "submitted", "context_limit"}
+    assert report["episodes"]["completion_tokens_mean"] > 0
+
+
+def test_the_harness_grades_an_instance_file_and_a_missing_image_is_infrastructure(tmp_path, monkeypatch):
+    """A SWE-bench instance file: one instance's image is absent (no registry here), the other is a
+    bundled task's; the run goes on, the harness resolves the second, the first is no verdict."""
+    monkeypatch.chdir(REPO)
+    from environments.tasks.bundled import build_images
+
+    task = get_task("srl-agent__intervals-1")
+    build_images([task])  # its image, under the name its instance row gives
+    present = task.instance()
+    absent = {**present, "instance_id": "ghost__repo-1", "image": "srl-agent-test/no-such-image:latest"}
+    rows = tmp_path / "instances.jsonl"
+    rows.write_text(json.dumps(present) + "\n" + json.dumps(absent) + "\n")
+    expert = _trajectory_of(task)
+    write_jsonl(
+        [expert, expert.model_copy(update={"instance_id": "ghost__repo-1"})], tmp_path / "expert.jsonl"
+    )
+    report = run_eval(
+        "--instances", str(rows), "--model", f"replay:{tmp_path / 'expert.jsonl'}", "--out", str(tmp_path / "eval"),
+    )  # fmt: skip
+    assert report["instances"] == {task.instance_id: "resolved", "ghost__repo-1": "infrastructure_error"}
+    assert report["resolve_rate"] == 1.0 and report["resolve_rate_all"] == 0.5
+    assert "srl-agent-test/no-such-image" in report["instance_details"]["ghost__repo-1"]["detail"]
+
+
+def _trajectory_of(task) -> Trajectory:
+    from environments.replay import load_trajectory
+
+    return load_trajectory(task.expert_trajectory)
