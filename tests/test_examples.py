@@ -18,7 +18,7 @@ import pytest
 from trajectories.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-# `--help` of each entry point and subcommand; the commands in their `examples:` sections are collected.
+# `--help` of each entry point and subcommand; the commands they show after the usage lines are collected.
 HELP_PAGES = [
     ["srl_agent.train"],
     ["srl_agent.evaluate"],
@@ -30,6 +30,10 @@ HELP_PAGES = [
     ["environments", "build"],
     ["environments", "replay"],
 ]
+
+
+# A synopsis, not an example: optional parts in brackets (`[--json]`) or a choice in braces (`{a,b}`).
+SYNOPSIS = re.compile(r"\[-|\[[A-Z]|\{\w+,")
 
 
 def entry_point(module: str) -> Callable[[list[str]], int]:
@@ -61,7 +65,7 @@ def run(argv: list[str]) -> tuple[int, str]:
 
 
 def commands_in(text: str) -> list[str]:
-    """The `python -m ...` commands in `text`, continuation lines joined, `# comments` dropped.
+    """The `python -m ...` commands in `text`, continuation lines joined; synopses are left out.
     Lines of a YAML file's comment header count (their leading `#` is removed first)."""
     lines = [
         re.sub(r"^\s*#", "", line) if line.lstrip().startswith("#") else line for line in text.splitlines()
@@ -70,7 +74,7 @@ def commands_in(text: str) -> list[str]:
     found = []
     for line in joined.splitlines():
         match = re.search(r"(?:^|\s)(?:\.venv/bin/)?python -m (\S.*)$", line)
-        if match:
+        if match and not SYNOPSIS.search(match.group(1).split("  #")[0]):
             found.append(match.group(1))
     return found
 
@@ -89,9 +93,8 @@ def help_commands() -> list[str]:
     for page in HELP_PAGES:
         code, text = run([*page, "--help"])
         assert code == 0, f"python -m {' '.join(page)} --help exited {code}: {text}"
-        # the page's `examples:` section (the usage lines above it are synopses, not commands)
-        _, heading, examples = text.partition("\nexamples:\n")
-        found += commands_in(examples) if heading else []
+        # everything after the usage block (its lines are synopses, not commands)
+        found += commands_in(text.split("\n\n", 1)[1])
     return found
 
 
