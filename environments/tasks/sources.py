@@ -10,8 +10,8 @@
 - None: the bundled tasks (`environments/tasks/*/`);
 - a folder holding `task.json` (or that file): one task in the bundled layout; a folder of such
   folders: each of them (a malformed one is skipped, the others load);
-- a `.json` file (a list of rows, or one row) or `.jsonl` file (one row a line) of SWE-bench or
-  SWE-smith instances (`swebench_rows`);
+- a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
+  of SWE-bench or SWE-smith instances (`swebench_rows`);
 - anything else: a Hugging Face dataset (`princeton-nlp/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
   or a local folder of data files such as `test.jsonl` / `test-*.parquet`) read through
   `trajectories.hf.iter_rows` (`datasets.load_dataset`) at `split`.
@@ -21,16 +21,19 @@ It returns `LoadedTasks(tasks, skipped)`: the tasks, sorted by instance id, and 
 run on is skipped; so is, with `require_grading` (the default), a row lacking the fields swebench 5.x
 grades with (classic 12-field rows, SWE-smith rows), so that no episode is spent on it; without
 `require_grading` it loads and its `instance()` raises `MissingGradingFields` when it is graded.
-Filters (`instance_ids`, a `pattern` searched in the id, then `limit`) apply to both lists. Whole-source
-problems raise `TaskSourceError`: no such file, a file or dataset that cannot be read, two entries
-with one id (which one would be graded?), an id in `instance_ids` that the source does not hold.
+Filters (`instance_ids`, a `pattern` searched in the id) apply to both lists (an entry whose id
+cannot be read stays in `skipped` unless `instance_ids` are named), then `limit` keeps the first N
+tasks. Whole-source problems raise `TaskSourceError`: no such file, a file or dataset that cannot be
+read, two entries with one id (which one would be graded?), an id in `instance_ids` that the source
+does not hold.
 
 `prepare_image(task, cfg)` makes `task.image` present: a bundled task's image is built by the
 project's own image code (cached on its inputs); a SWE-bench image is used when present and pulled
 otherwise; a SWE-smith task's image is derived from its repository image with /testbed at the
 instance's commit (cached on the source image and the ref). An image that is neither present nor
 pullable is `ImageMissing`, naming it, the instance and how to get it; no engine is
-`docker_engine.EngineUnavailable`. Safe to call from several threads (one preparation per image at a time).
+`docker_engine.EngineUnavailable`. Safe to call from several threads (one preparation per image at
+a time).
 """
 
 from __future__ import annotations
@@ -311,10 +314,8 @@ def _checkout_image(client: docker.DockerClient, task: SWEBenchTask, cfg: EnvCon
     remote when the image lacks it and `cfg.network` allows), HEAD labelled as the base commit."""
     assert task.checkout
     source_id = client.images.get(task.source_image).id
-    inputs = hashlib.sha256(
-        json.dumps({"recipe": CHECKOUT_RECIPE, "source": source_id, "ref": task.checkout, "workdir": cfg.workdir})
-        .encode()
-    ).hexdigest()  # fmt: skip
+    recipe = {"recipe": CHECKOUT_RECIPE, "source": source_id, "ref": task.checkout, "workdir": cfg.workdir}
+    inputs = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     if not rebuild and image_label(client, task.image, INPUTS_LABEL) == inputs:
         return task.image
     ref, workdir = shlex.quote(task.checkout), shlex.quote(cfg.workdir)

@@ -320,8 +320,8 @@ def test_a_missing_image_is_imagemissing_naming_it_and_the_instance():
 @pytest.mark.docker
 def test_one_missing_image_leaves_the_others_preparable(tmp_path: Path):
     present = load_tasks()[0].instance()
-    path = write_jsonl(tmp_path / "two.jsonl", [present, {**present, "instance_id": "srl-agent__certainly-absent-1",
-                                                          "image": ABSENT_IMAGE}])  # fmt: skip
+    absent = {**present, "instance_id": "srl-agent__certainly-absent-1", "image": ABSENT_IMAGE}
+    path = write_jsonl(tmp_path / "two.jsonl", [present, absent])
     outcomes = {}
     for task in load_task_source(path).tasks:
         try:
