@@ -121,9 +121,15 @@ def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str,
     swe = cfg.swe
     source = None if swe.instances == "bundled" else swe.instances
     try:
-        return load_task_source(source, split=swe.split, instance_ids=swe.instance_ids or None)
+        tasks, skipped = load_task_source(source, split=swe.split, instance_ids=swe.instance_ids or None)
     except TaskSourceError as e:
         raise ConfigError(f"swe.instances: {e}") from None
+    if swe.grader == "fast":  # the in-container runner needs the bundled layout's test patch and files
+        fast = [t for t in tasks if hasattr(t, "test_patch")]
+        why = "the fast grader runs bundled-layout tasks only; use swe.grader=harness"
+        skipped = [*skipped, *((t.instance_id, why) for t in tasks if not hasattr(t, "test_patch"))]
+        tasks = fast
+    return tasks, list(skipped)
 
 
 def output_dir(cfg: EvalConfig) -> Path:
@@ -149,7 +155,6 @@ class Runner:
 
     def instance(self, task: TaskInstance) -> None:
         from environments.tasks.sources import prepare_image
-
         from srl_agent.agent import run_episode, save_episode
 
         iid = task.instance_id
@@ -254,7 +259,7 @@ def grade(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path)
                     grades[t.instance_id] = run_tests_in_env(
                         env, t, patches.get(t.instance_id), timeout=cfg.swe.test_timeout
                     )
-            except Exception as e:  # a grading container that fails is infrastructure
+            except Exception as e:  # noqa: BLE001 - a grading container that fails is infrastructure
                 ledger.write(_graded(ledger, t.instance_id, None, f"fast grader: {type(e).__name__}: {e}"))
     seconds = (time.perf_counter() - started) / max(len(pending), 1)
     for iid, result in grades.items():
