@@ -28,7 +28,7 @@ from pydantic import Field
 
 from environments.config import EnvConfig
 from environments.replay import ReplayConfig
-from trajectories.config import Section, add_config_arguments, dump_config, resolve_config, run_cli
+from trajectories.config import Section, add_config_arguments, explain_config, resolve_config, run_cli
 
 # Shown under "examples:" in --help (the top level shows them all); each one runs as written from the
 # repository root, `build` first.
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = [*args.overrides, *extra]
     cfg = resolve_config(EnvironmentsCliConfig, args.config, args.overrides)
     if args.dry_run:
-        print(dump_config(cfg), end="")
+        print(explain_config(cfg), end="")
         return 0
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     from environments.docker_engine import EngineUnavailable
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(run=run_replay)
 
     for sub in (doctor, build, replay):
-        add_config_arguments(sub)
+        add_config_arguments(sub, "replay.grader=fast")
     return parser
 
 

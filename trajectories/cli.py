@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from trajectories.build import BuildConfig, build
-from trajectories.config import add_config_arguments, dump_config, resolve_config, run_cli, save_config
+from trajectories.config import add_config_arguments, explain_config, resolve_config, run_cli, save_config
 from trajectories.errors import SourceError
 from trajectories.math_steps import MathProblem
 
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Build
     )
     inspect.add_argument("source", help="file, folder, glob, hf:NAME or owner/name")
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    add_config_arguments(inspect)
+    add_config_arguments(inspect, "unknown_tools=skip")
     make = commands.add_parser(
         "build",
         help="write train/validation step examples",
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Build
     make.add_argument("source", help="file, folder, glob, hf:NAME or owner/name")
     make.add_argument("--task", choices=["swe", "math"], required=True)
     make.add_argument("--out", type=Path, required=True, help="output folder")
-    add_config_arguments(make)
+    add_config_arguments(make, "context_steps=1")
     # Overrides may follow options (`build SRC --task swe --out d k=v`), which argparse's greedy
     # positional matching leaves over; collect them here.
     args, extra = parser.parse_known_args(argv)
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Build
 def main(argv: list[str] | None = None) -> int:
     args, cfg = parse_args(argv)
     if args.dry_run:
-        print(dump_config(cfg), end="")
+        print(explain_config(cfg), end="")
         return 0
     try:
         if args.command == "inspect":
