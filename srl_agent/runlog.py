@@ -27,6 +27,11 @@ CURVES = [
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Every complete line of a metrics file (a line cut by a kill is ignored)."""
+    return read_jsonl(path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of an append-only log (a line cut by a kill is ignored; no file: [])."""
     rows = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from srl_agent.runlog import read_jsonl  # a line cut by a kill is skipped: that instance is redone
+
 if TYPE_CHECKING:
     from environments.protocol import TaskInstance
     from srl_agent.config import EvalConfig
@@ -288,7 +290,7 @@ class Ledger:
         self.path, self.predictions_path = path, path.with_name("predictions.jsonl")
         self._lock = threading.Lock()
         self._latest: dict[str, Outcome] = {}
-        for row in _read_jsonl(path):
+        for row in read_jsonl(path):
             self._latest[row["instance_id"]] = Outcome(**row)
 
     def get(self, iid: str, finished: bool = False) -> Outcome | None:
@@ -309,7 +311,7 @@ class Ledger:
 
     def predictions(self) -> dict[str, str]:
         """The latest patch per instance."""
-        return {row["instance_id"]: row["model_patch"] for row in _read_jsonl(self.predictions_path)}
+        return {row["instance_id"]: row["model_patch"] for row in read_jsonl(self.predictions_path)}
 
     def outcomes(self) -> dict[str, Outcome]:
         return dict(self._latest)
@@ -319,17 +321,6 @@ def _append(path: Path, row: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
         f.flush()
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut by a kill: that instance is simply redone
-                continue
-    return rows
 
 
 def make_report(
