@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from trajectories.actions import render_action
 from trajectories.build import (
@@ -203,7 +204,9 @@ def test_cli_config_file_overrides_and_dry_run(tmp_path):
         "seed=9",
     )
     assert proc.returncode == 0, proc.stderr
-    assert "context_steps: all\nobservation_max_chars: 100\n" in proc.stdout and "seed: 9" in proc.stdout
+    printed = yaml.safe_load(proc.stdout)  # the resolved config, each field explained in a comment
+    assert (printed["context_steps"], printed["observation_max_chars"], printed["seed"]) == ("all", 100, 9)
+    assert "# SWE: earlier (action, observation) pairs" in proc.stdout
     assert not (tmp_path / "o").exists()
     src = _corpus(tmp_path, n=4)
     proc = _cli("build", str(src), "--task", "swe", "--out", str(tmp_path / "o"), "--config", str(cfg_file))
