@@ -17,9 +17,10 @@ The output folder (`--out`, default `runs/eval-swe/<model>`) holds:
 - `report.json` and `report.md`.
 
 Every instance ends in one status: `resolved`, `unresolved` (the tests fail, or the patch does not
-apply), `empty_patch` (nothing to grade), or `infrastructure_error` (a missing image, a dead engine or
-container, a harness failure): that last one is never the policy's failure, so `resolve_rate` is
-resolved over the instances that were graded, and `resolve_rate_all` over all of them.
+apply), `empty_patch` (nothing to grade), `infrastructure_error` (a missing image, a dead engine or
+container, a harness failure) or `not_evaluable` (the source's row lacks what an episode or the
+grader needs; the reason names the fields). The last two are never the policy's failure, so
+`resolve_rate` is resolved over the instances that were graded, and `resolve_rate_all` over all.
 """
 
 from __future__ import annotations
@@ -46,8 +47,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Status = Literal["resolved", "unresolved", "empty_patch", "infrastructure_error"]
-STATUSES: tuple[Status, ...] = ("resolved", "unresolved", "empty_patch", "infrastructure_error")
+Status = Literal["resolved", "unresolved", "empty_patch", "infrastructure_error", "not_evaluable"]
+STATUSES: tuple[Status, ...] = (
+    "resolved",
+    "unresolved",
+    "empty_patch",
+    "infrastructure_error",
+    "not_evaluable",
+)
 # GradeResult.status -> the report's status ("error": the grader could not run the tests)
 _GRADE_STATUS: dict[str, Status] = {
     "resolved": "resolved",
@@ -86,7 +93,7 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     ledger = Ledger(out / "results.jsonl")
     tasks, skipped = load_instances(cfg)
     for iid, reason in skipped:
-        ledger.write(Outcome(iid, "graded", "infrastructure_error", detail=f"not loaded: {reason}"))
+        ledger.write(Outcome(iid, "graded", "not_evaluable", detail=reason))
     todo = [t for t in tasks if not ledger.get(t.instance_id, finished=True)]
     to_run = [t for t in todo if not _episode_done(ledger.get(t.instance_id))]
     print(f"swe eval: {len(tasks)} instances, {len(tasks) - len(todo)} already graded, "
@@ -372,11 +379,11 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     lines = [
         f"# SWE evaluation of `{report['model']}` ({report['grader']} grader)",
         "",
-        "| total | resolved | unresolved | empty patch | infrastructure error | resolve rate |",
-        "|---|---|---|---|---|---|",
+        "| total | resolved | unresolved | empty patch | infrastructure error | not evaluable | resolve rate |",
+        "|---|---|---|---|---|---|---|",
         (
             f"| {report['total']} | {report['resolved']} | {report['unresolved']} | {report['empty_patch']} "
-            f"| {report['infrastructure_error']} | {report['resolve_rate']:.1%} |"
+            f"| {report['infrastructure_error']} | {report['not_evaluable']} | {report['resolve_rate']:.1%} |"
         ),
         "",
         "| instance | status | exit status |",

@@ -45,7 +45,7 @@ def test_expert_replays_resolve_every_bundled_task_and_a_rerun_redoes_nothing(tm
     assert {p["instance_id"] for p in predictions} == set(report["instances"])
     assert all(p["model_patch"].startswith("diff --git") and p["model_name_or_path"] for p in predictions)
     assert len(list((out / "trajectories").glob("*.jsonl"))) == 3
-    assert "| 3 | 3 | 0 | 0 | 0 | 100.0% |" in (out / "report.md").read_text()
+    assert "| 3 | 3 | 0 | 0 | 0 | 0 | 100.0% |" in (out / "report.md").read_text()
 
     # a kill after the first instance was graded: the ledger holds only its lines
     rows = ledger_rows(out)
@@ -111,6 +111,26 @@ def test_the_harness_grades_an_instance_file_and_a_missing_image_is_infrastructu
     assert report["instances"] == {task.instance_id: "resolved", "ghost__repo-1": "infrastructure_error"}
     assert report["resolve_rate"] == 1.0 and report["resolve_rate_all"] == 0.5
     assert "srl-agent-test/no-such-image" in report["instance_details"]["ghost__repo-1"]["detail"]
+
+
+def test_rows_the_source_cannot_evaluate_are_reported_with_their_reason(tmp_path, monkeypatch):
+    """A classic 12-field SWE-bench row (no eval_script, log_parser, eval_type) is not graded by
+    swebench 5.x: it is `not_evaluable`, named with the missing fields, and the run goes on."""
+    monkeypatch.chdir(REPO)
+    task = get_task("srl-agent__paginate-1")
+    classic = {
+        k: v for k, v in task.instance().items() if k not in ("eval_script", "log_parser", "eval_type")
+    }
+    classic["instance_id"] = "classic__row-1"
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([task.instance(), classic]))
+    write_jsonl([_trajectory_of(task)], tmp_path / "expert.jsonl")
+    report = run_eval(
+        "--instances", str(rows), "--model", f"replay:{tmp_path / 'expert.jsonl'}", "--out", str(tmp_path / "e"),
+    )  # fmt: skip
+    assert report["instances"] == {task.instance_id: "resolved", "classic__row-1": "not_evaluable"}
+    assert "eval_script" in report["instance_details"]["classic__row-1"]["detail"]
+    assert report["resolve_rate"] == 1.0 and report["not_evaluable"] == 1
 
 
 def _trajectory_of(task) -> Trajectory:
