@@ -86,7 +86,10 @@ def test_parse_override_reads_yaml_scalars():
 
 def test_train_cli_dry_run_and_bad_key():
     ok = subprocess.run(
-        [sys.executable, "-m", "srl_agent.train", "--task", "math", "--dry-run"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "srl_agent.train", "--task", "math", "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert ok.returncode == 0, ok.stderr
     resolved = yaml.safe_load(ok.stdout)

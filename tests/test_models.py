@@ -12,7 +12,9 @@ from srl_agent import models
 
 def test_tiny_model_round_trips_chat_text():
     model, tok = models.load_model_and_tokenizer(models.TINY_MODEL, seed=3)
-    text = tok.apply_chat_template([{"role": "user", "content": "2+2?\n"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "2+2?\n"}], tokenize=False, add_generation_prompt=True
+    )
     completion = "<think>add</think>4"
     ids = tok(text + completion).input_ids
     assert tok.decode(ids) == text + completion
@@ -67,5 +69,7 @@ def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch
     for p, q in zip(model.parameters(), again.parameters(), strict=True):
         assert torch.equal(p, q)
     # it is the instruction-tuned model with its chat template
-    prompt = tok2.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok2.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert "<|im_start|>assistant" in prompt

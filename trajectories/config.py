@@ -192,9 +192,13 @@ def _describe(error: ValidationError, sources: dict[str, str]) -> str:
         where = f" (from {origin})" if origin else ""
         if err["type"] == "extra_forbidden":
             # An unknown section: name the full keys the user wrote under it, not just the section.
-            written = [k for k in sources if k.startswith(key + ".") and not isinstance(err.get("input"), str)]
+            written = [
+                k for k in sources if k.startswith(key + ".") and not isinstance(err.get("input"), str)
+            ]
             leaves = [k for k in written if not any(o.startswith(k + ".") for o in written)] or [key]
-            lines += [f"unknown config key {k}{f' (from {sources[k]})' if k in sources else where}" for k in leaves]
+            lines += [
+                f"unknown config key {k}{f' (from {sources[k]})' if k in sources else where}" for k in leaves
+            ]
         else:
             lines.append(f"bad value for {key}{where}: {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -26,7 +26,9 @@ from trajectories.record import ContextItem, StepExample
 def swe_example() -> StepExample:
     call = "<function=bash>\n<parameter=command>ls</parameter>\n</function>"
     context = [ContextItem(call, "a.py")]
-    return StepExample("swe", "t", 5, 9, "Fix the bug in parse().", context, "<function=submit>\n</function>", 4)
+    return StepExample(
+        "swe", "t", 5, 9, "Fix the bug in parse().", context, "<function=submit>\n</function>", 4
+    )
 
 
 def test_swe_prompt_documents_the_tools_and_shows_the_window():
