@@ -1,0 +1,71 @@
+"""Math answer grading: extraction from hand-written responses, math-verify checks in a worker that a
+hanging check cannot stall, and pass@k / avg@k on hand-computed cases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from srl_agent.math_grading import Checker, avg_at_k, extract_answer, pass_at_k
+
+
+def slow_check(gold: str, answer: str) -> bool:
+    """A check that hangs (stands in for a pathological expression); importable by the worker."""
+    time.sleep(60)
+    return True
+
+
+def failing_check(gold: str, answer: str) -> bool:
+    raise ValueError("cannot parse")
+
+
+@pytest.mark.parametrize(
+    ("response", "answer"),
+    [
+        ("so x = \\boxed{5}.", "5"),
+        ("first \\boxed{3}, then on reflection \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\sqrt{\\frac{a}{b}}}", "\\sqrt{\\frac{a}{b}}"),
+        ("The total is 18 eggs.\n#### 18", "18"),
+        ("He made $70,000.\n#### 70,000", "70000"),
+        ("no final answer here", None),
+        ("\\boxed{}", None),
+    ],
+)
+def test_the_final_answer_is_the_last_boxed_or_the_gsm8k_line(response, answer):
+    assert extract_answer(response) == answer
+
+
+def test_checks_agree_with_math_verify_and_report_missing_answers():
+    with Checker(timeout=30) as checker:
+        assert checker.check("5", "x = \\boxed{5}").correct
+        assert checker.check("0.5", "\\boxed{\\frac{1}{2}}").correct  # fractions vs decimals
+        assert checker.check("\\frac{m}{n}", "\\boxed{\\frac{m}{n}}").correct
+        assert checker.check("18", "#### 18").correct
+        assert checker.check("5", "\\boxed{6}").verdict == "wrong"
+        missing = checker.check("5", "I think it is five")
+        assert missing.verdict == "no_answer" and missing.answer is None
+
+
+def test_a_hanging_check_times_out_and_the_next_check_runs():
+    with Checker(timeout=1.0, fn=slow_check) as checker:
+        started = time.perf_counter()
+        hung = checker.check("1", "\\boxed{1}")
+        assert hung.verdict == "timeout" and time.perf_counter() - started < 30
+    with Checker(timeout=30, fn=failing_check) as checker:
+        broken = checker.check("1", "\\boxed{1}")
+        assert broken.verdict == "error" and "cannot parse" in broken.detail
+    with Checker(timeout=30) as checker:  # a fresh worker after a kill works as before
+        assert checker.check("2", "\\boxed{2}").correct
+
+
+def test_pass_at_k_and_avg_at_k_on_hand_computed_cases():
+    assert pass_at_k(4, 0, 1) == 0.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)  # C(3,2)/C(4,2) = 3/6
+    assert pass_at_k(4, 3, 2) == 1.0  # fewer than k wrong samples: some pick is right
+    assert pass_at_k(32, 8, 32) == 1.0
+    with pytest.raises(ValueError, match="k <= n"):
+        pass_at_k(2, 1, 3)
+    assert avg_at_k([[True, False, False, False], [True, True, True, True]]) == pytest.approx(0.625)
+    assert avg_at_k([]) == 0.0
