@@ -37,6 +37,7 @@ examples:
   python -m srl_agent.evaluate --task math --checkpoint runs/math-srl/checkpoints/best
   python -m srl_agent.evaluate --task swe --checkpoint runs/swe-srl/checkpoints/best eval.output=swe_eval.jsonl
   python -m srl_agent.evaluate --task math eval.split=train data.max_val_examples=null
+  python -m srl_agent.evaluate --task math --samples runs/qwen-math-eval/aime24.jsonl eval.output=graded.jsonl
   python -m srl_agent.evaluate --task swe --instances --model replay:environments/tasks --grader fast
   python -m srl_agent.evaluate --task swe --instances environments/tasks/paginate --model runs/swe-srl/checkpoints/best
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --model Qwen/Qwen2.5-Coder-7B-Instruct --workers 8 swe.instance_ids=[astropy__astropy-12907]
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     parser.add_argument("--grader", choices=["harness", "fast"], default=None, help="swe.grader")
     parser.add_argument("--out", default=None, help="output folder of an agent evaluation (swe.out)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--samples", default=None, metavar="FILE",
+                        help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model")  # fmt: skip
     add_config_arguments(parser, "eval.split=train")
     args = parser.parse_args(argv)
     flags = [f"task={args.task}"]
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(explain_config(cfg), end="")
         return 0
+    if args.samples is not None:
+        return grade_samples_file(args.samples, cfg)
     if cfg.swe.instances is None:
         print(json.dumps(evaluate(cfg)))
         return 0
@@ -87,6 +92,23 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print((Path(report["out"]) / "report.md").read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def grade_samples_file(path: str, cfg: EvalConfig) -> int:
+    """`--samples FILE`: the report of `srl_agent.math_eval.grade_samples` on stdout (one JSON object,
+    without the per-row verdicts, which `eval.output` writes as JSONL)."""
+    from srl_agent.math_eval import grade_samples
+
+    if not task_spec(cfg.task).final_answers:
+        raise ConfigError(f"--samples grades final answers, which --task {cfg.task} solutions do not have")
+    report = grade_samples(path)
+    rows = report.pop("rows")
+    if cfg.eval.output:
+        out = Path(cfg.eval.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(json.dumps(report))
     return 0
 
 

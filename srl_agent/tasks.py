@@ -69,6 +69,8 @@ class TaskSpec:
     """Stages this task does not have yet, with the reason the error message gives."""
     agent: bool = False
     """The task is solved by acting in an environment (SWE): `evaluate --instances` runs it as an agent."""
+    final_answers: bool = False
+    """Solutions end in a checkable final answer (math): `evaluate --samples` grades responses."""
 
     def data_source(self, source: str) -> str:
         """`data.source` resolved: `auto` is the task's default data."""
@@ -112,6 +114,7 @@ MATH = TaskSpec(
     max_new_tokens=48,
     default_source=bundled_math_source,
     missing_stages={},
+    final_answers=True,
 )
 
 _SWE_SRL = StageSpec(

@@ -69,3 +69,40 @@ def test_pass_at_k_and_avg_at_k_on_hand_computed_cases():
         pass_at_k(2, 1, 3)
     assert avg_at_k([[True, False, False, False], [True, True, True, True]]) == pytest.approx(0.625)
     assert avg_at_k([]) == 0.0
+
+
+def test_samples_in_the_qwen_math_output_format_are_graded_with_every_row_accounted_for(tmp_path):
+    """`evaluate --task math --samples FILE`: the toolkit's rows (`gt`, `code`), our own (`answer`,
+    `responses`), a row without a gold answer and a line that is not JSON: counted, never skipped."""
+    import contextlib
+    import io
+    import json
+
+    from srl_agent import evaluate
+
+    rows = [
+        {"idx": 0, "question": "1+1?", "gt": "2", "code": ["\\boxed{2}", "\\boxed{3}", "it is two"]},
+        {
+            "idx": 1,
+            "question": "half?",
+            "gt": "0.5",
+            "code": ["\\boxed{\\frac12}", "\\boxed{1/2}", "\\boxed{2}"],
+        },
+        {"id": 2, "problem": "x?", "answer": 27.0, "responses": ["#### 27", "#### 26", "#### 25"]},
+        {"idx": 3, "question": "no gold", "code": ["\\boxed{1}"]},
+    ]
+    path = tmp_path / "samples.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = evaluate.main(
+            ["--task", "math", "--samples", str(path), f"eval.output={tmp_path / 'graded.jsonl'}"]
+        )
+    report = json.loads(out.getvalue())
+    assert code == 0 and report["problems"] == 3 and report["samples_per_problem"] == [3]
+    assert report["verdicts"] == {"correct": 4, "wrong": 4, "no_answer": 1}
+    assert report["avg@k"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 3) / 3)
+    assert report["pass@1"] == pytest.approx(report["avg@k"]) and report["pass@3"] == 1.0
+    assert [b["line"] for b in report["rows_not_graded"]] == [4, 5]
+    graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
+    assert graded[0]["verdicts"] == ["correct", "wrong", "no_answer"]
