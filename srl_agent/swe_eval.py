@@ -93,7 +93,8 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     ledger = Ledger(out / "results.jsonl")
     tasks, skipped = load_instances(cfg)
     for iid, reason in skipped:
-        ledger.write(Outcome(iid, "graded", "not_evaluable", detail=reason))
+        if (before := ledger.get(iid)) is None or (before.status, before.detail) != ("not_evaluable", reason):
+            ledger.write(Outcome(iid, "graded", "not_evaluable", detail=reason))
     todo = [t for t in tasks if not ledger.get(t.instance_id, finished=True)]
     to_run = [t for t in todo if not _episode_done(ledger.get(t.instance_id))]
     print(f"swe eval: {len(tasks)} instances, {len(tasks) - len(todo)} already graded, "
