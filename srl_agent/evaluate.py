@@ -103,11 +103,7 @@ def grade_samples_file(path: str, cfg: EvalConfig) -> int:
     if not task_spec(cfg.task).final_answers:
         raise ConfigError(f"--samples grades final answers, which --task {cfg.task} solutions do not have")
     report = grade_samples(path)
-    rows = report.pop("rows")
-    if cfg.eval.output:
-        out = Path(cfg.eval.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_rows(cfg.eval.output, report.pop("rows"))
     print(json.dumps(report))
     return 0
 
@@ -150,10 +146,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         cfg.generation.temperature,
         greedy=cfg.eval.greedy,
     )
-    if cfg.eval.output:
-        out = Path(cfg.eval.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r) + "\n" for r in result.rows), encoding="utf-8")
+    write_rows(cfg.eval.output, result.rows)
     return {
         "model": cfg.model.init_from or cfg.model.name,
         "split": cfg.eval.split,
@@ -161,6 +154,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         **result.summary,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def write_rows(path: str | None, rows: list[dict[str, object]]) -> None:
+    """The per-example results as JSONL at `eval.output` (nothing when it is not set)."""
+    if path:
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -101,7 +101,7 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
           f"{len(to_run)} to run, output in {out}", file=sys.stderr, flush=True)  # fmt: skip
     if to_run:
         policy = make_policy(
-            cfg.model.init_from or cfg.model.name,
+            model_string(cfg),
             cfg.agent,
             model_cfg=cfg.model,
             generation=cfg.generation,
@@ -142,26 +142,28 @@ def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str,
     return tasks, list(skipped)
 
 
+def model_string(cfg: EvalConfig) -> str:
+    """The model as the user named it (`--model`, or `model.init_from` when set)."""
+    return cfg.model.init_from or cfg.model.name
+
+
 def output_dir(cfg: EvalConfig) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", (cfg.model.init_from or cfg.model.name).strip("/"))[-80:]
-    out = Path(cfg.swe.out.format(model=name))
+    out = Path(cfg.swe.out.format(model=_file_name(model_string(cfg).strip("/"))[-80:]))
     (out / "trajectories").mkdir(parents=True, exist_ok=True)
     return out
 
 
+@dataclass
 class Runner:
     """One episode per instance (any thread): prepare the image, act in a pooled environment, save."""
 
-    def __init__(self, cfg: EvalConfig, policy: Policy, pool: Any, out: Path, ledger: Ledger, bar: Progress):
-        self.cfg, self.policy, self.pool, self.out, self.ledger, self.bar = (
-            cfg,
-            policy,
-            pool,
-            out,
-            ledger,
-            bar,
-        )
-        self._policy_lock = threading.Lock()  # one model: generation calls take turns
+    cfg: EvalConfig
+    policy: Policy
+    pool: Any
+    out: Path
+    ledger: Ledger
+    bar: Progress
+    _policy_lock: threading.Lock = field(default_factory=threading.Lock)  # one model: calls take turns
 
     def instance(self, task: TaskInstance) -> None:
         from environments.tasks.sources import prepare_image
@@ -199,7 +201,7 @@ class Runner:
             episode.stats(),
         )
         if not infra:
-            self.ledger.predict(iid, self.cfg.model.init_from or self.cfg.model.name, episode.patch)
+            self.ledger.predict(iid, model_string(self.cfg), episode.patch)
         self.ledger.write(outcome)
         if graded is not None:
             outcome = _graded(self.ledger, iid, graded, graded.detail)
@@ -251,7 +253,7 @@ def grade(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path)
                 work_dir=out / "harness",
                 timeout=cfg.swe.test_timeout,
                 max_workers=cfg.swe.workers,
-                model_name=_file_name(cfg.model.init_from or cfg.model.name),
+                model_name=_file_name(model_string(cfg)),
             )
         except Exception as e:  # the harness itself failed: no verdict on the patches
             log.warning("the harness failed", exc_info=True)
@@ -342,7 +344,7 @@ def make_report(
     graded = sum(counts[s] for s in ("resolved", "unresolved", "empty_patch"))
     episodes = [o.episode for iid, o in outcomes.items() if iid in statuses and o.episode]
     return {
-        "model": cfg.model.init_from or cfg.model.name,
+        "model": model_string(cfg),
         "instances_source": cfg.swe.instances,
         "grader": cfg.swe.grader,
         "total": len(ids),

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from srl_agent.config import OptimConfig, TrainConfig
-from srl_agent.tasks import TASKS, resolve, task_spec
+from srl_agent.tasks import TASKS, StageSpec, resolve, task_spec
 from trajectories.config import (
     ConfigError,
     add_config_arguments,
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts=PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt),
         generator=make_generator(model, tokenizer, cfg.generation, cfg.model.dtype),
         reward=stage.reward(cfg.reward, cfg.prompt.prefill),
+        stage=stage,
     )
     if last is not None:
         restore(run, last)
@@ -153,6 +154,7 @@ class Run:
     prompts: Any
     generator: Any
     reward: Any
+    stage: StageSpec
     state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best_val": None, "best_step": None})
 
 
@@ -160,7 +162,7 @@ def train_step(run: Run) -> dict[str, Any]:
     """One step (SFT or GRPO), the LR schedule, and validation when it is due: the step's metrics row."""
     cfg, started = run.cfg, time.perf_counter()
     step = run.state["step"] + 1
-    row = grpo_step(run) if task_spec(cfg.task).stage(cfg.stage).rollouts else sft_step(run)
+    row = grpo_step(run) if run.stage.rollouts else sft_step(run)
     run.scheduler.step()
     run.state["step"] = step
     row = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], **row}
