@@ -39,14 +39,19 @@ def extract_answer(response: str) -> str | None:
     return lines[-1].replace(",", "") if lines else None
 
 
+def parse_answer(text: str) -> Any:
+    """math-verify's reading of a bare answer (`5`, `\\frac{1}{2}`): as math unless it is already
+    delimited (`$...$`) or boxed."""
+    from math_verify import parse
+
+    return parse(text if "$" in text or "\\boxed" in text else f"${text}$")
+
+
 def verify_answer(gold: str, answer: str) -> bool:
     """math-verify: is `answer` equivalent to `gold`? (Runs in the checker's worker process.)"""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    def parsed(text: str) -> Any:
-        return parse(text if "$" in text or "\\boxed" in text else f"${text}$")
-
-    return bool(verify(parsed(gold), parsed(answer)))
+    return bool(verify(parse_answer(gold), parse_answer(answer)))
 
 
 @dataclass(frozen=True)

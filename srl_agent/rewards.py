@@ -105,7 +105,9 @@ def math_outcome_reward(completion: str, answer: str | None, allow_preamble: boo
         raise ValueError("math outcome reward needs the gold answer; this example has none")
     from math_verify import parse, verify
 
-    gold = parse(answer if "$" in answer or "\\boxed" in answer else f"${answer}$")
+    from srl_agent.math_grading import parse_answer
+
+    gold = parse_answer(answer)
     try:
         correct = bool(verify(gold, parse(action)))
     except Exception:  # noqa: BLE001 - math-verify raises on unparseable answers; that is a wrong answer
