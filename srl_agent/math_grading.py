@@ -2,6 +2,8 @@
 
 - `extract_answer`: the content of a response's last `\\boxed{...}` (nested braces matched), else a
   GSM8K-style `#### answer` line; None when the response states no final answer.
+This is the module that imports math-verify (only when a check runs).
+
 - `Checker`: math-verify's equivalence check (gold first, as math-verify expects) in a worker
   process, each check under a wall-clock timeout. math-verify's own timeout relies on signals, which
   work on the main thread only, and one pathological expression can otherwise hang a whole run: a
@@ -45,6 +47,14 @@ def parse_answer(text: str) -> Any:
     from math_verify import parse
 
     return parse(text if "$" in text or "\\boxed" in text else f"${text}$")
+
+
+def response_matches(gold: str, response: str) -> bool:
+    """math-verify: does the final answer math-verify finds in free text `response` equal `gold`?
+    Raises what math-verify raises on text it cannot parse."""
+    from math_verify import parse, verify
+
+    return bool(verify(parse_answer(gold), parse(response)))
 
 
 def verify_answer(gold: str, answer: str) -> bool:

@@ -103,13 +103,10 @@ def math_outcome_reward(completion: str, answer: str | None, allow_preamble: boo
         return Scored(0.0, None, error)
     if answer is None:
         raise ValueError("math outcome reward needs the gold answer; this example has none")
-    from math_verify import parse, verify
+    from srl_agent.math_grading import response_matches
 
-    from srl_agent.math_grading import parse_answer
-
-    gold = parse_answer(answer)
     try:
-        correct = bool(verify(gold, parse(action)))
+        correct = response_matches(answer, action)
     except Exception:  # noqa: BLE001 - math-verify raises on unparseable answers; that is a wrong answer
         correct = False
     return Scored(1.0 if correct else 0.0, action)
