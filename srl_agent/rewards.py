@@ -10,8 +10,8 @@ The output contract (both tasks): `<think> free inner monologue </think>` follow
 - Similarity r = 2M/T in [0, 1]: `difflib` (the paper's `SequenceMatcher.ratio()`) or `rapidfuzz`
   (exact longest-common-subsequence 2M/T, far faster on long actions). Only the action is scored.
 - Outcome (RLVR, math): 1.0 when math-verify finds the action's final answer equivalent to the gold
-  answer, else 0.0 (a format error is 0.0 too: the rollout is simply wrong). This module is the one
-  that imports math-verify, and only when an outcome reward is asked for.
+  answer, else 0.0 (a format error is 0.0 too: the rollout is simply wrong). The check is
+  `srl_agent.math_grading`'s, which imports math-verify only when an outcome reward is asked for.
 
 `StepSimilarityReward` and `MathAnswerReward` wrap these functions behind the `Reward` Protocol
 (`srl_agent.protocols`): configured once, then called per completion. Which one a task and stage use
