@@ -95,6 +95,12 @@ class GenerationConfig(Section):
     """Strings that end a completion (kept in it). `auto`: the task's, `</function>` for SWE (the
     contract allows one tool call and nothing after it; text after the call would be a format error)
     and none for math. [] turns it off."""
+    stop_at_step_end: bool | Literal["auto"] = "auto"
+    """End a completion where its step ends: after `</think>`, where the text shows a next step
+    beginning (a later `N. **Title**` line after a numbered step, else the first line break after the
+    step; trajectories.math_steps.step_end). `auto`: the stage's choice, true for math SRL and SFT
+    (a step rollout otherwise writes on into later steps, which the similarity counts against it),
+    false for whole solutions (math RLVR) and for SWE (its step ends at `</function>`)."""
 
 
 class GRPOConfig(Section):

@@ -134,7 +134,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         seed=cfg.seed,
     )
     prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
-    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype)
+    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)
     reward = stage.reward(cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
     result = evaluate_examples(

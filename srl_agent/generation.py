@@ -2,22 +2,66 @@
 
 A generator takes tokenized prompts and returns, for each, `n` completions as token ids (the stop token
 included when the model stopped, so that training also learns to stop), decoded text (the stop token
-left out), the finish reason and the sampler's per-token log-probabilities. Stop strings end a
-completion too, kept in both its tokens and its text: SWE rollouts stop at `</function>`, since the
-output contract allows exactly one tool call and nothing after it (agent harnesses such as OpenHands
-stop there for the same reason). vLLM arrives behind the same Protocol with its own issue
-(`make_generator` picks the backend).
+left out), the finish reason and the sampler's per-token log-probabilities. A `StopRule` ends a
+completion before its end-of-turn token:
+- stop strings, kept in both its tokens and its text: SWE rollouts stop at `</function>`, since the
+  output contract allows exactly one tool call and nothing after it (agent harnesses such as
+  OpenHands stop there for the same reason);
+- the end of a math step (`stop_at_step_end`): after `</think>`, the step ends where the next one
+  begins (`trajectories.math_steps.step_end`). Without it a step rollout writes on into later steps,
+  which the similarity reward counts against it. The tokens that showed the next step beginning
+  stay in the completion's token ids (they were sampled; training sees what was sampled), the text
+  stops before them (it is what the reward scores).
+vLLM arrives behind the same Protocol with its own issue (`make_generator` picks the backend).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dataclasses import dataclass
+
 import torch
 
 from srl_agent.config import GenerationConfig
 from srl_agent.policy import autocast
 from srl_agent.protocols import Completion, Generator
+from srl_agent.rewards import THINK_CLOSE
+from trajectories.math_steps import step_end
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Where a completion ends before its end-of-turn token (pure; shared by every backend).
+
+    `strings`: the first of these ends it, kept. `step_end`: the action's step ends where a next step
+    begins (after the first `</think>` of `prefill` + completion; `prefill` is the text the prompt
+    puts at the start of the policy's turn), the marker of the next step not kept in the text.
+    """
+
+    strings: tuple[str, ...] = ()
+    step_end: bool = False
+    prefill: str = ""
+
+    def find(self, text: str) -> tuple[int, int] | None:
+        """(end, seen) for a completion `text` that has ended: it is `text[:end]`, and `text[:seen]`
+        is the shortest prefix that shows it; None while it has not. Once found, a longer text
+        finds the same, so the shortest such token prefix can be found by bisection."""
+        hits = []
+        for s in self.strings:
+            i = text.find(s)
+            if i >= 0:
+                hits.append((i + len(s), i + len(s)))
+        if self.step_end:
+            full = self.prefill + text
+            close = full.find(THINK_CLOSE)
+            if close >= 0:
+                start = close + len(THINK_CLOSE)
+                hit = step_end(full[start:])
+                if hit is not None:
+                    shift = start - len(self.prefill)
+                    hits.append((max(hit[0] + shift, 0), max(hit[1] + shift, 0)))
+        return min(hits, key=lambda h: h[1]) if hits else None
 
 
 class HFGenerator:
@@ -34,19 +78,19 @@ class HFGenerator:
         batch_size: int = 32,
         top_p: float = 1.0,
         compute_dtype: str = "float32",
-        stop: list[str] | None = None,
+        stop: StopRule | None = None,
         top_k: int = 0,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.top_p, self.top_k, self.compute_dtype = batch_size, top_p, top_k, compute_dtype
         self.stop_ids = stop_token_ids(tokenizer)
-        self.stop = list(stop or [])
+        self.stop = stop if stop is not None else StopRule()
 
     @torch.no_grad()
     def generate(
         self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, greedy: bool = False
     ) -> list[list[Completion]]:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, StoppingCriteriaList
 
         n = 1 if greedy else n
         config = GenerationConfig(
@@ -59,7 +103,7 @@ class HFGenerator:
             num_return_sequences=n,
             eos_token_id=self.stop_ids,
             pad_token_id=self.tokenizer.pad_token_id,
-            stop_strings=self.stop or None,
+            stop_strings=list(self.stop.strings) or None,
             return_dict_in_generate=True,
             output_scores=True,  # the processed scores of each step: the sampler's log-probs
         )
@@ -70,12 +114,15 @@ class HFGenerator:
         for start in range(0, len(prompts), per_call):
             chunk = prompts[start : start + per_call]
             ids, attn = left_pad(chunk, self.tokenizer.pad_token_id, self.model.device)
+            # stop strings are generate's own; the step end needs the decoded completion
+            criteria = [_StepEndCriteria(self.stop, self.tokenizer, ids.shape[1])] if self.stop.step_end else None
             with autocast(self.model.device, self.compute_dtype):
                 generated = self.model.generate(
                     input_ids=ids,
                     attention_mask=attn,
                     generation_config=config,
                     tokenizer=self.tokenizer,
+                    stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
                 )
             logprobs = self.model.compute_transition_scores(
                 generated.sequences, generated.scores, normalize_logits=True
@@ -91,9 +138,11 @@ class HFGenerator:
     def _completion(self, tokens: list[int], logprobs: list[float], max_new_tokens: int) -> Completion:
         stop = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
         body = tokens if stop is None else tokens[:stop]
-        cut = stop_string_cut(self.tokenizer, body, self.stop)
-        if cut is not None:  # ended by a stop string: keep it, drop what followed (padding)
-            return Completion(body[:cut], self._decode(body[:cut]), "stop", logprobs[:cut])
+        cut = stop_cut(self.tokenizer, body, self.stop)
+        if cut is not None:  # ended by the stop rule: drop what followed (padding)
+            text = self._decode(body[:cut])
+            found = self.stop.find(text)
+            return Completion(body[:cut], text[: found[0]] if found else text, "stop", logprobs[:cut])
         kept = tokens if stop is None else tokens[: stop + 1]
         finish = "length" if stop is None and len(tokens) >= max_new_tokens else "stop"
         return Completion(kept, self._decode(body), finish, logprobs[: len(kept)])
@@ -102,18 +151,17 @@ class HFGenerator:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
-def stop_string_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | None:
-    """The length of the shortest prefix of `ids` whose text holds one of `stop` (None: no such prefix).
+def stop_cut(tokenizer: Any, ids: list[int], stop: StopRule) -> int | None:
+    """The length of the shortest prefix of `ids` whose text `stop` finds ended (None: no such prefix).
 
-    A stop string may span several tokens, and a sequence that finished early is followed by padding,
-    so the cut is found on the decoded text: a binary search over prefix lengths (a prefix holding a
-    stop string stays holding it as it grows), about log2(len(ids)) decodes. Special tokens are decoded
-    as written, as `generate`'s stop-string check reads them.
+    A stop string or a step marker may span several tokens, and a sequence that finished early is
+    followed by padding, so the cut is found on the decoded text: a binary search over prefix lengths
+    (a prefix found ended stays so as it grows), about log2(len(ids)) decodes. Special tokens are
+    decoded as written, as `generate`'s stop-string check reads them.
     """
 
     def holds(n: int) -> bool:
-        text = tokenizer.decode(ids[:n], skip_special_tokens=False)
-        return any(s in text for s in stop)
+        return stop.find(tokenizer.decode(ids[:n], skip_special_tokens=False)) is not None
 
     if not stop or not holds(len(ids)):
         return None
@@ -124,14 +172,31 @@ def stop_string_cut(tokenizer: Any, ids: list[int], stop: list[str]) -> int | No
     return low
 
 
-def make_generator(model: Any, tokenizer: Any, cfg: GenerationConfig, compute_dtype: str) -> Generator:
-    """The generator `cfg.backend` names, with the resolved `cfg.stop` strings (see `tasks.resolve`)."""
-    if cfg.stop == "auto":
-        raise ValueError("generation.stop is still `auto`: resolve the config with srl_agent.tasks.resolve")
+def make_generator(
+    model: Any, tokenizer: Any, cfg: GenerationConfig, compute_dtype: str, prefill: str = ""
+) -> Generator:
+    """The generator `cfg.backend` names, with the stop rule of the resolved `cfg` (see
+    `tasks.resolve`); `prefill` is the text the prompts put at the start of the policy's turn."""
+    if cfg.stop == "auto" or cfg.stop_at_step_end == "auto":
+        raise ValueError("generation has `auto` values: resolve the config with srl_agent.tasks.resolve")
+    stop = StopRule(tuple(cfg.stop), cfg.stop_at_step_end, prefill)
     backends = {"hf": HFGenerator}
-    return backends[cfg.backend](
-        model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, cfg.stop, cfg.top_k
-    )
+    return backends[cfg.backend](model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, stop, cfg.top_k)
+
+
+class _StepEndCriteria:
+    """A `generate` stopping criterion: each row is done once its completion's step has ended.
+
+    Decodes each row's completion at every new token (a few hundred tokens at most: microseconds
+    against a forward pass)."""
+
+    def __init__(self, stop: StopRule, tokenizer: Any, prompt_width: int):
+        self.stop, self.tokenizer, self.width = stop, tokenizer, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        rows = input_ids[:, self.width :].tolist()
+        done = [self.stop.find(self.tokenizer.decode(r, skip_special_tokens=False)) is not None for r in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:

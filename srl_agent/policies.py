@@ -150,14 +150,16 @@ def make_policy(
     from srl_agent.models import device_of, load_model_and_tokenizer
 
     agent, model_cfg, prompt = agent or AgentConfig(), model_cfg or ModelConfig(), prompt or PromptConfig()
-    generation = generation or GenerationConfig(stop=list(SWE.stop), max_new_tokens=SWE.max_new_tokens)
-    if generation.stop == "auto" or generation.max_new_tokens == "auto":
+    generation = generation or GenerationConfig(
+        stop=list(SWE.stop), stop_at_step_end=False, max_new_tokens=SWE.max_new_tokens
+    )
+    if "auto" in (generation.stop, generation.stop_at_step_end, generation.max_new_tokens):
         raise ValueError("resolve the generation section first (srl_agent.tasks.resolve)")
     stage = stage or SWE.stage("srl")
     net, tokenizer = load_model_and_tokenizer(model, model_cfg.dtype, device_of(model_cfg), seed)
     limit = agent.max_prompt_tokens or context_length(net) - generation.max_new_tokens
     return ModelPolicy(
-        make_generator(net, tokenizer, generation, model_cfg.dtype),
+        make_generator(net, tokenizer, generation, model_cfg.dtype, prompt.prefill),
         PromptCache(tokenizer, stage.system_prompt, stage.user_turn, prompt),
         max_new_tokens=generation.max_new_tokens,
         max_prompt_tokens=limit,

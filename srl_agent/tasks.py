@@ -6,7 +6,7 @@ the stop strings its completions end at; what its `auto` config values mean; whe
 comes from. Nothing outside this module compares a task or stage name: code asks the spec.
 
 `resolve` fills every `auto` of a resolved config from the spec (`reward.similarity`,
-`generation.stop`, `generation.max_new_tokens`, `grpo.filter`), so the `config.yaml` a run writes and
+`generation.stop`, `generation.stop_at_step_end`, `generation.max_new_tokens`, `grpo.filter`), so the `config.yaml` a run writes and
 `--dry-run` prints record what ran, and refuses a stage the task does not have with a message that
 says why.
 
@@ -51,6 +51,9 @@ class StageSpec:
     rollouts: bool = True
     """True: the policy samples and GRPO learns from the rewards; False: supervised learning of the
     expert's step (SFT), no sampling in training."""
+    step_end: bool = False
+    """What `generation.stop_at_step_end: auto` means: completions end where their step ends (math
+    steps have no stop string of their own)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ _MATH_SRL = StageSpec(
     user_turn=prompts.math_user_turn,
     reward=StepSimilarityReward.from_config,
     filter="std",
+    step_end=True,
 )
 _MATH_SFT = replace(_MATH_SRL, rollouts=False)
 MATH = TaskSpec(
@@ -158,6 +162,8 @@ def resolve(cfg: C, stage: str = "srl") -> C:
         cfg.reward.similarity = spec.similarity
     if cfg.generation.stop == "auto":
         cfg.generation.stop = list(spec.stop)
+    if cfg.generation.stop_at_step_end == "auto":
+        cfg.generation.stop_at_step_end = stage_spec.step_end
     if cfg.generation.max_new_tokens == "auto":
         cfg.generation.max_new_tokens = spec.max_new_tokens
     grpo = getattr(cfg, "grpo", None)

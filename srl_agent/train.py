@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=DataStream(train_examples, cfg.seed),
         val_examples=val_examples,
         prompts=PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt),
-        generator=make_generator(model, tokenizer, cfg.generation, cfg.model.dtype),
+        generator=make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill),
         reward=stage.reward(cfg.reward, cfg.prompt.prefill),
         stage=stage,
     )

@@ -78,6 +78,31 @@ def split_numbered_steps(text: str) -> tuple[str | None, list[str], list[str]] |
     return preamble, steps, [t for _, t in starts]
 
 
+_NEXT_NUMBERED_LINE = re.compile(r"\n[ \t]*\d+\.[ \t]+\*\*")
+
+
+def step_end(action: str) -> tuple[int, int] | None:
+    """Where the step that `action` writes ends, once the text shows that a next step has begun.
+
+    Returns (end, seen): the step is `action[:end]`, and `action[:seen]` is the shortest prefix that
+    shows it ended; None while no next step has begun. The rule follows the step formats above:
+    - an action that opens with a numbered header (`3. **Title** ...`) ends where a later line opens
+      with one (any number): the step may span lines and paragraphs, as s1K-1.1 steps do;
+    - any other action (a GSM8K line, a free-form piece) ends at its first line break after some
+      text. A free-form step that spans lines (display math) is cut at its first line break: the
+      limit of judging from the text alone.
+    Leading whitespace before the step's text never ends it.
+    """
+    body = len(action) - len(action.lstrip())
+    if body == len(action):
+        return None
+    if _NUMBERED.match(action[body:]):
+        m = _NEXT_NUMBERED_LINE.search(action, body)
+        return (m.start(), m.end()) if m else None
+    newline = action.find("\n", body)
+    return (newline, newline + 1) if newline >= 0 else None
+
+
 def split_gsm8k(answer: str) -> tuple[list[str], str]:
     """(steps, final answer) of a GSM8K answer; ValueError when there is no `####` line."""
     body, sep, final = answer.rpartition("####")

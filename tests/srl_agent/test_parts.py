@@ -7,7 +7,7 @@ from srl_helpers import math_example
 
 from srl_agent.checkpoint import find_checkpoint, save_checkpoint
 from srl_agent.data import DataStream
-from srl_agent.generation import HFGenerator, stop_string_cut
+from srl_agent.generation import HFGenerator, StopRule, stop_cut
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policy import completion_logprobs, pack
 from srl_agent.prompts import (
@@ -103,10 +103,30 @@ def test_stop_string_cut_finds_the_shortest_prefix_across_tokens():
     # The char-level tokenizer spells `</function>` in 11 tokens; padding after it is cut off too.
     call = "<function=submit>\n</function>"
     padded = ids(call + "\nmore") + [tokenizer.pad_token_id] * 3
-    assert stop_string_cut(tokenizer, padded, ["</function>"]) == len(ids(call))
-    assert stop_string_cut(tokenizer, ids("ab</funct"), ["</function>"]) is None
-    assert stop_string_cut(tokenizer, ids("xyz"), ["y", "z"]) == 2
-    assert stop_string_cut(tokenizer, ids("xyz"), []) is None
+    assert stop_cut(tokenizer, padded, StopRule(("</function>",))) == len(ids(call))
+    assert stop_cut(tokenizer, ids("ab</funct"), StopRule(("</function>",))) is None
+    assert stop_cut(tokenizer, ids("xyz"), StopRule(("y", "z"))) == 2
+    assert stop_cut(tokenizer, ids("xyz"), StopRule()) is None
+    # a math step ends once the next step shows: the marker's tokens are in the cut, not in the text
+    step = StopRule(step_end=True, prefill="<think>\n</think>\n")
+    text = "3. **Add** 2 + 2 = 4.\n4. **Next** more"
+    assert stop_cut(tokenizer, ids(text), step) == len(ids("3. **Add** 2 + 2 = 4.\n4. **"))
+    assert step.find(text) == (len("3. **Add** 2 + 2 = 4."), len("3. **Add** 2 + 2 = 4.\n4. **"))
+
+
+def test_step_end_rule_reads_the_action_after_think_only():
+    rule = StopRule(step_end=True)
+    # line breaks inside the monologue never end the step; the action's first line break does
+    assert rule.find("<think>\nfirst\nsecond\n</think>\n") is None
+    done = "<think>\na\nb\n</think>\nShe has 9 eggs.\nThen"
+    assert rule.find(done) == (done.index(" eggs.") + 6, done.index(" eggs.") + 7)
+    # with the monologue prefilled, the completion is the action alone
+    prefilled = StopRule(step_end=True, prefill="<think>\n</think>\n")
+    assert prefilled.find("She has 9 eggs.\nThen") == (15, 16)
+    assert prefilled.find("\n\n") is None  # no step text yet
+    # stop strings and the step end together: whichever shows first
+    both = StopRule(("!",), step_end=True, prefill="</think>")
+    assert both.find("a!\nb") == (2, 2) and both.find("a\nb!") == (1, 2)
 
 
 def test_generator_reports_the_samplers_logprobs():
@@ -131,7 +151,8 @@ def test_generator_ends_completions_at_a_stop_string():
     model, tokenizer = load_model_and_tokenizer("tiny-random")
     stops = list("abcdefghijklm")  # a random model writes one of these within a few tokens
     torch.manual_seed(0)
-    out = HFGenerator(model, tokenizer, batch_size=8, stop=stops).generate([[1, 40, 41], [1, 50]], 4, 24, 1.0)
+    rule = StopRule(tuple(stops))
+    out = HFGenerator(model, tokenizer, batch_size=8, stop=rule).generate([[1, 40, 41], [1, 50]], 4, 24, 1.0)
     ended_by_string = 0
     for c in out[0] + out[1]:
         raw = tokenizer.decode(c.token_ids, skip_special_tokens=False)
@@ -139,7 +160,7 @@ def test_generator_ends_completions_at_a_stop_string():
             ended_by_string += 1
             assert not c.truncated
             # it ends at the token that completed the first stop string: nothing after it, no padding
-            assert stop_string_cut(tokenizer, c.token_ids, stops) == len(c.token_ids)
+            assert stop_cut(tokenizer, c.token_ids, StopRule(tuple(stops))) == len(c.token_ids)
         else:
             assert c.truncated or c.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
             assert tokenizer.pad_token_id not in c.token_ids
@@ -168,3 +189,22 @@ def test_checkpoint_is_replaced_atomically(tmp_path):
     assert find_checkpoint(folder) == folder.with_name("last.old")
     save_checkpoint(folder, model, tokenizer, {"x": 3}, {"step": 3})
     assert find_checkpoint(folder) == folder and not folder.with_name("last.old").exists()
+
+
+def test_generator_ends_completions_where_the_step_ends():
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    rule = StopRule(step_end=True, prefill="</think>")
+    torch.manual_seed(0)
+    # the char-level tiny model writes line breaks now and then: each row stops at its step's end
+    out = HFGenerator(model, tokenizer, batch_size=8, stop=rule).generate([[1, 40, 41], [1, 50]], 8, 40, 1.0)
+    ended = 0
+    for c in out[0] + out[1]:
+        raw = tokenizer.decode(c.token_ids, skip_special_tokens=False)
+        if rule.find(raw) is not None:
+            ended += 1
+            assert not c.truncated and c.finish_reason == "stop"
+            assert stop_cut(tokenizer, c.token_ids, rule) == len(c.token_ids)  # nothing after the marker
+            assert "\n" not in c.text.lstrip() and len(c.logprobs) == len(c.token_ids)
+        else:
+            assert c.truncated or c.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert ended >= 2

@@ -63,6 +63,16 @@ def test_freeform_fallback_paragraphs_lines_and_merging():
     ]
 
 
+def test_step_end_after_numbered_lines_and_free_text():
+    from trajectories.math_steps import step_end
+
+    numbered = "3. **Add** 12 + 7 = 19.\nstill step 3\n\n4. **Give** more"
+    assert step_end(numbered) == (numbered.index("\n\n4.") + 1, numbered.index("Give"))
+    assert step_end("3. **Add** 12\n4.") is None  # a next header not yet complete
+    assert step_end("\n  She has 9 eggs.\nShe sells") == (18, 19)  # leading whitespace is not the end
+    assert step_end("She has 9 eggs.") is None and step_end(" \n ") is None
+
+
 def test_first_solution_stops_at_an_author_signature():
     text = "Solve: x = 2.\nSo $\\boxed{2}$.\n~alice\nAnother way: 1 + 1 = 2.\n-bob_2"
     assert first_solution(text) == ("Solve: x = 2.\nSo $\\boxed{2}$.\n", True)
