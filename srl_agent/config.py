@@ -250,8 +250,16 @@ class SWEEvalSection(Section):
     in-container test runner (bundled-layout tasks only), graded as each episode ends."""
     test_timeout: int = Field(600, gt=0)
     """Seconds the tests of one instance may run."""
-    out: str = "runs/eval-swe/{model}"
-    """The output folder (`{model}`: the model string made file-safe); a rerun resumes from it."""
+    out: str = "auto"
+    """The output folder (`{model}`: the model string made file-safe); a rerun resumes from it. `auto`:
+    `runs/eval-swe/{model}` for the agent scaffold, `runs/eval-swe-oracle/{model}` for the oracle."""
+    scaffold: Literal["agent", "oracle"] = "agent"
+    """`agent`: the policy acts in the container, one tool call per turn (`srl_agent.agent`); `oracle`:
+    the paper's oracle-file setting, one response per instance from the issue and the full files the
+    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.oracle`)."""
+    oracle_max_new_tokens: int = Field(4096, ge=1)
+    """Completion cap of the oracle scaffold (reasoning and every edit in one response; cut to what
+    the model's context leaves after the prompt)."""
 
 
 class EvalConfig(Section):

@@ -8,6 +8,7 @@ Two measurements:
   `srl_agent.swe_eval`. `--model` takes a model name, HF id, local folder, run checkpoint, or
   `replay:PATH` (recorded trajectories replayed through the same loop). `--json` prints the report as
   one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
+  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.oracle`).
 
 For the step reward, it builds the same step examples as training (same `data` section, same split), prompts the model with
 the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
@@ -41,6 +42,7 @@ examples:
   python -m srl_agent.evaluate --task swe --instances --model replay:environments/tasks --grader fast
   python -m srl_agent.evaluate --task swe --instances environments/tasks/paginate --model runs/swe-srl/checkpoints/best
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --model Qwen/Qwen2.5-Coder-7B-Instruct --workers 8 swe.instance_ids=[astropy__astropy-12907]
+  python -m srl_agent.evaluate --task swe --instances --scaffold oracle --model smollm2-135m --grader fast
 """
 
 
@@ -59,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     parser.add_argument("--workers", type=int, default=None, help="episodes in parallel (swe.workers)")
     parser.add_argument("--grader", choices=["harness", "fast"], default=None, help="swe.grader")
     parser.add_argument("--out", default=None, help="output folder of an agent evaluation (swe.out)")
+    parser.add_argument("--scaffold", choices=["agent", "oracle"], default=None,
+                        help="swe.scaffold: act as an agent, or edit the gold patch's files (oracle setting)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--samples", default=None, metavar="FILE",
                         help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model")  # fmt: skip
@@ -66,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     args = parser.parse_args(argv)
     flags = [f"task={args.task}"]
     for key, value in [("model.name", args.checkpoint or args.model), ("swe.instances", args.instances),
-                       ("swe.workers", args.workers), ("swe.grader", args.grader), ("swe.out", args.out)]:  # fmt: skip
+                       ("swe.workers", args.workers), ("swe.grader", args.grader), ("swe.out", args.out),
+                       ("swe.scaffold", args.scaffold)]:  # fmt: skip
         if value is not None:
             flags.append(f"{key}={value}")
     cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))

@@ -6,7 +6,13 @@ finished; run one agent episode per remaining instance, `workers` at a time on t
 pullable); grade the patches (the official `swebench` harness under a run id unique to this call, or
 the fast in-container runner); write the report.
 
-The output folder (`--out`, default `runs/eval-swe/<model>`) holds:
+`--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.oracle`: one
+response per instance with the gold patch's files in the prompt, its SEARCH/REPLACE edits made into
+a patch); the ledger, grading and report below are the same, with the oracle's statistics in place
+of an episode's and `oracle/<instance_id>.json` in place of a trajectory.
+
+The output folder (`--out`, default `runs/eval-swe/<model>`, `runs/eval-swe-oracle/<model>` for the
+oracle scaffold) holds:
 - `predictions.jsonl`: SWE-bench predictions (`instance_id`, `model_name_or_path`, `model_patch`);
 - `trajectories/<instance_id>.jsonl`: each episode as a trajectory record (`python -m trajectories
   inspect` reads it), with per-turn tokens and seconds and its exit status;
@@ -99,7 +105,9 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     to_run = [t for t in todo if not _episode_done(ledger.get(t.instance_id))]
     print(f"swe eval: {len(tasks)} instances, {len(tasks) - len(todo)} already graded, "
           f"{len(to_run)} to run, output in {out}", file=sys.stderr, flush=True)  # fmt: skip
-    if to_run:
+    if to_run and swe.scaffold == "oracle":
+        run_oracle(cfg, to_run, ledger, out, progress)
+    elif to_run:
         policy = make_policy(
             model_string(cfg),
             cfg.agent,
@@ -148,8 +156,11 @@ def model_string(cfg: EvalConfig) -> str:
 
 
 def output_dir(cfg: EvalConfig) -> Path:
-    out = Path(cfg.swe.out.format(model=_file_name(model_string(cfg).strip("/"))[-80:]))
-    (out / "trajectories").mkdir(parents=True, exist_ok=True)
+    pattern = cfg.swe.out
+    if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about the other scaffold
+        pattern = "runs/eval-swe/{model}" if cfg.swe.scaffold == "agent" else "runs/eval-swe-oracle/{model}"
+    out = Path(pattern.format(model=_file_name(model_string(cfg).strip("/"))[-80:]))
+    (out / ("trajectories" if cfg.swe.scaffold == "agent" else "oracle")).mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -220,6 +231,28 @@ class Runner:
         result = run_tests_in_env(env, task, episode.patch, timeout=self.cfg.swe.test_timeout)
         result.detail = f"{result.detail} ({time.perf_counter() - started:.1f} s)".strip()
         return result
+
+
+def run_oracle(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path, progress: bool) -> None:
+    """The oracle scaffold: one response per instance made into a patch (`srl_agent.oracle`), saved
+    with its record and left for `grade` like an episode; an instance no response could be asked for
+    is graded at once with its status."""
+    from srl_agent.oracle import attempt, make_responder
+
+    respond = make_responder(cfg, model_string(cfg))
+    with Progress(progress, len(tasks)) as bar:
+        for task in tasks:
+            iid, done = task.instance_id, attempt(cfg, task, respond)
+            if done.error is not None:
+                outcome = Outcome(iid, "graded", done.error[0], detail=done.error[1])
+            else:
+                record = json.dumps(done.record, indent=1) + "\n"
+                (out / "oracle" / f"{_file_name(iid)}.json").write_text(record, encoding="utf-8")
+                stats = done.stats
+                outcome = Outcome(iid, "episode", None, stats["exit_status"], stats["detail"], stats)
+                ledger.predict(iid, model_string(cfg), done.patch)
+            ledger.write(outcome)
+            bar.advance(outcome)
 
 
 class _Serialised:
@@ -347,6 +380,7 @@ def make_report(
         "model": model_string(cfg),
         "instances_source": cfg.swe.instances,
         "grader": cfg.swe.grader,
+        "scaffold": cfg.swe.scaffold,
         "total": len(ids),
         **{s: counts[s] for s in STATUSES},
         "not_run": counts["not_run"],
@@ -380,7 +414,7 @@ def _episode_stats(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 def write_report(report: dict[str, Any], out: Path) -> None:
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     lines = [
-        f"# SWE evaluation of `{report['model']}` ({report['grader']} grader)",
+        f"# SWE evaluation of `{report['model']}` ({report['scaffold']} scaffold, {report['grader']} grader)",
         "",
         "| total | resolved | unresolved | empty patch | infrastructure error | not evaluable | resolve rate |",
         "|---|---|---|---|---|---|---|",

@@ -1,0 +1,282 @@
+"""The SWE oracle-file setting: `python -m srl_agent.evaluate --task swe --instances SOURCE --scaffold oracle`.
+
+The paper's "oracle file" evaluation (SWE-bench Verified: 5.8 base, 14.8 SRL), which is Agentless-mini's
+repair step from swe-rl with the files given instead of localised: one prompt per instance holds the
+issue and the full content of every file the gold patch edits; the model writes its reasoning in
+`<think>...</think>` and then SEARCH/REPLACE edits (`srl_agent.search_replace`); the edits become a
+patch, which is graded like the agent scaffold's (`srl_agent.swe_eval.grade`: the official harness, or
+`--grader fast`). One completion per instance, greedy unless `agent.greedy=false`, at most
+`swe.oracle_max_new_tokens` tokens (less when the prompt leaves less of the model's context).
+
+The files are read at the instance's base commit: from a bundled task's `repo/` folder, else inside
+the instance's image at `/testbed` (an environment started for the read, through the `Environment`
+seam). Files the gold patch creates are not shown (they do not exist yet); an instance whose row has
+no gold patch is `not_evaluable`, since the patch is what names the files.
+
+How the response becomes a patch, and what `exit_status` records (the report counts them):
+- `format_error`: the response breaks the output contract (`srl_agent.rewards.extract_action`: one
+  `<think>`, one `</think>`, something after it); no edits are read, the patch is empty. Edits are
+  read only after `</think>`, so drafts inside the monologue are never applied.
+- `no_edits`: no SEARCH/REPLACE block after `</think>`.
+- `edited`: every edit applied; `partly_edited`: some did not (their file, block and reason are in
+  the record) and the patch holds the ones that did, as Agentless-mini applies what matches;
+  `edits_failed`: none applied, the patch is empty.
+- `context_limit`: the prompt leaves no room to write in the model's context; nothing is generated.
+
+Each instance's record, `oracle/<instance_id>.json` in the output folder, holds the prompt's files, the
+raw response, the edits, the problems (malformed blocks and edits not applied) and the patch; the
+ledger and report are the agent scaffold's, with these statistics in place of an episode's.
+
+`--model replay:PATH` grades responses written elsewhere (a vLLM or API run): PATH is a JSONL file of
+`{"instance_id", "response"}` rows, or a folder of such JSON records (an earlier run's `oracle/`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from srl_agent.rewards import THINK_CLOSE, THINK_OPEN, extract_action
+from srl_agent.search_replace import DIVIDER, REPLACE, SEARCH, apply_edits, parse_edits, unified_diff
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from environments.config import EnvConfig
+    from environments.protocol import TaskInstance
+    from srl_agent.config import EvalConfig
+
+log = logging.getLogger(__name__)
+
+REPLAY_PREFIX = "replay:"
+_EDITED_FILE = re.compile(r"^--- a/(.+)$", re.MULTILINE)
+
+ORACLE_SYSTEM = f"""\
+You are a software engineer fixing an issue in a code repository. You are given the issue and the \
+full content of the files the fix touches. Find the cause of the issue, then fix it by editing those \
+files.
+
+First think in an inner monologue between {THINK_OPEN} and {THINK_CLOSE}. After {THINK_CLOSE}, write \
+only the edits. Each edit is one block in a ```python fence: a line `### ` with the file's path, then \
+the lines to find, then the lines to put in their place:
+
+```python
+### src/app.py
+{SEARCH}
+    return a - b
+{DIVIDER}
+    return a + b
+{REPLACE}
+```
+
+The lines between {SEARCH} and {DIVIDER} must be copied exactly from the file, indentation included, \
+and occur in it only once (add a neighbouring line when they would occur twice). Use one block per \
+change; several blocks may edit the same file."""
+
+
+def user_turn(issue: str, files: dict[str, str]) -> str:
+    """The issue and each file's full content, in the prompt's order."""
+    shown = "\n\n".join(f"### {path}\n```\n{content.rstrip()}\n```" for path, content in files.items())
+    return (
+        f"The issue:\n<issue>\n{issue.strip()}\n</issue>\n\n"
+        f"The files to edit, in full:\n\n{shown}\n\n"
+        "Fix the issue with SEARCH/REPLACE edits to these files."
+    )
+
+
+def gold_patch(task: TaskInstance) -> str | None:
+    """The gold patch of a bundled task or of a SWE-bench row (None when the row has none)."""
+    patch = getattr(task, "patch", None) or getattr(task, "row", {}).get("patch")
+    return patch if isinstance(patch, str) and patch.strip() else None
+
+
+def oracle_paths(patch: str) -> list[str]:
+    """The files `patch` edits that exist before it (created files have no `--- a/` line), in order."""
+    return list(dict.fromkeys(_EDITED_FILE.findall(patch)))
+
+
+def read_files(task: TaskInstance, paths: list[str], env_cfg: EnvConfig) -> dict[str, str]:
+    """The files' content at the base commit: a bundled task's `repo/`, else the image's `/testbed`."""
+    repo_dir = getattr(task, "repo_dir", None)
+    if repo_dir is not None:
+        return {p: (Path(repo_dir) / p).read_text(encoding="utf-8") for p in paths}
+    from environments.container import DockerEnvironment
+    from environments.tasks.sources import prepare_image
+
+    with DockerEnvironment(prepare_image(task, env_cfg), env_cfg) as env:
+        return {p: env.read_file(f"/testbed/{p}").decode("utf-8") for p in paths}
+
+
+@dataclass
+class Response:
+    """One completion for an instance (`text`: the prefill included, as the contract applies to it)."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    truncated: bool = False
+    context_limit: str | None = None
+    """Why nothing was generated: the prompt fills the model's context."""
+
+
+def make_patch(response: str, files: dict[str, str], allow_preamble: bool = False) -> dict[str, Any]:
+    """What one response makes of the files: `exit_status`, `edits`, `problems` and `patch` (see the
+    module docstring). Pure."""
+    answer, why = extract_action(response, allow_preamble)
+    if answer is None:
+        return {"exit_status": "format_error", "detail": why, "edits": [], "problems": [], "patch": ""}
+    edits, malformed = parse_edits(answer)
+    edited, failed = apply_edits(files, edits)
+    problems = malformed + failed
+    patch = unified_diff(files, edited)
+    if not edits:
+        status, detail = "no_edits", "no SEARCH/REPLACE block after </think>"
+    elif not failed:
+        status, detail = "edited", f"{len(edits)} edits applied"
+    else:
+        status = "partly_edited" if len(failed) < len(edits) else "edits_failed"
+        detail = f"{len(edits) - len(failed)} of {len(edits)} edits applied; " + "; ".join(map(str, failed))
+    if malformed:
+        detail += f"; {len(malformed)} malformed blocks"
+    return {
+        "exit_status": status,
+        "detail": detail[:2000],
+        "edits": [e.to_dict() for e in edits],
+        "problems": [p.to_dict() for p in problems],
+        "patch": patch,
+    }
+
+
+@dataclass
+class Attempt:
+    """What the oracle scaffold made of one instance: its `record` (saved as `oracle/<id>.json`), its
+    `patch` and the `stats` the ledger keeps; or, when no response could be asked for, `error`: the
+    instance's status (`not_evaluable`, `infrastructure_error`) and why."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    patch: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+    error: tuple[Literal["not_evaluable", "infrastructure_error"], str] | None = None
+
+
+def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response]) -> Attempt:
+    """Prompt with the gold patch's files, ask `respond` once, make the patch (see the module)."""
+    iid = task.instance_id
+    gold = gold_patch(task)
+    if gold is None:
+        return Attempt(error=("not_evaluable", "the row has no gold patch to name the oracle files"))
+    paths = oracle_paths(gold)
+    try:
+        files = read_files(task, paths, cfg.environment)
+        chat = [
+            {"role": "system", "content": ORACLE_SYSTEM},
+            {"role": "user", "content": user_turn(task.problem_statement, files)},
+        ]
+        response = respond(iid, chat)
+    except Exception as e:  # a missing image, a dead engine, a replay without this instance: no verdict
+        log.warning("no response for %s", iid, exc_info=True)
+        return Attempt(error=("infrastructure_error", f"{type(e).__name__}: {e}"))
+    if response.context_limit:
+        made = {"exit_status": "context_limit", "detail": response.context_limit, "edits": [], "problems": []}
+        made["patch"] = ""
+    else:
+        made = make_patch(response.text, files, cfg.reward.allow_preamble)
+    stats = {
+        "exit_status": made["exit_status"],
+        "detail": made["detail"],
+        "files": len(paths),
+        "edits": len(made["edits"]),
+        "edit_problems": len(made["problems"]),
+        "prompt_tokens": response.prompt_tokens,
+        "completion_tokens": response.completion_tokens,
+        "generation_seconds": round(response.seconds, 3),
+        "truncated": int(response.truncated),
+    }
+    record = {"instance_id": iid, "files": paths, "response": response.text, **made}
+    return Attempt(record, made["patch"], stats)
+
+
+def make_responder(cfg: EvalConfig, model: str) -> Callable[[str, list[dict[str, str]]], Response]:
+    """`replay:PATH` (recorded responses by instance id), else the model `model` names."""
+    if model.startswith(REPLAY_PREFIX):
+        return ReplayResponder.from_path(model.removeprefix(REPLAY_PREFIX))
+    return ModelResponder(cfg, model)
+
+
+class ModelResponder:
+    """One completion per prompt from the model through the Generator seam (no stop string: the answer
+    is many edits; it ends at the end of the turn or at `swe.oracle_max_new_tokens`)."""
+
+    def __init__(self, cfg: EvalConfig, model: str) -> None:
+        from srl_agent.generation import make_generator
+        from srl_agent.models import device_of, load_model_and_tokenizer
+        from srl_agent.policies import context_length
+
+        net, self.tokenizer = load_model_and_tokenizer(model, cfg.model.dtype, device_of(cfg.model), cfg.seed)
+        self.max_new_tokens, self.context = cfg.swe.oracle_max_new_tokens, context_length(net)
+        generation = cfg.generation.model_copy(update={"stop": []})
+        self.generator = make_generator(net, self.tokenizer, generation, cfg.model.dtype)
+        self.prefill = cfg.prompt.prefill
+        self.temperature, self.greedy = cfg.generation.temperature, cfg.agent.greedy
+
+    def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
+        from srl_agent.prompts import prompt_ids
+
+        prefill = self.tokenizer(self.prefill, add_special_tokens=False)["input_ids"] if self.prefill else []
+        ids = prompt_ids(self.tokenizer, chat) + prefill
+        room = min(self.max_new_tokens, self.context - len(ids))
+        if room <= 0:
+            why = f"the prompt has {len(ids)} tokens; the model takes {self.context}"
+            return Response("", prompt_tokens=len(ids), context_limit=why)
+        started = time.perf_counter()
+        [[completion]] = self.generator.generate([ids], 1, room, self.temperature, greedy=self.greedy)
+        return Response(
+            self.prefill + completion.text,
+            prompt_tokens=len(ids),
+            completion_tokens=len(completion.token_ids),
+            seconds=time.perf_counter() - started,
+            truncated=completion.truncated,
+        )
+
+
+class ReplayResponder:
+    """Responses recorded elsewhere, by instance id (see the module docstring)."""
+
+    def __init__(self, responses: dict[str, str], source: str) -> None:
+        self.responses, self.source = responses, source
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> ReplayResponder:
+        from trajectories.config import ConfigError
+
+        path = Path(path)
+        if path.is_dir():
+            rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(path.glob("*.json"))]
+        elif path.is_file():
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+        else:
+            raise ConfigError(f"model: {REPLAY_PREFIX}{path}: no such file or folder")
+        bad = [
+            i
+            for i, r in enumerate(rows)
+            if not isinstance(r.get("response"), str) or not r.get("instance_id")
+        ]
+        if bad or not rows:
+            raise ConfigError(
+                f"model: {REPLAY_PREFIX}{path}: every row needs `instance_id` and a `response` string "
+                f"({'none found' if not rows else f'row {bad[0] + 1} lacks them'})"
+            )
+        return cls({r["instance_id"]: r["response"] for r in rows}, str(path))
+
+    def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
+        if instance_id not in self.responses:
+            raise LookupError(f"{REPLAY_PREFIX}{self.source} has no response for {instance_id}")
+        return Response(self.responses[instance_id])
