@@ -262,9 +262,37 @@ class SWEEvalSection(Section):
     the model's context leaves after the prompt)."""
 
 
+class MathBenchSection(Section):
+    """`python -m srl_agent.evaluate --task math --benchmark NAMES`: final-answer accuracy on math
+    benchmarks with the RLVR prompt (the Qwen2.5-Math protocol of the paper; srl_agent/math_bench.py)."""
+
+    benchmarks: list[str] = Field(default_factory=list)
+    """The `--benchmark` flag (comma-separated there). Each a short name (aime24, aime25, amc23, minerva,
+    math500, gsm8k: the usual HF ids), a local JSONL/JSON/Parquet file or dataset folder, or an HF id."""
+    split: str = "test"
+    """The split of an HF id or local dataset folder named directly (short names carry their own)."""
+    k: int = Field(0, ge=0)
+    """Sampled responses per problem for avg@k and pass@k (the paper: 32); 0: greedy only (`--k`)."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the k samples (the paper: 1.0; `--temperature`). top_p and top_k are
+    `generation`'s; greedy responses ignore all three."""
+    max_new_tokens: int = Field(1024, ge=1)
+    """Completion cap for whole solutions (math's `generation.max_new_tokens: auto` is 48, one step).
+    Qwen2.5-Math's toolkit allows 2048-4096 for 7B models; a response cut at the cap usually has no
+    \\boxed{} answer and counts as `no_answer` (the report says how many were cut)."""
+    check_timeout: float = Field(5.0, gt=0)
+    """Seconds one math-verify check may run in its worker before it counts as `timeout`."""
+    out: str = "runs/eval-math/{model}"
+    """The output folder (`--out`; `{model}`: the model string made file-safe): per benchmark the
+    responses with their verdicts (`NAME.jsonl`, which `--samples` grades again) and `NAME.report.json`;
+    `report.json` and `report.md`. A rerun skips benchmarks finished there with the same settings."""
+    redo: bool = False
+    """Redo a benchmark finished in `out` with other settings (else that is an error naming them)."""
+
+
 class EvalConfig(Section):
     """`python -m srl_agent.evaluate`: held-out step reward of a model or checkpoint, or (`swe.instances`)
-    SWE tasks solved by it as an agent."""
+    SWE tasks solved by it as an agent, or (`math.benchmarks`) its accuracy on math benchmarks."""
 
     task: Literal["swe", "math"] = "math"
     """What is scored (the `--task` flag); its spec is in srl_agent/tasks.py."""
@@ -276,5 +304,6 @@ class EvalConfig(Section):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     eval: EvalSection = Field(default_factory=EvalSection)
     swe: SWEEvalSection = Field(default_factory=SWEEvalSection)
+    math: MathBenchSection = Field(default_factory=MathBenchSection)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     environment: EnvConfig = Field(default_factory=EnvConfig)

@@ -39,6 +39,8 @@ examples:
   python -m srl_agent.evaluate --task swe --checkpoint runs/swe-srl/checkpoints/best eval.output=swe_eval.jsonl
   python -m srl_agent.evaluate --task math eval.split=train data.max_val_examples=null
   python -m srl_agent.evaluate --task math --samples runs/qwen-math-eval/aime24.jsonl eval.output=graded.jsonl
+  python -m srl_agent.evaluate --task math --benchmark amc23,aime24 --model runs/math-srl/checkpoints/best
+  python -m srl_agent.evaluate --task math --benchmark amc23,aime24,aime25,minerva --model Qwen/Qwen2.5-7B-Instruct --k 32 --temperature 1.0 math.max_new_tokens=4096 --json
   python -m srl_agent.evaluate --task swe --instances --model replay:environments/tasks --grader fast
   python -m srl_agent.evaluate --task swe --instances environments/tasks/paginate --model runs/swe-srl/checkpoints/best
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --model Qwen/Qwen2.5-Coder-7B-Instruct --workers 8 swe.instance_ids=[astropy__astropy-12907]
@@ -60,23 +62,35 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
                         help="evaluate as an agent on these SWE tasks (no SOURCE: the bundled tasks)")  # fmt: skip
     parser.add_argument("--workers", type=int, default=None, help="episodes in parallel (swe.workers)")
     parser.add_argument("--grader", choices=["harness", "fast"], default=None, help="swe.grader")
-    parser.add_argument("--out", default=None, help="output folder of an agent evaluation (swe.out)")
+    parser.add_argument("--out", default=None, help="output folder (swe.out; with --benchmark, math.out)")
     parser.add_argument("--scaffold", choices=["agent", "oracle"], default=None,
                         help="swe.scaffold: act as an agent, or edit the gold patch's files (oracle setting)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--samples", default=None, metavar="FILE",
                         help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model")  # fmt: skip
+    parser.add_argument("--benchmark", default=None, metavar="NAMES",
+                        help="math: final-answer accuracy on these benchmarks, comma-separated (math.benchmarks)")  # fmt: skip
+    parser.add_argument("--k", type=int, default=None, help="math: samples per problem for avg@k (math.k)")
+    parser.add_argument("--temperature", type=float, default=None, help="math: math.temperature")
     add_config_arguments(parser, "eval.split=train")
     args = parser.parse_args(argv)
     flags = [f"task={args.task}"]
+    if args.benchmark is not None:
+        names = [name.strip() for name in args.benchmark.split(",") if name.strip()]
+        flags.append(f"math.benchmarks={json.dumps(names)}")
     for key, value in [("model.name", args.checkpoint or args.model), ("swe.instances", args.instances),
-                       ("swe.workers", args.workers), ("swe.grader", args.grader), ("swe.out", args.out),
-                       ("swe.scaffold", args.scaffold)]:  # fmt: skip
+                       ("swe.workers", args.workers), ("swe.grader", args.grader),
+                       ("math.out" if args.benchmark else "swe.out", args.out), ("math.k", args.k),
+                       ("math.temperature", args.temperature), ("swe.scaffold", args.scaffold)]:  # fmt: skip
         if value is not None:
             flags.append(f"{key}={value}")
     cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
     if cfg.swe.instances is not None and not task_spec(cfg.task).agent:
         raise ConfigError(f"swe.instances: --task {cfg.task} has no agent evaluation (it is for --task swe)")
+    if cfg.math.benchmarks and not task_spec(cfg.task).final_answers:
+        raise ConfigError(f"math.benchmarks: --task {cfg.task} solutions have no final answers to check")
+    if cfg.math.benchmarks and args.samples is not None:
+        raise ConfigError("--samples grades responses made elsewhere; it takes no --benchmark")
     return args, cfg
 
 
@@ -86,7 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         print(explain_config(cfg), end="")
         return 0
     if args.samples is not None:
-        return grade_samples_file(args.samples, cfg)
+        return grade_samples_file(args.samples, cfg, args.json)
+    if cfg.math.benchmarks:
+        from srl_agent.math_bench import evaluate_benchmarks
+
+        report = evaluate_benchmarks(cfg, progress=not args.json and sys.stderr.isatty())
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print((Path(report["out"]) / "report.md").read_text(encoding="utf-8"), end="")
+        return 0
     if cfg.swe.instances is None:
         print(json.dumps(evaluate(cfg)))
         return 0
@@ -100,16 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def grade_samples_file(path: str, cfg: EvalConfig) -> int:
-    """`--samples FILE`: the report of `srl_agent.math_eval.grade_samples` on stdout (one JSON object,
-    without the per-row verdicts, which `eval.output` writes as JSONL)."""
-    from srl_agent.math_eval import grade_samples
+def grade_samples_file(path: str, cfg: EvalConfig, as_json: bool) -> int:
+    """`--samples FILE`: the report of `srl_agent.math_eval.grade_samples` on stdout (one JSON object
+    with `--json`, else markdown; without the per-row verdicts, which `eval.output` writes as JSONL)."""
+    from srl_agent.math_eval import grade_samples, markdown
 
     if not task_spec(cfg.task).final_answers:
         raise ConfigError(f"--samples grades final answers, which --task {cfg.task} solutions do not have")
-    report = grade_samples(path)
+    report = grade_samples(path, cfg.math.check_timeout)
     write_rows(cfg.eval.output, report.pop("rows"))
-    print(json.dumps(report))
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(markdown(f"Graded samples: `{path}`", {Path(path).stem: report}, None), end="")
     return 0
 
 

@@ -96,13 +96,14 @@ def test_samples_in_the_qwen_math_output_format_are_graded_with_every_row_accoun
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = evaluate.main(
-            ["--task", "math", "--samples", str(path), f"eval.output={tmp_path / 'graded.jsonl'}"]
+            ["--task", "math", "--samples", str(path), "--json", f"eval.output={tmp_path / 'graded.jsonl'}"]
         )
     report = json.loads(out.getvalue())
     assert code == 0 and report["problems"] == 3 and report["samples_per_problem"] == [3]
-    assert report["verdicts"] == {"correct": 4, "wrong": 4, "no_answer": 1}
+    assert report["verdicts"] == {"greedy": {}, "sampled": {"correct": 4, "wrong": 4, "no_answer": 1}}
+    assert report["greedy_accuracy"] is None and report["k"] == 3
     assert report["avg@k"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 3) / 3)
-    assert report["pass@1"] == pytest.approx(report["avg@k"]) and report["pass@3"] == 1.0
-    assert [b["line"] for b in report["rows_not_graded"]] == [4, 5]
+    assert report["pass@1"] == pytest.approx(report["avg@k"]) and report["pass@k"] == 1.0
+    assert [b["row"] for b in report["rows_not_graded"]] == [4, 5]
     graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
     assert graded[0]["verdicts"] == ["correct", "wrong", "no_answer"]
