@@ -29,7 +29,7 @@ class ModelConfig(Section):
     """`auto`: cuda when available, else cpu; or any torch device string."""
     init_from: str | None = None
     """A checkpoint folder (a run's checkpoints/best or checkpoints/last) to start from instead of `name`:
-    SRL then RLVR is `--stage rlvr model.init_from=runs/math-srl/checkpoints/best`."""
+    `--stage srl+rlvr` sets it for its RLVR stage (the SRL stage's checkpoints/best)."""
 
 
 def _demo_build() -> BuildConfig:
@@ -184,8 +184,10 @@ class TrainConfig(Section):
 
     task: Literal["swe", "math"] = "math"
     """What is learned (the `--task` flag); its spec is in srl_agent/tasks.py."""
-    stage: Literal["srl", "rlvr", "sft"] = "srl"
-    """`srl` (step similarity), `rlvr` (outcome reward) or `sft` (the baseline); the `--stage` flag."""
+    stage: Literal["srl", "rlvr", "sft", "srl+rlvr"] = "srl"
+    """`srl` (step similarity), `rlvr` (outcome reward), `sft` (the baseline), or `srl+rlvr` (the
+    paper's best schedule: SRL in `<run_dir>/srl`, then RLVR in `<run_dir>/rlvr` starting from the SRL
+    stage's checkpoints/best); the `--stage` flag."""
     seed: int = 0
     """Seeds torch, Python and the data order: a run is deterministic given its seed and machine."""
     run_dir: str = "runs/{task}-{stage}"
@@ -199,6 +201,9 @@ class TrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
+    rlvr_overrides: list[str] = Field(default_factory=list)
+    """`stage: srl+rlvr` only: KEY=VALUE overrides for the RLVR stage, applied after everything else
+    (the paper trains RLVR with another batch size: `[trainer.batch_size=128, trainer.steps=50]`)."""
 
 
 class EvalSection(Section):

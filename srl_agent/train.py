@@ -9,6 +9,10 @@ and printing where the run folder, curves and checkpoints are.
 - `--stage srl`: step-wise similarity reward against the expert's next action, std filter.
 - `--stage rlvr`: outcome reward (math: answer equivalence) on whole problems, DAPO filter; start it
   from an SRL checkpoint with `model.init_from=runs/math-srl/checkpoints/best`.
+- `--stage srl+rlvr`: both in one run folder, the paper's best schedule: the SRL stage in
+  `<run_dir>/srl`, then the RLVR stage in `<run_dir>/rlvr` from the SRL stage's best checkpoint (its
+  last when it kept none); `rlvr_overrides` sets what differs for RLVR. Each stage resumes on its own,
+  so rerunning the command goes on from wherever it stopped.
 - `--stage sft`: the paper's baseline, plain next-token loss on the same expert steps wrapped in the
   same output format, through the same data and code.
 """
@@ -53,12 +57,17 @@ examples:
   python -m srl_agent.train --task swe
   python -m srl_agent.train --task math --stage sft
   python -m srl_agent.train --task math --stage rlvr model.init_from=runs/math-srl/checkpoints/best
+  python -m srl_agent.train --task math --stage srl+rlvr trainer.steps=4 rlvr_overrides=[trainer.steps=2]
   python -m srl_agent.train --task math --config configs/paper_math_qwen2.5-7b.yaml optim.lr=1e-6
   python -m srl_agent.train --task swe --config configs/swe_demo.yaml trainer.steps=2
 """
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainConfig]:
+SRL_THEN_RLVR = "srl+rlvr"
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[TrainConfig]]:
+    """The flags, and the resolved config of each stage to train in order (two for `srl+rlvr`)."""
     parser = argparse.ArgumentParser(
         prog="python -m srl_agent.train",
         description=__doc__.splitlines()[0],
@@ -66,19 +75,57 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Train
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
-    parser.add_argument("--stage", choices=["srl", "rlvr", "sft"], default=None, help="default: srl")
+    parser.add_argument(
+        "--stage", choices=["srl", "rlvr", "sft", SRL_THEN_RLVR], default=None, help="default: srl"
+    )
     add_config_arguments(parser, "optim.lr=1e-6")
     args = parser.parse_args(argv)
-    flags = [f"task={args.task}"] + ([f"stage={args.stage}"] if args.stage else [])
-    return args, resolve(resolve_config(TrainConfig, args.config, flags + args.overrides))
+    overrides = [f"task={args.task}"] + ([f"stage={args.stage}"] if args.stage else []) + args.overrides
+    cfg = resolve_config(TrainConfig, args.config, overrides)
+    if cfg.stage != SRL_THEN_RLVR:
+        if cfg.rlvr_overrides:
+            raise ConfigError(f"rlvr_overrides: only --stage {SRL_THEN_RLVR} has an RLVR stage to override")
+        return args, [resolve(cfg)]
+    run_dir = Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
+
+    def stage(name: str, extra: list[str]) -> TrainConfig:
+        more = [f"stage={name}", f"run_dir={run_dir / name}", "rlvr_overrides=[]", *extra]
+        return resolve(resolve_config(TrainConfig, args.config, overrides + more))
+
+    # the RLVR stage's model.init_from is set once the SRL stage has its best checkpoint
+    return args, [stage("srl", []), stage("rlvr", cfg.rlvr_overrides)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cfg = parse_args(argv)
+    args, stages = parse_args(argv)
     if args.dry_run:
-        print(explain_config(cfg), end="")
+        for i, cfg in enumerate(stages):
+            if len(stages) > 1:
+                note = "" if i == 0 else ", model.init_from: the SRL stage's checkpoints/best"
+                print(f"{'---' if i else ''}\n# stage {i + 1} of {len(stages)}: {cfg.stage}{note}")
+            print(explain_config(cfg), end="")
         return 0
+    for i, cfg in enumerate(stages):
+        if i > 0:  # SRL then RLVR: RLVR starts from what the SRL stage did best
+            cfg.model.init_from = str(stage_result(Path(stages[i - 1].run_dir)))
+            print(f"\nstage {cfg.stage}: starting from {cfg.model.init_from}")
+        train_stage(cfg)
+    return 0
 
+
+def stage_result(run_dir: Path) -> Path:
+    """A finished stage's checkpoint for the next stage: checkpoints/best, else checkpoints/last."""
+    from srl_agent import checkpoint as ckpt
+
+    for name in ("best", "last"):
+        found = ckpt.find_checkpoint(run_dir / "checkpoints" / name)
+        if found is not None:
+            return found
+    raise ConfigError(f"{run_dir}: the stage left no checkpoint to start the next stage from")
+
+
+def train_stage(cfg: TrainConfig) -> Run:
+    """Train one resolved stage to `trainer.steps` in its run folder (resuming checkpoints/last)."""
     import torch
 
     from srl_agent import checkpoint as ckpt
@@ -135,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 save_last(run)
     log.close()
     report(run, log.path)
-    return 0
+    return run
 
 
 @dataclass

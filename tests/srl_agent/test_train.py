@@ -193,6 +193,48 @@ def test_rlvr_stage_starts_from_a_checkpoint(tmp_path):
     assert row["filter"] == "dapo" and row["sampled_prompts"] == 2
 
 
+@pytest.mark.slow
+def test_srl_then_rlvr_trains_both_stages_in_one_folder_and_resumes(tmp_path, capsys):
+    from trajectories.record import write_jsonl
+
+    data = tmp_path / "data"  # two-step problems with final answers: steps for SRL, problems for RLVR
+    write_jsonl([math_example(f"g{i}", i % 2, "x=5", answer="5") for i in range(8)], data / "train.jsonl")
+    val = [math_example("v0", 0, "x=5", answer="5"), math_example("v0", 1, "x=5", answer="5")]
+    write_jsonl(val, data / "validation.jsonl")
+    run_dir = tmp_path / "both"
+    argv = [
+        "--task",
+        "math",
+        "--stage",
+        "srl+rlvr",
+        *TINY,
+        f"data.source={data}",
+        f"run_dir={run_dir}",
+        "trainer.steps=2",
+        "trainer.val_every=1",
+        "trainer.batch_size=2",
+        "grpo.max_sampling_rounds=1",
+        "generation.max_new_tokens=8",
+        "rlvr_overrides=[trainer.steps=1]",
+    ]
+    assert run_train(*argv) == 0
+    srl, rlvr = run_dir / "srl", run_dir / "rlvr"
+    assert steps_of(srl) == [0, 1, 2] and steps_of(rlvr) == [0, 1]
+    best = json.loads((srl / "checkpoints" / "best" / "state.json").read_text())["step"]
+    rlvr_config = (rlvr / "config.yaml").read_text()
+    # RLVR starts from the SRL stage's best checkpoint, with the RLVR stage's own resolved settings
+    assert f"init_from: {srl / 'checkpoints' / 'best'}" in rlvr_config
+    assert "filter: dapo" in rlvr_config and "stop_at_step_end: false" in rlvr_config
+    assert "filter: std" in (srl / "config.yaml").read_text()
+    assert read_metrics(rlvr / "metrics.jsonl")[-1]["filter"] == "dapo"
+    assert best in (0, 1, 2)
+    # the same command again finds both stages done: no step is trained twice
+    capsys.readouterr()
+    assert run_train(*argv) == 0
+    assert steps_of(srl) == [0, 1, 2] and steps_of(rlvr) == [0, 1]
+    assert "resuming from" in capsys.readouterr().out
+
+
 def test_swe_trains_on_step_examples_from_the_swesmith_sample(shared_data, tmp_path):
     run_dir = tmp_path / "swe"
     assert (
