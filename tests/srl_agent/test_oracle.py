@@ -242,24 +242,40 @@ def test_gold_edits_resolve_every_bundled_task_and_a_rerun_redoes_nothing(tmp_pa
 
 
 @pytest.mark.docker
-def test_the_official_harness_resolves_gold_edits_and_grades_a_failed_edit_as_an_empty_patch(
+def test_the_harness_resolves_gold_edits_on_instance_rows_whose_files_are_read_in_the_image(
     tmp_path, monkeypatch
 ):
+    """SWE-bench rows (no `repo/` folder: the files come from /testbed in the image): the gold edits
+    resolve through the official harness, an edit that does not match leaves an empty patch, and a row
+    without a gold patch is not evaluable."""
     monkeypatch.chdir(REPO)
-    task = get_task("srl-agent__configlite-1")
-    responses = gold_responses(tmp_path / "gold.jsonl", [task, get_task("srl-agent__paginate-1")])
-    rows = [json.loads(line) for line in responses.read_text().splitlines()]
-    rows[1]["response"] = rows[1]["response"].replace("return len(self.items)", "return len(self.things)")
-    responses.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from environments.tasks.bundled import build_images
+
+    good, bad = get_task("srl-agent__configlite-1"), get_task("srl-agent__paginate-1")
+    build_images([good, bad])  # their images, under the names their rows give
+    no_gold = {**good.instance(), "instance_id": "nogold__row-1", "patch": ""}
+    rows = tmp_path / "instances.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in (good.instance(), bad.instance(), no_gold)))
+    responses = gold_responses(tmp_path / "gold.jsonl", [good, bad])
+    answers = [json.loads(line) for line in responses.read_text().splitlines()]
+    answers[1]["response"] = answers[1]["response"].replace(
+        "return len(self.items)", "return len(self.things)"
+    )
+    responses.write_text("".join(json.dumps(r) + "\n" for r in answers))
     report = run_eval(
-        "--instances", "--model", f"replay:{responses}", "--out", str(tmp_path / "eval"),
-        f"swe.instance_ids=[{task.instance_id},srl-agent__paginate-1]",
-    )  # fmt: skip
+        "--instances", str(rows), "--model", f"replay:{responses}", "--out", str(tmp_path / "eval")
+    )
     assert report["grader"] == "harness"
-    assert report["instances"] == {task.instance_id: "resolved", "srl-agent__paginate-1": "empty_patch"}
+    assert report["instances"] == {
+        good.instance_id: "resolved",
+        bad.instance_id: "empty_patch",
+        "nogold__row-1": "not_evaluable",
+    }
     assert report["exit_statuses"] == {"edited": 1, "edits_failed": 1}
-    record = json.loads((tmp_path / "eval" / "oracle" / "srl-agent__paginate-1.json").read_text())
-    assert record["patch"] == "" and "does not occur" in record["problems"][0]["reason"]
+    assert "no gold patch" in report["instance_details"]["nogold__row-1"]["detail"]
+    record = json.loads((tmp_path / "eval" / "oracle" / f"{bad.instance_id}.json").read_text())
+    assert record["files"] == ["paginate/pages.py"] and record["patch"] == ""
+    assert "does not occur" in record["problems"][0]["reason"]
 
 
 @pytest.mark.docker
