@@ -158,15 +158,19 @@ def _rows(bench: Benchmark) -> list[dict[str, Any] | str]:
 def _json_rows(path: Path) -> list[dict[str, Any] | str]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json" and text.lstrip().startswith("["):
-        return [r if isinstance(r, dict) else "not a JSON object" for r in json.loads(text)]
+        try:
+            return [r if isinstance(r, dict) else "not a JSON object" for r in json.loads(text)]
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"math.benchmarks: {path} is not valid JSON ({e})") from None
     rows: list[dict[str, Any] | str] = []
     for line in text.splitlines():
         if line.strip():
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as e:
-                data = f"not valid JSON ({e.msg})"
-            rows.append(data if isinstance(data, dict | str) else "not a JSON object")
+                rows.append(f"not valid JSON ({e.msg})")
+                continue
+            rows.append(data if isinstance(data, dict) else "not a JSON object")
     return rows
 
 

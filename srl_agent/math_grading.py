@@ -29,6 +29,9 @@ from trajectories.math_steps import last_boxed
 
 _GSM8K_ANSWER = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 
+_STARTUP_TIMEOUT = 300.0
+"""Seconds a fresh checker worker may take to start and import what its check needs."""
+
 Verdict = Literal["correct", "wrong", "no_answer", "timeout", "error"]
 
 
@@ -110,6 +113,12 @@ class Checker:
             self._proc.start()
             child.close()
             self._conn = parent
+            # A spawned worker imports its modules (math-verify loads sympy: seconds on a busy machine)
+            # before it answers: that start-up must not count against the first check's timeout.
+            if not parent.poll(_STARTUP_TIMEOUT):
+                self._kill()
+                raise RuntimeError(f"the answer checker's worker did not start within {_STARTUP_TIMEOUT} s")
+            parent.recv()
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -130,7 +139,11 @@ class Checker:
 
 
 def _serve(conn: Any, fn: Callable[[str, str], bool]) -> None:
-    """The worker: one (gold, answer) in, (bool | None, detail) out, until the pipe closes."""
+    """The worker: warms up math-verify (its first call imports sympy and its parsers) and says so,
+    then one (gold, answer) in, (bool | None, detail) out, until the pipe closes."""
+    if fn is verify_answer:
+        verify_answer("1", "1")
+    conn.send("ready")
     while True:
         try:
             gold, answer = conn.recv()

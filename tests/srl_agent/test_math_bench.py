@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from srl_agent.math_bench import (
     read_benchmark,
     resolve_benchmarks,
 )
-from srl_agent.math_eval import PAPER_COLUMNS, paper_table
+from srl_agent.math_eval import PAPER_COLUMNS, grade_rows, make_report, paper_table
+from srl_agent.math_grading import Checker
 from trajectories.config import ConfigError
 
 
@@ -39,6 +41,7 @@ ROWS = [
     {"problem": "no gold here", "solution": "no boxed answer"},
     {"answer": "5"},
     "{not json",
+    "[1, 2]",
 ]
 
 
@@ -55,6 +58,7 @@ def test_benchmark_rows_give_the_problem_and_its_gold_answer_or_a_reason(tmp_pat
         (5, "no gold answer"),
         (6, "no problem"),
         (7, "not valid JSON"),
+        (8, "not a JSON object"),
     ]
 
 
@@ -109,6 +113,22 @@ def test_the_shared_benchmark_files_read_whole(shared_data):
         "amc23_test": (40, 0, "27", "amc23"),
         "gsm8k_test.first300": (300, 0, "18", "gsm8k"),
     }
+
+
+def hangs_on_hang(gold: str, answer: str) -> bool:
+    if answer == "hang":
+        time.sleep(60)
+    return gold == answer
+
+
+def test_a_hung_check_and_a_response_without_answer_are_counted_in_the_report():
+    rows = [
+        {"answer": "2", "greedy": "\\boxed{2}", "responses": ["\\boxed{hang}", "no answer", "\\boxed{2}"]}
+    ]
+    with Checker(0.5, hangs_on_hang) as checker:
+        report = make_report(grade_rows(rows, checker), [], 1.0)
+    assert report["greedy_accuracy"] == 1.0 and report["avg@k"] == pytest.approx(1 / 3)
+    assert report["verdicts"]["sampled"] == {"timeout": 1, "no_answer": 1, "correct": 1}
 
 
 class Scripted:
