@@ -136,7 +136,7 @@ def make_patch(response: str, files: dict[str, str], allow_preamble: bool = Fals
     problems = malformed + failed
     patch = unified_diff(files, edited)
     if not edits:
-        status, detail = "no_edits", "no SEARCH/REPLACE block after </think>"
+        status, detail = "no_edits", "no complete SEARCH/REPLACE block after </think>"
     elif not failed:
         status, detail = "edited", f"{len(edits)} edits applied"
     else:
