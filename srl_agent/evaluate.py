@@ -87,6 +87,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
     if cfg.swe.instances is not None and not task_spec(cfg.task).agent:
         raise ConfigError(f"swe.instances: --task {cfg.task} has no agent evaluation (it is for --task swe)")
+    if cfg.swe.scaffold != "agent" and cfg.swe.instances is None:
+        raise ConfigError(
+            f"swe.scaffold: the {cfg.swe.scaffold} scaffold runs on SWE instances: add --instances"
+        )
     if cfg.math.benchmarks and not task_spec(cfg.task).final_answers:
         raise ConfigError(f"math.benchmarks: --task {cfg.task} solutions have no final answers to check")
     if cfg.math.benchmarks and args.samples is not None:

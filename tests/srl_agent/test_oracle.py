@@ -197,6 +197,13 @@ def test_the_gold_patch_written_as_edits_gives_back_a_patch_that_applies_like_it
     assert _git_applied(tmp_path / "ours", files, made["patch"]) == gold
 
 
+def test_the_oracle_scaffold_without_instances_is_an_error_that_names_the_key():
+    from trajectories.config import ConfigError
+
+    with pytest.raises(ConfigError, match="swe.scaffold.*--instances"):
+        evaluate.parse_args(["--task", "swe", "--scaffold", "oracle", "--model", "tiny-random"])
+
+
 # ---------------------------------------------------------------------------------------------------
 # End to end through `python -m srl_agent.evaluate --task swe --scaffold oracle`, in containers.
 
