@@ -17,9 +17,8 @@ vLLM arrives behind the same Protocol with its own issue (`make_generator` picks
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -115,7 +114,9 @@ class HFGenerator:
             chunk = prompts[start : start + per_call]
             ids, attn = left_pad(chunk, self.tokenizer.pad_token_id, self.model.device)
             # stop strings are generate's own; the step end needs the decoded completion
-            criteria = [_StepEndCriteria(self.stop, self.tokenizer, ids.shape[1])] if self.stop.step_end else None
+            criteria = (
+                [_StepEndCriteria(self.stop, self.tokenizer, ids.shape[1])] if self.stop.step_end else None
+            )
             with autocast(self.model.device, self.compute_dtype):
                 generated = self.model.generate(
                     input_ids=ids,
