@@ -352,6 +352,7 @@ class Progress:
         self.enabled = enabled
         self._bar: Any = None
         self._task: Any = None
+        self._name, self._done, self._total, self._started = "", 0, 0, 0.0
 
     def __enter__(self) -> Self:
         if self.enabled:
@@ -367,10 +368,16 @@ class Progress:
     def start(self, name: str, total: int) -> None:
         if self._bar is not None:
             self._task = self._bar.add_task(name, total=total)
+        self._name, self._done, self._total, self._started = name, 0, total, time.perf_counter()
 
     def advance(self, n: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, advance=n)
+            return
+        # a log line per generate call: a long CPU run shows it is moving
+        self._done += n
+        print(f"{self._name}: {self._done}/{self._total} responses, {time.perf_counter() - self._started:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
 
     def done(self, name: str, report: dict[str, Any]) -> None:
         figures = ", ".join(
