@@ -1,6 +1,6 @@
 """Does training move outcomes? SFT, SRL, RLVR and SRL-then-RLVR from one base, on held-out accuracy.
 
-    python bench/bench_outcomes.py [--arms base,sft,srl,rlvr,srl+rlvr] [--steps 8] [--batch 4] [--k 0]
+    python bench/bench_outcomes.py [--arms base,sft,srl,rlvr,srl+rlvr] [--steps 6] [--batch 4] [--k 0]
 
 The paper's comparison (Table 1: SRL then RLVR > SRL > base > SFT at 7B) on the embedded default
 (SmolLM2-135M) and the CPU, at a size this machine affords:
@@ -49,16 +49,17 @@ def main() -> None:
     parser.add_argument("--train-problems", type=int, default=200)
     parser.add_argument("--heldout-problems", type=int, default=100)
     parser.add_argument(
-        "--steps", type=int, default=8, help="optimizer steps per arm (even: srl+rlvr halves)"
+        "--steps", type=int, default=6, help="optimizer steps per arm (even: srl+rlvr halves)"
     )
     parser.add_argument("--batch", type=int, default=4, help="examples per optimizer step")
     parser.add_argument("--group", type=int, default=4, help="rollouts per prompt (SRL, RLVR)")
     parser.add_argument("--lr", type=float, default=1e-4, help="one rate for every arm")
-    parser.add_argument("--rounds", type=int, default=2, help="grpo.max_sampling_rounds (refills per step)")
-    parser.add_argument("--rlvr-tokens", type=int, default=256, help="RLVR rollout cap (whole solutions)")
-    parser.add_argument("--eval-tokens", type=int, default=256, help="benchmark response cap")
+    parser.add_argument("--rounds", type=int, default=1, help="grpo.max_sampling_rounds (refills per step)")
+    parser.add_argument("--rlvr-tokens", type=int, default=128, help="RLVR rollout cap (whole solutions)")
+    parser.add_argument("--eval-tokens", type=int, default=160, help="benchmark response cap")
+    parser.add_argument("--eval-batch", type=int, default=50, help="responses per generate call")
     parser.add_argument("--k", type=int, default=0, help="samples per held-out problem for avg@k (0: greedy)")
-    parser.add_argument("--step-examples", type=int, default=160, help="held-out steps scored by similarity")
+    parser.add_argument("--step-examples", type=int, default=64, help="held-out steps scored by similarity")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-outcomes"))
     parser.add_argument("--report", action="store_true", help="only print the table of finished arms")
@@ -156,7 +157,8 @@ def benchmark_command(model: str, args: argparse.Namespace, heldout: Path, out: 
     return [
         "srl_agent.evaluate", "--task", "math", "--benchmark", str(heldout), "--model", model,
         "--out", str(out), "--k", str(args.k), "--json",
-        f"math.max_new_tokens={args.eval_tokens}", f"seed={args.seed}",
+        f"math.max_new_tokens={args.eval_tokens}", f"generation.batch_size={args.eval_batch}",
+        f"seed={args.seed}",
     ]  # fmt: skip
 
 
@@ -165,7 +167,8 @@ def step_command(model: str, args: argparse.Namespace, heldout: Path) -> list[st
     return [
         "srl_agent.evaluate", "--task", "math", "--model", model,
         f"data.source={heldout}", "data.build.validation_groups=0", "eval.split=train",
-        f"data.max_train_examples={args.step_examples}", f"seed={args.seed}",
+        f"data.max_train_examples={args.step_examples}", f"generation.batch_size={args.eval_batch}",
+        f"seed={args.seed}",
     ]  # fmt: skip
 
 
