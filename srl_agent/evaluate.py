@@ -108,22 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.math.benchmarks:
         from srl_agent.math_bench import evaluate_benchmarks
 
-        report = evaluate_benchmarks(cfg, progress=not args.json and sys.stderr.isatty())
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print((Path(report["out"]) / "report.md").read_text(encoding="utf-8"), end="")
-        return 0
+        return print_report(
+            evaluate_benchmarks(cfg, progress=not args.json and sys.stderr.isatty()), args.json
+        )
     if cfg.swe.instances is None:
         print(json.dumps(evaluate(cfg)))
         return 0
     from srl_agent.swe_eval import evaluate_swe
 
-    report = evaluate_swe(cfg, progress=not args.json and sys.stderr.isatty())
-    if args.json:
+    return print_report(evaluate_swe(cfg, progress=not args.json and sys.stderr.isatty()), args.json)
+
+
+def print_report(report: dict[str, object], as_json: bool) -> int:
+    """A report on stdout: one JSON object, or the markdown its output folder holds."""
+    if as_json:
         print(json.dumps(report))
     else:
-        print((Path(report["out"]) / "report.md").read_text(encoding="utf-8"), end="")
+        print((Path(str(report["out"])) / "report.md").read_text(encoding="utf-8"), end="")
     return 0
 
 
