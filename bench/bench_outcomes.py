@@ -17,6 +17,10 @@ The paper's comparison (Table 1: SRL then RLVR > SRL > base > SFT at 7B) on the 
 Accuracy comes with a 95% bootstrap interval over problems, and each arm's difference from the base
 with a paired bootstrap interval (the same resampled problems for both).
 
+On a machine shared with other torch processes, `--threads 1`: two processes of two threads each
+on two cores spin-wait on each other (a decode step of the 135M model at batch 50 took 5.4 s that
+way and 0.6 s with one thread, the other processes still running).
+
 Each arm is resumable and can be run alone (`--arms sft`): training resumes from the arm's
 checkpoints/last, evaluation skips what its output folder holds; `--report` only prints the table of
 what is done. Everything lands under `--out` (default `runs/bench-outcomes`): the split, one run
@@ -61,9 +65,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=0, help="samples per held-out problem for avg@k (0: greedy)")
     parser.add_argument("--step-examples", type=int, default=64, help="held-out steps scored by similarity")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads of each command (OMP_NUM_THREADS)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-outcomes"))
     parser.add_argument("--report", action="store_true", help="only print the table of finished arms")
     args = parser.parse_args()
+    if args.threads is not None:  # the commands run as subprocesses and inherit it
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
     if unknown or args.steps < 2 or args.steps % 2:
