@@ -35,12 +35,14 @@ from trajectories.config import ConfigError, dump_config, explain_config
     ],
 )
 def test_auto_values_are_resolved_into_the_config_that_is_written(argv, similarity, stop, filter_):
-    _, cfg = parse_args(argv)
+    _, (cfg,) = parse_args(argv)
     written = yaml.safe_load(dump_config(cfg))
     assert written["reward"]["similarity"] == similarity
     assert written["generation"]["stop"] == stop
     assert written["grpo"]["filter"] == filter_
     assert written["generation"]["max_new_tokens"] == (256 if "swe" in argv else 48)
+    # math steps end where the step ends (whole RLVR solutions do not); SWE steps at their stop string
+    assert written["generation"]["stop_at_step_end"] is ("math" in argv and "rlvr" not in argv)
     assert "auto" not in (
         written["reward"]["similarity"],
         written["generation"]["stop"],
@@ -112,7 +114,7 @@ def test_masked_rollouts_take_no_part_in_filters_and_advantages():
 
 
 def test_dry_run_explains_every_field_and_loads_back_to_the_config():
-    _, cfg = parse_args(["--task", "swe"])
+    _, (cfg,) = parse_args(["--task", "swe"])
     explained = explain_config(cfg)
     assert yaml.safe_load(explained) == yaml.safe_load(dump_config(cfg))
     assert "# Strings that end a completion" in explained and "# G rollouts per prompt" in explained

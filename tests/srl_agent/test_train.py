@@ -323,10 +323,10 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "last").mkdir(parents=True)
     args = ["--task", "math", *TINY, f"run_dir={run_dir}"]
-    train.prepare_run_dir(train.parse_args(args)[1])  # writes config.yaml as a first run would
+    train.prepare_run_dir(train.parse_args(args)[1][0])  # writes config.yaml as a first run would
     with pytest.raises(ConfigError, match=r"optim\.lr"):
-        train.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1])
-    train.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1])  # extending a run is fine
+        train.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1][0])
+    train.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1][0])  # extending a run is fine
 
 
 def test_ppo_epochs_kl_reference_bf16_and_cosine_schedule_run(simple_data, tmp_path):
