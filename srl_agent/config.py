@@ -285,6 +285,11 @@ class MathBenchSection(Section):
     """Completion cap for whole solutions (math's `generation.max_new_tokens: auto` is 48, one step).
     Qwen2.5-Math's toolkit allows 2048-4096 for 7B models; a response cut at the cap usually has no
     \\boxed{} answer and counts as `no_answer` (the report says how many were cut)."""
+    lenient: bool = False
+    """Also take an answer a response states without `\\boxed{}` or `####`, as the Qwen2.5-Math
+    toolkit does: the number after the last "the answer is", else the last number. Off: the paper's
+    protocol for models that box their answers; on for small models that rarely do (the embedded
+    default boxed none of 100 GSM8K answers)."""
     check_timeout: float = Field(5.0, gt=0)
     """Seconds one math-verify check may run in its worker before it counts as `timeout`."""
     out: str = "runs/eval-math/{model}"

@@ -135,7 +135,7 @@ def grade_samples_file(path: str, cfg: EvalConfig, as_json: bool) -> int:
 
     if not task_spec(cfg.task).final_answers:
         raise ConfigError(f"--samples grades final answers, which --task {cfg.task} solutions do not have")
-    report = grade_samples(path, cfg.math.check_timeout)
+    report = grade_samples(path, cfg.math.check_timeout, cfg.math.lenient)
     write_rows(cfg.eval.output, report.pop("rows"))
     if as_json:
         print(json.dumps(report))

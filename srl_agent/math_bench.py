@@ -191,7 +191,7 @@ def evaluate_benchmarks(
           f"output in {out}", file=sys.stderr, flush=True)  # fmt: skip
     if todo:
         generate = responder or Responder(cfg)
-        with Checker(cfg.math.check_timeout) as checker, Progress(progress) as bar:
+        with Checker(cfg.math.check_timeout, lenient=cfg.math.lenient) as checker, Progress(progress) as bar:
             for bench in todo:
                 run_benchmark(cfg, bench, *loaded[bench.name], generate, checker, bar, out)
     reports = {b.name: _load_report(out, b) for b in benchmarks}
@@ -303,6 +303,7 @@ def settings(cfg: EvalConfig, bench: Benchmark) -> dict[str, Any]:
         "system_prompt": cfg.prompt.system_prompt,
         "prefill": cfg.prompt.prefill,
         "max_new_tokens": cfg.math.max_new_tokens,
+        "lenient": cfg.math.lenient,
         "k": cfg.math.k,
         "temperature": cfg.math.temperature if cfg.math.k else None,
         "top_p": cfg.generation.top_p if cfg.math.k else None,

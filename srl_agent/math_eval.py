@@ -40,11 +40,12 @@ PAPER_COLUMNS = [
 _LABELS = {"amc23": "AMC23", "aime24": "AIME24", "aime25": "AIME25", "minerva": "Minerva"}
 
 
-def grade_samples(path: str | Path, timeout: float = 5.0) -> dict[str, Any]:
-    """The report for the responses in `path` (see the module docstring), with the graded `rows`."""
+def grade_samples(path: str | Path, timeout: float = 5.0, lenient: bool = False) -> dict[str, Any]:
+    """The report for the responses in `path` (see the module docstring), with the graded `rows`;
+    `lenient`: answers found as `math_grading.extract_answer(lenient=True)` finds them."""
     started = time.perf_counter()
     rows, bad = _read_rows(Path(path))
-    with Checker(timeout) as checker:
+    with Checker(timeout, lenient=lenient) as checker:
         graded = grade_rows(rows, checker)
     report = make_report(graded, bad, time.perf_counter() - started)
     return {"samples_file": str(path), **report, "rows": graded}

@@ -28,6 +28,8 @@ from typing import Any, Literal, Self
 from trajectories.math_steps import last_boxed
 
 _GSM8K_ANSWER = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
+_ANSWER_IS = re.compile(r"the answer is", re.IGNORECASE)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 _STARTUP_TIMEOUT = 300.0
 """Seconds a fresh checker worker may take to start and import what its check needs."""
@@ -35,13 +37,28 @@ _STARTUP_TIMEOUT = 300.0
 Verdict = Literal["correct", "wrong", "no_answer", "timeout", "error"]
 
 
-def extract_answer(response: str) -> str | None:
-    """The final answer a response states: its last `\\boxed{}`, else its last `#### ...` line."""
+def extract_answer(response: str, lenient: bool = False) -> str | None:
+    """The final answer a response states: its last `\\boxed{}`, else its last `#### ...` line.
+
+    `lenient` adds the Qwen2.5-Math toolkit's fallbacks for responses that state neither (small
+    models rarely box their answer): the number after the last "the answer is", else the last number
+    in the response (commas dropped)."""
     boxed = last_boxed(response)
     if boxed is not None and boxed.strip():
         return boxed.strip()
     lines = _GSM8K_ANSWER.findall(response)
-    return lines[-1].replace(",", "") if lines else None
+    if lines:
+        return lines[-1].replace(",", "")
+    if not lenient:
+        return None
+    text = response.replace(",", "")
+    stated = _ANSWER_IS.split(text)
+    if len(stated) > 1:
+        first = _NUMBER.search(stated[-1])
+        if first is not None:
+            return first.group().rstrip(".")
+    numbers = _NUMBER.findall(text)
+    return numbers[-1].rstrip(".") if numbers else None
 
 
 def parse_answer(text: str) -> Any:
@@ -85,17 +102,20 @@ class Checker:
     caller may hold threads and a loaded model).
     """
 
-    def __init__(self, timeout: float = 5.0, fn: Callable[[str, str], bool] = verify_answer):
-        self.timeout, self.fn = timeout, fn
+    def __init__(
+        self, timeout: float = 5.0, fn: Callable[[str, str], bool] = verify_answer, lenient: bool = False
+    ):
+        self.timeout, self.fn, self.lenient = timeout, fn, lenient
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Any = None
 
     def check(self, gold: str, response: str) -> Check:
         """The verdict on `response` (a whole model output) against the gold answer."""
-        answer = extract_answer(response)
+        answer = extract_answer(response, self.lenient)
         if answer is None:
-            return Check("no_answer", None, "no \\boxed{} or #### answer in the response")
+            why = "no \\boxed{}, #### line or number" if self.lenient else "no \\boxed{} or #### answer"
+            return Check("no_answer", None, f"{why} in the response")
         self._ensure_worker()
         self._conn.send((gold, answer))
         if not self._conn.poll(self.timeout):

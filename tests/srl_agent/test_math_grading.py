@@ -36,6 +36,32 @@ def test_the_final_answer_is_the_last_boxed_or_the_gsm8k_line(response, answer):
     assert extract_answer(response) == answer
 
 
+@pytest.mark.parametrize(
+    ("response", "answer"),
+    [
+        ("So the total number of bolts is 2 + 1 = 3 bolts.", "3"),  # the last number
+        ("The answer is 220. Check: 60 * 3 = 180 and 4 * 10 = 40.", "220"),  # stated beats the last
+        ("so the answer is $1,250.50 in all", "1250.50"),
+        ("The answer is five, 5 eggs less than 12", "5"),
+        ("half of it: 1/2", "1/2"),
+        ("it ends at -3.", "-3"),
+        ("the box wins: \\boxed{7}, not 8", "7"),
+        ("no number at all", None),
+    ],
+)
+def test_the_lenient_reading_takes_a_stated_or_last_number(response, answer):
+    assert extract_answer(response, lenient=True) == answer
+    if "boxed" not in response:
+        assert extract_answer(response) is None  # the strict reading never guesses
+
+
+def test_a_lenient_checker_grades_unboxed_answers():
+    with Checker(timeout=30, lenient=True) as checker:
+        assert checker.check("3", "the total is 2 + 1 = 3 bolts.").verdict == "correct"
+        assert checker.check("18", "She makes 9 * 2 = $20 a day").verdict == "wrong"
+        assert checker.check("18", "no number").verdict == "no_answer"
+
+
 def test_checks_agree_with_math_verify_and_report_missing_answers():
     with Checker(timeout=30) as checker:
         assert checker.check("5", "x = \\boxed{5}").correct
