@@ -14,8 +14,11 @@ The paper's comparison (Table 1: SRL then RLVR > SRL > base > SFT at 7B) on the 
    greedy accuracy (and avg@k, pass@k with `--k`) through `python -m srl_agent.evaluate --benchmark`
    (RLVR prompt, last `\\boxed{}` or `####` answer, math-verify), and the held-out step similarity and
    format errors (the SRL reward, greedy) on the held-out problems' first `--step-examples` steps.
-Accuracy comes with a 95% bootstrap interval over problems, and each arm's difference from the base
-with a paired bootstrap interval (the same resampled problems for both).
+Accuracy is read two ways: strictly (the evaluation's verdicts: a `\\boxed{}` or `####` answer) and
+leniently (the saved responses graded again with `math.lenient`'s fallbacks, the Qwen2.5-Math
+toolkit's: the number after "the answer is", else the last number), since the 135M model rarely
+boxes an answer. Both come with a 95% bootstrap interval over problems, and each arm's lenient
+difference from the base with a paired bootstrap interval (the same resampled problems for both).
 
 On a machine shared with other torch processes, `--threads 1`: two processes of two threads each
 on two cores spin-wait on each other (a decode step of the 135M model at batch 50 took 5.4 s that
@@ -229,30 +232,42 @@ def training_stats(run_dir: Path) -> dict[str, Any]:
 
 
 def summarize(args: argparse.Namespace, arms: list[str]) -> dict[str, Any]:
+    """Per arm: greedy accuracy read strictly (`\\boxed{}`/`####`, the evaluation's own verdicts) and
+    leniently (the saved responses graded again with `math.lenient`'s fallbacks), each with a 95%
+    bootstrap interval over problems, and the lenient difference from the base, paired."""
+    from srl_agent.math_grading import Checker
+
     records = {a: json.loads((args.out / a / "arm.json").read_text()) for a in arms}
-    correct = {a: greedy_correct(args.out / a / "eval") for a in arms}
+    with Checker(lenient=True) as checker:
+        graded = {a: greedy_correct(args.out / a / "eval", checker) for a in arms}
+    n = len(next(iter(graded.values()))[0]) if graded else 0
     rng = random.Random(args.seed)
-    draws = [[rng.randrange(len(v)) for _ in v] for v in [next(iter(correct.values()), [])] * 2000]
+    draws = [[rng.randrange(n) for _ in range(n)] for _ in range(2000)]
     rows = []
     for arm in arms:
-        r, c = records[arm], correct[arm]
+        r, (strict, lenient) = records[arm], graded[arm]
         bench = r["benchmark"]
         row = {
             "arm": arm,
-            "greedy_accuracy": mean(c),
-            "greedy_ci95": bootstrap(lambda idx, c=c: mean([c[i] for i in idx]), draws),
+            "strict_accuracy": mean(strict),
+            "strict_ci95": bootstrap(lambda idx, c=strict: mean([c[i] for i in idx]), draws),
+            "lenient_accuracy": mean(lenient),
+            "lenient_ci95": bootstrap(lambda idx, c=lenient: mean([c[i] for i in idx]), draws),
             "avg@k": bench.get("avg@k") if args.k else None,
             "pass@k": bench.get("pass@k") if args.k else None,
-            "no_answer_rate": answerless_rate(bench, len(c)),
+            "no_answer_rate": answerless_rate(bench, n),
+            "cut_at_cap": bench.get("cut_at_max_new_tokens", {}).get("greedy"),
             "step_reward": r["steps"].get("reward_mean"),
             "step_format_error_rate": r["steps"].get("format_error_rate"),
             "train_seconds": r.get("train_seconds"),
             "train": r.get("train"),
         }
-        if arm != "base" and "base" in correct:
-            b = correct["base"]
-            row["diff_vs_base"] = mean(c) - mean(b)
-            row["diff_ci95"] = bootstrap(lambda idx, c=c, b=b: mean([c[i] - b[i] for i in idx]), draws)
+        if arm != "base" and "base" in graded:
+            b = graded["base"][1]
+            row["lenient_diff_vs_base"] = mean(lenient) - mean(b)
+            row["lenient_diff_ci95"] = bootstrap(
+                lambda idx, c=lenient, b=b: mean([c[i] - b[i] for i in idx]), draws
+            )
         rows.append(row)
     return {
         "machine": machine(),
@@ -261,10 +276,13 @@ def summarize(args: argparse.Namespace, arms: list[str]) -> dict[str, Any]:
     }
 
 
-def greedy_correct(eval_dir: Path) -> list[float]:
-    """1.0/0.0 per held-out problem for the greedy response, in problem order."""
+def greedy_correct(eval_dir: Path, lenient: Any) -> tuple[list[float], list[float]]:
+    """1.0/0.0 per held-out problem for the greedy response, in problem order: the evaluation's
+    strict verdict, and the lenient checker's."""
     rows = [json.loads(line) for line in (eval_dir / "heldout.jsonl").read_text().splitlines() if line]
-    return [1.0 if row["greedy_verdict"] == "correct" else 0.0 for row in rows]
+    strict = [1.0 if row["greedy_verdict"] == "correct" else 0.0 for row in rows]
+    loose = [1.0 if lenient.check(row["answer"], row["greedy"]).correct else 0.0 for row in rows]
+    return strict, loose
 
 
 def answerless_rate(bench: dict[str, Any], problems: int) -> float | None:
@@ -300,16 +318,20 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{s['eval_tokens']} tokens; step similarity on {s['step_examples']} held-out steps."
         ),
         "",
-        "| arm | greedy acc | 95% CI | vs base | 95% CI | no answer | step sim | step fmt err | train s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        (
+            "| arm | strict acc | lenient acc | 95% CI | lenient vs base | 95% CI (paired) | no boxed/#### "
+            "| cut at cap | step sim | step fmt err | train s |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["arms"]:
-        diff = f"{r['diff_vs_base']:+.3f}" if "diff_vs_base" in r else ""
-        dci = "[{:+.3f}, {:+.3f}]".format(*r["diff_ci95"]) if "diff_ci95" in r else ""
+        diff = f"{r['lenient_diff_vs_base']:+.3f}" if "lenient_diff_vs_base" in r else ""
+        dci = "[{:+.3f}, {:+.3f}]".format(*r["lenient_diff_ci95"]) if "lenient_diff_ci95" in r else ""
         train = f"{r['train_seconds']:.0f}" if r["train_seconds"] is not None else ""
+        ci = "[{:.3f}, {:.3f}]".format(*r["lenient_ci95"])
         lines.append(
-            f"| {r['arm']} | {r['greedy_accuracy']:.3f} | [{r['greedy_ci95'][0]:.3f}, {r['greedy_ci95'][1]:.3f}] "
-            f"| {diff} | {dci} | {fmt(r['no_answer_rate'])} | {fmt(r['step_reward'])} "
+            f"| {r['arm']} | {r['strict_accuracy']:.3f} | {r['lenient_accuracy']:.3f} | {ci} | {diff} | {dci} "
+            f"| {fmt(r['no_answer_rate'])} | {r['cut_at_cap']} | {fmt(r['step_reward'])} "
             f"| {fmt(r['step_format_error_rate'])} | {train} |"
         )
     if s["k"]:
