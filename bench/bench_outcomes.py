@@ -117,6 +117,27 @@ def write_lines(path: Path, lines: list[str]) -> None:
 def run_arm(arm: str, args: argparse.Namespace, train_file: Path, heldout_file: Path) -> None:
     """Train the arm (resuming), then evaluate its final checkpoint; `arm.json` records it."""
     folder = args.out / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "running.pid"  # arms may run side by side in several processes, never one twice
+    if lock.is_file() and _alive(int(lock.read_text() or 0)):
+        print(f"skip {arm}: process {lock.read_text()} is running it", flush=True)
+        return
+    lock.write_text(str(os.getpid()))
+    try:
+        _run_arm(arm, args, train_file, heldout_file, folder)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0
+
+
+def _run_arm(arm: str, args: argparse.Namespace, train_file: Path, heldout_file: Path, folder: Path) -> None:
     record_path = folder / "arm.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if arm == "base":
@@ -136,7 +157,6 @@ def run_arm(arm: str, args: argparse.Namespace, train_file: Path, heldout_file: 
         record["benchmark_seconds"] = time.perf_counter() - started
     if "steps" not in record:
         record["steps"] = run_json(step_command(model, args, heldout_file))
-    folder.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
