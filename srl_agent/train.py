@@ -20,6 +20,7 @@ and printing where the run folder, curves and checkpoints are.
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import shutil
 import sys
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for i, cfg in enumerate(stages):
         if i > 0:  # SRL then RLVR: RLVR starts from what the SRL stage did best
+            gc.collect()  # the last stage's model, optimizer and generator go before the next loads
             cfg.model.init_from = str(stage_result(Path(stages[i - 1].run_dir)))
             print(f"\nstage {cfg.stage}: starting from {cfg.model.init_from}")
         train_stage(cfg)
@@ -124,7 +126,7 @@ def stage_result(run_dir: Path) -> Path:
     raise ConfigError(f"{run_dir}: the stage left no checkpoint to start the next stage from")
 
 
-def train_stage(cfg: TrainConfig) -> Run:
+def train_stage(cfg: TrainConfig) -> None:
     """Train one resolved stage to `trainer.steps` in its run folder (resuming checkpoints/last)."""
     import torch
 
@@ -182,7 +184,6 @@ def train_stage(cfg: TrainConfig) -> Run:
                 save_last(run)
     log.close()
     report(run, log.path)
-    return run
 
 
 @dataclass
