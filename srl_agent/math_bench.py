@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from srl_agent.math_eval import grade_rows, make_report, markdown, paper_table
+from srl_agent.math_eval import grade_rows, make_report, markdown, paper_table, read_json_rows
 from srl_agent.math_grading import Checker, extract_answer
 from trajectories.config import ConfigError
 from trajectories.errors import SourceError
@@ -140,7 +140,7 @@ def gold_answer(row: dict[str, Any]) -> str | None:
 def _rows(bench: Benchmark) -> list[dict[str, Any] | str]:
     path = Path(bench.source)
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return _json_rows(path)
+        return [row for _, row in read_json_rows(path, "math.benchmarks")]
     from trajectories.hf import iter_rows
 
     try:
@@ -153,25 +153,6 @@ def _rows(bench: Benchmark) -> list[dict[str, Any] | str]:
         )
     except SourceError as e:
         raise ConfigError(f"math.benchmarks: {bench.name}: {e}") from None
-
-
-def _json_rows(path: Path) -> list[dict[str, Any] | str]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            return [r if isinstance(r, dict) else "not a JSON object" for r in json.loads(text)]
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"math.benchmarks: {path} is not valid JSON ({e})") from None
-    rows: list[dict[str, Any] | str] = []
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                rows.append(f"not valid JSON ({e.msg})")
-                continue
-            rows.append(data if isinstance(data, dict) else "not a JSON object")
-    return rows
 
 
 def evaluate_benchmarks(

@@ -142,13 +142,9 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not path.is_file():
         raise ConfigError(f"--samples: no such file: {path}")
     rows, bad = [], []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as e:
-            bad.append({"row": lineno, "reason": f"not valid JSON ({e.msg})"})
+    for lineno, data in read_json_rows(path, "--samples"):
+        if isinstance(data, str):  # not a JSON object: the reason
+            bad.append({"row": lineno, "reason": data})
             continue
         gold = next((data[k] for k in ("gt", "answer", "gold") if data.get(k) not in (None, "")), None)
         responses = next((data[k] for k in ("code", "responses") if isinstance(data.get(k), list)), [])
@@ -164,6 +160,30 @@ def _read_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             rows.append({"row": lineno, "id": data.get("idx", data.get("id")), "question": question,
                          "answer": str(gold), "greedy": greedy, "responses": responses})  # fmt: skip
     return rows, bad
+
+
+def read_json_rows(path: Path, what: str) -> list[tuple[int, dict[str, Any] | str]]:
+    """(line number, the row or why it is not one) per non-blank line of a JSONL file, or per element
+    (numbered from 1) of a `.json` array; ConfigError, naming `what` and the file, when a `.json`
+    array cannot be read at all."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{what}: {path} is not valid JSON ({e})") from None
+        return [(i, r if isinstance(r, dict) else "not a JSON object") for i, r in enumerate(items, 1)]
+    rows: list[tuple[int, dict[str, Any] | str]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            rows.append((lineno, f"not valid JSON ({e.msg})"))
+            continue
+        rows.append((lineno, data if isinstance(data, dict) else "not a JSON object"))
+    return rows
 
 
 def _mean(values: Any) -> float:

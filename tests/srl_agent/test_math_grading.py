@@ -99,7 +99,8 @@ def test_pass_at_k_and_avg_at_k_on_hand_computed_cases():
 
 def test_samples_in_the_qwen_math_output_format_are_graded_with_every_row_accounted_for(tmp_path):
     """`evaluate --task math --samples FILE`: the toolkit's rows (`gt`, `code`), our own (`answer`,
-    `responses`), a row without a gold answer and a line that is not JSON: counted, never skipped."""
+    `responses`), a row without a gold answer, a line that is not JSON and one that is JSON but not an
+    object: counted, never skipped."""
     import contextlib
     import io
     import json
@@ -118,7 +119,7 @@ def test_samples_in_the_qwen_math_output_format_are_graded_with_every_row_accoun
         {"idx": 3, "question": "no gold", "code": ["\\boxed{1}"]},
     ]
     path = tmp_path / "samples.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n[1, 2]\n")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = evaluate.main(
@@ -130,6 +131,7 @@ def test_samples_in_the_qwen_math_output_format_are_graded_with_every_row_accoun
     assert report["greedy_accuracy"] is None and report["k"] == 3
     assert report["avg@k"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 3) / 3)
     assert report["pass@1"] == pytest.approx(report["avg@k"]) and report["pass@k"] == 1.0
-    assert [b["row"] for b in report["rows_not_graded"]] == [4, 5]
+    assert [b["row"] for b in report["rows_not_graded"]] == [4, 5, 6]
+    assert report["rows_not_graded"][2]["reason"] == "not a JSON object"
     graded = [json.loads(line) for line in (tmp_path / "graded.jsonl").read_text().splitlines()]
     assert graded[0]["verdicts"] == ["correct", "wrong", "no_answer"]
