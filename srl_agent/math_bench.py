@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from srl_agent.math_eval import grade_rows, make_report, markdown, paper_table, read_json_rows
 from srl_agent.math_grading import Checker, extract_answer
+from srl_agent.swe_eval import file_name, model_folder, model_string
 from trajectories.config import ConfigError
 from trajectories.errors import SourceError
 from trajectories.math_steps import last_boxed
@@ -86,7 +87,7 @@ def resolve_benchmarks(names: list[str], split: str) -> list[Benchmark]:
             raise ConfigError(f"math.benchmarks: no such file or folder: {name}")
         elif _HF_ID.match(name):
             short = next((s for s, (hf, _, _) in SHORT_NAMES.items() if hf == name), None)
-            benchmarks.append(Benchmark(_file_name(name), name, split, None, short))
+            benchmarks.append(Benchmark(file_name(name), name, split, None, short))
         else:
             raise ConfigError(
                 f"math.benchmarks: unknown benchmark {name!r}: not a short name ({', '.join(SHORT_NAMES)}), "
@@ -162,8 +163,6 @@ def evaluate_benchmarks(
 
     `responder`: what answers the problems (default: `Responder(cfg)`, the model, loaded only when a
     benchmark is left to run); tests pass a scripted one with the same call."""
-    from srl_agent.swe_eval import model_string
-
     benchmarks = resolve_benchmarks(cfg.math.benchmarks, cfg.math.split)
     out = output_dir(cfg)
     loaded = {b.name: read_benchmark(b) for b in benchmarks}
@@ -274,8 +273,6 @@ def _example(problem: dict[str, Any]) -> StepExample:
 
 def settings(cfg: EvalConfig, bench: Benchmark) -> dict[str, Any]:
     """What a benchmark's figures depend on: a finished benchmark is reused only when these match."""
-    from srl_agent.swe_eval import model_string
-
     return {
         **asdict(bench),
         "model": model_string(cfg),
@@ -316,15 +313,9 @@ def _load_report(out: Path, bench: Benchmark) -> dict[str, Any]:
 
 
 def output_dir(cfg: EvalConfig) -> Path:
-    from srl_agent.swe_eval import model_string
-
-    out = Path(cfg.math.out.format(model=_file_name(model_string(cfg).strip("/"))[-80:]))
+    out = model_folder(cfg.math.out, cfg)
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _file_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 class Progress:

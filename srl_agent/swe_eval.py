@@ -155,11 +155,17 @@ def model_string(cfg: EvalConfig) -> str:
     return cfg.model.init_from or cfg.model.name
 
 
+def model_folder(pattern: str, cfg: EvalConfig) -> Path:
+    """An output folder `pattern` with `{model}` filled in: the model string made file-safe, its last
+    80 characters (what names a checkpoint's run is at the end of its path)."""
+    return Path(pattern.format(model=file_name(model_string(cfg).strip("/"))[-80:]))
+
+
 def output_dir(cfg: EvalConfig) -> Path:
     pattern = cfg.swe.out
     if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about the other scaffold
         pattern = "runs/eval-swe/{model}" if cfg.swe.scaffold == "agent" else "runs/eval-swe-oracle/{model}"
-    out = Path(pattern.format(model=_file_name(model_string(cfg).strip("/"))[-80:]))
+    out = model_folder(pattern, cfg)
     (out / ("trajectories" if cfg.swe.scaffold == "agent" else "oracle")).mkdir(parents=True, exist_ok=True)
     return out
 
@@ -201,7 +207,7 @@ class Runner:
             self.ledger.write(outcome)
             self.bar.advance(outcome)
             return
-        save_episode(episode, self.out / "trajectories" / f"{_file_name(iid)}.jsonl")
+        save_episode(episode, self.out / "trajectories" / f"{file_name(iid)}.jsonl")
         infra = episode.infrastructure_error
         outcome = Outcome(
             iid,
@@ -247,7 +253,7 @@ def run_oracle(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: 
                 outcome = Outcome(iid, "graded", done.error[0], detail=done.error[1])
             else:
                 record = json.dumps(done.record, indent=1) + "\n"
-                (out / "oracle" / f"{_file_name(iid)}.json").write_text(record, encoding="utf-8")
+                (out / "oracle" / f"{file_name(iid)}.json").write_text(record, encoding="utf-8")
                 stats = done.stats
                 outcome = Outcome(iid, "episode", None, stats["exit_status"], stats["detail"], stats)
                 ledger.predict(iid, model_string(cfg), done.patch)
@@ -286,7 +292,7 @@ def grade(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path)
                 work_dir=out / "harness",
                 timeout=cfg.swe.test_timeout,
                 max_workers=cfg.swe.workers,
-                model_name=_file_name(model_string(cfg)),
+                model_name=file_name(model_string(cfg)),
             )
         except Exception as e:  # the harness itself failed: no verdict on the patches
             log.warning("the harness failed", exc_info=True)
@@ -322,7 +328,8 @@ def _episode_done(outcome: Outcome | None) -> bool:
     return outcome is not None and outcome.phase == "episode"
 
 
-def _file_name(text: str) -> str:
+def file_name(text: str) -> str:
+    """`text` with every run of characters unsafe in a file name replaced by `_`."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
