@@ -42,6 +42,11 @@ class StopRule:
     step_end: bool = False
     prefill: str = ""
 
+    @property
+    def active(self) -> bool:
+        """False when nothing but the end of the turn ends a completion."""
+        return bool(self.strings) or self.step_end
+
     def find(self, text: str) -> tuple[int, int] | None:
         """(end, seen) for a completion `text` that has ended: it is `text[:end]`, and `text[:seen]`
         is the shortest prefix that shows it; None while it has not. Once found, a longer text
@@ -164,7 +169,7 @@ def stop_cut(tokenizer: Any, ids: list[int], stop: StopRule) -> int | None:
     def holds(n: int) -> bool:
         return stop.find(tokenizer.decode(ids[:n], skip_special_tokens=False)) is not None
 
-    if not stop or not holds(len(ids)):
+    if not stop.active or not holds(len(ids)):
         return None
     low, high = 1, len(ids)
     while low < high:
