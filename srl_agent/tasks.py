@@ -6,9 +6,9 @@ the stop strings its completions end at; what its `auto` config values mean; whe
 comes from. Nothing outside this module compares a task or stage name: code asks the spec.
 
 `resolve` fills every `auto` of a resolved config from the spec (`reward.similarity`,
-`generation.stop`, `generation.stop_at_step_end`, `generation.max_new_tokens`, `grpo.filter`), so the `config.yaml` a run writes and
-`--dry-run` prints record what ran, and refuses a stage the task does not have with a message that
-says why.
+`generation.stop`, `generation.stop_at_step_end`, `generation.max_new_tokens`, `grpo.filter`), so
+the `config.yaml` a run writes and `--dry-run` prints record what ran, and refuses a stage the task
+does not have with a message that says why.
 
 A new task is one more `TaskSpec` in `TASKS` (and its name in the configs' `task` field).
 """
