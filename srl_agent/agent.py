@@ -95,6 +95,9 @@ class Episode:
     detail: str = ""
     """Why the episode ended, in words (the limit, the failure)."""
     seconds: float = 0.0
+    outputs: list[Turn] = field(default_factory=list, repr=False)
+    """Every turn as the policy returned it, format errors included, in order (not saved): with a
+    model policy each holds its prompt and completion token ids as sampled, what RL trains on."""
 
     @property
     def exit_status(self) -> ExitStatus:
@@ -157,9 +160,10 @@ def run_episode(
     cfg, build = cfg or AgentConfig(), build or BuildConfig()
     trajectory = Trajectory(task=issue, steps=[], instance_id=instance_id)
     turns: list[TurnRecord] = []
+    outputs: list[Turn] = []
     started = time.monotonic()
     try:
-        _act(policy, env, trajectory, turns, cfg, build, started)
+        _act(policy, env, trajectory, turns, outputs, cfg, build, started)
     except EpisodeEnd as e:
         end = e
     if end.patch is None and end.status not in INFRASTRUCTURE_STATUSES:
@@ -169,7 +173,7 @@ def run_episode(
             log.warning("the final diff failed in an episode of %s", instance_id, exc_info=True)
             end = EpisodeEnd("environment_error", f"the final diff failed: {type(e).__name__}: {e}")
     trajectory.final_patch, trajectory.exit_status = end.patch, end.status
-    episode = Episode(trajectory, turns, end.detail, time.monotonic() - started)
+    episode = Episode(trajectory, turns, end.detail, time.monotonic() - started, outputs)
     window = {"context_steps": build.context_steps, "observation_max_chars": build.observation_max_chars}
     trajectory.meta.update(
         format_error_turns=sum(t.format_error is not None for t in turns),
@@ -185,6 +189,7 @@ def _act(
     env: Environment,
     trajectory: Trajectory,
     turns: list[TurnRecord],
+    outputs: list[Turn],
     cfg: AgentConfig,
     build: BuildConfig,
     started: float,
@@ -206,6 +211,7 @@ def _act(
             turn.prompt_tokens, turn.completion_tokens, time.monotonic() - clock, truncated=turn.truncated
         )
         turns.append(record)
+        outputs.append(turn)
         parsed = parse_turn(turn)
         if isinstance(parsed, str):
             record.format_error, record.output = parsed, turn.text

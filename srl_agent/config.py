@@ -42,7 +42,10 @@ class DataConfig(Section):
     """Where the expert data comes from. `auto`: the bundled math steps for --task math; for --task swe
     the SWE-smith sample of this workspace (../shared/data/swesmith/ft_xml_example.jsonl). Otherwise any
     source the `trajectories` readers take (a file, folder, glob or HF dataset id), or a folder that
-    `python -m trajectories build` wrote (train.jsonl + validation.jsonl), used as it is."""
+    `python -m trajectories build` wrote (train.jsonl + validation.jsonl), used as it is. SWE RLVR
+    (`--task swe --stage rlvr`) trains on tasks instead: `auto` (or `bundled`) means the bundled
+    tasks; else task folders, SWE-bench / SWE-smith instance files or an HF dataset id of instances,
+    as `evaluate --instances` takes them (`episodes` says which split and instances)."""
     build: BuildConfig = Field(default_factory=_demo_build)
     """How steps become examples (context window, observation cap, hint, which steps, the split): the
     section `python -m trajectories build` takes."""
@@ -179,6 +182,57 @@ class SFTConfig(Section):
     output format as SRL's contract)."""
 
 
+class AgentConfig(Section):
+    """One agent episode (`srl_agent.agent.run_episode`): its limits and how the policy decodes.
+
+    The prompt's context window is not here: it is the step builder's (`data.build.context_steps`,
+    `data.build.observation_max_chars`), so a policy acts with the window it was trained on.
+    """
+
+    max_steps: int = Field(30, ge=1)
+    """Most turns (policy calls, format errors included) before the episode ends with `step_limit`."""
+    max_format_errors: int = Field(3, ge=1)
+    """Format errors in a row that end the episode with `format_errors` (SWE-agent re-queries 3 times)."""
+    time_limit: float | None = Field(1800.0, gt=0)
+    """Wall-clock seconds per episode, checked before each turn (`time_limit`); null: none."""
+    max_prompt_tokens: int | None = Field(None, ge=1)
+    """A prompt longer than this ends the episode with `context_limit`; null: the model's context
+    length minus `generation.max_new_tokens`."""
+    command_timeout: float | None = Field(None, gt=0)
+    """Seconds one bash call may run before it is interrupted (the agent is told); null: the
+    environment's `command_timeout`."""
+    greedy: bool = True
+    """Greedy decoding; false: sampled at `generation.temperature`."""
+
+
+class EpisodesConfig(Section):
+    """SWE RLVR (`--task swe --stage rlvr`): the tasks the policy acts on, and how episodes are graded
+    (srl_agent/swe_rlvr.py). The episodes' limits are the `agent` section, the containers the
+    `environment` section."""
+
+    split: str = "train"
+    """The split of an HF dataset of instances named by `data.source`."""
+    instance_ids: list[str] = Field(default_factory=list)
+    """Train on these instances only (empty: all the source has)."""
+    val_tasks: int = Field(0, ge=0)
+    """Tasks held out (a seeded choice) for validation: one greedy episode each, `val_reward_mean`
+    their resolved rate. 0: no validation (the 3 bundled tasks are too few to hold one out)."""
+    workers: int = Field(8, ge=1)
+    """Episodes run at once, each in its own container (the environment pool's size); their turns are
+    generated in one batch. B tasks x G episodes fit in one round when it is at least B x G."""
+    grader: Literal["auto", "fast", "harness"] = "auto"
+    """`fast`: the tests in the episode's own container, reset first (bundled-layout tasks);
+    `harness`: the official swebench harness (a container per grading, slower); `auto`: fast where
+    the task allows it, else the harness."""
+    test_timeout: int = Field(300, gt=0)
+    """Seconds the task's tests may run; past it the grading is an infrastructure failure (masked)."""
+
+
+def _demo_agent() -> AgentConfig:
+    # The CPU demo's episodes: a few turns each (SmolLM2-135M on 2 cores writes one in seconds).
+    return AgentConfig(max_steps=6, time_limit=600.0)
+
+
 class TrainConfig(Section):
     """`python -m srl_agent.train`: one SRL, RLVR or SFT run."""
 
@@ -201,6 +255,12 @@ class TrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
+    agent: AgentConfig = Field(default_factory=_demo_agent)
+    """SWE RLVR: the episodes' limits (`greedy` applies to validation; training samples)."""
+    environment: EnvConfig = Field(default_factory=EnvConfig)
+    """SWE RLVR: images, containers and the pool the episodes run in."""
+    episodes: EpisodesConfig = Field(default_factory=EpisodesConfig)
+    """SWE RLVR: the tasks and their grading."""
     rlvr_overrides: list[str] = Field(default_factory=list)
     """`stage: srl+rlvr` only: KEY=VALUE overrides for the RLVR stage, applied after everything else
     (the paper trains RLVR with another batch size: `[trainer.batch_size=128, trainer.steps=50]`)."""
@@ -212,29 +272,6 @@ class EvalSection(Section):
     """Greedy decoding (else sampled at generation.temperature)."""
     output: str | None = None
     """Also write the per-example results as JSONL here."""
-
-
-class AgentConfig(Section):
-    """One agent episode (`srl_agent.agent.run_episode`): its limits and how the policy decodes.
-
-    The prompt's context window is not here: it is the step builder's (`data.build.context_steps`,
-    `data.build.observation_max_chars`), so a policy acts with the window it was trained on.
-    """
-
-    max_steps: int = Field(30, ge=1)
-    """Most turns (policy calls, format errors included) before the episode ends with `step_limit`."""
-    max_format_errors: int = Field(3, ge=1)
-    """Format errors in a row that end the episode with `format_errors` (SWE-agent re-queries 3 times)."""
-    time_limit: float | None = Field(1800.0, gt=0)
-    """Wall-clock seconds per episode, checked before each turn (`time_limit`); null: none."""
-    max_prompt_tokens: int | None = Field(None, ge=1)
-    """A prompt longer than this ends the episode with `context_limit`; null: the model's context
-    length minus `generation.max_new_tokens`."""
-    command_timeout: float | None = Field(None, gt=0)
-    """Seconds one bash call may run before it is interrupted (the agent is told); null: the
-    environment's `command_timeout`."""
-    greedy: bool = True
-    """Greedy decoding; false: sampled at `generation.temperature`."""
 
 
 class SWEEvalSection(Section):

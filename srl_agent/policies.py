@@ -3,7 +3,10 @@
 - `ModelPolicy`: a `Generator` behind the SWE SRL stage's prompts. Each turn renders the step example
   exactly as training does (the stage's system prompt, its user turn, the chat template, then
   `prompt.prefill`) and decodes one completion, greedy or sampled, ending at the task's stop string
-  (`</function>`). A prompt longer than `max_prompt_tokens` raises `PromptTooLong`.
+  (`</function>`). A prompt longer than `max_prompt_tokens` raises `PromptTooLong`. Its turns carry
+  the prompt and completion token ids as sampled, with the sampler's log-probs (what RL trains on).
+- `BatchedPolicy`: one `ModelPolicy` shared by episodes running in threads, their turns generated
+  in one batch (SWE RLVR's G episodes per task).
 - `ReplayPolicy` (`replay:PATH`): writes the recorded actions of trajectories, one per turn, in the
   canonical form (`<think>{thought}</think>` then `render_action`), for deterministic episodes and
   to check expert data through the same loop. PATH is a trajectory file or a folder of them (any
@@ -18,6 +21,11 @@ checkpoint) into a policy: the later `srl_agent.evaluate --model MODEL` takes th
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,18 +69,113 @@ class ModelPolicy:
         self.temperature, self.greedy = temperature, greedy
 
     def act(self, example: StepExample) -> Turn:
-        ids = self.prompts.render(example)
-        if len(ids) > self.max_prompt_tokens:
-            raise PromptTooLong(len(ids), self.max_prompt_tokens)
-        [[completion]] = self.generator.generate(
-            [ids], 1, self.max_new_tokens, self.temperature, greedy=self.greedy
+        [turn] = self.act_batch([example])
+        if isinstance(turn, PromptTooLong):
+            raise turn
+        return turn
+
+    def act_batch(self, examples: list[StepExample]) -> list[Turn | PromptTooLong]:
+        """One turn per example from one `generate` call (the concurrent episodes of RL rollouts);
+        an example whose prompt does not fit gets its `PromptTooLong` instead of a turn."""
+        prompts = [self.prompts.render(ex) for ex in examples]
+        fits = [i for i, ids in enumerate(prompts) if len(ids) <= self.max_prompt_tokens]
+        out: list[Turn | PromptTooLong] = [PromptTooLong(len(ids), self.max_prompt_tokens) for ids in prompts]
+        if not fits:
+            return out
+        generated = self.generator.generate(
+            [prompts[i] for i in fits], 1, self.max_new_tokens, self.temperature, greedy=self.greedy
         )
-        return Turn(
-            self.prompts.cfg.prefill + completion.text,  # the contract applies to the whole output
-            prompt_tokens=len(ids),
-            completion_tokens=len(completion.token_ids),
-            truncated=completion.truncated,
-        )
+        for i, [completion] in zip(fits, generated, strict=True):
+            out[i] = Turn(
+                self.prompts.cfg.prefill + completion.text,  # the contract applies to the whole output
+                prompt_tokens=len(prompts[i]),
+                completion_tokens=len(completion.token_ids),
+                truncated=completion.truncated,
+                prompt_ids=prompts[i],
+                token_ids=completion.token_ids,
+                logprobs=completion.logprobs,
+            )
+        return out
+
+
+class BatchedPolicy:
+    """A `ModelPolicy` shared by concurrent episodes (one thread each), whose turns are generated together.
+
+    Each episode runs inside `with batched.episode():`. A turn waits until every running episode is
+    waiting for one too (the others are in their tools), or `max_wait` seconds passed since it asked,
+    then all waiting turns go to the model in one `act_batch` call: with G episodes of a task the
+    model decodes a batch of up to G (and B x G across tasks) instead of one sequence at a time.
+    Only one batch runs at a time (one model). Which turns share a batch depends on how long tools
+    take, so sampling is not reproducible from the seed alone.
+    """
+
+    def __init__(self, policy: ModelPolicy, max_wait: float = 0.5) -> None:
+        self.policy, self.max_wait = policy, max_wait
+        self._cond = threading.Condition()
+        self._waiting: list[_Request] = []
+        self._running_episodes = 0
+        self._generating = False
+        self.batches: list[int] = []
+        """The size of every batch generated so far (for the rollout metrics)."""
+        self.seconds = 0.0
+        """Wall-clock seconds spent generating so far."""
+
+    @contextmanager
+    def episode(self) -> Iterator[Policy]:
+        """Register one running episode; the policy its loop calls."""
+        with self._cond:
+            self._running_episodes += 1
+        try:
+            yield self
+        finally:
+            with self._cond:
+                self._running_episodes -= 1
+                self._cond.notify_all()
+
+    def act(self, example: StepExample) -> Turn:
+        request = _Request(example, time.monotonic())
+        with self._cond:
+            self._waiting.append(request)
+            self._cond.notify_all()
+            while request.result is None:
+                due = request.asked + self.max_wait - time.monotonic()
+                if (
+                    not self._generating
+                    and self._waiting
+                    and (len(self._waiting) >= self._running_episodes or due <= 0)
+                ):
+                    batch, self._waiting, self._generating = self._waiting, [], True
+                    self._cond.release()
+                    try:
+                        results = self._generate(batch)
+                    finally:
+                        self._cond.acquire()
+                        self._generating = False
+                    for r, result in zip(batch, results, strict=True):
+                        r.result = result
+                    self.batches.append(len(batch))
+                    self._cond.notify_all()
+                else:
+                    self._cond.wait(timeout=None if self._generating else max(due, 0.01))
+        if isinstance(request.result, BaseException):
+            raise request.result
+        return request.result
+
+    def _generate(self, batch: list[_Request]) -> list[Turn | BaseException]:
+        started = time.perf_counter()
+        try:
+            return list(self.policy.act_batch([r.example for r in batch]))
+        except Exception as e:  # noqa: BLE001 - every turn of the batch fails with the model's error
+            return [e] * len(batch)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+@dataclass
+class _Request:
+    example: StepExample
+    asked: float
+    result: Turn | BaseException | None = None
 
 
 class ReplayPolicy:

@@ -123,6 +123,14 @@ class Turn:
     completion_tokens: int = 0
     truncated: bool = False
     """The output hit the completion cap before it ended its turn."""
+    prompt_ids: list[int] | None = field(default=None, repr=False)
+    """The token ids the model was given for this turn (template, context and prefill): None for a
+    policy without a model. With `token_ids` and `logprobs` this is the turn as sampled, which RL
+    trains on as it is, never re-tokenized."""
+    token_ids: list[int] | None = field(default=None, repr=False)
+    """The token ids the model wrote (`Completion.token_ids`)."""
+    logprobs: list[float] | None = field(default=None, repr=False)
+    """The sampler's log-probability of each of `token_ids` (None when it reports none)."""
 
 
 class PromptTooLong(Exception):

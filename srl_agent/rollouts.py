@@ -4,6 +4,7 @@
 of G rewards passes the filter (`std`: population std > eps; `dapo`: neither all right nor all wrong),
 and samples again for the prompts still missing until the batch of kept prompts is full or
 `max_rounds` rounds have run (then it trains on the partial batch and says so in the metrics).
+`dynamic_sampling` is that loop for any kind of group (SWE RLVR's groups of agent episodes use it too).
 `evaluate_examples` is the held-out measurement shared by validation and `srl_agent.evaluate`.
 Prompts come from `srl_agent.prompts`, rewards from the task spec (`srl_agent.tasks`); pure rewards
 are called without an environment here (an environment reward needs the agent loop's rollouts).
@@ -15,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -108,34 +109,54 @@ def collect_groups(
 
     `cfg.filter` must be resolved (not `auto`: see `srl_agent.tasks.resolve`).
     """
+    timings: dict[str, float] = {}
+
+    def sample(examples: list[StepExample]) -> list[Group]:
+        return sample_groups(
+            examples, prompts, generator, reward, cfg.group_size, max_new_tokens, temperature, timings
+        )
+
+    kept, sampled, rounds = dynamic_sampling(stream, batch_size, sample, cfg)
+    return Collected(kept, sampled, rounds, timings.get("generation", 0.0), timings.get("reward", 0.0))
+
+
+class Judged(Protocol):
+    """A group of rollouts of one prompt (or task): their rewards, and the advantages once it is kept."""
+
+    scores: list[Scored]
+    advantages: list[float]
+
+
+G = TypeVar("G", bound=Judged)
+
+
+def dynamic_sampling(
+    stream: DataStream, batch_size: int, sample: Callable[[list[Any]], list[G]], cfg: GRPOConfig
+) -> tuple[list[G], list[G], int]:
+    """The paper's dynamic sampling, for any kind of group: `sample` the groups of the next items of
+    `stream`, keep those the filter passes (their advantages set), and sample again for the items
+    still missing until `batch_size` are kept or `cfg.max_sampling_rounds` ran.
+
+    Returns (kept, every group sampled, rounds).
+    """
     keep_fn = grpo.FILTERS[cfg.filter]
     advantage_fn = grpo.ADVANTAGES[cfg.advantage]
-    kept: list[Group] = []
-    sampled: list[Group] = []
+    kept: list[G] = []
+    sampled: list[G] = []
     rounds = 0
-    timings: dict[str, float] = {}
     while len(kept) < batch_size and rounds < max(1, cfg.max_sampling_rounds):
         rounds += 1
-        groups = sample_groups(
-            stream.take(batch_size - len(kept)),
-            prompts,
-            generator,
-            reward,
-            cfg.group_size,
-            max_new_tokens,
-            temperature,
-            timings,
-        )
+        groups = sample(stream.take(batch_size - len(kept)))
         sampled += groups
         for g, k, adv in zip(groups, *judge(groups, keep_fn, advantage_fn, cfg), strict=True):
             if k:
                 g.advantages = adv
                 kept.append(g)
-    return Collected(kept, sampled, rounds, timings.get("generation", 0.0), timings.get("reward", 0.0))
+    return kept, sampled, rounds
 
 
 def judge(
-    groups: list[Group], keep_fn: Callable, advantage_fn: Callable, cfg: GRPOConfig
+    groups: list[Judged], keep_fn: Callable, advantage_fn: Callable, cfg: GRPOConfig
 ) -> tuple[list[bool], list[list[float]]]:
     """Per group: whether the filter keeps it, and each rollout's advantage.
 

@@ -42,7 +42,9 @@ class StageSpec:
 
     system_prompt: str
     user_turn: prompts.UserTurn
-    reward: RewardFactory
+    reward: RewardFactory | None
+    """The reward of one completion; None for a stage of whole agent episodes, which the task's tests
+    reward in the episode's environment (`episodes`)."""
     filter: str
     """What `grpo.filter: auto` means here (`std`: dynamic sampling on reward spread; `dapo`: drop
     groups all right or all wrong)."""
@@ -54,6 +56,9 @@ class StageSpec:
     step_end: bool = False
     """What `generation.stop_at_step_end: auto` means: completions end where their step ends (math
     steps have no stop string of their own)."""
+    episodes: bool = False
+    """Rollouts are whole agent episodes in environments, rewarded by the task's tests (SWE RLVR,
+    `srl_agent.swe_rlvr`): the data are tasks, not step examples. Each turn is prompted as an SRL step."""
 
 
 @dataclass(frozen=True)
@@ -129,14 +134,19 @@ _SWE_SRL = StageSpec(
 )
 SWE = TaskSpec(
     name="swe",
-    stages={"srl": _SWE_SRL, "sft": replace(_SWE_SRL, rollouts=False)},
+    stages={
+        "srl": _SWE_SRL,
+        "sft": replace(_SWE_SRL, rollouts=False),
+        # the agent acts with the SRL prompts (what it was trained on); the tests give the reward
+        "rlvr": replace(_SWE_SRL, reward=None, filter="dapo", episodes=True),
+    },
     # difflib needs seconds per long created file; rapidfuzz computes the exact 2M/T in microseconds
     similarity="rapidfuzz",
     # The contract allows one tool call and nothing after it: text past the call is a format error.
     stop=(CALL_END,),
     max_new_tokens=256,
     default_source=shared_swe_source,
-    missing_stages={"rlvr": "SWE RLVR rolls out in sandboxes, which arrive with the agent issue"},
+    missing_stages={},
     agent=True,
 )
 

@@ -20,6 +20,7 @@ and printing where the run folder, curves and checkpoints are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import random
 import shutil
@@ -131,39 +132,57 @@ def train_stage(cfg: TrainConfig) -> None:
     import torch
 
     from srl_agent import checkpoint as ckpt
+    from srl_agent import swe_rlvr
     from srl_agent.data import DataStream
     from srl_agent.generation import make_generator
     from srl_agent.models import load_policy, load_reference
     from srl_agent.prompts import PromptCache
-    from srl_agent.runlog import RunLog, summary_line
 
     stage = task_spec(cfg.task).stage(cfg.stage)
     run_dir = prepare_run_dir(cfg)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     last = ckpt.find_checkpoint(run_dir / "checkpoints" / "last") if cfg.trainer.resume else None
-    train_examples, val_examples = load_examples(cfg, run_dir, resume=last is not None)
+    load = swe_rlvr.load_tasks if stage.episodes else load_examples
+    train_examples, val_examples = load(cfg, run_dir, resume=last is not None)
     model, tokenizer = load_policy(cfg.model, cfg.seed, last, cfg.trainer.gradient_checkpointing)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
-    run = Run(
-        cfg=cfg,
-        run_dir=run_dir,
-        model=model,
-        tokenizer=tokenizer,
-        reference=load_reference(cfg.model, cfg.seed) if cfg.grpo.kl_coef > 0 and stage.rollouts else None,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        stream=DataStream(train_examples, cfg.seed),
-        val_examples=val_examples,
-        prompts=PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt),
-        generator=make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill),
-        reward=stage.reward(cfg.reward, cfg.prompt.prefill),
-        stage=stage,
-    )
+    prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
+    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)
+    with contextlib.ExitStack() as closing:  # SWE RLVR's environments: removed however the run ends
+        run = Run(
+            cfg=cfg,
+            run_dir=run_dir,
+            model=model,
+            tokenizer=tokenizer,
+            reference=load_reference(cfg.model, cfg.seed)
+            if cfg.grpo.kl_coef > 0 and stage.rollouts
+            else None,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            stream=DataStream(train_examples, cfg.seed),
+            val_examples=val_examples,
+            prompts=prompts,
+            generator=generator,
+            reward=stage.reward(cfg.reward, cfg.prompt.prefill) if stage.reward else None,
+            stage=stage,
+        )
+        if stage.episodes:
+            run.episodes, run.val_episodes = swe_rlvr.make_runners(
+                cfg, run_dir, model, generator, prompts, closing
+            )
+        train_run(run, last)
+
+
+def train_run(run: Run, last: Path | None) -> None:
+    """Train `run` to `trainer.steps`, from checkpoints/last when given; then report."""
+    from srl_agent.runlog import RunLog, summary_line
+
+    cfg, val_examples = run.cfg, run.val_examples
     if last is not None:
         restore(run, last)
     log = RunLog(
-        run_dir,
+        run.run_dir,
         run.state["step"] if last is not None else -1,
         cfg.trainer.tensorboard,
         cfg.trainer.wandb,
@@ -204,6 +223,10 @@ class Run:
     reward: Any
     stage: StageSpec
     state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best_val": None, "best_step": None})
+    episodes: Any = None
+    """SWE RLVR: the `swe_rlvr.EpisodeRunner` that samples episodes (None for step-example stages)."""
+    val_episodes: Any = None
+    """SWE RLVR: the one that runs greedy validation episodes."""
 
 
 def train_step(run: Run) -> dict[str, Any]:
@@ -225,9 +248,13 @@ def validate(run: Run, step: int) -> dict[str, float]:
     """Held-out metrics (`val_*`); saves checkpoints/best when the step reward is the best so far."""
     from srl_agent.checkpoint import save_checkpoint
 
-    summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward)
+    if run.val_episodes is not None:
+        summary = run.val_episodes.validate(run.val_examples)
+    else:
+        summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward)
     best = run.state["best_val"]
-    if summary and run.cfg.trainer.keep_best and (best is None or summary["val_reward_mean"] > best):
+    value = summary.get("val_reward_mean")  # None when no validation episode could be scored
+    if value is not None and run.cfg.trainer.keep_best and (best is None or value > best):
         run.state["best_val"], run.state["best_step"] = summary["val_reward_mean"], step
         info = {"step": step, "val_reward_mean": run.state["best_val"]}
         save_checkpoint(run.run_dir / "checkpoints" / "best", run.model, run.tokenizer, None, info)
@@ -363,9 +390,35 @@ def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any,
 
 def grpo_step(run: Run) -> dict[str, Any]:
     """Roll out, filter and refill (dynamic sampling), then one PPO-clip update on the kept groups."""
+    cfg, optimizer = run.cfg, run.optimizer
+    row, sequences, kept, rounds = episode_rollouts(run) if run.episodes else step_rollouts(run)
+    if 0 < kept < cfg.trainer.batch_size:
+        print(
+            f"note: {kept}/{cfg.trainer.batch_size} prompts kept after {rounds} "
+            "sampling rounds (grpo.max_sampling_rounds); training on the partial batch",
+            file=sys.stderr,
+        )
+    started = time.perf_counter()
+    if sequences:
+        row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences))
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
+        row.update({"loss": None, "tokens": 0, "skipped_update": True})
+        print(
+            f"warning: no prompt passed the {cfg.grpo.filter} filter in {rounds} rounds; no update this step",
+            file=sys.stderr,
+        )
+    row["seconds_training"] = time.perf_counter() - started
+    return row
+
+
+def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
+    """Completions of step examples (SRL, math RLVR): the metrics row, what to train on, how many
+    prompts were kept, sampling rounds."""
     from srl_agent.rollouts import collect_groups
 
-    cfg, optimizer = run.cfg, run.optimizer
+    cfg = run.cfg
     collected = collect_groups(
         run.stream,
         cfg.trainer.batch_size,
@@ -388,26 +441,41 @@ def grpo_step(run: Run) -> dict[str, Any]:
         for c, a, scored in zip(g.completions, g.advantages, g.scores, strict=True)
         if scored.masked is None  # no reward could be computed: nothing to learn from it
     ]
-    if 0 < len(collected.kept) < cfg.trainer.batch_size:
+    return row, sequences, len(collected.kept), collected.rounds
+
+
+def episode_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
+    """Agent episodes of tasks (SWE RLVR): the metrics row, what to train on, how many tasks were
+    kept, sampling rounds. Names the tasks filtered and those whose episodes all failed to run."""
+    cfg = run.cfg
+    collected = run.episodes.collect(run.stream, cfg.trainer.batch_size, cfg.grpo)
+    row: dict[str, Any] = {**collected.stats(), "filter": cfg.grpo.filter}
+    if row["infrastructure_failed_tasks"]:
         print(
-            f"note: {len(collected.kept)}/{cfg.trainer.batch_size} prompts kept after {collected.rounds} "
-            "sampling rounds (grpo.max_sampling_rounds); training on the partial batch",
+            f"warning: every episode of {', '.join(row['infrastructure_failed_tasks'])} failed for "
+            f"infrastructure reasons ({row['masked_reasons']}); they are left out, not scored 0",
             file=sys.stderr,
         )
-    started = time.perf_counter()
-    if sequences:
-        row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences))
-    else:
-        optimizer.zero_grad(set_to_none=True)
-        optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
-        row.update({"loss": None, "tokens": 0, "skipped_update": True})
-        print(
-            f"warning: no prompt passed the {cfg.grpo.filter} filter in {collected.rounds} rounds; "
-            "no update this step",
-            file=sys.stderr,
-        )
-    row["seconds_training"] = time.perf_counter() - started
-    return row
+    return row, episode_sequences(collected.kept), len(collected.kept), collected.rounds
+
+
+def episode_sequences(groups: list[Any]) -> list[Sequence]:
+    """One sequence per turn of every scored episode of the kept groups: the prompt token ids the
+    model was given and the completion token ids it sampled, exactly, with the episode's advantage
+    (masked episodes are left out)."""
+    out = []
+    for g in groups:
+        for rollout, advantage in zip(g.rollouts, g.advantages, strict=True):
+            if rollout.score.masked is not None:
+                continue
+            for turn in rollout.turns:
+                if turn.prompt_ids is None or turn.token_ids is None:
+                    raise ValueError(
+                        f"an episode of {rollout.instance_id} has a turn without its sampled token ids: "
+                        "only a model policy's episodes can be trained on"
+                    )
+                out.append(Sequence(turn.prompt_ids, turn.token_ids, advantage, turn.logprobs))
+    return out
 
 
 @dataclass

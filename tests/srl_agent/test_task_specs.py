@@ -3,6 +3,8 @@ the Reward Protocol, masked samples left out of GRPO's groups, `--dry-run` expla
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import yaml
@@ -26,6 +28,7 @@ from trajectories.config import ConfigError, dump_config, explain_config
         (["--task", "math", "--stage", "rlvr"], "difflib", [], "dapo"),
         (["--task", "swe"], "rapidfuzz", ["</function>"], "std"),
         (["--task", "swe", "--stage", "sft"], "rapidfuzz", ["</function>"], "std"),
+        (["--task", "swe", "--stage", "rlvr"], "rapidfuzz", ["</function>"], "dapo"),
         (
             ["--task", "swe", "reward.similarity=difflib", "generation.stop=[]", "grpo.filter=none"],
             "difflib",
@@ -64,17 +67,23 @@ def test_evaluation_configs_resolve_too():
 
 
 def test_a_stage_a_task_lacks_is_refused_with_the_reason():
-    with pytest.raises(ConfigError, match=r"stage: rlvr is not available for --task swe \(SWE RLVR"):
-        parse_args(["--task", "swe", "--stage", "rlvr", "--dry-run"])
+    lacking = replace(task_spec("swe"), missing_stages={"dpo": "not written yet"})
+    with pytest.raises(ConfigError, match=r"stage: dpo is not available for --task swe \(not written yet\)"):
+        lacking.stage("dpo")
     with pytest.raises(ConfigError, match="unknown task"):
         task_spec("chess")
 
 
 def test_every_stage_reward_fits_the_reward_protocol():
+    """Every stage scores completions with a pure reward, except those of whole agent episodes,
+    which the task's tests reward in the episode's environment."""
     for spec in TASKS.values():
         for stage in spec.stages.values():
-            reward = stage.reward(RewardConfig(similarity="difflib"), "")
-            assert isinstance(reward, Reward) and reward.needs_environment is False
+            assert (stage.reward is None) is stage.episodes
+            if stage.reward is not None:
+                reward = stage.reward(RewardConfig(similarity="difflib"), "")
+                assert isinstance(reward, Reward) and reward.needs_environment is False
+    assert task_spec("swe").stage("rlvr").episodes and not task_spec("math").stage("rlvr").episodes
 
 
 def test_rewards_put_the_prefill_back_and_score_like_the_pure_functions():

@@ -1,0 +1,355 @@
+"""SWE RLVR rollouts: agent episodes in the environment pool, rewarded by the task's tests.
+
+`python -m srl_agent.train --task swe --stage rlvr` trains on whole episodes. Per training step
+(`EpisodeRunner.collect`, the paper's dynamic sampling through `rollouts.dynamic_sampling`):
+1. B tasks from the stream, G episodes each, all at once on threads: each episode takes a warm
+   environment of its task's image from the pool (reset to the base commit, the git history past it
+   hidden: `EnvConfig.hide_history`) and runs the agent loop (`srl_agent.agent.run_episode`) with the
+   policy sampling. The episodes' turns are generated together (`policies.BatchedPolicy`).
+2. The episode's patch is graded in the same environment, reset first: the task's test patch is
+   applied only then, never in the agent's view (`environments.grading.run_tests_in_env`; tasks
+   without the bundled layout go to the official harness). Reward 1 when every FAIL_TO_PASS and
+   PASS_TO_PASS test passes, else 0 (`outcome_score`).
+3. Groups that are all right or all wrong carry no signal and are dropped (DAPO's filter); the step
+   samples more tasks for the missing ones, up to `grpo.max_sampling_rounds` rounds.
+
+Infrastructure failures are masked, never scored: a missing image, an engine or container that fails
+(the episode's `environment_error`), a policy whose model call raised, a grading run that could not
+produce test results. Such an episode gets `Scored.masked` (its reason) and takes no part in the
+filter, the advantages or the loss; the metrics count it, and a task all of whose episodes were masked
+is named (`infrastructure_failed_tasks`).
+
+What is trained is what was sampled: each turn of an episode keeps the prompt token ids the model
+was given and the completion token ids it wrote (`protocols.Turn`); the trainer packs exactly those
+(`train.episode_sequences`), the loss mask covering only the completion. The observation, the
+context and the chat template are in the prompt of the next turn, so they never carry gradient, and
+nothing is re-tokenized between sampling and training. Every turn of an episode shares the episode's
+advantage, format errors included (the policy wrote them).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from srl_agent import rollouts
+from srl_agent.protocols import Scored
+
+if TYPE_CHECKING:
+    from environments.config import EnvConfig
+    from environments.grading import GradeResult
+    from environments.protocol import TaskInstance
+    from srl_agent.config import AgentConfig, EpisodesConfig, GRPOConfig, TrainConfig
+    from srl_agent.data import DataStream
+    from srl_agent.policies import BatchedPolicy
+    from srl_agent.protocols import Turn
+    from trajectories.build import BuildConfig
+
+log = logging.getLogger(__name__)
+
+
+def outcome_score(grade: GradeResult) -> Scored:
+    """The outcome reward of a graded patch: 1 resolved; 0 unresolved, not applying or empty (the
+    policy's doing); masked when the grader could not run the tests (`error`: no verdict)."""
+    if grade.status == "error":
+        return Scored(0.0, None, masked=f"grading failed: {grade.detail[:300]}")
+    return Scored(1.0 if grade.resolved else 0.0, None)
+
+
+@dataclass
+class EpisodeRollout:
+    """One episode of one task: its reward and the policy's turns as sampled."""
+
+    instance_id: str
+    score: Scored
+    turns: list[Turn] = field(default_factory=list, repr=False)
+    exit_status: str | None = None
+    """The episode's exit status; None when no episode ran (no image, no environment)."""
+    grade: str | None = None
+    """The grader's status (`resolved`, `unresolved`, `patch_failed`, `empty_patch`, `error`)."""
+    steps: int = 0
+    """Tool calls that ran (format errors excluded)."""
+    format_errors: int = 0
+    seconds_tools: float = 0.0
+    seconds_grading: float = 0.0
+
+
+@dataclass
+class EpisodeGroup:
+    """The G episodes of one task (and their advantages, once the group is kept)."""
+
+    task: TaskInstance
+    rollouts: list[EpisodeRollout]
+    advantages: list[float] = field(default_factory=list)
+
+    @property
+    def scores(self) -> list[Scored]:
+        return [r.score for r in self.rollouts]
+
+
+@dataclass
+class CollectedEpisodes:
+    """One step's episode groups: those kept and every group sampled."""
+
+    kept: list[EpisodeGroup]
+    sampled: list[EpisodeGroup]
+    rounds: int
+    seconds_generation: float = 0.0
+    seconds_rollouts: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        return episode_stats(self.sampled) | {
+            "kept_prompts": len(self.kept),
+            "sampled_prompts": len(self.sampled),
+            "sampling_rounds": self.rounds,
+            "seconds_generation": self.seconds_generation,
+            "seconds_rollouts": self.seconds_rollouts,
+            "generation_batch_mean": statistics.fmean(self.batch_sizes) if self.batch_sizes else 0.0,
+        }
+
+
+def episode_stats(groups: list[EpisodeGroup]) -> dict[str, Any]:
+    """The metrics of a set of episode groups (pure): rewards over the episodes that were scored,
+    masked episodes and their reasons, filtered and infrastructure-failed tasks by name, episode
+    lengths, exit statuses, tokens, and the tools' and grading's seconds (summed over episodes)."""
+    episodes = [r for g in groups for r in g.rollouts]
+    scored = [r for r in episodes if r.score.masked is None]
+    rewards = [r.score.reward for r in scored]
+    turns = [t for r in episodes for t in r.turns]
+    filtered: dict[str, list[str]] = {"all_right": [], "all_wrong": []}
+    infrastructure_failed = []
+    for g in groups:
+        valid = [s.reward for s in g.scores if s.masked is None]
+        if not valid:
+            infrastructure_failed.append(g.task.instance_id)
+        elif len(set(valid)) == 1 or len(valid) < 2:
+            filtered["all_right" if valid[0] >= 1.0 else "all_wrong"].append(g.task.instance_id)
+    reasons = Counter(r.score.masked.split(":")[0] for r in episodes if r.score.masked is not None)
+    return {
+        "reward_mean": statistics.fmean(rewards) if rewards else None,
+        "reward_std": statistics.pstdev(rewards) if rewards else None,
+        "resolved": sum(r.grade == "resolved" for r in scored),
+        "episodes": len(episodes),
+        "masked_episodes": len(episodes) - len(scored),
+        "masked_rate": (len(episodes) - len(scored)) / max(len(episodes), 1),
+        "masked_reasons": dict(reasons),
+        "infrastructure_failed_tasks": infrastructure_failed,
+        "filtered_tasks": filtered,
+        "zero_std_fraction": sum(map(len, filtered.values())) / max(len(groups), 1),
+        "format_error_rate": sum(r.format_errors for r in episodes) / max(len(turns), 1),
+        "episode_turns_mean": statistics.fmean(len(r.turns) for r in episodes) if episodes else 0.0,
+        "episode_steps_mean": statistics.fmean(r.steps for r in episodes) if episodes else 0.0,
+        "exit_statuses": dict(Counter(r.exit_status or "not_started" for r in episodes)),
+        "grades": dict(Counter(r.grade or "not_graded" for r in episodes)),
+        "truncated_rate": sum(t.truncated for t in turns) / max(len(turns), 1),
+        "completion_tokens": sum(t.completion_tokens for t in turns),
+        "prompt_tokens": sum(t.prompt_tokens for t in turns),
+        "seconds_tools": sum(r.seconds_tools for r in episodes),
+        "seconds_grading": sum(r.seconds_grading for r in episodes),
+    }
+
+
+class EpisodeRunner:
+    """Runs and grades episodes of tasks on `pool`, `pool.size` at a time, with one shared policy."""
+
+    def __init__(
+        self,
+        policy: BatchedPolicy,
+        pool: Any,
+        agent: AgentConfig,
+        build: BuildConfig,
+        env_cfg: EnvConfig,
+        episodes: EpisodesConfig,
+        work_dir: Path,
+    ) -> None:
+        self.policy, self.pool, self.agent, self.build = policy, pool, agent, build
+        self.env_cfg, self.cfg, self.work_dir = env_cfg, episodes, work_dir
+
+    def collect(self, stream: DataStream, batch_size: int, grpo: GRPOConfig) -> CollectedEpisodes:
+        """Dynamic sampling over tasks: groups of `grpo.group_size` episodes until `batch_size` tasks
+        are kept (or `grpo.max_sampling_rounds` ran)."""
+        started, generated, batches = time.perf_counter(), self.policy.seconds, len(self.policy.batches)
+
+        def sample(tasks: list[TaskInstance]) -> list[EpisodeGroup]:
+            return self.groups(tasks, grpo.group_size)
+
+        kept, sampled, rounds = rollouts.dynamic_sampling(stream, batch_size, sample, grpo)
+        return CollectedEpisodes(
+            kept,
+            sampled,
+            rounds,
+            seconds_generation=self.policy.seconds - generated,
+            seconds_rollouts=time.perf_counter() - started,
+            batch_sizes=self.policy.batches[batches:],
+        )
+
+    def validate(self, tasks: list[TaskInstance]) -> dict[str, Any]:
+        """One episode per held-out task (greedy unless `agent.greedy` is off): `val_reward_mean` is
+        the resolved rate over the episodes that could be scored."""
+        started = time.perf_counter()
+        stats = episode_stats(self.groups(tasks, 1))
+        keys = ("reward_mean", "resolved", "episodes", "masked_episodes", "format_error_rate",
+                "episode_turns_mean", "exit_statuses")  # fmt: skip
+        return {f"val_{k}": stats[k] for k in keys} | {"seconds_validation": time.perf_counter() - started}
+
+    def groups(self, tasks: list[TaskInstance], group_size: int) -> list[EpisodeGroup]:
+        """`group_size` episodes of each task, run concurrently; groups in task order."""
+        jobs = [task for task in tasks for _ in range(group_size)]
+        with ThreadPoolExecutor(max_workers=self.pool.size, thread_name_prefix="episode") as executor:
+            done = list(executor.map(self.rollout, jobs))
+        return [
+            EpisodeGroup(task, done[i * group_size : (i + 1) * group_size]) for i, task in enumerate(tasks)
+        ]
+
+    def rollout(self, task: TaskInstance) -> EpisodeRollout:
+        """One graded episode of `task`; an infrastructure failure anywhere is a masked rollout."""
+        from environments.tasks.sources import prepare_image
+        from srl_agent.agent import run_episode
+
+        iid = task.instance_id
+        try:
+            image = prepare_image(task, self.env_cfg)
+        except Exception as e:  # noqa: BLE001 - a missing image is the infrastructure's, not the policy's
+            return EpisodeRollout(iid, _masked("no image", e))
+        episode, phase = None, "environment"  # what failed, when something raises
+        try:
+            with self.pool.acquire(image) as env, self.policy.episode() as policy:
+                phase = "policy"  # the agent loop turns the environment's faults into an exit status
+                episode = run_episode(policy, env, task.problem_statement, iid, self.agent, self.build)
+                if episode.infrastructure_error:
+                    masked = Scored(0.0, None, masked=f"environment: {episode.detail}")
+                    return self._rollout(iid, episode, masked)
+                phase, started = "grading", time.perf_counter()
+                grade = self._grade(env, task, episode.patch)
+                seconds = time.perf_counter() - started
+        except Exception as e:  # the engine, a container or the model failed
+            log.warning("an episode of %s failed (%s)", iid, phase, exc_info=True)
+            return self._rollout(iid, episode, _masked(phase, e))
+        rollout = self._rollout(iid, episode, outcome_score(grade))
+        rollout.grade, rollout.seconds_grading = grade.status, seconds
+        return rollout
+
+    def _grade(self, env: Any, task: TaskInstance, patch: str | None) -> GradeResult:
+        """The fast in-container grader in the episode's own environment (reset first), or the
+        official harness for tasks it cannot grade."""
+        from environments.grading import grade_with_harness, harness_run_id, run_tests_in_env
+
+        if self.cfg.grader == "fast" or (self.cfg.grader == "auto" and hasattr(task, "test_patch")):
+            env.reset()
+            return run_tests_in_env(env, task, patch, timeout=self.cfg.test_timeout)
+        run_id = harness_run_id(f"rlvr-{task.instance_id}")
+        return grade_with_harness(
+            [task.instance()],
+            {task.instance_id: patch},
+            run_id,
+            work_dir=self.work_dir / "harness",
+            timeout=self.cfg.test_timeout,
+        )[task.instance_id]
+
+    @staticmethod
+    def _rollout(iid: str, episode: Any, score: Scored) -> EpisodeRollout:
+        if episode is None:
+            return EpisodeRollout(iid, score)
+        return EpisodeRollout(
+            iid,
+            score,
+            list(episode.outputs),
+            episode.exit_status,
+            steps=len(episode.trajectory.steps),
+            format_errors=sum(t.format_error is not None for t in episode.turns),
+            seconds_tools=sum(t.environment_seconds for t in episode.turns),
+        )
+
+
+def _masked(kind: str, error: BaseException) -> Scored:
+    return Scored(0.0, None, masked=f"{kind}: {type(error).__name__}: {str(error)[:300]}")
+
+
+def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any], list[Any]]:
+    """The training and validation tasks of `data.source` (`auto`: the bundled tasks; else task
+    folders, SWE-bench / SWE-smith instance files or an HF dataset, as `evaluate --instances` takes).
+
+    The split (`episodes.val_tasks` held out, a seeded choice) is saved in `<run>/data/tasks.json`;
+    a resumed run reads it back, so it goes on with the tasks it started with.
+    """
+    import json
+    import random
+
+    from environments.tasks.sources import TaskSourceError, load_task_source
+    from trajectories.config import ConfigError
+
+    episodes, source = cfg.episodes, cfg.data.source
+    try:
+        tasks, skipped = load_task_source(
+            None if source in ("auto", "bundled") else source,
+            split=episodes.split,
+            instance_ids=episodes.instance_ids or None,
+        )
+    except TaskSourceError as e:
+        raise ConfigError(f"data.source: {e}") from None
+    if episodes.grader == "fast":  # the in-container runner needs the bundled layout's test patch
+        why = "episodes.grader=fast grades bundled-layout tasks only"
+        skipped = [*skipped, *((t.instance_id, why) for t in tasks if not hasattr(t, "test_patch"))]
+        tasks = [t for t in tasks if hasattr(t, "test_patch")]
+    for iid, reason in skipped:
+        print(f"data: {iid} skipped: {reason}", file=sys.stderr)
+    by_id = {t.instance_id: t for t in tasks}
+    saved = run_dir / "data" / "tasks.json"
+    if resume and saved.is_file():
+        split = json.loads(saved.read_text(encoding="utf-8"))
+        gone = [iid for iid in split["train"] + split["validation"] if iid not in by_id]
+        if gone:
+            raise ConfigError(f"data.source: the run was started with tasks it no longer has: {gone[:5]}")
+    else:
+        ids = sorted(by_id)
+        random.Random(cfg.seed).shuffle(ids)
+        if episodes.val_tasks >= len(ids):
+            raise ConfigError(
+                f"episodes.val_tasks: {episodes.val_tasks} of {len(ids)} tasks leaves none to train on"
+            )
+        train = sorted(ids[episodes.val_tasks :])[: cfg.data.max_train_examples]
+        split = {"train": train, "validation": sorted(ids[: episodes.val_tasks])}
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    if not split["train"]:
+        raise ConfigError(f"data.source: {source} has no task an episode can be graded on")
+    label = "the bundled tasks" if source in ("auto", "bundled") else source
+    print(f"data: {len(split['train'])} train / {len(split['validation'])} validation tasks from {label}")
+    return [by_id[i] for i in split["train"]], [by_id[i] for i in split["validation"]]
+
+
+def make_runners(
+    cfg: TrainConfig, run_dir: Path, model: Any, generator: Any, prompts: Any, closing: ExitStack
+) -> tuple[EpisodeRunner, EpisodeRunner]:
+    """The runner of training episodes (sampled) and of validation episodes (greedy), sharing one
+    environment pool that `closing` removes."""
+    from environments.pool import EnvironmentPool
+    from srl_agent.policies import BatchedPolicy, ModelPolicy, context_length
+
+    pool = closing.enter_context(EnvironmentPool(cfg.environment, size=cfg.episodes.workers))
+    max_new = int(cfg.generation.max_new_tokens)
+    limit = cfg.agent.max_prompt_tokens or context_length(model) - max_new
+
+    def runner(greedy: bool) -> EpisodeRunner:
+        policy = ModelPolicy(
+            generator,
+            prompts,
+            max_new_tokens=max_new,
+            max_prompt_tokens=limit,
+            temperature=cfg.generation.temperature,
+            greedy=greedy,
+        )
+        return EpisodeRunner(
+            BatchedPolicy(policy), pool, cfg.agent, cfg.data.build, cfg.environment, cfg.episodes, run_dir
+        )
+
+    return runner(greedy=False), runner(greedy=cfg.agent.greedy)
