@@ -4,17 +4,24 @@
     python -m environments build [--rebuild] [--dataset PATH]    # base image + every bundled task's image
     python -m environments replay TRAJ [--instance ID] [--json]  # replay a trajectory, grade its patch
 
+and `check-experts SOURCE [--tasks TASK_SOURCE] [--out DIR] [--workers N] [--json]`: replay every
+trajectory of SOURCE on its task and keep those that resolve it (`environments.expert_check`).
+
 `--help` of each command ends with examples, which run from the repository root (`EXAMPLES`).
 
 Every command takes the typed config (`--config FILE`, `--dry-run`, dotted `KEY=VALUE` overrides) with
-two sections: `environment` (`EnvConfig`: images, container limits, shell) and `replay`
-(`ReplayConfig`: grader, work_dir, test timeout), e.g. `replay.grader=fast environment.memory=4g`.
+three sections: `environment` (`EnvConfig`: images, container limits, shell), `replay`
+(`ReplayConfig`: grader, work_dir, test timeout), e.g. `replay.grader=fast environment.memory=4g`, and
+`experts` (`ExpertCheckConfig`: the task source, grader, output folder and workers of `check-experts`;
+its options set the same fields).
 
 Exit status: 0 success (for `replay`: the patch resolved the task), 1 failure (a doctor check failed,
 and it names the fix; a build failed; the replayed patch did not resolve the task; the engine is
 unreachable), 2 bad input (config, trajectory file, instance). `replay --json` prints exactly one JSON
 object on stdout, with at least `instance_id`, `steps_replayed`, `patch` and `resolved`; everything
-else goes to stderr.
+else goes to stderr. `check-experts` exits 0 when it ran, however many trajectories it dropped (the
+summary and `DIR/report.json` list them by reason; `--json` prints the report as one JSON object), 2
+on a source or task source that cannot be read, 1 when the engine is unavailable.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import sys
 from pydantic import Field
 
 from environments.config import EnvConfig
+from environments.expert_check import ExpertCheckConfig
 from environments.replay import ReplayConfig
 from trajectories.config import Section, add_config_arguments, explain_config, resolve_config, run_cli
 
@@ -42,6 +50,13 @@ EXAMPLES = {
         "python -m environments replay environments/tasks/paginate/expert.traj --json replay.grader=fast",
         "python -m environments replay environments/tasks/intervals/expert.traj replay.work_dir=runs/replay",
     ],
+    "check-experts": [
+        "python -m environments check-experts 'environments/tasks/*/expert.traj' --out runs/expert-check",
+        (
+            "python -m environments check-experts environments/tasks/paginate/expert.traj --json "
+            "--out runs/harness-check experts.grader=harness"
+        ),
+    ],
 }
 
 
@@ -50,6 +65,8 @@ class EnvironmentsCliConfig(Section):
     """Images, container limits, the shell and the pool."""
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     """How `replay` grades the patch, and where the harness writes."""
+    experts: ExpertCheckConfig = Field(default_factory=ExpertCheckConfig)
+    """Where `check-experts` finds tasks, how it grades, where it writes, how many replays at once."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = [*args.overrides, *extra]
     cfg = resolve_config(EnvironmentsCliConfig, args.config, args.overrides)
+    if hasattr(args, "configure"):  # options that set config fields, applied after the overrides
+        args.configure(args, cfg)
     if args.dry_run:
         print(explain_config(cfg), end="")
         return 0
@@ -110,7 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     replay.set_defaults(run=run_replay)
 
-    for sub in (doctor, build, replay):
+    check = command(
+        "check-experts", "replay every trajectory of a source; keep those that resolve their task"
+    )
+    check.add_argument("source", help="trajectories: a file, folder, glob or HF dataset id the readers know")
+    check.add_argument("--tasks", default=None, metavar="TASK_SOURCE",
+                       help="where the tasks are (experts.tasks; default: the bundled tasks)")  # fmt: skip
+    check.add_argument("--out", default=None, metavar="DIR", help="output folder (experts.out)")
+    check.add_argument(
+        "--workers", type=_positive, default=None, metavar="N", help="replays at once (experts.workers)"
+    )
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    check.set_defaults(run=run_check_experts, configure=configure_check)
+
+    for sub in (doctor, build, replay, check):
         add_config_arguments(sub, "replay.grader=fast")
     return parser
 
@@ -171,6 +203,31 @@ def run_replay(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
             print(f"  step {error.step} ({error.tool}) failed: {error.observation.splitlines()[0][:200]}")
         print(f"{grade.grader} grade: {grade.status}" + (f" ({grade.detail})" if grade.detail else ""))
     return 0 if result.resolved else 1
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def configure_check(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None:
+    """`--tasks`, `--out` and `--workers` set their `experts` fields, after the overrides."""
+    for name in ("tasks", "out", "workers"):
+        if getattr(args, name) is not None:
+            setattr(cfg.experts, name, getattr(args, name))
+
+
+def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
+    from environments.expert_check import CheckInputError, check_experts, format_report
+
+    try:
+        report = check_experts(args.source, cfg.experts, cfg.replay, cfg.environment)
+    except CheckInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
 
 
 if __name__ == "__main__":

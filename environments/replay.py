@@ -21,7 +21,8 @@ goes on, as the agent's harness would have. Recorded observations are compared w
 
 Grading (`ReplayConfig.grader`): `harness` (default) runs the official swebench harness on the patch
 (a container of its own, about 15 s); `fast` resets the replay's own environment and runs the tests
-there (`grading.run_tests_in_env`).
+there (`grading.run_tests_in_env`). `replay_in` is the same replay in an environment the caller
+holds (a pooled one: `environments.expert_check` checks whole sources of expert data that way).
 """
 
 from __future__ import annotations
@@ -138,13 +139,8 @@ def replay(
 
     cfg = cfg or ReplayConfig()
     check_instance(trajectory, task)
-    steps = trajectory.steps[: cfg.max_steps] if cfg.max_steps else trajectory.steps
     with DockerEnvironment(task.image, env_cfg) as env:
-        result = execute_steps(env, steps, task.instance_id)
-        result.steps_total = len(trajectory.steps)
-        if cfg.grader == "fast":
-            env.reset()
-            result.grade = run_tests_in_env(env, task, result.patch, timeout=cfg.test_timeout)
+        result = replay_in(env, trajectory, task, cfg)
     if cfg.grader == "harness":
         run_id = harness_run_id(f"replay-{task.instance_id}")
         result.grade = grade_with_harness(
@@ -156,6 +152,20 @@ def replay(
         )[task.instance_id]
     log.info("replayed %d/%d steps of %s: %s", result.steps_replayed, result.steps_total, task.instance_id,
              result.grade.status)  # fmt: skip
+    return result
+
+
+def replay_in(env: Environment, trajectory: Trajectory, task: Task, cfg: ReplayConfig) -> ReplayResult:
+    """The replay in `env`, a started environment of `task.image` at its base commit (a fresh container
+    or a pooled one): the actions run (the first `cfg.max_steps`), and with `cfg.grader == "fast"` the
+    patch is graded there after a reset. With the harness the result is left "not graded": the caller
+    grades `result.patch` (`replay` does it at once; a batch of replays can share one harness run)."""
+    steps = trajectory.steps[: cfg.max_steps] if cfg.max_steps else trajectory.steps
+    result = execute_steps(env, steps, task.instance_id)
+    result.steps_total = len(trajectory.steps)
+    if cfg.grader == "fast":
+        env.reset()
+        result.grade = run_tests_in_env(env, task, result.patch, timeout=cfg.test_timeout)
     return result
 
 
