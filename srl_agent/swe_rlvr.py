@@ -211,7 +211,13 @@ class EpisodeRunner:
         ]
 
     def rollout(self, task: TaskInstance) -> EpisodeRollout:
-        """One graded episode of `task`; an infrastructure failure anywhere is a masked rollout."""
+        """One graded episode of `task`; an infrastructure failure anywhere is a masked rollout.
+
+        The episode counts as running (for batching its turns) from before its container starts."""
+        with self.policy.episode() as policy:
+            return self._run(task, policy)
+
+    def _run(self, task: TaskInstance, policy: Any) -> EpisodeRollout:
         from environments.tasks.sources import prepare_image
         from srl_agent.agent import run_episode
 
@@ -222,7 +228,7 @@ class EpisodeRunner:
             return EpisodeRollout(iid, _masked("no image", e))
         episode, phase = None, "environment"  # what failed, when something raises
         try:
-            with self.pool.acquire(image) as env, self.policy.episode() as policy:
+            with self.pool.acquire(image) as env:
                 phase = "policy"  # the agent loop turns the environment's faults into an exit status
                 episode = run_episode(policy, env, task.problem_statement, iid, self.agent, self.build)
                 if episode.infrastructure_error:
