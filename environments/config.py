@@ -45,6 +45,9 @@ class EnvConfig(Section):
     """Whether containers see a network; off unless a task needs it."""
     workdir: str = "/testbed"
     """Where the repository is in the container: the shell starts there and `diff` reads it."""
+    hide_history: bool = True
+    """Leave only the base commit and its ancestors in the repository's git history (no later commits,
+    other refs, reflogs or unreachable objects), so the agent cannot read the fix from it."""
 
     # Shell
     command_timeout: float = Field(60.0, gt=0)

@@ -14,6 +14,13 @@ Warm reset restores the tracked and untracked files of the repository, kills eve
 the editor's undo history; files ignored by git (build products of the image's setup such as
 `*.egg-info`) and changes outside the repository are kept. When the repository cannot be restored
 (it was deleted, `.git` is broken), reset falls back to a fresh container.
+
+With `EnvConfig.hide_history` (the default) the agent sees no git history beyond the base commit:
+images of real repositories hold the later commits, the fix among them, in branches, tags, remotes,
+the stash, reflogs and unreachable objects, and an agent that reads them with `git log --all` earns
+the reward without solving the task. At start every ref but the current branch is deleted, reflogs
+expired and unreachable objects pruned (`history_script`); a warm reset deletes the refs and reflogs an
+episode made, so the next episode cannot read an earlier one's commits either.
 """
 
 from __future__ import annotations
@@ -50,6 +57,54 @@ EDITOR_HISTORY_DIR = os.path.dirname(EDITOR_HISTORY)  # undo history of str_repl
 _LIVE: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
 _reaped_lock = threading.Lock()
 _reaped = False
+
+# What in a git directory holds or names commits other than HEAD's: unfinished merges, rebases, cherry-picks
+# and bisects, other worktrees, recorded conflict resolutions, the last commit and tag messages.
+_GIT_LEFTOVERS = (
+    "ORIG_HEAD FETCH_HEAD MERGE_HEAD MERGE_MSG MERGE_MODE MERGE_RR AUTO_MERGE CHERRY_PICK_HEAD REVERT_HEAD"
+    " REBASE_HEAD BISECT_LOG BISECT_START BISECT_EXPECTED_REV BISECT_NAMES BISECT_TERMS BISECT_ANCESTORS_OK"
+    " rebase-merge rebase-apply sequencer worktrees rr-cache COMMIT_EDITMSG SQUASH_MSG TAG_EDITMSG"
+)
+
+
+def history_script(workdir: str, *, prune: bool) -> str:
+    """Bash (a subshell) leaving only HEAD and its ancestors in the git history of `workdir`.
+
+    Deletes every ref but the branch HEAD is on (tags, remote-tracking refs, other branches, notes,
+    stash, replace refs, `refs/original`; loose or packed) and the remotes, the files of `_GIT_LEFTOVERS`,
+    empties every reflog and packs the refs left; a detached HEAD stays detached. With `prune` it also
+    repacks the repository without the objects nothing left reaches, so no `git cat-file` or `git fsck`
+    finds them (it rewrites the pack: about a second for a 150 MB repository). In a partial clone the
+    objects of promisor packs stay. Does nothing where `workdir` is not in a git repository; exits
+    non-zero when a step fails.
+    """
+    lines = [
+        "set -o pipefail",
+        f"cd {shlex.quote(workdir)} 2>/dev/null || exit 0",
+        "g=$(git rev-parse --absolute-git-dir 2>/dev/null) || exit 0",
+        "head=$(git symbolic-ref -q HEAD) || head=",
+        # --no-deref: a symbolic ref (refs/remotes/origin/HEAD) goes itself, not the ref it points to.
+        (
+            "git for-each-ref --format='delete %(refname)' | awk -v keep=\"delete $head\" '$0 != keep'"
+            " | git update-ref --no-deref --stdin || exit 1"
+        ),
+        'for remote in $(git remote); do git remote remove "$remote" || exit 1; done',
+        f'(cd "$g" && rm -rf {_GIT_LEFTOVERS}) || exit 1',
+        "git reflog expire --expire=now --expire-unreachable=now --all || exit 1",
+        # packed-refs may still hold an old value of the kept branch under its loose ref: rewrite it.
+        "git pack-refs --all --prune || exit 1",
+    ]
+    if prune:
+        lines += [
+            # .keep packs would survive the repack whole; the commit-graph and multi-pack index are caches.
+            'rm -rf "$g"/objects/pack/*.keep "$g"/objects/pack/multi-pack-index',
+            'rm -rf "$g"/objects/info/commit-graph "$g"/objects/info/commit-graphs',
+            # So would promisor packs; their marker is stale (copied by a local clone) unless this is a
+            # partial clone, whose missing objects could not be fetched here anyway.
+            'git config extensions.partialClone >/dev/null || rm -f "$g"/objects/pack/*.promisor',
+            "git repack -a -d -q && git prune --expire=now || exit 1",
+        ]
+    return "(\n" + "\n".join(lines) + "\n)"
 
 
 def start_container(
@@ -140,6 +195,8 @@ class DockerEnvironment:
         try:
             labels = self._container.image.labels or {}
             self.base_commit, self._head_ref = self._read_base(labels.get(BASE_COMMIT_LABEL))
+            if self.cfg.hide_history and self.base_commit is not None:
+                self._hide_history()
             self._start_shell()
         except BaseException:
             self.close()
@@ -306,6 +363,17 @@ class DockerEnvironment:
             return labelled, None
         return labelled or lines[0].strip(), (lines[1].strip() if len(lines) > 1 else "") or None
 
+    def _hide_history(self) -> None:
+        started = time.monotonic()
+        probe = PersistentShell(self._client, self._container.id)
+        code, out = probe.exec_once(history_script(self.cfg.workdir, prune=True))
+        if code != 0:
+            raise RuntimeError(
+                f"{self.image}: hiding the git history in {self.cfg.workdir} failed with exit status {code}:"
+                f" {out[-500:]}"
+            )
+        log.debug("hid the git history of %s in %.2f s", self.image, time.monotonic() - started)
+
     def _restore_repository(self) -> bool:
         assert self._shell is not None
         self._shell.close()
@@ -314,10 +382,13 @@ class DockerEnvironment:
             f"git checkout -f -q -B {shlex.quote(self._head_ref.removeprefix('refs/heads/'))} {base}"
             if self._head_ref else f"git checkout -f -q --detach {base}"
         )  # fmt: skip
+        # The episode's own commits, branches, tags and stash: no pruning, reset runs after every episode.
+        hide = f" && {history_script(self.cfg.workdir, prune=False)}" if self.cfg.hide_history else ""
         # One exec: `kill -9 -1` spares the process that sends it, so it can go on to restore the repo.
         code, out = self._shell.exec_once(
             f"for i in 1 2 3; do kill -9 -1 2>/dev/null; done; rm -rf {EDITOR_HISTORY_DIR}; "
             f"cd {shlex.quote(self.cfg.workdir)} && git reset -q --hard && {checkout} && git clean -ffdq"
+            f"{hide}"
         )
         if code != 0:
             log.info("restoring the repository failed (%d): %s", code, out[-300:])
