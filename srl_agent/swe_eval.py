@@ -3,7 +3,7 @@
 Reads top to bottom in `evaluate_swe`: load the instances; skip those the output folder already holds
 finished; run one agent episode per remaining instance, `workers` at a time on the environment pool
 (each instance's image prepared first: bundled tasks are built, SWE-bench images must be present or
-pullable); grade the patches (the official `swebench` harness under a run id unique to this call, or
+pullable; the running episodes' turns are generated in one batch, `policies.BatchedPolicy`); grade the patches (the official `swebench` harness under a run id unique to this call, or
 the fast in-container runner); write the report.
 
 `--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.oracle`: one
@@ -40,7 +40,8 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -91,7 +92,7 @@ class Outcome:
 def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the evaluation `cfg` describes; the report (also written to the output folder)."""
     from environments.pool import EnvironmentPool
-    from srl_agent.policies import make_policy
+    from srl_agent.policies import BatchedPolicy, ModelPolicy, make_policy
     from srl_agent.tasks import task_spec
 
     swe = cfg.swe
@@ -117,6 +118,8 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
             stage=task_spec(cfg.task).stage("srl"),
             seed=cfg.seed,
         )
+        if isinstance(policy, ModelPolicy):  # concurrent episodes' turns go to the model in one batch
+            policy = BatchedPolicy(policy)
         with (
             EnvironmentPool(cfg.environment, size=swe.workers) as pool,
             Progress(progress, len(to_run)) as bar,
@@ -180,7 +183,6 @@ class Runner:
     out: Path
     ledger: Ledger
     bar: Progress
-    _policy_lock: threading.Lock = field(default_factory=threading.Lock)  # one model: calls take turns
 
     def instance(self, task: TaskInstance) -> None:
         from environments.tasks.sources import prepare_image
@@ -190,17 +192,14 @@ class Runner:
         try:
             if hasattr(self.policy, "trajectory_for"):
                 self.policy.trajectory_for(iid)  # a replay without this instance fails before any container
-            image = prepare_image(task, self.cfg.environment)
-            with self.pool.acquire(image) as env:
-                episode = run_episode(
-                    _Serialised(self.policy, self._policy_lock),
-                    env,
-                    task.problem_statement,
-                    iid,
-                    self.cfg.agent,
-                    self.cfg.data.build,
-                )
-                graded = self._grade_here(env, task, episode)
+            running = self.policy.episode() if hasattr(self.policy, "episode") else nullcontext(self.policy)
+            with running as policy:
+                image = prepare_image(task, self.cfg.environment)
+                with self.pool.acquire(image) as env:
+                    episode = run_episode(
+                        policy, env, task.problem_statement, iid, self.cfg.agent, self.cfg.data.build
+                    )
+                    graded = self._grade_here(env, task, episode)
         except Exception as e:  # one instance's failure is its status; the run goes on
             log.warning("instance %s failed before its episode ended", iid, exc_info=True)
             outcome = Outcome(iid, "graded", "infrastructure_error", detail=f"{type(e).__name__}: {e}")
@@ -259,17 +258,6 @@ def run_oracle(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: 
                 ledger.predict(iid, model_string(cfg), done.patch)
             ledger.write(outcome)
             bar.advance(outcome)
-
-
-class _Serialised:
-    """A policy whose `act` calls take turns (an HF model is not to be called from two threads)."""
-
-    def __init__(self, policy: Policy, lock: threading.Lock):
-        self.policy, self.lock = policy, lock
-
-    def act(self, example: Any) -> Any:
-        with self.lock:
-            return self.policy.act(example)
 
 
 def grade(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path) -> None:
