@@ -3,9 +3,10 @@
     python -m environments doctor                                # can this machine run environments?
     python -m environments build [--rebuild] [--dataset PATH]    # base image + every bundled task's image
     python -m environments replay TRAJ [--instance ID] [--json]  # replay a trajectory, grade its patch
+    python -m environments check-experts SOURCE [--tasks TASKS] [--out DIR] [--workers N] [--json]
 
-and `check-experts SOURCE [--tasks TASK_SOURCE] [--out DIR] [--workers N] [--json]`: replay every
-trajectory of SOURCE on its task and keep those that resolve it (`environments.expert_check`).
+`check-experts` replays every trajectory of SOURCE on its task and keeps those that resolve it
+(`environments.expert_check`).
 
 `--help` of each command ends with examples, which run from the repository root (`EXAMPLES`).
 
