@@ -318,7 +318,7 @@ def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any]
     else:
         ids = sorted(by_id)
         random.Random(cfg.seed).shuffle(ids)
-        if episodes.val_tasks >= len(ids):
+        if ids and episodes.val_tasks >= len(ids):
             raise ConfigError(
                 f"episodes.val_tasks: {episodes.val_tasks} of {len(ids)} tasks leaves none to train on"
             )

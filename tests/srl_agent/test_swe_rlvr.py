@@ -113,6 +113,39 @@ def test_concurrent_episodes_have_their_turns_generated_in_one_batch():
     assert recorder.batches == [3] and answers == {i: f"turn {i}" for i in range(3)}
 
 
+def test_tasks_come_from_the_sources_evaluation_reads_and_a_resumed_run_keeps_its_split(tmp_path, capsys):
+    from environments.tasks.bundled import TASKS_DIR, write_dataset
+    from srl_agent.swe_rlvr import load_tasks
+    from trajectories.config import ConfigError
+
+    bundled = load_tasks(TrainConfig(task="swe", stage="rlvr"), tmp_path / "a", resume=False)
+    assert [len(split) for split in bundled] == [3, 0]
+    folder = TrainConfig(task="swe", stage="rlvr", data={"source": str(TASKS_DIR / "paginate")})
+    assert [t.instance_id for t in load_tasks(folder, tmp_path / "b", resume=False)[0]] == [
+        "srl-agent__paginate-1"
+    ]
+
+    # a SWE-bench instance file: graded by the harness (`auto`), or refused by the fast grader with the reason
+    rows = write_dataset(load_tasks_bundled(), tmp_path / "instances.json")
+    cfg = TrainConfig(task="swe", stage="rlvr", data={"source": str(rows)}, episodes={"val_tasks": 1})
+    train, val = load_tasks(cfg, tmp_path / "c", resume=False)
+    assert len(train) == 2 and len(val) == 1 and not hasattr(train[0], "test_patch")
+    saved = json.loads((tmp_path / "c" / "data" / "tasks.json").read_text())
+    assert saved == {"train": [t.instance_id for t in train], "validation": [val[0].instance_id]}
+    reseeded = cfg.model_copy(update={"seed": 7})  # a resumed run reads its split back whatever else changed
+    assert load_tasks(reseeded, tmp_path / "c", resume=True)[1] == val
+    fast = cfg.model_copy(update={"episodes": EpisodesConfig(grader="fast")})
+    with pytest.raises(ConfigError, match="no task an episode can be graded on"):
+        load_tasks(fast, tmp_path / "d", resume=False)
+    assert "grades bundled-layout tasks only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="episodes.val_tasks: 3 of 3 tasks leaves none"):
+        load_tasks(cfg.model_copy(update={"episodes": EpisodesConfig(val_tasks=3)}), tmp_path / "e", False)
+
+
+def load_tasks_bundled() -> list[Task]:
+    return load_tasks()
+
+
 # -- episodes in containers ---------------------------------------------------------------------------
 
 
