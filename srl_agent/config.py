@@ -152,6 +152,11 @@ class TrainerConfig(Section):
     """Kept prompts per step (paper: 512 SRL, 128 RLVR)."""
     micro_batch_size: int = 8
     """Sequences per forward/backward (gradients accumulate over the rest)."""
+    micro_batch_tokens: int | None | Literal["auto"] = "auto"
+    """Also cap a micro-batch's padded tokens (sequences x the longest), so that long sequences go
+    fewer at a time (a sequence longer than the cap goes alone); null: `micro_batch_size` only.
+    `auto`: the stage's, 4096 for SWE RLVR (episode turns carry prompts of 2-4k tokens; 4 of them took
+    over 16 GB of activations on the CPU), none elsewhere."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (one more forward per micro-batch) instead of storing
     them: SWE prompts of 2k+ tokens otherwise hold every layer's attention for the backward (a

@@ -6,7 +6,8 @@ the stop strings its completions end at; what its `auto` config values mean; whe
 comes from. Nothing outside this module compares a task or stage name: code asks the spec.
 
 `resolve` fills every `auto` of a resolved config from the spec (`reward.similarity`,
-`generation.stop`, `generation.stop_at_step_end`, `generation.max_new_tokens`, `grpo.filter`), so
+`generation.stop`, `generation.stop_at_step_end`, `generation.max_new_tokens`, `grpo.filter`,
+`trainer.micro_batch_tokens`), so
 the `config.yaml` a run writes and `--dry-run` prints record what ran, and refuses a stage the task
 does not have with a message that says why.
 
@@ -59,6 +60,8 @@ class StageSpec:
     episodes: bool = False
     """Rollouts are whole agent episodes in environments, rewarded by the task's tests (SWE RLVR,
     `srl_agent.swe_rlvr`): the data are tasks, not step examples. Each turn is prompted as an SRL step."""
+    micro_batch_tokens: int | None = None
+    """What `trainer.micro_batch_tokens: auto` means (a cap on a micro-batch's padded tokens)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ SWE = TaskSpec(
         "srl": _SWE_SRL,
         "sft": replace(_SWE_SRL, rollouts=False),
         # the agent acts with the SRL prompts (what it was trained on); the tests give the reward
-        "rlvr": replace(_SWE_SRL, reward=None, filter="dapo", episodes=True),
+        "rlvr": replace(_SWE_SRL, reward=None, filter="dapo", episodes=True, micro_batch_tokens=4096),
     },
     # difflib needs seconds per long created file; rapidfuzz computes the exact 2M/T in microseconds
     similarity="rapidfuzz",
@@ -179,4 +182,7 @@ def resolve(cfg: C, stage: str = "srl") -> C:
     grpo = getattr(cfg, "grpo", None)
     if grpo is not None and grpo.filter == "auto":
         grpo.filter = stage_spec.filter
+    trainer = getattr(cfg, "trainer", None)
+    if trainer is not None and trainer.micro_batch_tokens == "auto":
+        trainer.micro_batch_tokens = stage_spec.micro_batch_tokens
     return cfg

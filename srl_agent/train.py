@@ -505,10 +505,7 @@ def policy_update(
     from srl_agent.policy import completion_logprobs, pack
 
     pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
-    micro = [
-        sequences[i : i + cfg.trainer.micro_batch_size]
-        for i in range(0, len(sequences), cfg.trainer.micro_batch_size)
-    ]
+    micro = micro_batches(sequences, cfg.trainer.micro_batch_size, cfg.trainer.micro_batch_tokens)
     batches = [pack([s.prompt for s in m], [s.completion for s in m], pad, device) for m in micro]
     advantages = [torch.tensor([s.advantage for s in m], dtype=torch.float32, device=device) for m in micro]
     sampler = [sampler_logprobs(m, b["mask"]) for m, b in zip(micro, batches, strict=True)]
@@ -552,6 +549,25 @@ def policy_update(
         stats["logprob_gap_mean"] = sum(g[0] for g in gaps) / max(sum(g[2] for g in gaps), 1.0)
         stats["logprob_gap_max"] = max(g[1] for g in gaps)
     return {**stats, "tokens": int(total_tokens), "sequences": len(sequences)}
+
+
+def micro_batches(sequences: list[Sequence], size: int, tokens: Any = None) -> list[list[Sequence]]:
+    """`sequences` in micro-batches of at most `size`; with a `tokens` cap, sorted by length and cut
+    so that no micro-batch pads past `tokens` (a longer sequence goes alone). The gradient is the sum
+    over micro-batches, so neither changes the update, only its memory."""
+    if not isinstance(tokens, int):
+        return [sequences[i : i + size] for i in range(0, len(sequences), size)]
+    out: list[list[Sequence]] = []
+    longest_p = longest_c = 0
+    for s in sorted(sequences, key=lambda s: (len(s.prompt), len(s.completion))):
+        p, c = max(longest_p, len(s.prompt)), max(longest_c, len(s.completion))
+        if out and len(out[-1]) < size and (len(out[-1]) + 1) * (p + c) <= tokens:
+            out[-1].append(s)
+            longest_p, longest_c = p, c
+        else:
+            out.append([s])
+            longest_p, longest_c = len(s.prompt), len(s.completion)
+    return out
 
 
 def sampler_logprobs(micro: list[Sequence], mask: Any) -> Any:

@@ -113,6 +113,34 @@ def test_concurrent_episodes_have_their_turns_generated_in_one_batch():
     assert recorder.batches == [3] and answers == {i: f"turn {i}" for i in range(3)}
 
 
+def test_a_token_cap_cuts_micro_batches_without_changing_the_update(tiny):
+    import copy
+
+    from srl_agent.train import Sequence, micro_batches
+
+    lengths = [(30, 5), (200, 10), (60, 4), (10, 2), (400, 20), (90, 8)]
+    sequences = [
+        Sequence([1 + k % 90 for k in range(p)], [1 + k % 90 for k in range(c)], (-1.0) ** i)
+        for i, (p, c) in enumerate(lengths)
+    ]
+    cut = micro_batches(sequences, size=8, tokens=256)
+    assert sorted(map(id, (s for m in cut for s in m))) == sorted(map(id, sequences))
+    for m in cut:  # padded to the longest prompt plus the longest completion
+        width = max(len(s.prompt) for s in m) + max(len(s.completion) for s in m)
+        assert len(m) == 1 or len(m) * width <= 256
+    assert [len(m) for m in micro_batches(sequences, size=4)] == [4, 2]  # no cap: by count, in order
+
+    model, _, _ = tiny
+    updated = []
+    for tokens in (None, 256):
+        net = copy.deepcopy(model)
+        cfg = TrainConfig(trainer={"micro_batch_tokens": tokens})
+        policy_update(cfg, net, None, torch.optim.SGD(net.parameters(), lr=1.0), sequences)
+        updated.append(dict(net.named_parameters()))
+    for name, p in updated[0].items():
+        torch.testing.assert_close(p, updated[1][name], atol=1e-5, rtol=1e-4)
+
+
 def test_tasks_come_from_the_sources_evaluation_reads_and_a_resumed_run_keeps_its_split(tmp_path, capsys):
     from environments.tasks.bundled import TASKS_DIR, write_dataset
     from srl_agent.swe_rlvr import load_tasks
