@@ -164,7 +164,10 @@ class BatchedPolicy:
     def _generate(self, batch: list[_Request]) -> list[Turn | BaseException]:
         started = time.perf_counter()
         try:
-            return list(self.policy.act_batch([r.example for r in batch]))
+            turns = list(self.policy.act_batch([r.example for r in batch]))
+            if len(turns) != len(batch):
+                raise RuntimeError(f"the policy answered {len(turns)} of {len(batch)} turns")
+            return turns
         except Exception as e:  # noqa: BLE001 - every turn of the batch fails with the model's error
             return [e] * len(batch)
         finally:
