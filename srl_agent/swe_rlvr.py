@@ -180,7 +180,17 @@ class EpisodeRunner:
         started, generated, batches = time.perf_counter(), self.policy.seconds, len(self.policy.batches)
 
         def sample(tasks: list[TaskInstance]) -> list[EpisodeGroup]:
-            return self.groups(tasks, grpo.group_size)
+            round_started = time.perf_counter()
+            groups = self.groups(tasks, grpo.group_size)
+            stats = episode_stats(groups)
+            print(
+                f"  episodes: {stats['episodes']} of {len(tasks)} tasks in "
+                f"{time.perf_counter() - round_started:.0f} s, {stats['resolved']} resolved, "
+                f"{stats['masked_episodes']} masked, exits {stats['exit_statuses']}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return groups
 
         kept, sampled, rounds = rollouts.dynamic_sampling(stream, batch_size, sample, grpo)
         return CollectedEpisodes(
