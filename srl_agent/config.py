@@ -267,8 +267,10 @@ class TrainConfig(Section):
     episodes: EpisodesConfig = Field(default_factory=EpisodesConfig)
     """SWE RLVR: the tasks and their grading."""
     rlvr_overrides: list[str] = Field(default_factory=list)
-    """`stage: srl+rlvr` only: KEY=VALUE overrides for the RLVR stage, applied after everything else
-    (the paper trains RLVR with another batch size: `[trainer.batch_size=128, trainer.steps=50]`)."""
+    """KEY=VALUE overrides for the RLVR stage, applied after everything else, in `stage: srl+rlvr`
+    and in `stage: rlvr` (the paper trains RLVR with another batch size: `[trainer.batch_size=128,
+    trainer.steps=50]`; SWE RLVR reads tasks where SRL reads trajectories); other stages ignore them,
+    so one config file serves every stage."""
 
 
 class EvalSection(Section):

@@ -85,8 +85,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     overrides = [f"task={args.task}"] + ([f"stage={args.stage}"] if args.stage else []) + args.overrides
     cfg = resolve_config(TrainConfig, args.config, overrides)
     if cfg.stage != SRL_THEN_RLVR:
-        if cfg.rlvr_overrides:
-            raise ConfigError(f"rlvr_overrides: only --stage {SRL_THEN_RLVR} has an RLVR stage to override")
+        if cfg.stage == "rlvr" and cfg.rlvr_overrides:  # what differs for RLVR applies to it alone too
+            more = ["rlvr_overrides=[]", *cfg.rlvr_overrides]
+            cfg = resolve_config(TrainConfig, args.config, overrides + more)
         return args, [resolve(cfg)]
     run_dir = Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
 

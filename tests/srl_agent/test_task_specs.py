@@ -4,6 +4,7 @@ the Reward Protocol, masked samples left out of GRPO's groups, `--dry-run` expla
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,3 +129,20 @@ def test_dry_run_explains_every_field_and_loads_back_to_the_config():
     assert yaml.safe_load(explained) == yaml.safe_load(dump_config(cfg))
     assert "# Strings that end a completion" in explained and "# G rollouts per prompt" in explained
     assert any(line.startswith("    # ") for line in explained.splitlines())  # data.build.* too
+
+
+def test_rlvr_overrides_apply_to_the_rlvr_stage_alone_or_after_srl_and_nowhere_else():
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    paper = ["--task", "swe", "--config", str(configs / "paper_swe_qwen2.5-coder-7b.yaml")]
+    _, (srl,) = parse_args(paper)
+    _, (rlvr,) = parse_args([*paper, "--stage", "rlvr"])
+    _, (first, second) = parse_args([*paper, "--stage", "srl+rlvr"])
+    assert srl.data.source == first.data.source == "SWE-bench/SWE-smith-trajectories"
+    assert srl.trainer.batch_size == first.trainer.batch_size == 512
+    for cfg in (rlvr, second):  # RLVR acts on tasks, with its own batch
+        assert (cfg.data.source, cfg.trainer.batch_size, cfg.grpo.filter) == (
+            "SWE-bench/SWE-smith",
+            128,
+            "dapo",
+        )
+        assert cfg.rlvr_overrides == [] and cfg.trainer.micro_batch_tokens == 4096
