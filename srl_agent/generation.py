@@ -12,7 +12,7 @@ completion before its end-of-turn token:
   which the similarity reward counts against it. The tokens that showed the next step beginning
   stay in the completion's token ids (they were sampled; training sees what was sampled), the text
   stops before them (it is what the reward scores).
-vLLM arrives behind the same Protocol with its own issue (`make_generator` picks the backend).
+`make_generator` picks the backend: this one, or vLLM (`srl_agent.vllm_generation`).
 """
 
 from __future__ import annotations
@@ -186,8 +186,11 @@ def make_generator(
     if cfg.stop == "auto" or cfg.stop_at_step_end == "auto":
         raise ValueError("generation has `auto` values: resolve the config with srl_agent.tasks.resolve")
     stop = StopRule(tuple(cfg.stop), cfg.stop_at_step_end, prefill)
-    backends = {"hf": HFGenerator}
-    return backends[cfg.backend](model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, stop, cfg.top_k)
+    if cfg.backend == "vllm":  # an engine with its own copy of the weights (the trainer syncs them)
+        from srl_agent.vllm_generation import VLLMGenerator
+
+        return VLLMGenerator.for_model(model, tokenizer, cfg, compute_dtype, stop)
+    return HFGenerator(model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, stop, cfg.top_k)
 
 
 class _StepEndCriteria:
