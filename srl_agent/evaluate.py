@@ -148,8 +148,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     """The mean step reward and format-error rate of `cfg.model` on the `cfg.eval.split` examples."""
     import torch
 
+    from srl_agent.backends import make_generator
     from srl_agent.data import load_splits
-    from srl_agent.generation import make_generator
     from srl_agent.models import device_of, load_model_and_tokenizer
     from srl_agent.prompts import PromptCache
     from srl_agent.rollouts import evaluate_examples

@@ -12,7 +12,7 @@ completion before its end-of-turn token:
   which the similarity reward counts against it. The tokens that showed the next step beginning
   stay in the completion's token ids (they were sampled; training sees what was sampled), the text
   stops before them (it is what the reward scores).
-`make_generator` picks the backend: this one, or vLLM (`srl_agent.vllm_generation`).
+`srl_agent.backends.make_generator` picks the backend: this one, or vLLM (`srl_agent.vllm_generation`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from typing import Any
 
 import torch
 
-from srl_agent.config import GenerationConfig
 from srl_agent.policy import autocast
-from srl_agent.protocols import Completion, Generator
+from srl_agent.protocols import Completion
 from srl_agent.rewards import THINK_CLOSE
 from trajectories.math_steps import step_end
 
@@ -176,21 +175,6 @@ def stop_cut(tokenizer: Any, ids: list[int], stop: StopRule) -> int | None:
         mid = (low + high) // 2
         low, high = (low, mid) if holds(mid) else (mid + 1, high)
     return low
-
-
-def make_generator(
-    model: Any, tokenizer: Any, cfg: GenerationConfig, compute_dtype: str, prefill: str = ""
-) -> Generator:
-    """The generator `cfg.backend` names, with the stop rule of the resolved `cfg` (see
-    `tasks.resolve`); `prefill` is the text the prompts put at the start of the policy's turn."""
-    if cfg.stop == "auto" or cfg.stop_at_step_end == "auto":
-        raise ValueError("generation has `auto` values: resolve the config with srl_agent.tasks.resolve")
-    stop = StopRule(tuple(cfg.stop), cfg.stop_at_step_end, prefill)
-    if cfg.backend == "vllm":  # an engine with its own copy of the weights (the trainer syncs them)
-        from srl_agent.vllm_generation import VLLMGenerator
-
-        return VLLMGenerator.for_model(model, tokenizer, cfg, compute_dtype, stop)
-    return HFGenerator(model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, stop, cfg.top_k)
 
 
 class _StepEndCriteria:

@@ -227,7 +227,7 @@ class Responder:
     """The model's responses to problems, batched through the Generator seam, with the RLVR prompt."""
 
     def __init__(self, cfg: EvalConfig):
-        from srl_agent.generation import make_generator
+        from srl_agent.backends import make_generator
         from srl_agent.models import device_of, load_model_and_tokenizer
         from srl_agent.prompts import PromptCache
         from srl_agent.tasks import task_spec

@@ -214,7 +214,7 @@ class ModelResponder:
     is many edits; it ends at the end of the turn or at `swe.oracle_max_new_tokens`)."""
 
     def __init__(self, cfg: EvalConfig, model: str) -> None:
-        from srl_agent.generation import make_generator
+        from srl_agent.backends import make_generator
         from srl_agent.models import device_of, load_model_and_tokenizer
         from srl_agent.policies import context_length
 

@@ -134,8 +134,8 @@ def train_stage(cfg: TrainConfig) -> None:
 
     from srl_agent import checkpoint as ckpt
     from srl_agent import swe_rlvr
+    from srl_agent.backends import make_generator
     from srl_agent.data import DataStream
-    from srl_agent.generation import make_generator
     from srl_agent.models import load_policy, load_reference
     from srl_agent.prompts import PromptCache
 

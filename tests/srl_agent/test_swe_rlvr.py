@@ -26,6 +26,7 @@ from environments.grading import GradeResult
 from environments.pool import EnvironmentPool
 from environments.replay import load_trajectory
 from environments.tasks.bundled import Task, build_images, load_tasks
+from srl_agent.backends import make_generator
 from srl_agent.config import (
     AgentConfig,
     EpisodesConfig,
@@ -35,7 +36,6 @@ from srl_agent.config import (
     TrainConfig,
 )
 from srl_agent.data import DataStream
-from srl_agent.generation import make_generator
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policies import BatchedPolicy, ModelPolicy, ReplayPolicy
 from srl_agent.prompts import PromptCache
