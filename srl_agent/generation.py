@@ -17,6 +17,7 @@ completion before its end-of-turn token:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,13 @@ class HFGenerator:
 
     The per-token log-probabilities are `generate`'s own scores (after temperature and top-p)
     normalised over the vocabulary: the distribution each token was drawn from.
+
+    With `share_prefill` (the default), the `n` completions of a prompt share one prefill of it
+    (`shared_prefill`) instead of `generate` prefilling each of the `n` copies: for 4 rollouts of 64
+    tokens from a 2,000-token SWE step on 2 CPU cores, the 4 prefills were more than half of the time
+    (bench/bench_prefill_sharing.py: 2x faster shared). Both ways give the same completions and
+    log-probabilities up to float rounding; `share_prefill=False` keeps `generate`'s own expansion
+    (`num_return_sequences=n`) for comparison.
     """
 
     def __init__(
@@ -83,11 +91,13 @@ class HFGenerator:
         compute_dtype: str = "float32",
         stop: StopRule | None = None,
         top_k: int = 0,
+        share_prefill: bool = True,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.top_p, self.top_k, self.compute_dtype = batch_size, top_p, top_k, compute_dtype
         self.stop_ids = stop_token_ids(tokenizer)
         self.stop = stop if stop is not None else StopRule()
+        self.share_prefill = share_prefill
 
     @torch.no_grad()
     def generate(
@@ -121,14 +131,9 @@ class HFGenerator:
             criteria = (
                 [_StepEndCriteria(self.stop, self.tokenizer, ids.shape[1])] if self.stop.step_end else None
             )
+            stopping = StoppingCriteriaList(criteria) if criteria else None
             with autocast(self.model.device, self.compute_dtype):
-                generated = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=attn,
-                    generation_config=config,
-                    tokenizer=self.tokenizer,
-                    stopping_criteria=StoppingCriteriaList(criteria) if criteria else None,
-                )
+                generated = self._generate(ids, attn, n, config, stopping)
             logprobs = self.model.compute_transition_scores(
                 generated.sequences, generated.scores, normalize_logits=True
             ).tolist()
@@ -139,6 +144,23 @@ class HFGenerator:
                 )
         self.model.train(was_training)
         return out
+
+    def _generate(self, ids: torch.Tensor, attn: torch.Tensor, n: int, config: Any, stopping: Any) -> Any:
+        """`generate` on left-padded prompts [B, W]: sequences [B * n, W + new], row i * n + k the k-th
+        completion of prompt i, with `config`'s scores."""
+        kwargs = {"tokenizer": self.tokenizer, "stopping_criteria": stopping}
+        if not (self.share_prefill and n > 1 and ids.shape[1] > 1):
+            return self.model.generate(input_ids=ids, attention_mask=attn, generation_config=config, **kwargs)
+        once = copy.deepcopy(config)
+        once.num_return_sequences = 1  # the rows are the copies already
+        # generate reads the cache's length and runs only the last prompt token, then decodes
+        return self.model.generate(
+            input_ids=ids.repeat_interleave(n, dim=0),
+            attention_mask=attn.repeat_interleave(n, dim=0),
+            past_key_values=shared_prefill(self.model, ids, attn, n),
+            generation_config=once,
+            **kwargs,
+        )
 
     def _completion(self, tokens: list[int], logprobs: list[float], max_new_tokens: int) -> Completion:
         stop = next((k for k, t in enumerate(tokens) if t in self.stop_ids), None)
@@ -175,6 +197,31 @@ def stop_cut(tokenizer: Any, ids: list[int], stop: StopRule) -> int | None:
         mid = (low + high) // 2
         low, high = (low, mid) if holds(mid) else (mid + 1, high)
     return low
+
+
+def shared_prefill(model: Any, ids: torch.Tensor, attn: torch.Tensor, n: int) -> Any:
+    """The KV cache of left-padded prompts [B, W] but their last token, computed once per prompt and
+    repeated `n` times along the batch (row i * n + k holds prompt i): `generate` given it with the
+    prompts repeated the same way runs only the last prompt token before decoding, which is what
+    `num_return_sequences=n` would do after prefilling every prompt `n` times.
+
+    Positions are `generate`'s own for left padding (counted from each prompt's first real token), so
+    the cache is the one its prefill would build. Needs W > 1: the last token is left to `generate`,
+    which takes its logits from it."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    model(
+        input_ids=ids[:, :-1],
+        attention_mask=attn[:, :-1],
+        position_ids=positions[:, :-1],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the logits are not used: skip the [B, W, vocab] projection
+    )
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 class _StepEndCriteria:
