@@ -131,7 +131,7 @@ def episode_stats(groups: list[EpisodeGroup]) -> dict[str, Any]:
         valid = [s.reward for s in g.scores if s.masked is None]
         if not valid:
             infrastructure_failed.append(g.task.instance_id)
-        elif len(set(valid)) == 1 or len(valid) < 2:
+        elif len(set(valid)) == 1:  # one value, as a single valid reward is too
             filtered["all_right" if valid[0] >= 1.0 else "all_wrong"].append(g.task.instance_id)
     reasons = Counter(r.score.masked.split(":")[0] for r in episodes if r.score.masked is not None)
     return {
