@@ -41,10 +41,15 @@ summary.json stay under `--out`; a run takes 10-15 minutes on 2 cores.
 On a machine shared with other jobs the wall seconds follow their load: compare the CPU seconds, run
 with `--threads 1` (with 2 threads and a load above the core count, OpenMP's threads spin waiting for
 each other: srl-agent's generation took 97 s instead of 20 s), and swap `--order` to see the drift.
-Measured so (AMD EPYC, 2 cores, `--threads 1`, load 3-8 from other jobs; torch 2.13, transformers 5.19,
-trl 1.16), four runs, both orders: srl-agent 40-48 CPU s per step, TRL 59-64, 1.33-1.47x (wall 1.1-1.9x,
-following the load); peak RSS 7.2-7.5 GB against 9.1-9.8 GB, 0.74-0.82x. With `--gradient-checkpointing`:
-50 against 65 CPU s (1.30x), 4.66 against 6.13 GB (0.76x).
+Measured so (AMD EPYC, 2 cores, `--threads 1`; torch 2.13, transformers 5.19, trl 1.16):
+- before the shared prompt (each of the G rows ran the 232-token prompt in the update, and `generate`
+  prefilled it G times), four runs, both orders, load 3-8 from other jobs: srl-agent 40-48 CPU s per
+  step, TRL 59-64, 1.33-1.47x (wall 1.1-1.9x, following the load); peak RSS 7.2-7.5 GB against
+  9.1-9.8 GB, 0.74-0.82x. With `--gradient-checkpointing`: 50 against 65 CPU s (1.30x), 4.66 against
+  6.13 GB (0.76x);
+- with it (one prefill per prompt in generation, one prompt pass per micro-batch in the update), load
+  0.7-1.4: srl-agent 18.9 CPU s per step (generation 9.7, update 9.2), TRL 58.2 (14.3, 43.9): 3.08x
+  (wall 3.42x); peak RSS 4.23 against 9.14 GB, 0.46x.
 """
 
 from __future__ import annotations

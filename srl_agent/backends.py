@@ -30,4 +30,6 @@ def make_generator(
         from srl_agent.vllm_generation import VLLMGenerator
 
         return VLLMGenerator.for_model(model, tokenizer, cfg, compute_dtype, stop)
-    return HFGenerator(model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, stop, cfg.top_k)
+    return HFGenerator(
+        model, tokenizer, cfg.batch_size, cfg.top_p, compute_dtype, stop, cfg.top_k, cfg.share_prefill
+    )

@@ -104,6 +104,9 @@ class GenerationConfig(Section):
     the full distribution). Unset, transformers would cut at its default of 50."""
     batch_size: int = 32
     """Sequences per generate() call."""
+    share_prefill: bool = True
+    """`hf`: the G completions of a prompt share one prefill of it (false: `generate` prefills every
+    copy, the old path, kept to measure against; vLLM shares prefixes through its prefix cache)."""
     stop: list[str] | Literal["auto"] = "auto"
     """Strings that end a completion (kept in it). `auto`: the task's, `</function>` for SWE (the
     contract allows one tool call and nothing after it; text after the call would be a format error)

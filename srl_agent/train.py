@@ -50,6 +50,7 @@ RESUMABLE_CHANGES = {
     "trainer.tensorboard",
     "trainer.wandb",
     "trainer.gradient_checkpointing",  # memory for compute; the update is the same
+    "generation.share_prefill",  # the same completions, faster
 }
 
 
@@ -521,7 +522,10 @@ def policy_update(
 
     pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
     micro = micro_batches(sequences, cfg.trainer.micro_batch_size, cfg.trainer.micro_batch_tokens)
-    batches = [pack([s.prompt for s in m], [s.completion for s in m], pad, device) for m in micro]
+    # a group's rollouts share their prompt: run it once per micro-batch (the KV cache that needs is
+    # what gradient checkpointing drops, so a checkpointed model keeps the plain layout)
+    share = not getattr(model, "is_gradient_checkpointing", False)
+    batches = [pack([s.prompt for s in m], [s.completion for s in m], pad, device, share) for m in micro]
     advantages = [torch.tensor([s.advantage for s in m], dtype=torch.float32, device=device) for m in micro]
     sampler = [sampler_logprobs(m, b["mask"]) for m, b in zip(micro, batches, strict=True)]
     total_tokens = float(sum(len(s.completion) for s in sequences))

@@ -208,3 +208,34 @@ def test_generator_ends_completions_where_the_step_ends():
         else:
             assert c.truncated or c.token_ids[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert ended >= 2
+
+
+def test_shared_prompts_give_the_plain_layouts_logprobs_and_gradient():
+    """A prompt repeated in a micro-batch runs once, its KV cache indexed out to its rows: the
+    log-probs and the gradient are those of running every row in full."""
+    model, tokenizer = load_model_and_tokenizer("tiny-random")
+    prompts = [[1, 40, 41, 42, 43, 44]] * 3 + [[1, 50]] * 2 + [[1, 60, 61]]
+    completions = [[60, 61], [70, 71, 72, 2], [80], [90, 91, 92], [93], [94, 95]]
+    plain = pack(prompts, completions, tokenizer.pad_token_id, "cpu")
+    shared = pack(prompts, completions, tokenizer.pad_token_id, "cpu", share_prompts=True)
+    assert "rows" in shared and shared["prompt_ids"].shape[0] == 3
+    assert shared["rows"].tolist() == [0, 0, 0, 1, 1, 2]
+    assert torch.equal(shared["mask"], plain["mask"])
+    weights = torch.randn(plain["mask"].shape)
+    results = []
+    for batch in (plain, shared):
+        model.zero_grad(set_to_none=True)
+        logp = completion_logprobs(model, batch, temperature=0.7)
+        (logp * weights * batch["mask"]).sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((logp.detach() * batch["mask"], grads))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
+    assert results[0][1].abs().sum() > 0
+    # distinct prompts keep the plain layout; a one-token completion needs no completion pass
+    assert "rows" not in pack(prompts[2:4], completions[2:4], 0, "cpu", share_prompts=True)
+    one = pack([[1, 40]] * 2, [[7], [8]], 0, "cpu", share_prompts=True)
+    with torch.no_grad():
+        assert torch.allclose(
+            completion_logprobs(model, one), completion_logprobs(model, pack([[1, 40]] * 2, [[7], [8]], 0, "cpu"))
+        )
