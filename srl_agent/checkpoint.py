@@ -24,9 +24,15 @@ STATE_FILE = "trainer_state.pt"
 
 
 def save_checkpoint(
-    folder: Path, model: Any, tokenizer: Any, trainer_state: dict[str, Any] | None, info: dict[str, Any]
+    folder: Path,
+    model: Any,
+    tokenizer: Any,
+    trainer_state: dict[str, Any] | None,
+    info: dict[str, Any],
+    weights: dict[str, Any] | None = None,
 ) -> Path:
-    """Atomically write a checkpoint to `folder` (model + tokenizer, optional trainer state, info JSON)."""
+    """Atomically write a checkpoint to `folder` (model + tokenizer, optional trainer state, info JSON);
+    `weights`: the model's full state dict when the model itself holds only a shard of it."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the per-shard bar is noise in a training log
@@ -35,7 +41,9 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(
+            tmp, safe_serialization=True, **({} if weights is None else {"state_dict": weights})
+        )
         tokenizer.save_pretrained(tmp)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_FILE)

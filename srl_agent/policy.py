@@ -14,7 +14,7 @@ and only the completions run per row. The log-probs and the gradient are those o
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -25,13 +25,15 @@ def pack(
     completions: list[list[int]],
     pad_id: int,
     device: Any,
-    share_prompts: bool = False,
+    share_prompts: bool | Literal["always"] = False,
 ) -> dict[str, Tensor]:
     """Token lists -> input_ids, attention_mask, position_ids [N, P+T] and completion mask [N, T].
 
     With `share_prompts` and a prompt repeated in the batch, the shared layout instead (see
-    `_pack_shared`); `completion_logprobs` reads either."""
-    if share_prompts and len({tuple(p) for p in prompts}) < len(prompts):
+    `_pack_shared`), and with "always" even when no prompt repeats (a sharded model's ranks must
+    run the same passes: one layout for every micro-batch); `completion_logprobs` reads either."""
+    repeated = len({tuple(p) for p in prompts}) < len(prompts)
+    if share_prompts == "always" or (share_prompts and repeated):
         return _pack_shared(prompts, completions, pad_id, device)
     n = len(prompts)
     width_p = max(len(p) for p in prompts)
@@ -67,7 +69,7 @@ def _pack_shared(
     unique = [list(p) for p in distinct]
     prompt = pack(unique, [[]] * len(unique), pad_id, "cpu")
     width_p = prompt["input_ids"].shape[1] - 1  # pack leaves one completion column; drop it
-    width_c = max(max(len(c) for c in completions), 1)
+    width_c = max(max(len(c) for c in completions), 2)  # >= 2: always a completion pass
     index = torch.tensor(rows, dtype=torch.long)
     ids = torch.full((len(prompts), width_c), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width_c), dtype=torch.float32)
@@ -139,8 +141,6 @@ def _shared_prompt_logits(model: Any, batch: dict[str, Tensor], compute_dtype: s
             use_cache=True,
             logits_to_keep=1,
         ).logits[batch["rows"]]
-        if width_c == 1:
-            return first, completions
         cache.reorder_cache(batch["rows"])
         rest = model(
             input_ids=completions[:, :-1],

@@ -23,6 +23,7 @@ import torch
 from srl_agent import grpo
 from srl_agent.config import GRPOConfig
 from srl_agent.data import DataStream
+from srl_agent.distributed import ONE_PROCESS, World
 from srl_agent.protocols import Completion, Generator, Reward, Scored
 from trajectories.record import StepExample
 
@@ -104,8 +105,10 @@ def collect_groups(
     cfg: GRPOConfig,
     max_new_tokens: int,
     temperature: float,
+    world: World = ONE_PROCESS,
 ) -> Collected:
-    """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran.
+    """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran
+    (on several ranks: this rank's groups, `batch_size` counted over all ranks).
 
     `cfg.filter` must be resolved (not `auto`: see `srl_agent.tasks.resolve`).
     """
@@ -116,7 +119,7 @@ def collect_groups(
             examples, prompts, generator, reward, cfg.group_size, max_new_tokens, temperature, timings
         )
 
-    kept, sampled, rounds = dynamic_sampling(stream, batch_size, sample, cfg)
+    kept, sampled, rounds = dynamic_sampling(stream, batch_size, sample, cfg, world)
     return Collected(kept, sampled, rounds, timings.get("generation", 0.0), timings.get("reward", 0.0))
 
 
@@ -131,27 +134,37 @@ G = TypeVar("G", bound=Judged)
 
 
 def dynamic_sampling(
-    stream: DataStream, batch_size: int, sample: Callable[[list[Any]], list[G]], cfg: GRPOConfig
+    stream: DataStream,
+    batch_size: int,
+    sample: Callable[[list[Any]], list[G]],
+    cfg: GRPOConfig,
+    world: World = ONE_PROCESS,
 ) -> tuple[list[G], list[G], int]:
     """The paper's dynamic sampling, for any kind of group: `sample` the groups of the next items of
     `stream`, keep those the filter passes (their advantages set), and sample again for the items
     still missing until `batch_size` are kept or `cfg.max_sampling_rounds` ran.
 
-    Returns (kept, every group sampled, rounds).
+    On several ranks every rank draws the same items from its copy of the stream and samples its
+    `world.shard` of them; the kept count is summed over the ranks, so all run the same rounds and
+    `batch_size` is the batch of all ranks together.
+
+    Returns (this rank's kept groups, every group it sampled, rounds).
     """
     keep_fn = grpo.FILTERS[cfg.filter]
     advantage_fn = grpo.ADVANTAGES[cfg.advantage]
     kept: list[G] = []
     sampled: list[G] = []
-    rounds = 0
-    while len(kept) < batch_size and rounds < max(1, cfg.max_sampling_rounds):
+    rounds = total_kept = 0
+    while total_kept < batch_size and rounds < max(1, cfg.max_sampling_rounds):
         rounds += 1
-        groups = sample(stream.take(batch_size - len(kept)))
+        mine = world.shard(stream.take(batch_size - total_kept))
+        groups = sample(mine) if mine else []
         sampled += groups
         for g, k, adv in zip(groups, *judge(groups, keep_fn, advantage_fn, cfg), strict=True):
             if k:
                 g.advantages = adv
                 kept.append(g)
+        total_kept = int(world.sum(len(kept)))
     return kept, sampled, rounds
 
 
@@ -219,11 +232,15 @@ def evaluate_examples(
                 "truncated": comps[0].truncated,
             }
         )
+    return Evaluation(summarize(rows), rows)
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The means of `evaluate_examples` rows (of one process or gathered from several)."""
     n = max(len(rows), 1)
-    summary = {
+    return {
         "reward_mean": sum(r["reward"] for r in rows) / n,
         "format_error_rate": sum(r["format_error"] is not None for r in rows) / n,
         "truncated_rate": sum(r["truncated"] for r in rows) / n,
         "examples": len(rows),
     }
-    return Evaluation(summary, rows)

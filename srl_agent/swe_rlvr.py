@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srl_agent import rollouts
+from srl_agent.distributed import ONE_PROCESS, World
 from srl_agent.protocols import Scored
 
 if TYPE_CHECKING:
@@ -174,9 +175,12 @@ class EpisodeRunner:
         self.policy, self.pool, self.agent, self.build = policy, pool, agent, build
         self.env_cfg, self.cfg, self.work_dir = env_cfg, episodes, work_dir
 
-    def collect(self, stream: DataStream, batch_size: int, grpo: GRPOConfig) -> CollectedEpisodes:
+    def collect(
+        self, stream: DataStream, batch_size: int, grpo: GRPOConfig, world: World = ONE_PROCESS
+    ) -> CollectedEpisodes:
         """Dynamic sampling over tasks: groups of `grpo.group_size` episodes until `batch_size` tasks
-        are kept (or `grpo.max_sampling_rounds` ran)."""
+        are kept (or `grpo.max_sampling_rounds` ran); on several ranks, this rank's share of the tasks
+        and `batch_size` counted over all ranks."""
         started, generated, batches = time.perf_counter(), self.policy.seconds, len(self.policy.batches)
 
         def sample(tasks: list[TaskInstance]) -> list[EpisodeGroup]:
@@ -192,7 +196,7 @@ class EpisodeRunner:
             )
             return groups
 
-        kept, sampled, rounds = rollouts.dynamic_sampling(stream, batch_size, sample, grpo)
+        kept, sampled, rounds = rollouts.dynamic_sampling(stream, batch_size, sample, grpo, world)
         return CollectedEpisodes(
             kept,
             sampled,

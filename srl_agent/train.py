@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
+import os
 import random
 import shutil
 import sys
@@ -33,6 +35,7 @@ from typing import Any
 import yaml
 
 from srl_agent.config import OptimConfig, TrainConfig
+from srl_agent.distributed import ONE_PROCESS, World
 from srl_agent.tasks import TASKS, StageSpec, resolve, task_spec
 from trajectories.config import (
     ConfigError,
@@ -130,50 +133,69 @@ def stage_result(run_dir: Path) -> Path:
 
 
 def train_stage(cfg: TrainConfig) -> None:
-    """Train one resolved stage to `trainer.steps` in its run folder (resuming checkpoints/last)."""
+    """Train one resolved stage to `trainer.steps` in its run folder (resuming checkpoints/last), on
+    this process or, launched by torchrun, on all its ranks (`srl_agent.distributed`)."""
+    from srl_agent.distributed import init_world
+
+    world = init_world()
+    with contextlib.ExitStack() as closing:  # SWE RLVR's environments: removed however the run ends
+        if not world.main:  # one rank reports; the others' stdout would repeat it
+            closing.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
+        run, last = setup_run(cfg, world, closing)
+        train_run(run, last)
+
+
+def setup_run(cfg: TrainConfig, world: World, closing: contextlib.ExitStack) -> tuple[Run, Path | None]:
+    """The run folder, data, model, optimizer and generator of a stage, and checkpoints/last if the
+    run resumes. Rank 0 makes the folder and writes the data split; the others wait and read it."""
     import torch
 
     from srl_agent import checkpoint as ckpt
     from srl_agent import swe_rlvr
     from srl_agent.backends import make_generator
     from srl_agent.data import DataStream
+    from srl_agent.distributed import shard_model
     from srl_agent.models import load_policy, load_reference
     from srl_agent.prompts import PromptCache
 
     stage = task_spec(cfg.task).stage(cfg.stage)
-    run_dir = prepare_run_dir(cfg)
+    run_dir = prepare_run_dir(cfg) if world.main else Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
+    world.barrier()
     random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + world.rank)  # each rank samples its own completions
     last = ckpt.find_checkpoint(run_dir / "checkpoints" / "last") if cfg.trainer.resume else None
     load = swe_rlvr.load_tasks if stage.episodes else load_examples
-    train_examples, val_examples = load(cfg, run_dir, resume=last is not None)
+    if world.main:
+        train_examples, val_examples = load(cfg, run_dir, resume=last is not None)
+    world.barrier()
+    if not world.main:
+        train_examples, val_examples = load(cfg, run_dir, resume=True)
     model, tokenizer = load_policy(cfg.model, cfg.seed, last, cfg.trainer.gradient_checkpointing)
+    model = shard_model(model, world)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
     prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
     generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)
-    with contextlib.ExitStack() as closing:  # SWE RLVR's environments: removed however the run ends
-        run = Run(
-            cfg=cfg,
-            run_dir=run_dir,
-            model=model,
-            tokenizer=tokenizer,
-            reference=load_reference(cfg.model, cfg.seed)
-            if cfg.grpo.kl_coef > 0 and stage.rollouts
-            else None,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            stream=DataStream(train_examples, cfg.seed),
-            val_examples=val_examples,
-            prompts=prompts,
-            generator=generator,
-            reward=stage.reward(cfg.reward, cfg.prompt.prefill) if stage.reward else None,
-            stage=stage,
+    run = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        reference=load_reference(cfg.model, cfg.seed) if cfg.grpo.kl_coef > 0 and stage.rollouts else None,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        stream=DataStream(train_examples, cfg.seed),
+        val_examples=val_examples,
+        prompts=prompts,
+        generator=generator,
+        reward=stage.reward(cfg.reward, cfg.prompt.prefill) if stage.reward else None,
+        stage=stage,
+        world=world,
+    )
+    if stage.episodes:
+        run.episodes, run.val_episodes = swe_rlvr.make_runners(
+            cfg, run_dir, model, generator, prompts, closing
         )
-        if stage.episodes:
-            run.episodes, run.val_episodes = swe_rlvr.make_runners(
-                cfg, run_dir, model, generator, prompts, closing
-            )
-        train_run(run, last)
+    return run, last
 
 
 def train_run(run: Run, last: Path | None) -> None:
@@ -184,13 +206,17 @@ def train_run(run: Run, last: Path | None) -> None:
     if last is not None:
         restore(run, last)
     sync_weights(run)  # an engine starts from the model's files: give it the weights training starts from
-    log = RunLog(
-        run.run_dir,
-        run.state["step"] if last is not None else -1,
-        cfg.trainer.tensorboard,
-        cfg.trainer.wandb,
-        cfg.trainer.wandb_project,
-        cfg.model_dump(mode="json"),
+    log = (
+        RunLog(
+            run.run_dir,
+            run.state["step"] if last is not None else -1,
+            cfg.trainer.tensorboard,
+            cfg.trainer.wandb,
+            cfg.trainer.wandb_project,
+            cfg.model_dump(mode="json"),
+        )
+        if run.world.main
+        else NullLog()
     )
 
     if run.state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
@@ -205,7 +231,8 @@ def train_run(run: Run, last: Path | None) -> None:
             if row["step"] == cfg.trainer.steps or row["step"] % max(cfg.trainer.save_every, 1) == 0:
                 save_last(run)
     log.close()
-    report(run, log.path)
+    if run.world.main:
+        report(run, log.path)
 
 
 @dataclass
@@ -230,6 +257,18 @@ class Run:
     """SWE RLVR: the `swe_rlvr.EpisodeRunner` that samples episodes (None for step-example stages)."""
     val_episodes: Any = None
     """SWE RLVR: the one that runs greedy validation episodes."""
+    world: World = field(default_factory=World)
+    """This process's rank among the training processes (`srl_agent.distributed`)."""
+
+
+class NullLog:
+    """The metrics log of a rank other than 0: rank 0 writes the one log."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def train_step(run: Run) -> dict[str, Any]:
@@ -247,58 +286,95 @@ def train_step(run: Run) -> dict[str, Any]:
     return row
 
 
+def generation_weights(run: Run) -> contextlib.AbstractContextManager:
+    """While a sharded model's ranks generate: its full weights on each rank when the generator
+    samples from the policy itself (HF); nothing when it holds its own copy (a vLLM engine)."""
+    from srl_agent.distributed import gathered
+
+    return contextlib.nullcontext() if hasattr(run.generator, "update_weights") else gathered(run.model)
+
+
 def sync_weights(run: Run) -> dict[str, float]:
     """Hand the policy's current weights to a generator that holds its own copy (vLLM), in memory;
     the HF generator samples from the policy itself and needs nothing."""
+    from srl_agent.distributed import gathered
+
     update = getattr(run.generator, "update_weights", None)
     if update is None:
         return {}
     started = time.perf_counter()
-    update(run.model)
+    with gathered(run.model):  # a sharded model's full weights, for this rank's engine
+        update(run.model)
     return {"seconds_weight_sync": time.perf_counter() - started}
 
 
 def validate(run: Run, step: int) -> dict[str, float]:
     """Held-out metrics (`val_*`); saves checkpoints/best when the step reward is the best so far."""
-    from srl_agent.checkpoint import save_checkpoint
-
-    if run.val_episodes is not None:
-        summary = run.val_episodes.validate(run.val_examples)
-    else:
-        summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward)
+    world = run.world
+    with generation_weights(run):
+        if run.val_episodes is not None:  # agent episodes on rank 0 alone, its summary for every rank
+            summary = run.val_episodes.validate(run.val_examples) if world.main else {}
+            summary = world.gather(summary)[0]
+        else:
+            summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward, world)
     best = run.state["best_val"]
     value = summary.get("val_reward_mean")  # None when no validation episode could be scored
     if value is not None and run.cfg.trainer.keep_best and (best is None or value > best):
         run.state["best_val"], run.state["best_step"] = summary["val_reward_mean"], step
         info = {"step": step, "val_reward_mean": run.state["best_val"]}
-        save_checkpoint(run.run_dir / "checkpoints" / "best", run.model, run.tokenizer, None, info)
+        save_model(run, run.run_dir / "checkpoints" / "best", None, info)
     return summary
 
 
 def save_last(run: Run) -> None:
     """checkpoints/last: model, optimizer, scheduler, data position, RNG states and run state."""
-    from srl_agent.checkpoint import rng_state, save_checkpoint
+    from srl_agent.checkpoint import rng_state
+    from srl_agent.distributed import full_optimizer_state
 
     trainer_state = {
-        "optimizer": run.optimizer.state_dict(),
+        "optimizer": full_optimizer_state(run.model, run.optimizer),
         "scheduler": run.scheduler.state_dict(),
         "data": run.stream.state(),
         "rng": rng_state(),
+        "rng_ranks": run.world.gather(rng_state()),
         "state": dict(run.state),
     }
     info = {"step": run.state["step"], **run.stream.state(), "best_val": run.state["best_val"]}
-    save_checkpoint(run.run_dir / "checkpoints" / "last", run.model, run.tokenizer, trainer_state, info)
+    if run.world.size > 1:
+        info["world_size"] = run.world.size
+    save_model(run, run.run_dir / "checkpoints" / "last", trainer_state, info)
+
+
+def save_model(run: Run, folder: Path, trainer_state: dict[str, Any] | None, info: dict[str, Any]) -> None:
+    """A checkpoint of the whole model (gathered from the ranks of a sharded one), written by rank 0;
+    every rank calls it (the gathering is a collective)."""
+    from srl_agent.checkpoint import save_checkpoint
+    from srl_agent.distributed import full_model_state
+
+    weights = full_model_state(run.model)
+    if run.world.main:
+        save_checkpoint(folder, run.model, run.tokenizer, trainer_state, info, weights)
+    run.world.barrier()  # no rank reads the folder before it is complete
 
 
 def restore(run: Run, last: Path) -> None:
     """Continue exactly where checkpoints/last stopped (the model weights were loaded from it already)."""
     from srl_agent.checkpoint import load_trainer_state, set_rng_state
+    from srl_agent.distributed import load_optimizer_state
 
     saved = load_trainer_state(last)
-    run.optimizer.load_state_dict(saved["optimizer"])
+    load_optimizer_state(run.model, run.optimizer, saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     run.stream.restore(saved["data"])
-    set_rng_state(saved["rng"])
+    ranks = saved.get("rng_ranks", [saved["rng"]])
+    if len(ranks) == run.world.size:  # the same ranks: each goes on with its own random numbers
+        set_rng_state(ranks[run.world.rank])
+    else:  # another world size: rank 0's state, each rank's sampling seeded apart
+        set_rng_state(saved["rng"])
+        if run.world.rank:
+            import torch
+
+            torch.manual_seed(int(torch.randint(2**31, ())) + run.world.rank)
     run.state = saved["state"]
     print(f"resuming from {last} at step {run.state['step']}")
 
@@ -405,7 +481,8 @@ def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any,
 def grpo_step(run: Run) -> dict[str, Any]:
     """Roll out, filter and refill (dynamic sampling), then one PPO-clip update on the kept groups."""
     cfg, optimizer = run.cfg, run.optimizer
-    row, sequences, kept, rounds = episode_rollouts(run) if run.episodes else step_rollouts(run)
+    with generation_weights(run):
+        row, sequences, kept, rounds = episode_rollouts(run) if run.episodes else step_rollouts(run)
     if 0 < kept < cfg.trainer.batch_size:
         print(
             f"note: {kept}/{cfg.trainer.batch_size} prompts kept after {rounds} "
@@ -415,8 +492,8 @@ def grpo_step(run: Run) -> dict[str, Any]:
     started = time.perf_counter()
     if hasattr(run.generator, "sleep"):  # a GPU engine frees its memory while the trainer updates
         run.generator.sleep()
-    if sequences:
-        row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences))
+    if run.world.sum(len(sequences)):  # on any rank: all ranks take part in the update
+        row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences, run.world))
     else:
         optimizer.zero_grad(set_to_none=True)
         optimizer.step()  # no gradients: parameters stay, but the optimizer/scheduler step order stays normal
@@ -444,12 +521,14 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
         cfg.grpo,
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,
+        run.world,
     )
+    merged = everywhere(collected, run.world)
     row: dict[str, Any] = {
-        **collected.stats(cfg.grpo.filter_eps),
+        **merged.stats(cfg.grpo.filter_eps),
         "filter": cfg.grpo.filter,
-        "seconds_generation": collected.seconds_generation,
-        "seconds_reward": collected.seconds_reward,
+        "seconds_generation": merged.seconds_generation,
+        "seconds_reward": merged.seconds_reward,
     }
     sequences = [
         Sequence(g.prompt, c.token_ids, a, c.logprobs)
@@ -457,22 +536,41 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
         for c, a, scored in zip(g.completions, g.advantages, g.scores, strict=True)
         if scored.masked is None  # no reward could be computed: nothing to learn from it
     ]
-    return row, sequences, len(collected.kept), collected.rounds
+    return row, sequences, int(run.world.sum(len(collected.kept))), collected.rounds
 
 
 def episode_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
     """Agent episodes of tasks (SWE RLVR): the metrics row, what to train on, how many tasks were
     kept, sampling rounds. Names the tasks filtered and those whose episodes all failed to run."""
     cfg = run.cfg
-    collected = run.episodes.collect(run.stream, cfg.trainer.batch_size, cfg.grpo)
-    row: dict[str, Any] = {**collected.stats(), "filter": cfg.grpo.filter}
+    collected = run.episodes.collect(run.stream, cfg.trainer.batch_size, cfg.grpo, run.world)
+    row: dict[str, Any] = {**everywhere(collected, run.world).stats(), "filter": cfg.grpo.filter}
     if row["infrastructure_failed_tasks"]:
         print(
             f"warning: every episode of {', '.join(row['infrastructure_failed_tasks'])} failed for "
             f"infrastructure reasons ({row['masked_reasons']}); they are left out, not scored 0",
             file=sys.stderr,
         )
-    return row, episode_sequences(collected.kept), len(collected.kept), collected.rounds
+    return row, episode_sequences(collected.kept), int(run.world.sum(len(collected.kept))), collected.rounds
+
+
+def everywhere(collected: Any, world: World) -> Any:
+    """One step's collected groups of all ranks, for its metrics (this rank's alone on one process):
+    the groups of every rank, the rounds (the same on all), the seconds of the slowest rank."""
+    if world.size == 1:
+        return collected
+    parts = world.gather(collected)
+    merged = dataclasses.replace(
+        collected,
+        kept=[g for p in parts for g in p.kept],
+        sampled=[g for p in parts for g in p.sampled],
+    )
+    for name in ("seconds_generation", "seconds_reward", "seconds_rollouts"):
+        if hasattr(merged, name):
+            setattr(merged, name, max(getattr(p, name) for p in parts))
+    if hasattr(merged, "batch_sizes"):
+        merged.batch_sizes = [b for p in parts for b in p.batch_sizes]
+    return merged
 
 
 def episode_sequences(groups: list[Any]) -> list[Sequence]:
@@ -506,7 +604,12 @@ class Sequence:
 
 
 def policy_update(
-    cfg: TrainConfig, model: Any, reference: Any, optimizer: Any, sequences: list[Sequence]
+    cfg: TrainConfig,
+    model: Any,
+    reference: Any,
+    optimizer: Any,
+    sequences: list[Sequence],
+    world: World = ONE_PROCESS,
 ) -> dict[str, Any]:
     """PPO-clip (+ optional KL) over micro-batches with gradient accumulation, `grpo.ppo_epochs` times.
 
@@ -514,22 +617,32 @@ def policy_update(
     generated), which saves a forward pass; with more, they are computed once before the first update.
     The first pass also measures how far the trainer's log-probs are from the sampler's
     (`logprob_gap_mean`/`_max`: ~0 for the same weights and numerics, larger with another engine or dtype).
+
+    On several ranks, `sequences` are this rank's: the loss is normalised by the counts of all ranks
+    and the gradients summed over them, so the update is the one of all sequences on one process.
     """
     import torch
 
     from srl_agent import grpo
+    from srl_agent.distributed import full_norm
     from srl_agent.policy import completion_logprobs, pack
 
     pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
     micro = micro_batches(sequences, cfg.trainer.micro_batch_size, cfg.trainer.micro_batch_tokens)
     # a group's rollouts share their prompt: run it once per micro-batch (the KV cache that needs is
-    # what gradient checkpointing drops, so a checkpointed model keeps the plain layout)
-    share = not getattr(model, "is_gradient_checkpointing", False)
+    # what gradient checkpointing drops, so a checkpointed model keeps the plain layout); on several
+    # ranks every micro-batch takes the same layout, so that the ranks' passes pair up
+    share = not getattr(model, "is_gradient_checkpointing", False) and ("always" if world.size > 1 else True)
     batches = [pack([s.prompt for s in m], [s.completion for s in m], pad, device, share) for m in micro]
     advantages = [torch.tensor([s.advantage for s in m], dtype=torch.float32, device=device) for m in micro]
     sampler = [sampler_logprobs(m, b["mask"]) for m, b in zip(micro, batches, strict=True)]
-    total_tokens = float(sum(len(s.completion) for s in sequences))
-    old: list[torch.Tensor | None] = [None] * len(micro)
+    for _ in range(int(world.max(len(micro))) - len(micro)):  # every rank runs as many passes
+        batches.append(empty_batch(pad, device, share))
+        advantages.append(torch.zeros(1, device=device))
+        sampler.append(None)
+    total_tokens = world.sum(sum(len(s.completion) for s in sequences))
+    total_sequences = world.sum(len(sequences))
+    old: list[torch.Tensor | None] = [None] * len(batches)
     if cfg.grpo.ppo_epochs > 1:
         with torch.no_grad():
             old = [completion_logprobs(model, b, temp, cfg.model.dtype) for b in batches]
@@ -556,18 +669,32 @@ def policy_update(
                 kl = grpo.KL_ESTIMATORS[cfg.grpo.kl_estimator](logp, ref_logp)
                 per_token = per_token + cfg.grpo.kl_coef * kl
                 stats["kl"] += (kl * batch["mask"]).sum().item() / total_tokens / cfg.grpo.ppo_epochs
-            loss = aggregate(per_token, batch["mask"], total_tokens, float(len(sequences)))
-            loss.backward()
+            loss = aggregate(per_token, batch["mask"], total_tokens, total_sequences)
+            # a sharded model's gradients are averaged over the ranks: times W makes them the sum
+            (loss * world.size).backward()
             stats["loss"] += loss.item() / cfg.grpo.ppo_epochs
             stats["clip_fraction"] += float(clipped.sum()) / total_tokens / cfg.grpo.ppo_epochs
-        stats["grad_norm"] = float(
+        stats["grad_norm"] = full_norm(
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
         )
         optimizer.step()
-    if gaps:
-        stats["logprob_gap_mean"] = sum(g[0] for g in gaps) / max(sum(g[2] for g in gaps), 1.0)
-        stats["logprob_gap_max"] = max(g[1] for g in gaps)
-    return {**stats, "tokens": int(total_tokens), "sequences": len(sequences)}
+    stats = {k: v if k == "grad_norm" else world.sum(v) for k, v in stats.items()}
+    gap_tokens = world.sum(sum(g[2] for g in gaps))
+    if gap_tokens:
+        stats["logprob_gap_mean"] = world.sum(sum(g[0] for g in gaps)) / gap_tokens
+        stats["logprob_gap_max"] = world.max(max((g[1] for g in gaps), default=0.0))
+    return {**stats, "tokens": int(total_tokens), "sequences": int(total_sequences)}
+
+
+def empty_batch(pad: int, device: Any, share_prompts: Any = False) -> dict[str, Any]:
+    """A micro-batch that trains on nothing (its mask is 0), in the layout `share_prompts` gives: a
+    rank with fewer micro-batches than another runs these, because every forward of a sharded model
+    is a collective."""
+    from srl_agent.policy import pack
+
+    batch = pack([[pad]], [[pad]], pad, device, share_prompts)
+    batch["mask"].zero_()
+    return batch
 
 
 def micro_batches(sequences: list[Sequence], size: int, tokens: Any = None) -> list[list[Sequence]]:
@@ -608,41 +735,45 @@ def sft_step(run: Run) -> dict[str, Any]:
     import torch
 
     from srl_agent import grpo
+    from srl_agent.distributed import full_norm
     from srl_agent.generation import end_of_turn_id
     from srl_agent.policy import completion_logprobs, pack
 
     cfg, model, tokenizer, optimizer, prompts = run.cfg, run.model, run.tokenizer, run.optimizer, run.prompts
-    examples = run.stream.take(cfg.trainer.batch_size)
+    world, pad = run.world, model.config.pad_token_id or 0
+    examples = world.shard(run.stream.take(cfg.trainer.batch_size))  # every rank draws the same
     end = end_of_turn_id(tokenizer)
     targets = [
         tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end]
         for ex in examples
     ]
     pairs = [(prompts(ex), t) for ex, t in zip(examples, targets, strict=True)]
-    total_tokens = float(sum(len(t) for t in targets))
+    total_tokens = world.sum(sum(len(t) for t in targets))
     started = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss_sum = 0.0
-    for i in range(0, len(pairs), cfg.trainer.micro_batch_size):
-        chunk = pairs[i : i + cfg.trainer.micro_batch_size]
-        batch = pack(
-            [p for p, _ in chunk], [t for _, t in chunk], model.config.pad_token_id or 0, model.device
-        )
+    size = cfg.trainer.micro_batch_size
+    batches = [
+        pack([p for p, _ in pairs[i : i + size]], [t for _, t in pairs[i : i + size]], pad, model.device)
+        for i in range(0, len(pairs), size)
+    ]
+    for _ in range(int(world.max(len(batches))) - len(batches)):  # every rank runs as many passes
+        batches.append(empty_batch(pad, model.device))
+    for batch in batches:
         logp = completion_logprobs(model, batch, 1.0, cfg.model.dtype)
-        loss = grpo.token_mean(
-            grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, len(pairs)
-        )
-        loss.backward()
+        loss = grpo.token_mean(grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, 0.0)
+        (loss * world.size).backward()  # the sum over ranks of a sharded model's gradients
         loss_sum += loss.item()
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
+    grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
     optimizer.step()
+    loss_sum = world.sum(loss_sum)
     return {
         "reward_mean": None,
         "reward_std": None,
         "format_error_rate": None,
         "zero_std_fraction": None,
-        "kept_prompts": len(examples),
-        "sampled_prompts": len(examples),
+        "kept_prompts": cfg.trainer.batch_size,
+        "sampled_prompts": cfg.trainer.batch_size,
         "loss": loss_sum,
         "grad_norm": grad_norm,
         "tokens": int(total_tokens),
@@ -665,23 +796,35 @@ def sft_completion(target: str, cfg: TrainConfig) -> str:
 
 
 def validation(
-    cfg: TrainConfig, examples: list[Any], prompts: Any, generator: Any, reward: Any
+    cfg: TrainConfig,
+    examples: list[Any],
+    prompts: Any,
+    generator: Any,
+    reward: Any,
+    world: World = ONE_PROCESS,
 ) -> dict[str, float]:
-    """Greedy held-out reward and format-error rate, as `val_*` metrics (empty without validation data)."""
-    from srl_agent.rollouts import evaluate_examples
+    """Greedy held-out reward and format-error rate, as `val_*` metrics (empty without validation
+    data); on several ranks each evaluates its share and the means are over all examples."""
+    from srl_agent.rollouts import evaluate_examples, summarize
 
     if not examples:
         return {}
     started = time.perf_counter()
-    summary = evaluate_examples(
-        examples,
-        prompts,
-        generator,
-        reward,
-        cfg.generation.max_new_tokens,
-        cfg.generation.temperature,
-        greedy=True,
-    ).summary
+    mine = world.shard(examples)
+    rows = (
+        evaluate_examples(
+            mine,
+            prompts,
+            generator,
+            reward,
+            cfg.generation.max_new_tokens,
+            cfg.generation.temperature,
+            greedy=True,
+        ).rows
+        if mine
+        else []
+    )
+    summary = summarize([r for part in world.gather(rows) for r in part])
     out = {f"val_{k}": v for k, v in summary.items()}
     out["seconds_validation"] = time.perf_counter() - started
     return out

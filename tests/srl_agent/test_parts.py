@@ -232,10 +232,12 @@ def test_shared_prompts_give_the_plain_layouts_logprobs_and_gradient():
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5, rtol=1e-4)
     assert results[0][1].abs().sum() > 0
-    # distinct prompts keep the plain layout; a one-token completion needs no completion pass
+    # distinct prompts keep the plain layout, unless asked for the shared one always (sharded ranks)
     assert "rows" not in pack(prompts[2:4], completions[2:4], 0, "cpu", share_prompts=True)
+    assert "rows" in pack(prompts[2:4], completions[2:4], 0, "cpu", share_prompts="always")
+    # one-token completions: the shared layout pads them to two columns (a completion pass always runs)
     one = pack([[1, 40]] * 2, [[7], [8]], 0, "cpu", share_prompts=True)
     with torch.no_grad():
-        assert torch.allclose(
-            completion_logprobs(model, one), completion_logprobs(model, pack([[1, 40]] * 2, [[7], [8]], 0, "cpu"))
-        )
+        assert one["mask"].tolist() == [[1, 0], [1, 0]]
+        plain_one = completion_logprobs(model, pack([[1, 40]] * 2, [[7], [8]], 0, "cpu"))
+        assert torch.allclose(completion_logprobs(model, one)[:, :1], plain_one, atol=1e-6)
