@@ -379,8 +379,9 @@ def test_a_run_killed_mid_step_resumes_with_no_step_lost_or_repeated_and_no_cont
     first = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + 300
-    while not (metrics.is_file() and metrics.read_text().strip()) and first.poll() is None:
-        assert time.monotonic() < deadline, "the first step did not finish"
+    last = run_dir / "checkpoints" / "last" / "state.json"
+    while not (metrics.is_file() and metrics.read_text().strip() and last.is_file()) and first.poll() is None:
+        assert time.monotonic() < deadline, "the first step did not finish"  # (and was saved)
         time.sleep(0.2)
     while not _managed_containers(first.pid) and first.poll() is None:  # step 2's episodes are running
         time.sleep(0.1)
