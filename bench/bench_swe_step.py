@@ -49,6 +49,7 @@ def main() -> None:
         "--task", "swe", "--config", str(ROOT / "configs" / "swe_demo.yaml"),
         "trainer.steps=1", f"trainer.batch_size={args.batch_size}", f"grpo.group_size={args.group}",
         f"generation.max_new_tokens={args.max_new_tokens}", "grpo.filter=none", "trainer.progress=false",
+        "data.max_val_examples=0", "trainer.validate_at_start=false",  # the step alone, no validation
         f"trainer.gradient_checkpointing={'false' if args.no_checkpointing else 'true'}",
     ]  # fmt: skip
     results = {}

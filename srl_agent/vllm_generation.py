@@ -1,7 +1,8 @@
 """The vLLM implementation of the `Generator` Protocol, colocated in the training process.
 
 `VLLMGenerator` holds a `vllm.LLM` engine in this process (the engine core in-process,
-`VLLM_ENABLE_V1_MULTIPROCESSING=0`, one worker: `distributed_executor_backend="uni"`), so that the
+`VLLM_ENABLE_V1_MULTIPROCESSING=0`, one worker: `distributed_executor_backend="uni"`, or
+`external_launcher` on each rank of a torchrun run), so that the
 trainer can hand it new weights in memory after every optimizer step (`update_weights`), never
 through a checkpoint on disk. This is the only module that imports vllm.
 
@@ -71,10 +72,10 @@ class VLLMGenerator:
             max_model_len=max_model_len,
             enable_prefix_caching=True,
             logprobs_mode="processed_logprobs",
-            distributed_executor_backend="uni",
             gpu_memory_utilization=gpu_memory_utilization,
             enable_sleep_mode=self.sleep_mode,
             enforce_eager=True,
+            **executor(),
         )
         self.syncs = 0
         self.reload = self._detect_reload()
@@ -186,3 +187,13 @@ def _has_reload_weights(worker: Any) -> bool:
 
 def _load_weights(worker: Any, weights: list[tuple[str, torch.Tensor]]) -> None:
     worker.model_runner.model.load_weights(weights=iter(weights))
+
+
+def executor() -> dict[str, Any]:
+    """How the engine runs its one worker: in this process (`uni`); under torchrun, where every rank
+    has its own engine for its own prompts, vLLM's `external_launcher` with data parallelism over the
+    ranks (the engine joins torchrun's process group instead of starting a group of its own)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return {"distributed_executor_backend": "uni"}
+    return {"distributed_executor_backend": "external_launcher", "data_parallel_size": world}
