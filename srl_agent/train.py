@@ -297,14 +297,11 @@ def generation_weights(run: Run) -> contextlib.AbstractContextManager:
 def sync_weights(run: Run) -> dict[str, float]:
     """Hand the policy's current weights to a generator that holds its own copy (vLLM), in memory;
     the HF generator samples from the policy itself and needs nothing."""
-    from srl_agent.distributed import gathered
-
     update = getattr(run.generator, "update_weights", None)
     if update is None:
         return {}
     started = time.perf_counter()
-    with gathered(run.model):  # a sharded model's full weights, for this rank's engine
-        update(run.model)
+    update(run.model)  # a sharded model's tensors are gathered one at a time, on every rank together
     return {"seconds_weight_sync": time.perf_counter() - started}
 
 

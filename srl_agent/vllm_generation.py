@@ -148,11 +148,11 @@ class VLLMGenerator:
         """Copy `model`'s parameters into the engine in place, then drop the prefix cache."""
         if self.sleep_mode:
             self.llm.wake_up(tags=["weights"])  # wake the weights before loading them, never after
-        weights = list(_checkpoint_weights(model))
+        weights = _checkpoint_weights(model)
         if self.reload == "reload_weights":
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         else:
-            self.llm.collective_rpc(_load_weights, args=(weights,))
+            self.llm.collective_rpc(_load_weights, args=(list(weights),))
         if self.sleep_mode:
             self.llm.wake_up(tags=["kv_cache"])
         self.llm.reset_prefix_cache()
@@ -176,9 +176,12 @@ def model_folder(model: Any, tokenizer: Any) -> str:
 
 
 def _checkpoint_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's parameters under their checkpoint names, detached, in the engine's layout."""
+    """The policy's parameters under their checkpoint names, detached, in the engine's layout; those
+    of a model sharded over torchrun's ranks gathered one tensor at a time (a collective each, in the
+    same order on every rank), so the full model is never held twice."""
     for name, tensor in model.state_dict().items():
-        yield name, tensor.detach()
+        full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+        yield name, full.detach()
 
 
 def _has_reload_weights(worker: Any) -> bool:

@@ -78,3 +78,42 @@ def test_a_weight_sync_moves_the_engine_to_the_trainers_weights_and_a_skipped_on
     synced_gap = _gap(model, prompt, synced)
     assert synced_gap < 1e-3 < skipped_gap
     assert generator.syncs >= 1 and generator.reload in ("reload_weights", "load_weights")
+
+
+def test_two_torchrun_ranks_each_sample_from_their_own_synced_engine(tmp_path):
+    """Under torchrun every rank has its own engine (vLLM's external launcher, data parallel) and the
+    sharded trainer's weights reach each after every step: the gap stays at rounding on both steps."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from srl_helpers import TINY, math_example
+
+    from srl_agent.models import tiny_model_and_tokenizer
+    from trajectories.record import write_jsonl
+
+    repo = Path(__file__).resolve().parents[2]
+    model, tokenizer = tiny_model_and_tokenizer(seed=0, num_attention_heads=2, num_key_value_heads=1)
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    write_jsonl([math_example(f"g{i}", i % 2, "x=5") for i in range(6)], tmp_path / "data" / "train.jsonl")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "srl_agent.train", "--task", "math", *TINY, f"model.name={tmp_path / 'tiny'}",
+        f"data.source={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", "generation.backend=vllm",
+        "generation.vllm_max_model_len=512", "trainer.steps=2", "trainer.batch_size=2",
+        "grpo.group_size=4", "generation.max_new_tokens=12", "optim.lr=5e-2", "grpo.filter=none",
+        "trainer.val_every=0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        command, cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["sequences"] == 8 and row["seconds_weight_sync"] > 0
+        assert row["logprob_gap_mean"] < 1e-3  # each rank samples from weights synced at the step start
