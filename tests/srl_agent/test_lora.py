@@ -1,0 +1,152 @@
+"""LoRA (`model.lora`): only the adapters train, generation samples the adapted policy, checkpoints
+hold the adapter and resume exactly."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from srl_helpers import TINY
+
+from srl_agent import lora, train
+from srl_agent.config import LoRAConfig, ModelConfig, TrainConfig
+from srl_agent.generation import HFGenerator
+from srl_agent.models import load_model_and_tokenizer, load_policy
+from srl_agent.runlog import read_metrics
+from trajectories.config import ConfigError, resolve_config
+
+IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 53, 54]])
+LORA_CFG = ModelConfig(name="tiny-random", lora=LoRAConfig(enabled=True, r=4, alpha=8))
+
+
+def adapted_tiny(seed: int = 0):
+    """The tiny model with adapters whose B is random (fresh ones are zero: the base exactly)."""
+    model, tokenizer = load_model_and_tokenizer("tiny-random", seed=seed)
+    model = lora.add_adapter(model, LoRAConfig(r=4, alpha=8), "tiny-random")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    return model, tokenizer
+
+
+def logits(model, ids=IDS):
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_a_bad_lora_key_or_value_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match=r"unknown config key model\.lora\.rank"):
+        resolve_config(TrainConfig, None, ["model.lora.rank=8"])
+    with pytest.raises(ConfigError, match=r"bad value for model\.lora\.r"):
+        resolve_config(TrainConfig, None, ["model.lora.r=0"])
+    cfg = resolve_config(TrainConfig, None, ["model.lora.enabled=true", "model.lora.target_modules=[q_proj]"])
+    assert cfg.model.lora.enabled and cfg.model.lora.target_modules == ["q_proj"]
+    assert not TrainConfig().model.lora.enabled  # off unless asked for
+
+
+def test_the_hf_generator_samples_the_adapted_policy():
+    model, tokenizer = adapted_tiny()
+    merged = copy.deepcopy(model).merge_and_unload()
+    base, _ = load_model_and_tokenizer("tiny-random")
+    prompts = [[1, 40, 41, 42], [1, 50]]
+
+    def greedy_copies(m):  # n = 3 copies with top_k = 1: the shared-prefill path, argmax tokens
+        torch.manual_seed(0)
+        out = HFGenerator(m, tokenizer, top_k=1).generate(prompts, 3, 12, 1.0)
+        return [[c.token_ids for c in group] for group in out]
+
+    adapted = greedy_copies(model)
+    assert adapted == greedy_copies(merged)
+    assert adapted != greedy_copies(base)  # the adapters are active in what is sampled
+
+
+def test_only_the_adapters_are_optimized_and_change():
+    cfg = TrainConfig(model=LORA_CFG)
+    torch.manual_seed(0)
+    model, _ = load_policy(cfg.model, 0)
+    optimizer, _ = train.make_optimizer(model, cfg.optim.model_copy(update={"lr": 1e-2}), 2)
+    adapters = {n for n, p in model.named_parameters() if "lora_" in n}
+    optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert {n for n, p in model.named_parameters() if id(p) in optimized} == adapters
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    sequences = [
+        train.Sequence([1, 40, 41], [42, 43, 44], 1.0),
+        train.Sequence([1, 50], [51, 52, 53, 54], -1.0),
+    ]
+    for _ in range(2):  # B starts at 0, so A gets no gradient until B has moved
+        train.policy_update(cfg, model, None, optimizer, sequences)
+    after = dict(model.named_parameters())
+    assert [n for n in before if n not in adapters and not torch.equal(after[n], before[n])] == []
+    assert [n for n in adapters if torch.equal(after[n], before[n])] == []
+
+
+def test_a_run_from_a_lora_checkpoint_starts_from_its_merged_weights(tmp_path):
+    model, tokenizer = adapted_tiny()
+    folder = tmp_path / "ckpt"
+    lora.save(model, folder)
+    tokenizer.save_pretrained(folder)
+    assert lora.adapter_base(folder) == "tiny-random"
+    loaded, _ = load_model_and_tokenizer(str(folder))  # what evaluate and the KL reference load
+    assert not lora.is_lora(loaded)
+    torch.testing.assert_close(logits(loaded), logits(model))
+    cfg = LORA_CFG.model_copy(update={"init_from": str(folder)})
+    policy, _ = load_policy(cfg, 0)  # fresh adapters on the checkpoint's merged weights
+    assert lora.is_lora(policy) and lora.adapter_base(folder) == "tiny-random"
+    assert policy.peft_config["default"].base_model_name_or_path == str(folder.resolve())
+    torch.testing.assert_close(logits(policy), logits(model))
+
+
+def run_lora(run_dir, steps: int, *extra: str) -> None:
+    assert train.main([
+        "--task", "math", *TINY, f"data.source={run_dir.parent / 'data'}", f"run_dir={run_dir}",
+        "model.lora.enabled=true", "model.lora.r=4", "optim.lr=5e-3", f"trainer.steps={steps}",
+        "trainer.batch_size=2", "grpo.group_size=8", "grpo.filter=none", "generation.max_new_tokens=16",
+        "trainer.save_every=1", "trainer.val_every=1", *extra,
+    ]) == 0  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lora_runs(tmp_path_factory):
+    """A 3-step LoRA run, and one of 2 steps resumed for a third (step 1 samples no format hit, so
+    no update; steps 2 and 3 train)."""
+    from srl_helpers import math_example
+
+    from trajectories.record import write_jsonl
+
+    root = tmp_path_factory.mktemp("lora")
+    write_jsonl([math_example(f"g{i}", i % 2, "x=5") for i in range(8)], root / "data" / "train.jsonl")
+    write_jsonl([math_example("v0", 0, "x=5")], root / "data" / "validation.jsonl")
+    whole, resumed = root / "whole", root / "resumed"
+    run_lora(whole, 3)
+    run_lora(resumed, 2)
+    run_lora(resumed, 3)
+    return whole, resumed
+
+
+@pytest.mark.slow
+def test_lora_checkpoints_hold_the_adapter_and_resume_exactly(lora_runs):
+    whole, resumed = lora_runs
+    last = whole / "checkpoints" / "last"
+    assert (last / "adapter_config.json").is_file() and not (last / "model.safetensors").exists()
+    assert (whole / "checkpoints" / "best" / "adapter_config.json").is_file()
+    adapter = load_file(last / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    assert all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)  # trained away from 0
+    # the optimizer state is the adapters' only
+    state = torch.load(last / "trainer_state.pt", weights_only=False)["optimizer"]["state"]
+    assert sorted(s["exp_avg"].numel() for s in state.values()) == sorted(t.numel() for t in adapter.values())
+    # 2 steps, then resumed for a third == 3 steps: the same rollouts and the same adapter, bit for bit
+    assert [r["step"] for r in read_metrics(resumed / "metrics.jsonl")] == [0, 1, 2, 3]
+    rows = {r["step"]: r for r in read_metrics(whole / "metrics.jsonl")}
+    for row in read_metrics(resumed / "metrics.jsonl"):
+        for key in ("reward_mean", "loss", "grad_norm", "val_reward_mean"):
+            assert row.get(key) == rows[row["step"]].get(key), (row["step"], key)
+    assert rows[3]["loss"] != 0.0  # the last step trained
+    again = load_file(resumed / "checkpoints" / "last" / "adapter_model.safetensors")
+    assert again.keys() == adapter.keys() and all(torch.equal(again[k], adapter[k]) for k in adapter)
+    assert json.loads((resumed / "checkpoints" / "last" / "state.json").read_text())["step"] == 3
