@@ -1,5 +1,6 @@
-"""LoRA (`model.lora`): only the adapters train, generation samples the adapted policy, checkpoints
-hold the adapter and resume exactly."""
+"""LoRA (`model.lora`): only the adapters train, generation samples the adapted policy, the vLLM engine
+gets the merged weights under the base's names, checkpoints hold the adapter and resume exactly, and a
+checkpoint merges into a plain model that computes what the adapted one does."""
 
 from __future__ import annotations
 
@@ -47,6 +48,24 @@ def test_a_bad_lora_key_or_value_is_an_error_naming_it():
     cfg = resolve_config(TrainConfig, None, ["model.lora.enabled=true", "model.lora.target_modules=[q_proj]"])
     assert cfg.model.lora.enabled and cfg.model.lora.target_modules == ["q_proj"]
     assert not TrainConfig().model.lora.enabled  # off unless asked for
+
+
+def test_merged_weights_are_peft_merge_under_the_base_names_and_leave_the_policy_alone():
+    from srl_agent.vllm_generation import _checkpoint_weights  # what the engine is given (no vllm import)
+
+    model, _ = adapted_tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    handed = dict(_checkpoint_weights(model))
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    plain, _ = load_model_and_tokenizer("tiny-random")
+    assert list(handed) == list(merged) == list(plain.state_dict())  # the base model's own names
+    assert all(torch.equal(handed[k], merged[k]) for k in merged)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(handed[q], plain.state_dict()[q])  # the update is in it
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    # a plain policy is handed its own state dict
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in lora.merged_weights(plain))
 
 
 def test_the_hf_generator_samples_the_adapted_policy():
