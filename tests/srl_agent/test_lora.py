@@ -169,3 +169,41 @@ def test_lora_checkpoints_hold_the_adapter_and_resume_exactly(lora_runs):
     again = load_file(resumed / "checkpoints" / "last" / "adapter_model.safetensors")
     assert again.keys() == adapter.keys() and all(torch.equal(again[k], adapter[k]) for k in adapter)
     assert json.loads((resumed / "checkpoints" / "last" / "state.json").read_text())["step"] == 3
+
+
+@pytest.mark.slow
+def test_a_lora_checkpoint_exports_as_a_plain_model_that_computes_the_same(lora_runs, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from srl_agent import export
+
+    whole, _ = lora_runs
+    last = whole / "checkpoints" / "last"
+    torch.manual_seed(0)
+    adapted, _ = load_policy(LORA_CFG, 0, last)  # as a resumed run holds it
+    out = tmp_path / "plain"
+    assert export.main([str(last), str(out)]) == 0
+    assert not (out / "adapter_config.json").exists()
+    plain = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer("x=5").input_ids == load_model_and_tokenizer("tiny-random")[1]("x=5").input_ids
+    torch.testing.assert_close(logits(plain), logits(adapted), atol=1e-5, rtol=1e-5)
+    base, _ = load_model_and_tokenizer("tiny-random")
+    assert (logits(plain) - logits(base)).abs().max() > 1e-3  # the adapter is in it
+    with pytest.raises(ConfigError, match="not empty"):
+        export.main([str(last), str(out)])
+
+
+@pytest.mark.slow
+def test_evaluate_reads_a_lora_checkpoint(lora_runs, capsys):
+    from srl_agent import evaluate
+
+    whole, _ = lora_runs
+    argv = [
+        "--task", "math", f"data.source={whole.parent / 'data'}", "prompt.system_prompt=Answer.",
+        "prompt.prefill=<think>", "generation.max_new_tokens=16",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert evaluate.main([*argv, "--checkpoint", str(whole / "checkpoints" / "last")]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["examples"] == 1 and result["model"] == str(whole / "checkpoints" / "last")
