@@ -113,15 +113,19 @@ def load_policy(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The policy to train, in train mode: from `resume_from`, else `cfg.init_from`, else `cfg.name`.
 
-    With `cfg.lora.enabled` the weights come from `cfg.init_from` or `cfg.name` (the base, frozen)
-    and the trainable adapters from `resume_from`, else fresh ones: a run starting from a checkpoint
-    (`init_from`, LoRA or not) trains new adapters on it, a resumed run the adapters it saved.
+    With `cfg.lora.enabled` the weights come from `cfg.init_from` or `cfg.name` (the base, frozen,
+    in `cfg.dtype`) and the trainable adapters (float32) from `resume_from`, else fresh ones: a run
+    starting from a checkpoint (`init_from`, LoRA or not) trains new adapters on it, a resumed run
+    the adapters it saved.
     """
     start = cfg.init_from or cfg.name
     source = start if cfg.lora.enabled or resume_from is None else str(resume_from)
     # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
-    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
-    model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
+    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step. LoRA's
+    # frozen base takes no updates: it loads in the compute dtype (half the memory in bf16), and peft
+    # keeps the adapters in float32.
+    dtype = cfg.dtype if cfg.lora.enabled else "float32"
+    model, tokenizer = load_model_and_tokenizer(source, dtype=dtype, device=device_of(cfg), seed=seed)
     if gradient_checkpointing:
         # Recompute each layer in the backward pass instead of keeping its activations; applies in
         # train mode only, so generation (eval mode) keeps its KV cache.

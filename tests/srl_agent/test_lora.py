@@ -84,10 +84,14 @@ def test_the_hf_generator_samples_the_adapted_policy():
     assert adapted != greedy_copies(base)  # the adapters are active in what is sampled
 
 
-def test_only_the_adapters_are_optimized_and_change():
-    cfg = TrainConfig(model=LORA_CFG)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_only_the_adapters_are_optimized_and_change(dtype):
+    cfg = TrainConfig(model=LORA_CFG.model_copy(update={"dtype": dtype}))
     torch.manual_seed(0)
     model, _ = load_policy(cfg.model, 0)
+    # the frozen base in the compute dtype, the adapters in float32 (bf16 would round their updates away)
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {getattr(torch, dtype)}
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
     optimizer, _ = train.make_optimizer(model, cfg.optim.model_copy(update={"lr": 1e-2}), 2)
     adapters = {n for n, p in model.named_parameters() if "lora_" in n}
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
