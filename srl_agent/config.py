@@ -27,6 +27,7 @@ class LoRAConfig(Section):
     only: every loader takes a LoRA checkpoint folder as a model (its base with the adapter merged)."""
 
     enabled: bool = False
+    """Train adapters (else every weight, as the paper does)."""
     r: int = Field(16, ge=1)
     """The adapters' rank."""
     alpha: int = Field(32, ge=1)
@@ -46,8 +47,8 @@ class ModelConfig(Section):
     """`smollm2-135m` (the embedded default), `tiny-random` (tests), an HF model id or a local folder."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Compute dtype. Training keeps float32 master weights and AdamW state and runs forward passes under
-    autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference
-    and `srl_agent.evaluate` load their weights in it."""
+    autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference,
+    a LoRA run's frozen base and `srl_agent.evaluate` load their weights in it."""
     device: str = "auto"
     """`auto`: cuda when available, else cpu; or any torch device string."""
     init_from: str | None = None
