@@ -211,3 +211,22 @@ def test_evaluate_reads_a_lora_checkpoint(lora_runs, capsys):
     assert evaluate.main([*argv, "--checkpoint", str(whole / "checkpoints" / "last")]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["examples"] == 1 and result["model"] == str(whole / "checkpoints" / "last")
+
+
+@pytest.mark.slow
+def test_a_lora_run_from_a_lora_checkpoint_trains_new_adapters_on_its_merged_weights(lora_runs):
+    """What the RLVR stage of `--stage srl+rlvr` does with LoRA: `model.init_from` a LoRA checkpoint."""
+    whole, _ = lora_runs
+    first = whole / "checkpoints" / "last"
+    second = whole.parent / "second"
+    run_lora(second, 3, f"model.init_from={first}")
+    last = second / "checkpoints" / "last"
+    adapter = load_file(last / "adapter_model.safetensors")
+    assert all(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)
+    assert lora.adapter_base(last) == str(first.resolve())  # its base: the first run's, merged
+    cfg = LORA_CFG.model_copy(update={"init_from": str(first)})
+    policy, _ = load_policy(cfg, 0, last)  # as the second run resumes
+    both, _ = load_model_and_tokenizer(str(last))  # both adapters merged, as evaluate loads it
+    torch.testing.assert_close(logits(both), logits(policy), atol=1e-5, rtol=1e-5)
+    first_only, _ = load_model_and_tokenizer(str(first))
+    assert (logits(both) - logits(first_only)).abs().max() > 1e-4
