@@ -10,7 +10,8 @@
 - `merged_weights` is the weights of the plain model the LoRA policy stands for, W + (alpha/r) B A
   for each adapted layer, under the base model's own parameter names: what a vLLM engine is given
   after each step. It reads the policy without changing it and without copying the model (one
-  layer's update at a time, as they are read); `save_plain` writes them as a plain model folder.
+  layer's merged weight at a time, as the caller takes them); `save_plain` writes them as a plain
+  model folder.
 - `merge` is peft's own merge into the base, in place, for a model loaded only to be merged.
 
 This is the one module that imports peft.
