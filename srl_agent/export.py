@@ -45,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="the folder to write the plain model to (new or empty)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--seed", type=int, default=0, help="only for a tiny-random base: the run's seed")
+    parser.add_argument("--dry-run", action="store_true", help="check the arguments, write nothing")
     args = parser.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         raise ConfigError(f"{args.out} is not empty: export writes into a new or empty folder")
+    if args.dry_run:
+        print(f"would write {args.checkpoint} as a plain {args.dtype} model to {args.out}")
+        return 0
     print(export(args.checkpoint, args.out, args.dtype, args.seed))
     return 0
 
