@@ -1,12 +1,13 @@
 """Checkpoints that survive a kill, and exact resumption.
 
-A checkpoint is a folder: the model and tokenizer as `save_pretrained` writes them (so any checkpoint
-loads with `load_model_and_tokenizer(folder)` and serves as `model.init_from`), plus `trainer_state.pt`
-(optimizer, LR scheduler, RNG states, step, data position, best validation reward) and `state.json`
-(the same facts a human wants to read). It is written into a temporary folder next to its final place
-and renamed into place; the previous one is moved aside first and deleted last, so a kill at any
-moment leaves either the old or the new checkpoint complete (`find_checkpoint` picks up the aside copy
-when the kill fell between the two renames).
+A checkpoint is a folder: the model and tokenizer as `save_pretrained` writes them (a LoRA policy's:
+the adapter, which names its base; so any checkpoint loads with `load_model_and_tokenizer(folder)`,
+serves as `model.init_from` and becomes a plain model with `python -m srl_agent.export`), plus
+`trainer_state.pt` (optimizer, LR scheduler, RNG states, step, data position, best validation reward)
+and `state.json` (the same facts a human wants to read). It is written into a temporary folder next
+to its final place and renamed into place; the previous one is moved aside first and deleted last, so
+a kill at any moment leaves either the old or the new checkpoint complete (`find_checkpoint` picks up
+the aside copy when the kill fell between the two renames).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from srl_agent import lora
 
 STATE_FILE = "trainer_state.pt"
 
@@ -41,9 +44,10 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        model.save_pretrained(
-            tmp, safe_serialization=True, **({} if weights is None else {"state_dict": weights})
-        )
+        if weights is None:
+            lora.save(model, tmp)
+        else:  # a sharded model's full state dict, gathered by the caller
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_FILE)

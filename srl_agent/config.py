@@ -19,18 +19,43 @@ from trajectories.build import BuildConfig
 from trajectories.config import Section
 
 
+class LoRAConfig(Section):
+    """`model.lora`: train low-rank adapters on the frozen weights instead of every weight (peft LoRA;
+    srl_agent/lora.py), for a 7B policy on one GPU. The adapters are what trains, what the optimizer
+    holds and what a checkpoint saves; generation samples the adapted policy (the vLLM engine gets the
+    merged weights); `python -m srl_agent.export` merges a checkpoint into a plain model. Training
+    only: every loader takes a LoRA checkpoint folder as a model (its base with the adapter merged)."""
+
+    enabled: bool = False
+    """Train adapters (else every weight, as the paper does)."""
+    r: int = Field(16, ge=1)
+    """The adapters' rank."""
+    alpha: int = Field(32, ge=1)
+    """peft's `lora_alpha`: the update B @ A is scaled by alpha / r."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the adapters' input in training forward passes. 0: the trainer's log-probs are
+    those the sampler drew from (dropout would show up in `logprob_gap_mean`)."""
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """The linear layers that get adapters, by module name: every projection of a Llama/Qwen/SmolLM
+    block (attention and MLP) by default; `[q_proj, v_proj]` is the original paper's smaller choice."""
+
+
 class ModelConfig(Section):
     name: str = "smollm2-135m"
     """`smollm2-135m` (the embedded default), `tiny-random` (tests), an HF model id or a local folder."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Compute dtype. Training keeps float32 master weights and AdamW state and runs forward passes under
-    autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference
-    and `srl_agent.evaluate` load their weights in it."""
+    autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference,
+    a LoRA run's frozen base and `srl_agent.evaluate` load their weights in it."""
     device: str = "auto"
     """`auto`: cuda when available, else cpu; or any torch device string."""
     init_from: str | None = None
     """A checkpoint folder (a run's checkpoints/best or checkpoints/last) to start from instead of `name`:
     `--stage srl+rlvr` sets it for its RLVR stage (the SRL stage's checkpoints/best)."""
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    """Train LoRA adapters instead of every weight (off by default)."""
 
 
 def _demo_build() -> BuildConfig:

@@ -6,10 +6,13 @@
   `$XDG_CACHE_HOME/srl-agent`, else `~/.cache/srl-agent`); later uses load from there in seconds.
 - `tiny-random` builds a 2-layer Llama with random weights and a character-level tokenizer with a
   ChatML template, for tests: no download, no cache, deterministic from the seed.
+- A LoRA checkpoint folder (peft's adapter_config.json in it) loads as its base with the adapter
+  merged in: a plain model, wherever a model name is taken (srl_agent/lora.py).
 - Anything else is passed to `from_pretrained` (an HF id where a hub is reachable, or a local folder).
 
 `load_policy` and `load_reference` load what a training run needs (float32 master weights, optional
-activation recomputation; a frozen reference); `device_of` resolves `model.device: auto`.
+activation recomputation, LoRA adapters with `model.lora.enabled`; a frozen reference); `device_of`
+resolves `model.device: auto`.
 
 This is the one module that imports transformers for model loading.
 """
@@ -24,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from srl_agent import lora
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -76,6 +81,10 @@ def load_model_and_tokenizer(
     if name == TINY_MODEL:
         model, tokenizer = tiny_model_and_tokenizer(seed=seed)
         return model.to(device=device, dtype=torch_dtype), tokenizer
+    if lora.is_adapter_folder(name):  # merged in float32, then cast: bf16 would round the small update
+        base, _ = load_model_and_tokenizer(lora.adapter_base(name), "float32", device, seed)
+        model = lora.merge(lora.load_adapter(base, name, trainable=False))
+        return model.to(device=device, dtype=torch_dtype), AutoTokenizer.from_pretrained(name)
     path = resolve_model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -102,15 +111,30 @@ def device_of(cfg: ModelConfig) -> str:
 def load_policy(
     cfg: ModelConfig, seed: int, resume_from: Path | None = None, gradient_checkpointing: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The policy to train, in train mode: from `resume_from`, else `cfg.init_from`, else `cfg.name`."""
-    source = str(resume_from) if resume_from is not None else (cfg.init_from or cfg.name)
+    """The policy to train, in train mode: from `resume_from`, else `cfg.init_from`, else `cfg.name`.
+
+    With `cfg.lora.enabled` the weights come from `cfg.init_from` or `cfg.name` (the base, frozen,
+    in `cfg.dtype`) and the trainable adapters (float32) from `resume_from`, else fresh ones: a run
+    starting from a checkpoint (`init_from`, LoRA or not) trains new adapters on it, a resumed run
+    the adapters it saved.
+    """
+    start = cfg.init_from or cfg.name
+    source = start if cfg.lora.enabled or resume_from is None else str(resume_from)
     # float32 master weights whatever `dtype` says: bf16 is the compute dtype (autocast), because bf16
-    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step.
-    model, tokenizer = load_model_and_tokenizer(source, dtype="float32", device=device_of(cfg), seed=seed)
+    # weights would round away updates as small as the paper's lr 5e-7 times Adam's unit step. LoRA's
+    # frozen base takes no updates: it loads in the compute dtype (half the memory in bf16), and peft
+    # keeps the adapters in float32.
+    dtype = cfg.dtype if cfg.lora.enabled else "float32"
+    model, tokenizer = load_model_and_tokenizer(source, dtype=dtype, device=device_of(cfg), seed=seed)
     if gradient_checkpointing:
         # Recompute each layer in the backward pass instead of keeping its activations; applies in
         # train mode only, so generation (eval mode) keeps its KV cache.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora.enabled:
+        if resume_from is not None:
+            model = lora.load_adapter(model, resume_from, trainable=True)
+        else:
+            model = lora.add_adapter(model, cfg.lora, start)
     model.train()
     return model, tokenizer
 

@@ -170,6 +170,8 @@ def setup_run(cfg: TrainConfig, world: World, closing: contextlib.ExitStack) -> 
     world.barrier()
     if not world.main:
         train_examples, val_examples = load(cfg, run_dir, resume=True)
+    if world.size > 1 and cfg.model.lora.enabled:
+        raise ConfigError("model.lora is for one process (one GPU); several ranks train the full model")
     model, tokenizer = load_policy(cfg.model, cfg.seed, last, cfg.trainer.gradient_checkpointing)
     model = shard_model(model, world)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)

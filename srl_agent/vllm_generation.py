@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from srl_agent import lora
 from srl_agent.generation import StopRule, stop_cut, stop_token_ids
 from srl_agent.protocols import Completion
 
@@ -165,23 +166,24 @@ class VLLMGenerator:
 
 
 def model_folder(model: Any, tokenizer: Any) -> str:
-    """A folder the engine can load `model`'s architecture and tokenizer from."""
+    """A folder the engine can load `model`'s architecture and tokenizer from (a LoRA policy's base
+    folder, or the plain model it stands for saved: the engine never sees the adapters)."""
     folder = getattr(model, "name_or_path", "") or ""
     if folder and (Path(folder) / "config.json").is_file():
         return folder
     saved = Path(tempfile.mkdtemp(prefix="srl-agent-vllm-"))
-    model.save_pretrained(saved)
+    lora.save_plain(model, saved)
     tokenizer.save_pretrained(saved)
     return str(saved)
 
 
 def _checkpoint_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's parameters under their checkpoint names, detached, in the engine's layout; those
-    of a model sharded over torchrun's ranks gathered one tensor at a time (a collective each, in the
-    same order on every rank), so the full model is never held twice."""
-    for name, tensor in model.state_dict().items():
-        full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-        yield name, full.detach()
+    """The policy's parameters under their checkpoint names, detached, in the engine's layout: a LoRA
+    policy's merged weights under the base model's names (`lora.merged_weights`); a model sharded over
+    torchrun's ranks gathered one tensor at a time (a collective each, in the same order on every
+    rank), so the full model is never held twice."""
+    for name, tensor in lora.merged_weights(model):
+        yield name, tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
 def _has_reload_weights(worker: Any) -> bool:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HELP_PAGES = [
     ["srl_agent.train"],
     ["srl_agent.evaluate"],
+    ["srl_agent.export"],
     ["trajectories"],
     ["trajectories", "inspect"],
     ["trajectories", "build"],
@@ -41,6 +42,8 @@ def entry_point(module: str) -> Callable[[list[str]], int]:
         from srl_agent.train import main
     elif module == "srl_agent.evaluate":
         from srl_agent.evaluate import main
+    elif module == "srl_agent.export":
+        from srl_agent.export import main
     elif module == "trajectories":
         from trajectories.cli import main
     elif module == "environments":
@@ -108,7 +111,13 @@ def test_the_example_collection_finds_the_examples():
     assert any(argv[:2] == ["environments", "replay"] for argv in readme)
     assert any("--stage sft" in c and "trainer.steps=8" in c for c in config_commands())
     helps = help_commands()
-    for module in ("srl_agent.train", "srl_agent.evaluate", "trajectories", "environments"):
+    for module in (
+        "srl_agent.train",
+        "srl_agent.evaluate",
+        "srl_agent.export",
+        "trajectories",
+        "environments",
+    ):
         assert any(c.startswith(module + " ") for c in helps), f"python -m {module} --help shows no example"
 
 
