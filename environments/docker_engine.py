@@ -15,10 +15,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import docker
 
+    from environments.config import DockerHost
+
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 START_HINT = (
     "start it with `dockerd > /var/log/dockerd.log 2>&1 &` (as root) or `sudo systemctl start docker`; "
     "if it runs elsewhere, point DOCKER_HOST at it"
+)
+HOST_HINT = (
+    "check that the engine runs there and listens on that address, and for tcp:// its TLS files; "
+    "an engine that is down on purpose must leave environment.docker_hosts"
 )
 _ERROR_NAMES = frozenset({"APIError", "NotFound", "ImageNotFound", "DockerException", "BuildError"})
 
@@ -31,11 +37,13 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
 
 
-def connect(timeout: float = 120.0) -> docker.DockerClient:
-    """A client for the engine named by DOCKER_HOST (default: the local socket), checked with a ping.
+def connect(host: DockerHost | None = None, timeout: float = 120.0) -> docker.DockerClient:
+    """A client for `host` (default: the engine DOCKER_HOST names, else the local socket), pinged.
 
     `timeout` bounds each API call in seconds (image imports and commits pass their own, longer ones).
-    Raises EngineUnavailable with the address and the fix when the engine does not answer.
+    An `ssh://` host is reached through the `ssh` binary (docker-py's `use_ssh_client`), so no paramiko
+    is needed and ~/.ssh/config applies. Raises EngineUnavailable with the address and the fix when
+    the engine does not answer.
     """
     try:
         import docker
@@ -43,15 +51,33 @@ def connect(timeout: float = 120.0) -> docker.DockerClient:
         raise EngineUnavailable(
             f"docker-py is not installed ({e}); install it with `pip install docker`"
         ) from None
-    where = engine_address()
+    where, hint = (engine_address(), START_HINT) if host is None else (host.url, HOST_HINT)
     try:
-        client = docker.from_env(timeout=timeout)
+        if host is None:
+            client = docker.from_env(timeout=timeout)
+        else:
+            client = docker.DockerClient(
+                base_url=host.url,
+                tls=_tls_config(host),
+                use_ssh_client=host.url.startswith("ssh://"),
+                timeout=timeout,
+            )
         client.ping()
     except Exception as e:  # noqa: BLE001 - every failure here means the same thing to the caller
         raise EngineUnavailable(
-            f"no Docker engine reachable at {where} ({type(e).__name__}: {_short(e)}); {START_HINT}"
+            f"no Docker engine reachable at {where} ({type(e).__name__}: {_short(e)}); {hint}"
         ) from None
     return client
+
+
+def _tls_config(host: DockerHost) -> Any:
+    import docker.tls
+
+    if host.tls is None:
+        return False
+    tls = host.tls
+    cert = (tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.ca_cert, verify=tls.verify)
 
 
 @functools.cache
