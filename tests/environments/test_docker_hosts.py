@@ -1,10 +1,11 @@
 """The environment pool over two Docker engines on this machine: the main one and a second `dockerd`
-(own socket, data root, exec root, pidfile, no bridge) that the session fixture starts and stops.
+(own socket, data root, exec root, pidfile, no bridge, own network namespace) that the session fixture
+starts and stops.
 
 Episodes spread over both within their capacities and the task image is copied to the engine that
 lacks it; when the second engine is stopped mid-run its episodes end as environment errors (what the
 trainer masks) while the rest complete on the first, and once restarted it rejoins the rotation.
-The second engine needs root and the `dockerd` binary: without them the tests skip (fail under
+The second engine needs root, `dockerd` and `unshare`: without them the tests skip (fail under
 SRL_REQUIRE_DOCKER=1, as the docker tier does).
 """
 
@@ -37,8 +38,12 @@ from trajectories.record import ToolCall
 
 
 class Dockerd:
-    """A second Docker engine in its own folder: socket, data root, exec root and pidfile there,
-    no default bridge and no iptables rules (its containers run with network "none")."""
+    """A second Docker engine in its own folder: socket, data root, exec root and pidfile there, no
+    default bridge and no iptables rules (its containers run with network "none").
+
+    It runs in a network namespace of its own (`unshare --net`): a dockerd started with `--bridge none`
+    deletes the interface `docker0`, which in the host's namespace is the main engine's bridge (every
+    container on the default network of the main engine would then fail to start)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -47,7 +52,7 @@ class Dockerd:
 
     def start(self, timeout: float = 60.0) -> None:
         command = [
-            "dockerd", "--host", self.url, "--data-root", str(self.root / "data"),
+            "unshare", "--net", "dockerd", "--host", self.url, "--data-root", str(self.root / "data"),
             "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
             "--bridge", "none", "--iptables=false",
         ]  # fmt: skip
@@ -85,8 +90,8 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def second_engine() -> Iterator[Dockerd]:
-    if shutil.which("dockerd") is None:
-        _unavailable("no dockerd binary to start a second engine with")
+    if shutil.which("dockerd") is None or shutil.which("unshare") is None:
+        _unavailable("starting a second engine needs the dockerd and unshare binaries")
     if os.geteuid() != 0:
         _unavailable("a second dockerd needs root")
     root = Path(tempfile.mkdtemp(prefix="srl-dockerd2-", dir="/tmp"))  # short: a socket path is <108 bytes
@@ -96,9 +101,11 @@ def second_engine() -> Iterator[Dockerd]:
     except RuntimeError as e:
         shutil.rmtree(root, ignore_errors=True)
         _unavailable(str(e))
+    main_bridge = Path("/sys/class/net/docker0").exists()
     yield engine
     engine.stop()
     shutil.rmtree(root, ignore_errors=True)
+    assert Path("/sys/class/net/docker0").exists() == main_bridge, "the second engine removed docker0"
 
 
 def two_engines(second: Dockerd, first_capacity: int, second_capacity: int, **changes: object) -> EnvConfig:
