@@ -27,6 +27,7 @@ from envtest_support import fast_config, sample_image
 from environments import docker_engine
 from environments.config import DockerHost, EnvConfig
 from environments.container import DockerEnvironment
+from environments.doctor import diagnose
 from environments.labels import OWNER_LABEL, owner_id
 from environments.pool import EnvironmentPool
 from srl_agent.agent import run_episode
@@ -228,6 +229,19 @@ def test_a_stopped_engine_masks_its_episodes_leaves_the_rotation_and_rejoins(sec
     finally:
         pool.close()
     assert ours(first) == [] and ours(second) == []
+
+
+@pytest.mark.docker
+def test_doctor_checks_every_engine_and_names_the_one_that_does_not_answer(second_engine, tmp_path) -> None:
+    first, dead = docker_engine.engine_address(), f"unix://{tmp_path}/gone.sock"
+    hosts = [{"url": url, "capacity": 1} for url in (first, second_engine.url, dead)]
+    checks = {c.name: c for c in diagnose(EnvConfig(docker_hosts=hosts))}
+    assert all(checks[f"{name} ({first})"].ok for name in ("engine reachable", "container runs a command"))
+    assert checks[f"engine reachable ({second_engine.url})"].ok
+    assert checks[f"base image present ({second_engine.url})"].ok  # there, or copied from the first
+    unreachable = checks[f"engine reachable ({dead})"]
+    assert not unreachable.ok and dead in unreachable.detail and unreachable.fix == docker_engine.HOST_HINT
+    assert checks[f"container runs a command ({dead})"].detail == "skipped: engine unreachable"
 
 
 def test_a_host_that_does_not_answer_at_start_is_named(tmp_path: Path) -> None:
