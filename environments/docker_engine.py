@@ -76,8 +76,10 @@ def _tls_config(host: DockerHost) -> Any:
     if host.tls is None:
         return False
     tls = host.tls
-    cert = (tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None
-    return docker.tls.TLSConfig(client_cert=cert, ca_cert=tls.ca_cert, verify=tls.verify)
+    path = os.path.expanduser
+    cert = (path(tls.client_cert), path(tls.client_key)) if tls.client_cert and tls.client_key else None
+    ca = path(tls.ca_cert) if tls.ca_cert else None
+    return docker.tls.TLSConfig(client_cert=cert, ca_cert=ca, verify=tls.verify)
 
 
 @functools.cache
