@@ -7,7 +7,7 @@ so the next episode starts clean; an environment whose reset fails is closed and
 `run_parallel` runs one function per job on `size` threads, each job in its own environment.
 
 Engines: `EnvConfig.docker_hosts` lists them, each with its capacity (empty: the default engine, with
-`size` as its capacity). A new environment goes to the least loaded engine that answers. Images are
+`size`, else `pool_size`, as its capacity). A new environment goes to the least loaded engine that answers. Images are
 per engine, so before an engine runs its first container of an image the pool makes the image present
 there: it copies the image from an engine that has it (`images.copy_image`) and then calls the
 caller's `prepare(client)`, which builds, pulls or checks it on that engine (`prepare_image` of a task:
@@ -351,8 +351,7 @@ class EnvironmentPool:
                 engine.probing = True
         for engine in due:
             try:
-                client = docker_engine.connect(engine.host, timeout=PING_TIMEOUT)
-                client.close()
+                docker_engine.connect(engine.host, timeout=PING_TIMEOUT).close()
                 client = docker_engine.connect(engine.host)
             except docker_engine.EngineUnavailable:
                 with self._cond:
@@ -360,20 +359,30 @@ class EnvironmentPool:
                     delay = min(self.cfg.engine_retry * 2**engine.failed_pings, MAX_RETRY)
                     engine.retry_at, engine.probing = time.monotonic() + delay, False
                 continue
-            for container_id in engine.abandoned:
-                try:
-                    client.containers.get(container_id).remove(force=True)
-                except docker_engine.NotFound:
-                    pass
-            with self._cond:
-                assert engine.down_since is not None
-                log.warning("engine %s answers again after %.1f s; back in rotation",
-                            engine.name, time.monotonic() - engine.down_since)  # fmt: skip
-                engine.client, engine.abandoned, engine.ready = client, [], set()
-                engine.down_since, engine.probing = None, False
-                self._cond.notify_all()
+            self._rejoin(engine, client)
+
+    def _rejoin(self, engine: Engine, client: docker.DockerClient) -> None:
+        """Remove the containers abandoned on `engine` (this process's, so no reaper would) and put it
+        back in rotation with a new client; its images are checked again on first use."""
+        with self._cond:
+            abandoned, engine.abandoned = engine.abandoned, []
+        for container_id in abandoned:
+            try:
+                client.containers.get(container_id).remove(force=True)
+            except docker_engine.NotFound:
+                pass
+            except Exception as e:  # noqa: BLE001 - a leftover container must not keep the engine out
+                log.warning("could not remove container %s on %s: %s", container_id[:12], engine.name, e)
+        with self._cond:
+            assert engine.down_since is not None
+            log.warning("engine %s answers again after %.1f s; back in rotation",
+                        engine.name, time.monotonic() - engine.down_since)  # fmt: skip
+            engine.client, engine.ready = client, set()
+            engine.down_since, engine.probing = None, False
+            self._cond.notify_all()
 
     def _none_answers(self) -> str:
         now = time.monotonic()
         down = ", ".join(f"{e.name} (down {now - (e.down_since or now):.0f} s)" for e in self.engines)
-        return f"no Docker engine of the pool answers: {down}; {docker_engine.HOST_HINT}"
+        hint = docker_engine.START_HINT if self.engines[0].host is None else docker_engine.HOST_HINT
+        return f"no Docker engine of the pool answers: {down}; {hint}"

@@ -28,6 +28,7 @@ from environments import docker_engine
 from environments.config import DockerHost, EnvConfig
 from environments.container import DockerEnvironment
 from environments.doctor import diagnose
+from environments.images import image_exists
 from environments.labels import OWNER_LABEL, owner_id
 from environments.pool import EnvironmentPool
 from srl_agent.agent import run_episode
@@ -105,7 +106,9 @@ def second_engine() -> Iterator[Dockerd]:
     main_bridge = Path("/sys/class/net/docker0").exists()
     yield engine
     engine.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    # The data root holds unpacked image layers, tens of thousands of files: removing them takes 5-25 s
+    # on a busy disk, which the session need not wait for.
+    subprocess.Popen(["rm", "-rf", str(root)], start_new_session=True)
     assert Path("/sys/class/net/docker0").exists() == main_bridge, "the second engine removed docker0"
 
 
@@ -155,6 +158,32 @@ def test_episodes_spread_over_both_engines_within_capacity_and_the_image_is_copi
     copy = docker_engine.connect(DockerHost(url=second_engine.url, capacity=1)).images.get(image)
     assert copy.id == docker_engine.shared_client().images.get(image).id  # the same image, not a rebuild
     assert ours(first) == [] and ours(second_engine.url) == []
+
+
+@pytest.mark.docker
+def test_prepare_runs_once_per_engine_with_the_base_image_already_there(second_engine) -> None:
+    """A task's `prepare` (its image build) runs on each engine the first time that engine gets the
+    image, after the pool has copied the base image there (bundled builds start from it)."""
+    image, base = sample_image(), fast_config().base_image
+    calls: list[tuple[str, bool, bool]] = []  # (engine's data root, base present, image present)
+
+    def prepare(client) -> None:
+        calls.append(
+            (client.info()["DockerRootDir"], image_exists(client, base), image_exists(client, image))
+        )
+
+    with EnvironmentPool(two_engines(second_engine, 1, 1)) as pool:
+        for _ in range(2):
+            with pool.acquire(image, prepare=prepare) as a, pool.acquire(image, prepare=prepare) as b:
+                assert {pool.engine_of(a), pool.engine_of(b)} == {
+                    docker_engine.engine_address(),
+                    second_engine.url,
+                }
+    roots = sorted(root for root, _, _ in calls)
+    assert roots == sorted(
+        [docker_engine.shared_client().info()["DockerRootDir"], str(second_engine.root / "data")]
+    )
+    assert all(has_base and has_image for _, has_base, has_image in calls)
 
 
 class Sleeper:
