@@ -53,20 +53,36 @@ def connect(host: DockerHost | None = None, timeout: float = 120.0) -> docker.Do
         ) from None
     where, hint = (engine_address(), START_HINT) if host is None else (host.url, HOST_HINT)
     try:
-        if host is None:
-            client = docker.from_env(timeout=timeout)
-        else:
-            client = docker.DockerClient(
-                base_url=host.url,
-                tls=_tls_config(host),
-                use_ssh_client=host.url.startswith("ssh://"),
-                timeout=timeout,
-            )
+        client = docker.from_env(timeout=timeout) if host is None else _host_client(docker, host, timeout)
         client.ping()
     except Exception as e:  # noqa: BLE001 - every failure here means the same thing to the caller
         raise EngineUnavailable(
             f"no Docker engine reachable at {where} ({type(e).__name__}: {_short(e)}); {hint}"
         ) from None
+    return client
+
+
+def _host_client(docker: Any, host: DockerHost, timeout: float) -> docker.DockerClient:
+    settings = {
+        "base_url": host.url,
+        "tls": _tls_config(host),
+        "use_ssh_client": host.url.startswith("ssh://"),
+        "timeout": timeout,
+    }
+    if host.tls is None or host.tls.ca_cert is None:
+        return docker.DockerClient(**settings)
+    # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's CA (psf/requests#3829), so
+    # where they are set the engine's own CA would be ignored and its certificate refused: these clients
+    # do not read the environment. docker-py's automatic API version would ask before that can be set,
+    # so a client of the oldest version asks first.
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+
+    probe = docker.DockerClient(version=MINIMUM_DOCKER_API_VERSION, **settings)
+    probe.api.trust_env = False
+    version = probe.version(api_version=False)["ApiVersion"]
+    probe.close()
+    client = docker.DockerClient(version=version, **settings)
+    client.api.trust_env = False
     return client
 
 

@@ -11,9 +11,11 @@ SRL_REQUIRE_DOCKER=1, as the docker tier does).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,26 +40,31 @@ from trajectories.actions import render_action
 from trajectories.config import ConfigError, resolve_config
 from trajectories.record import ToolCall
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 class Dockerd:
     """A second Docker engine in its own folder: socket, data root, exec root and pidfile there, no
-    default bridge and no iptables rules (its containers run with network "none").
+    default bridge and no iptables rules (its containers run with network "none"); `extra` flags (more
+    listeners, TLS) go to dockerd.
 
     It runs in a network namespace of its own (`unshare --net`): a dockerd started with `--bridge none`
     deletes the interface `docker0`, which in the host's namespace is the main engine's bridge (every
     container on the default network of the main engine would then fail to start)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, *extra: str) -> None:
+        self.root, self.extra = root, extra
         self.url = f"unix://{root}/docker.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        command = [
-            "unshare", "--net", "dockerd", "--host", self.url, "--data-root", str(self.root / "data"),
+        dockerd = [
+            "dockerd", "--host", self.url, "--data-root", str(self.root / "data"),
             "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "docker.pid"),
-            "--bridge", "none", "--iptables=false",
+            "--bridge", "none", "--iptables=false", *self.extra,
         ]  # fmt: skip
+        # a new network namespace has its loopback down; `exec` keeps the pid, so stop() stops dockerd
+        command = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *dockerd]
         with open(self.root / "dockerd.log", "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -92,8 +99,8 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def second_engine() -> Iterator[Dockerd]:
-    if shutil.which("dockerd") is None or shutil.which("unshare") is None:
-        _unavailable("starting a second engine needs the dockerd and unshare binaries")
+    if any(shutil.which(tool) is None for tool in ("dockerd", "unshare", "ip")):
+        _unavailable("starting a second engine needs the dockerd, unshare and ip binaries")
     if os.geteuid() != 0:
         _unavailable("a second dockerd needs root")
     root = Path(tempfile.mkdtemp(prefix="srl-dockerd2-", dir="/tmp"))  # short: a socket path is <108 bytes
@@ -271,6 +278,86 @@ def test_doctor_checks_every_engine_and_names_the_one_that_does_not_answer(secon
     unreachable = checks[f"engine reachable ({dead})"]
     assert not unreachable.ok and dead in unreachable.detail and unreachable.fix == docker_engine.HOST_HINT
     assert checks[f"container runs a command ({dead})"].detail == "skipped: engine unreachable"
+
+
+TLS_CHECK = """
+import json, sys
+from environments import docker_engine
+from environments.config import DockerHost
+
+url, d = sys.argv[1], sys.argv[2]
+full = {"ca_cert": f"{d}/ca.pem", "client_cert": f"{d}/cert.pem", "client_key": f"{d}/key.pem"}
+cases = {"full": full, "no_client_cert": {"ca_cert": full["ca_cert"]}, "plain": None,
+         "system_ca": {"client_cert": full["client_cert"], "client_key": full["client_key"]}}
+found = {}
+for name, tls in cases.items():
+    try:
+        found[name] = "ok " + docker_engine.connect(DockerHost(url=url, capacity=1, tls=tls), 10).version()["Version"]
+    except docker_engine.EngineUnavailable as e:
+        found[name] = str(e)
+print(json.dumps(found))
+"""
+
+
+def make_certificates(folder: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate signed by it (as in Docker's
+    "Protect the Docker daemon socket"), and an unrelated CA, `other.pem`."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    for ca in ("ca", "other"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}-key.pem", "-out", f"{ca}.pem",
+                "-days", "1", "-subj", f"/CN=srl-test-{ca}")  # fmt: skip
+    for name, usage in (("server", "serverAuth\nsubjectAltName=IP:127.0.0.1"), ("client", "clientAuth")):
+        (folder / f"{name}.ext").write_text(f"extendedKeyUsage={usage}\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}-key.pem", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}")  # fmt: skip
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+                "-out", f"{name}-cert.pem", "-days", "1", "-extfile", f"{name}.ext")  # fmt: skip
+    (folder / "cert.pem").write_bytes((folder / "client-cert.pem").read_bytes())
+    (folder / "key.pem").write_bytes((folder / "client-key.pem").read_bytes())
+
+
+@pytest.mark.docker
+def test_a_tcp_engine_with_tls_is_reached_with_its_ca_and_client_certificate() -> None:
+    """A dockerd with --tlsverify on tcp://127.0.0.1:2376 in its own network namespace, reached from
+    a process in that namespace: the full TLS entry connects (even with REQUESTS_CA_BUNDLE naming
+    another CA, which requests would otherwise prefer), and without the client certificate, without
+    the engine's CA or without TLS the error names the URL."""
+    if shutil.which("openssl") is None or shutil.which("nsenter") is None:
+        _unavailable("the TLS engine test needs the openssl and nsenter binaries")
+    if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("unshare") is None:
+        _unavailable("starting a TLS engine needs root and the dockerd and unshare binaries")
+    root = Path(tempfile.mkdtemp(prefix="srl-dockerd-tls-", dir="/tmp"))
+    make_certificates(root)
+    url = "tcp://127.0.0.1:2376"
+    tls_flags = [
+        "--tlsverify",
+        "--tlscacert",
+        "ca.pem",
+        "--tlscert",
+        "server-cert.pem",
+        "--tlskey",
+        "server-key.pem",
+    ]
+    engine = Dockerd(root, "--host", url, *(f"{root}/{f}" if f.endswith(".pem") else f for f in tls_flags))
+    try:
+        engine.start()
+        assert engine.process is not None
+        check = subprocess.run(
+            ["nsenter", f"--net=/proc/{engine.process.pid}/ns/net", sys.executable, "-c", TLS_CHECK, url, str(root)],
+            check=False, capture_output=True, text=True, timeout=120, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO), "REQUESTS_CA_BUNDLE": str(root / "other.pem")},
+        )  # fmt: skip
+    finally:
+        engine.stop()
+        subprocess.Popen(["rm", "-rf", str(root)], start_new_session=True)
+    assert check.returncode == 0, check.stderr[-2000:]
+    found = json.loads(check.stdout.splitlines()[-1])
+    assert found["full"].startswith("ok "), found["full"]
+    for case in ("no_client_cert", "system_ca", "plain"):
+        assert found[case].startswith(f"no Docker engine reachable at {url}"), (case, found[case])
 
 
 def test_a_host_that_does_not_answer_at_start_is_named(tmp_path: Path) -> None:
