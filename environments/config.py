@@ -43,7 +43,7 @@ class DockerHost(Section):
 
     url: str
     """docker-py base URL: `unix:///path/docker.sock`, `tcp://host:2376` (with `tls`) or `ssh://user@host`
-    (through the `ssh` binary, so ~/.ssh/config, keys and the agent apply)."""
+    (through paramiko, the `ssh` extra; user, port, key and ProxyCommand from ~/.ssh/config apply)."""
     capacity: int = Field(ge=1)
     """Most environments (containers) the pool keeps on this engine at once."""
     tls: HostTLS | None = None

@@ -9,6 +9,7 @@ failure, when one comes, is one clear `EngineUnavailable` that says how to fix i
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +42,11 @@ def connect(host: DockerHost | None = None, timeout: float = 120.0) -> docker.Do
     """A client for `host` (default: the engine DOCKER_HOST names, else the local socket), pinged.
 
     `timeout` bounds each API call in seconds (image imports and commits pass their own, longer ones).
-    An `ssh://` host is reached through the `ssh` binary (docker-py's `use_ssh_client`), so no paramiko
-    is needed and ~/.ssh/config applies. Raises EngineUnavailable with the address and the fix when
-    the engine does not answer.
+    An `ssh://` host is reached through paramiko (the `ssh` extra), which reads the host's user, port,
+    key and ProxyCommand from ~/.ssh/config. Not docker-py's `use_ssh_client`, which shells out to the
+    ssh binary: its connection breaks on every exec (a BrokenPipeError when the exec's stream closes,
+    docker 7.2), and environments run everything through execs. Raises EngineUnavailable with the
+    address and the fix when the engine does not answer.
     """
     try:
         import docker
@@ -63,12 +66,9 @@ def connect(host: DockerHost | None = None, timeout: float = 120.0) -> docker.Do
 
 
 def _host_client(docker: Any, host: DockerHost, timeout: float) -> docker.DockerClient:
-    settings = {
-        "base_url": host.url,
-        "tls": _tls_config(host),
-        "use_ssh_client": host.url.startswith("ssh://"),
-        "timeout": timeout,
-    }
+    if host.url.startswith("ssh://") and importlib.util.find_spec("paramiko") is None:
+        raise RuntimeError("ssh:// engines need paramiko: pip install 'srl-agent[ssh]' (or 'docker[ssh]')")
+    settings = {"base_url": host.url, "tls": _tls_config(host), "timeout": timeout}
     if host.tls is None or host.tls.ca_cert is None:
         return docker.DockerClient(**settings)
     # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's CA (psf/requests#3829), so

@@ -11,6 +11,7 @@ SRL_REQUIRE_DOCKER=1, as the docker tier does).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -358,6 +359,13 @@ def test_a_tcp_engine_with_tls_is_reached_with_its_ca_and_client_certificate() -
     assert found["full"].startswith("ok "), found["full"]
     for case in ("no_client_cert", "system_ca", "plain"):
         assert found[case].startswith(f"no Docker engine reachable at {url}"), (case, found[case])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("paramiko") is not None, reason="paramiko is installed")
+def test_an_ssh_host_without_paramiko_names_the_extra_to_install() -> None:
+    with pytest.raises(docker_engine.EngineUnavailable) as caught:
+        EnvironmentPool(EnvConfig(docker_hosts=[{"url": "ssh://trainer@docker-3.internal", "capacity": 2}]))
+    assert "ssh://trainer@docker-3.internal" in str(caught.value) and "srl-agent[ssh]" in str(caught.value)
 
 
 def test_a_host_that_does_not_answer_at_start_is_named(tmp_path: Path) -> None:
