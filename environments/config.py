@@ -9,12 +9,61 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from trajectories.config import Section
 
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+ENGINE_SCHEMES = ("unix", "tcp", "ssh")
+
+
+class HostTLS(Section):
+    """TLS of a `tcp://` engine, as `docker --tlsverify --tlscacert ... --tlscert ... --tlskey ...`."""
+
+    ca_cert: str | None = None
+    """CA certificate that signed the engine's certificate (null: the system's CAs)."""
+    client_cert: str | None = None
+    """This client's certificate; with `client_key`, for engines that require client authentication."""
+    client_key: str | None = None
+    """The key of `client_cert`."""
+    verify: bool = True
+    """Check the engine's certificate; off only for a test engine with a self-signed certificate."""
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> HostTLS:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: give both or neither")
+        return self
+
+
+class DockerHost(Section):
+    """One Docker engine of the environment pool and how many containers it may run at once."""
+
+    url: str
+    """docker-py base URL: `unix:///path/docker.sock`, `tcp://host:2376` (with `tls`) or `ssh://user@host`
+    (through paramiko, the `ssh` extra; user, port, key and ProxyCommand from ~/.ssh/config apply)."""
+    capacity: int = Field(ge=1)
+    """Most environments (containers) the pool keeps on this engine at once."""
+    tls: HostTLS | None = None
+    """TLS for a `tcp://` engine; null: plain TCP (an engine that listens without TLS)."""
+
+    @field_validator("url")
+    @classmethod
+    def _docker_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ENGINE_SCHEMES:
+            raise ValueError(f"{url!r} is not a Docker engine URL: use unix://, tcp:// or ssh://")
+        if (parts.path if parts.scheme == "unix" else parts.hostname) in ("", None):
+            raise ValueError(f"{url!r} names no {'socket path' if parts.scheme == 'unix' else 'host'}")
+        return url
+
+    @model_validator(mode="after")
+    def _tls_over_tcp(self) -> DockerHost:
+        if self.tls is not None and not self.url.startswith("tcp://"):
+            raise ValueError(f"{self.url}: tls applies to tcp:// engines only")
+        return self
 
 
 class EnvConfig(Section):
@@ -61,7 +110,13 @@ class EnvConfig(Section):
     reset: Literal["warm", "fresh"] = "warm"
     """Between episodes: warm restores the repository in the same container; fresh starts a new one."""
     pool_size: int = Field(2, ge=1)
-    """Most environments an `EnvironmentPool` keeps started at once."""
+    """Most environments an `EnvironmentPool` keeps started at once (on the default engine)."""
+    docker_hosts: list[DockerHost] = Field(default_factory=list)
+    """Engines the pool spreads environments over, each with its capacity; empty: the one engine
+    DOCKER_HOST names (default: the local socket) with `pool_size` as its capacity."""
+    engine_retry: float = Field(30.0, gt=0)
+    """Seconds before an engine that stopped answering is pinged again (doubled after each failed
+    ping, up to 10 minutes); it rejoins the pool when it answers."""
 
     def resolved_ca_bundle(self) -> Path | None:
         """The CA bundle file to pass into builds, or None. A given path that does not exist is an error."""

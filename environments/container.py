@@ -4,7 +4,7 @@ Every container is started locked down: no network (unless `EnvConfig.network`),
 limits, all capabilities dropped but the few a root user needs to edit files and install packages,
 `no-new-privileges`. It is labelled `srl-agent.managed=1` and with its owner process
 (`host:pid:start-time`), so that containers leaked by a run that crashed are removed by `reap_leaked()`,
-which the first environment of every process calls.
+which the first environment a process starts on each engine calls.
 
 `DockerEnvironment` runs commands through a `PersistentShell`, restores the repository between episodes
 (warm: `git checkout` of the base commit + `git clean` in the same container; fresh: a new container),
@@ -56,7 +56,7 @@ CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "
 EDITOR_HISTORY_DIR = os.path.dirname(EDITOR_HISTORY)  # undo history of str_replace_editor
 _LIVE: weakref.WeakSet[DockerEnvironment] = weakref.WeakSet()
 _reaped_lock = threading.Lock()
-_reaped = False
+_reaped: weakref.WeakSet[Any] = weakref.WeakSet()  # clients whose engine was reaped (each engine has one)
 
 # What in a git directory holds or names commits other than HEAD's: unfinished merges, rebases, cherry-picks
 # and bisects, other worktrees, recorded conflict resolutions, the last commit and tag messages.
@@ -180,16 +180,15 @@ class DockerEnvironment:
 
     def start(self, image: str | None = None) -> DockerEnvironment:
         """Start a container from `image` (default: the one given at construction) and its shell."""
-        global _reaped
         if self._container is not None:
             raise RuntimeError(f"the environment is already started (container {self._container.short_id})")
         self.image = image or self.image
         client = self._client or docker_engine.shared_client()
         self._client = client
         with _reaped_lock:
-            if not _reaped:
+            if client not in _reaped:
                 reap_leaked(client)
-                _reaped = True
+                _reaped.add(client)
         self._container = start_container(client, self.image, self.cfg)
         _LIVE.add(self)
         try:
@@ -215,6 +214,17 @@ class DockerEnvironment:
                 pass
             self._container = None
         _LIVE.discard(self)
+
+    def abandon(self) -> str | None:
+        """Forget the container without asking its engine (which no longer answers); returns its id,
+        for whoever removes it once the engine is back (see `EnvironmentPool`)."""
+        container_id = None if self._container is None else self._container.id
+        if self._shell is not None:
+            self._shell.close()
+            self._shell = None
+        self._container = None
+        _LIVE.discard(self)
+        return container_id
 
     def __enter__(self) -> Self:
         return self.start() if self._container is None else self

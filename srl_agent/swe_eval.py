@@ -193,13 +193,15 @@ class Runner:
             if hasattr(self.policy, "trajectory_for"):
                 self.policy.trajectory_for(iid)  # a replay without this instance fails before any container
             running = self.policy.episode() if hasattr(self.policy, "episode") else nullcontext(self.policy)
-            with running as policy:
-                image = prepare_image(task, self.cfg.environment)
-                with self.pool.acquire(image) as env:
-                    episode = run_episode(
-                        policy, env, task.problem_statement, iid, self.cfg.agent, self.cfg.data.build
-                    )
-                    graded = self._grade_here(env, task, episode)
+            # images are per engine: the pool has the image made on the engine it picks
+            acquired = self.pool.acquire(
+                task.image, prepare=lambda client: prepare_image(task, self.cfg.environment, client=client)
+            )
+            with running as policy, acquired as env:
+                episode = run_episode(
+                    policy, env, task.problem_statement, iid, self.cfg.agent, self.cfg.data.build
+                )
+                graded = self._grade_here(env, task, episode)
         except Exception as e:  # one instance's failure is its status; the run goes on
             log.warning("instance %s failed before its episode ended", iid, exc_info=True)
             outcome = Outcome(iid, "graded", "infrastructure_error", detail=f"{type(e).__name__}: {e}")

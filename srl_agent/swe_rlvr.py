@@ -232,17 +232,17 @@ class EpisodeRunner:
             return self._run(task, policy)
 
     def _run(self, task: TaskInstance, policy: Any) -> EpisodeRollout:
+        from environments.pool import ImageUnavailable
         from environments.tasks.sources import prepare_image
         from srl_agent.agent import run_episode
 
         iid = task.instance_id
-        try:
-            image = prepare_image(task, self.env_cfg)
-        except Exception as e:  # noqa: BLE001 - a missing image is the infrastructure's, not the policy's
-            return EpisodeRollout(iid, _masked("no image", e))
         episode, phase = None, "environment"  # what failed, when something raises
         try:
-            with self.pool.acquire(image) as env:
+            # images are per engine: the pool has the image made on the engine it picks
+            with self.pool.acquire(
+                task.image, prepare=lambda client: prepare_image(task, self.env_cfg, client=client)
+            ) as env:
                 phase = "policy"  # the agent loop turns the environment's faults into an exit status
                 episode = run_episode(policy, env, task.problem_statement, iid, self.agent, self.build)
                 if episode.infrastructure_error:
@@ -251,6 +251,8 @@ class EpisodeRunner:
                 phase, started = "grading", time.perf_counter()
                 grade = self._grade(env, task, episode.patch)
                 seconds = time.perf_counter() - started
+        except ImageUnavailable as e:  # a missing image is the infrastructure's, not the policy's
+            return EpisodeRollout(iid, _masked("no image", e))
         except Exception as e:  # the engine, a container or the model failed
             log.warning("an episode of %s failed (%s)", iid, phase, exc_info=True)
             return self._rollout(iid, episode, _masked(phase, e))

@@ -361,8 +361,9 @@ def _managed_containers(pid: int) -> list[str]:
     from environments.labels import MANAGED_LABEL, OWNER_LABEL
 
     client = docker_engine.shared_client()
-    found = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
-    return [c.name for c in found if c.labels.get(OWNER_LABEL, "").split(":")[1:2] == [str(pid)]]
+    # sparse: no inspect per container, which fails for one removed between the listing and it
+    found = client.containers.list(all=True, sparse=True, filters={"label": f"{MANAGED_LABEL}=1"})
+    return [c.id for c in found if c.attrs["Labels"].get(OWNER_LABEL, "").split(":")[1:2] == [str(pid)]]
 
 
 @pytest.mark.docker
@@ -383,7 +384,10 @@ def test_a_run_killed_mid_step_resumes_with_no_step_lost_or_repeated_and_no_cont
     while not (metrics.is_file() and metrics.read_text().strip() and last.is_file()) and first.poll() is None:
         assert time.monotonic() < deadline, "the first step did not finish"  # (and was saved)
         time.sleep(0.2)
-    while not _managed_containers(first.pid) and first.poll() is None:  # step 2's episodes are running
+    # step 2's episodes are running: containers other than the idle ones step 1 left (which the pool
+    # may be removing at once, to start the next task's image)
+    step_1 = set(_managed_containers(first.pid))
+    while not set(_managed_containers(first.pid)) - step_1 and first.poll() is None:
         time.sleep(0.1)
     first.send_signal(signal.SIGKILL)
     first.wait()
