@@ -14,6 +14,12 @@ On this 2-core machine the two ranks share the cores the single process has to i
 gives each process one OpenMP thread, so the single process uses one core and the ranks one each): the
 figure is a correctness run of the multi-process path more than a measurement of its speed-up, which
 needs one device per rank. On a GPU machine run it with `--threads` left alone and `--device cuda`.
+
+Measured so (AMD EPYC, 2 cores, load 1.4-1.7; defaults: SmolLM2-135M, 2 prompts x G=8 x 64 tokens,
+3 steps): 1 rank 40.9 s a step (generation 23.5, update 17.4), 2 ranks 37.5 s (14.4, 21.9): 1.09x,
+with generation 1.63x faster (each rank samples one prompt on its own core) and the update 0.79x (the
+all-gathers and reduce-scatters of FSDP2 over gloo, on cores the ranks share). Peak RSS 4.55 GB for
+the one process, 4.03 GB per rank (7.94 GB together). Both trained 16 sequences a step.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def main() -> None:
         f"trainer.steps={args.steps}", f"trainer.batch_size={args.batch_size}", f"grpo.group_size={args.group}",
         f"generation.max_new_tokens={args.max_new_tokens}", "grpo.filter=none", "trainer.val_every=0",
         "trainer.validate_at_start=false", "trainer.progress=false", "trainer.save_every=1000",
+        "data.max_val_examples=0",  # the step alone: no validation at the last step
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.threads:
