@@ -17,6 +17,14 @@ demo's filter would drop, leaving no update to time.
 Printed per variant: the step's seconds (`seconds_total` in metrics.jsonl), split into generation and
 training, CPU seconds of the child, its peak RSS, the completion tokens; then the ratios before / after
 and the machine with its load average (read wall seconds with it: the machine may be shared).
+
+Measured so (AMD EPYC, 2 cores, OMP_NUM_THREADS=1, SmolLM2-135M, G=4, 1 prompt, <= 64 tokens):
+- `--no-checkpointing`, load 1.0-1.6: before 71.5 s a step (generation 44.1, update 27.4), after
+  46.5 s (19.0, 27.5): 1.54x the step, 2.33x generation, 1.40x CPU seconds; peak RSS 5.01 / 5.06 GB.
+  (The update shares the prompt in both variants: only generation differs.)
+- the demo's gradient checkpointing on, load 5-7 from other jobs: generation 58.5 -> 34.7 s (1.69x);
+  the recomputed update over G full 2k-token rows took 226-321 s, swinging with the load, which
+  buries the saving in the step (CPU seconds 379 -> 363); peak RSS 4.36 / 4.39 GB.
 """
 
 from __future__ import annotations
