@@ -158,7 +158,7 @@ def dynamic_sampling(
     while total_kept < batch_size and rounds < max(1, cfg.max_sampling_rounds):
         rounds += 1
         mine = world.shard(stream.take(batch_size - total_kept))
-        groups = sample(mine) if mine else []
+        groups = sample(mine) if mine else []  # (no generate call for nothing)
         sampled += groups
         for g, k, adv in zip(groups, *judge(groups, keep_fn, advantage_fn, cfg), strict=True):
             if k:
@@ -177,6 +177,8 @@ def judge(
     the group's other rollouts, a masked one gets advantage 0 (and is not trained on), and a group
     with fewer than two rewarded rollouts is dropped.
     """
+    if not groups:  # a rank given no items in a refill round
+        return [], []
     rewards = torch.tensor([[s.reward for s in g.scores] for g in groups], dtype=torch.float64)
     valid = [[s.masked is None for s in g.scores] for g in groups]
     if all(all(v) for v in valid):

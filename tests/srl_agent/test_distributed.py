@@ -122,3 +122,33 @@ def test_two_rank_sft_matches_one_process(tmp_path):
     init, _ = load_model_and_tokenizer("tiny-random", dtype="float32", seed=0)
     moved = any(not torch.equal(p, q) for p, q in zip(a.parameters(), init.parameters(), strict=True))
     assert moved
+
+
+class _SecondOfTwo(World):
+    """Rank 1 of 2 without a process group: rank 0 is taken to keep two prompts each round."""
+
+    def sum(self, value: float) -> float:
+        return value + 2
+
+
+def test_a_rank_left_without_prompts_in_a_refill_round_goes_on():
+    """Dynamic sampling on rank 1 of 2 with a batch of 3: rank 0 keeps 2, rank 1 its 1 prompt of
+    round 1 is filtered out, so round 2 draws 1 prompt, which is rank 0's. Rank 1 samples nothing
+    that round (no generate call, nothing to judge) and runs the rounds with the others."""
+    from srl_agent.config import GRPOConfig
+    from srl_agent.data import DataStream
+    from srl_agent.protocols import Completion, Scored
+    from srl_agent.rollouts import Group, dynamic_sampling
+
+    examples = [math_example(f"g{i}", 0, "x") for i in range(8)]
+    calls: list[int] = []
+
+    def sample(items):
+        calls.append(len(items))
+        flat = [Scored(0.5, None), Scored(0.5, None)]  # no spread: the std filter drops the group
+        return [Group(ex, [1], [Completion([1], "", "stop")] * 2, flat) for ex in items]
+
+    cfg = GRPOConfig(filter="std", max_sampling_rounds=3)
+    kept, sampled, rounds = dynamic_sampling(DataStream(examples, 0), 3, sample, cfg, _SecondOfTwo(1, 2))
+    assert rounds == 3 and calls == [1]  # rounds 2 and 3 gave rank 1 no prompt
+    assert kept == [] and len(sampled) == 1
