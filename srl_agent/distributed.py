@@ -53,22 +53,19 @@ class World:
 
     def sum(self, value: float) -> float:
         """`value` summed over the ranks."""
-        if self.size == 1:
-            return value
-        import torch.distributed as dist
-
-        out = torch.tensor([float(value)], dtype=torch.float64)
-        dist.all_reduce(out)
-        return float(out.item())
+        return self._reduce(value, "SUM")
 
     def max(self, value: float) -> float:
         """The largest `value` of the ranks."""
+        return self._reduce(value, "MAX")
+
+    def _reduce(self, value: float, op: str) -> float:
         if self.size == 1:
             return value
         import torch.distributed as dist
 
         out = torch.tensor([float(value)], dtype=torch.float64)
-        dist.all_reduce(out, op=dist.ReduceOp.MAX)
+        dist.all_reduce(out, op=getattr(dist.ReduceOp, op))
         return float(out.item())
 
     def gather(self, obj: T) -> list[T]:

@@ -32,8 +32,7 @@ def pack(
     With `share_prompts` and a prompt repeated in the batch, the shared layout instead (see
     `_pack_shared`), and with "always" even when no prompt repeats (a sharded model's ranks must
     run the same passes: one layout for every micro-batch); `completion_logprobs` reads either."""
-    repeated = len({tuple(p) for p in prompts}) < len(prompts)
-    if share_prompts == "always" or (share_prompts and repeated):
+    if share_prompts == "always" or (share_prompts and len({tuple(p) for p in prompts}) < len(prompts)):
         return _pack_shared(prompts, completions, pad_id, device)
     n = len(prompts)
     width_p = max(len(p) for p in prompts)

@@ -140,7 +140,8 @@ def train_stage(cfg: TrainConfig) -> None:
     world = init_world()
     with contextlib.ExitStack() as closing:  # SWE RLVR's environments: removed however the run ends
         if not world.main:  # one rank reports; the others' stdout would repeat it
-            closing.enter_context(contextlib.redirect_stdout(open(os.devnull, "w")))  # noqa: SIM115
+            devnull = closing.enter_context(open(os.devnull, "w"))
+            closing.enter_context(contextlib.redirect_stdout(devnull))
         run, last = setup_run(cfg, world, closing)
         train_run(run, last)
 
@@ -259,7 +260,7 @@ class Run:
     """SWE RLVR: the `swe_rlvr.EpisodeRunner` that samples episodes (None for step-example stages)."""
     val_episodes: Any = None
     """SWE RLVR: the one that runs greedy validation episodes."""
-    world: World = field(default_factory=World)
+    world: World = ONE_PROCESS
     """This process's rank among the training processes (`srl_agent.distributed`)."""
 
 
@@ -535,7 +536,7 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
         for c, a, scored in zip(g.completions, g.advantages, g.scores, strict=True)
         if scored.masked is None  # no reward could be computed: nothing to learn from it
     ]
-    return row, sequences, int(run.world.sum(len(collected.kept))), collected.rounds
+    return row, sequences, len(merged.kept), collected.rounds
 
 
 def episode_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
@@ -543,14 +544,15 @@ def episode_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int
     kept, sampling rounds. Names the tasks filtered and those whose episodes all failed to run."""
     cfg = run.cfg
     collected = run.episodes.collect(run.stream, cfg.trainer.batch_size, cfg.grpo, run.world)
-    row: dict[str, Any] = {**everywhere(collected, run.world).stats(), "filter": cfg.grpo.filter}
+    merged = everywhere(collected, run.world)
+    row: dict[str, Any] = {**merged.stats(), "filter": cfg.grpo.filter}
     if row["infrastructure_failed_tasks"]:
         print(
             f"warning: every episode of {', '.join(row['infrastructure_failed_tasks'])} failed for "
             f"infrastructure reasons ({row['masked_reasons']}); they are left out, not scored 0",
             file=sys.stderr,
         )
-    return row, episode_sequences(collected.kept), int(run.world.sum(len(collected.kept))), collected.rounds
+    return row, episode_sequences(collected.kept), len(merged.kept), collected.rounds
 
 
 def everywhere(collected: Any, world: World) -> Any:
@@ -760,7 +762,9 @@ def sft_step(run: Run) -> dict[str, Any]:
         batches.append(empty_batch(pad, model.device))
     for batch in batches:
         logp = completion_logprobs(model, batch, 1.0, cfg.model.dtype)
-        loss = grpo.token_mean(grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, 0.0)
+        loss = grpo.token_mean(
+            grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, cfg.trainer.batch_size
+        )
         (loss * world.size).backward()  # the sum over ranks of a sharded model's gradients
         loss_sum += loss.item()
     grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
