@@ -351,7 +351,8 @@ class EnvironmentPool:
                 engine.probing = True
         for engine in due:
             try:
-                docker_engine.connect(engine.host, timeout=PING_TIMEOUT).close()
+                if not engine.answers():
+                    raise docker_engine.EngineUnavailable(engine.name)
                 client = docker_engine.connect(engine.host)
             except docker_engine.EngineUnavailable:
                 with self._cond:
