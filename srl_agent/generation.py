@@ -80,7 +80,12 @@ class HFGenerator:
     (bench/bench_prefill_sharing.py: 2x faster shared). Both ways give the same completions and
     log-probabilities up to float rounding; `share_prefill=False` keeps `generate`'s own expansion
     (`num_return_sequences=n`) for comparison.
+
+    It samples from the policy itself (`owns_weights` False): the trainer's updates are what it samples
+    from, so `update_weights`, `sleep` and `wake` have nothing to do.
     """
+
+    owns_weights = False
 
     def __init__(
         self,
@@ -144,6 +149,15 @@ class HFGenerator:
                 )
         self.model.train(was_training)
         return out
+
+    def update_weights(self, model: Any) -> None:
+        """Nothing: the weights sampled from are the policy's own."""
+
+    def sleep(self) -> None:
+        """Nothing: `generate` holds no memory between calls."""
+
+    def wake(self) -> None:
+        """Nothing: it never sleeps."""
 
     def _generate(self, ids: torch.Tensor, attn: torch.Tensor, n: int, config: Any, stopping: Any) -> Any:
         """`generate` on left-padded prompts [B, W]: sequences [B * n, W + new], row i * n + k the k-th

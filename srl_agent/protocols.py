@@ -1,11 +1,17 @@
-"""The seams of srl-agent, in one place: what generates, what scores, and where actions run.
+"""The seams of srl-agent, in one place: what generates, what scores, what acts, and where actions run.
 
 Each seam is a Protocol (structural: an implementation needs no base class) with its contract here.
-The trainer, the evaluator and the coming agent loop depend on these, never on an implementation.
+The trainer (`srl_agent.train`), the evaluator (`srl_agent.evaluate`) and the agent loop
+(`srl_agent.agent`) depend on these, never on an implementation; only the factories that build one
+(`srl_agent.backends.make_generator`, ...) name the classes.
 
 - `Generator`: batched sampling. For each tokenized prompt, `n` completions, each with its token ids,
-  text, finish reason and the sampler's own per-token log-probabilities. Implementations:
-  `srl_agent.generation.HFGenerator` (transformers `generate`); vLLM plugs in behind the same shape.
+  text, finish reason and the sampler's own per-token log-probabilities. It also says whether it
+  samples from its own copy of the weights (`owns_weights`), which the trainer then hands it after
+  every update (`update_weights`), and it frees its memory while the trainer updates (`sleep`,
+  `wake`); a generator that samples from the policy itself does nothing in these. Implementations:
+  `srl_agent.generation.HFGenerator` (transformers `generate` on the policy) and
+  `srl_agent.vllm_generation.VLLMGenerator` (a vLLM engine with its own weights).
 - `Reward`: scores one completion of one example. A pure reward (step similarity, answer check)
   ignores `env`; an environment reward (tests pass) runs in the `env` it is given and says so with
   `needs_environment`. Both return a `Scored`; a `Scored` with `masked` set means the reward could not
@@ -13,7 +19,7 @@ The trainer, the evaluator and the coming agent loop depend on these, never on a
   instead of being counted as wrong. Implementations: `srl_agent.rewards`.
 - `Environment`: where tool calls run (a repository in a sandbox). Its contract is owned by the
   `environments` package, which implements it (`environments.container.DockerEnvironment`) and uses
-  it itself (tools, grading, replay); it is re-exported here so that the three seams read together.
+  it itself (tools, grading, replay); it is re-exported here so that the seams read together.
 - `Policy`: what acts in an agent episode (`srl_agent.agent`). Given the step example the loop built
   from the episode so far, it returns one `Turn`: the whole output for that step. Implementations:
   `srl_agent.policies.ModelPolicy` (a Generator behind the task's prompts) and
@@ -28,6 +34,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from environments.protocol import Environment
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from trajectories.record import StepExample
 
 __all__ = [
@@ -69,6 +77,11 @@ class Completion:
 
 
 class Generator(Protocol):
+    owns_weights: bool
+    """True: it samples from its own copy of the policy's weights (a vLLM engine), which the trainer
+    hands it with `update_weights` after every update; False: it samples from the policy itself (HF),
+    so the trainer's updates are what it samples from."""
+
     def generate(
         self, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, greedy: bool = False
     ) -> list[list[Completion]]:
@@ -76,6 +89,20 @@ class Generator(Protocol):
 
         Stop strings and end-of-turn tokens are the implementation's settings, fixed when it is made.
         """
+        ...
+
+    def update_weights(self, model: PreTrainedModel) -> None:
+        """Sample from `model`'s current weights from now on (copied in memory; a sleeping generator
+        is woken). Nothing to do for a generator that does not own its weights."""
+        ...
+
+    def sleep(self) -> None:
+        """Free what sampling holds (an engine's GPU memory) while the trainer updates; the next
+        `wake` or `update_weights` restores it. May do nothing."""
+        ...
+
+    def wake(self) -> None:
+        """Be ready to sample again after `sleep` (nothing to do when awake)."""
         ...
 
 

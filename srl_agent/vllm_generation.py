@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 class VLLMGenerator:
     """G completions per prompt from an in-process vLLM engine holding a copy of the policy's weights."""
 
+    owns_weights = True
+
     def __init__(
         self,
         model_path: str,
@@ -65,6 +67,7 @@ class VLLMGenerator:
         self.stop = stop if stop is not None else StopRule()
         self.stop_ids = stop_token_ids(tokenizer)
         self.sleep_mode = sleep_mode and torch.cuda.is_available()
+        self.asleep = False
         self.llm = LLM(
             model=model_path,
             tokenizer=model_path,
@@ -146,23 +149,32 @@ class VLLMGenerator:
         return "reload_weights" if has_reload else "load_weights"
 
     def update_weights(self, model: Any) -> None:
-        """Copy `model`'s parameters into the engine in place, then drop the prefix cache."""
-        if self.sleep_mode:
-            self.llm.wake_up(tags=["weights"])  # wake the weights before loading them, never after
+        """Copy `model`'s parameters into the engine in place, then drop the prefix cache; a sleeping
+        engine wakes its weights before they are loaded (never after), then its KV cache."""
+        if self.asleep:
+            self.llm.wake_up(tags=["weights"])
         weights = _checkpoint_weights(model)
         if self.reload == "reload_weights":
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         else:
             self.llm.collective_rpc(_load_weights, args=(list(weights),))
-        if self.sleep_mode:
+        if self.asleep:
             self.llm.wake_up(tags=["kv_cache"])
+            self.asleep = False
         self.llm.reset_prefix_cache()
         self.syncs += 1
 
     def sleep(self) -> None:
         """Free the engine's GPU memory while the trainer updates (GPU with `sleep_mode` only)."""
-        if self.sleep_mode:
+        if self.sleep_mode and not self.asleep:
             self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        """Wake a sleeping engine's weights and KV cache (the weights it had when it fell asleep)."""
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
 
 def model_folder(model: Any, tokenizer: Any) -> str:
