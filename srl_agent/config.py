@@ -10,13 +10,20 @@ default is what it is.
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from environments.config import EnvConfig
 from trajectories.build import BuildConfig
 from trajectories.config import Section
+
+
+def _resolved(section: type[Section], name: str) -> Any:
+    """`section`'s field `name` in its resolved twin (the `Resolved*` classes: what
+    `srl_agent.tasks.resolve` returns, every `auto` filled in, so the field has the type it is used
+    with): the same description, no default (a resolved config is made from a filled-in one)."""
+    return Field(description=section.model_fields[name].description)
 
 
 class LoRAConfig(Section):
@@ -107,6 +114,10 @@ class RewardConfig(Section):
     """Accept text before `<think>` (the output contract says the output starts there)."""
 
 
+class ResolvedReward(RewardConfig):
+    similarity: Literal["difflib", "rapidfuzz"] = _resolved(RewardConfig, "similarity")
+
+
 class GenerationConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     """The sampler behind the Generator seam: `hf` (transformers `generate` on the policy itself) or
@@ -153,6 +164,12 @@ class GenerationConfig(Section):
         return self
 
 
+class ResolvedGeneration(GenerationConfig):
+    max_new_tokens: int = _resolved(GenerationConfig, "max_new_tokens")
+    stop: list[str] = _resolved(GenerationConfig, "stop")
+    stop_at_step_end: bool = _resolved(GenerationConfig, "stop_at_step_end")
+
+
 class GRPOConfig(Section):
     group_size: int = 4
     """G rollouts per prompt (paper: 8)."""
@@ -176,6 +193,10 @@ class GRPOConfig(Section):
     """Refill rounds per step before training on a partial batch."""
     ppo_epochs: int = 1
     """Passes (optimizer steps) over one batch of rollouts."""
+
+
+class ResolvedGRPO(GRPOConfig):
+    filter: Literal["std", "dapo", "none"] = _resolved(GRPOConfig, "filter")
 
 
 class OptimConfig(Section):
@@ -226,6 +247,10 @@ class TrainerConfig(Section):
     """Log to Weights & Biases (the `logging` extra; a login, or WANDB_MODE=offline to write <run>/wandb
     and `wandb sync` it later). A resumed run continues the same wandb run."""
     wandb_project: str = "srl-agent"
+
+
+class ResolvedTrainer(TrainerConfig):
+    micro_batch_tokens: int | None = _resolved(TrainerConfig, "micro_batch_tokens")
 
 
 class SFTConfig(Section):
@@ -320,6 +345,15 @@ class TrainConfig(Section):
     so one config file serves every stage."""
 
 
+class ResolvedTrainConfig(TrainConfig):
+    """A `TrainConfig` with every `auto` filled in (`srl_agent.tasks.resolve`)."""
+
+    reward: ResolvedReward
+    generation: ResolvedGeneration
+    grpo: ResolvedGRPO
+    trainer: ResolvedTrainer
+
+
 class EvalSection(Section):
     split: Literal["val", "train"] = "val"
     greedy: bool = True
@@ -408,3 +442,10 @@ class EvalConfig(Section):
     math: MathBenchSection = Field(default_factory=MathBenchSection)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     environment: EnvConfig = Field(default_factory=EnvConfig)
+
+
+class ResolvedEvalConfig(EvalConfig):
+    """An `EvalConfig` with every `auto` filled in (`srl_agent.tasks.resolve`)."""
+
+    reward: ResolvedReward
+    generation: ResolvedGeneration

@@ -9,7 +9,9 @@ comes from. Nothing outside this module compares a task or stage name: code asks
 `generation.stop`, `generation.stop_at_step_end`, `generation.max_new_tokens`, `grpo.filter`,
 `trainer.micro_batch_tokens`), so
 the `config.yaml` a run writes and `--dry-run` prints record what ran, and refuses a stage the task
-does not have with a message that says why.
+does not have with a message that says why. What it returns is the config's resolved twin
+(`config.ResolvedTrainConfig`, `config.ResolvedEvalConfig`): the same fields, those that were `auto`
+typed as they are used (`generation.max_new_tokens` an int, ...), so no caller casts.
 
 A new task is one more `TaskSpec` in `TASKS` (and its name in the configs' `task` field).
 """
@@ -18,20 +20,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, overload
 
 from srl_agent import prompts
+from srl_agent.config import EvalConfig, ResolvedEvalConfig, ResolvedTrainConfig, TrainConfig
 from srl_agent.data import bundled_math_source, shared_swe_source, whole_problems
 from srl_agent.rewards import MathAnswerReward, StepSimilarityReward
 from trajectories.actions import CALL_END
 from trajectories.config import ConfigError
 
 if TYPE_CHECKING:
-    from srl_agent.config import EvalConfig, RewardConfig, TrainConfig
+    from srl_agent.config import RewardConfig
     from srl_agent.protocols import Reward
     from trajectories.record import StepExample
-
-    C = TypeVar("C", TrainConfig, EvalConfig)
 
 RewardFactory = Callable[["RewardConfig", str], "Reward"]
 """(reward section, prompt prefill) -> the stage's reward."""
@@ -163,26 +164,31 @@ def task_spec(name: str) -> TaskSpec:
         raise ConfigError(f"task: unknown task {name!r}; one of {', '.join(TASKS)}") from None
 
 
-def resolve(cfg: C, stage: str = "srl") -> C:
-    """A copy of `cfg` with every `auto` filled in from its task's spec; the stage must exist.
+@overload
+def resolve(cfg: TrainConfig, stage: str = "srl") -> ResolvedTrainConfig: ...
+@overload
+def resolve(cfg: EvalConfig, stage: str = "srl") -> ResolvedEvalConfig: ...
+def resolve(cfg: TrainConfig | EvalConfig, stage: str = "srl") -> ResolvedTrainConfig | ResolvedEvalConfig:
+    """A copy of `cfg` with every `auto` filled in from its task's spec, as its resolved twin; the
+    stage must exist.
 
     `stage` is used for configs without one of their own (evaluation scores the SRL step reward).
     """
     spec = task_spec(cfg.task)
     stage_spec = spec.stage(getattr(cfg, "stage", stage))
-    cfg = cfg.model_copy(deep=True)
-    if cfg.reward.similarity == "auto":
-        cfg.reward.similarity = spec.similarity
-    if cfg.generation.stop == "auto":
-        cfg.generation.stop = list(spec.stop)
-    if cfg.generation.stop_at_step_end == "auto":
-        cfg.generation.stop_at_step_end = stage_spec.step_end
-    if cfg.generation.max_new_tokens == "auto":
-        cfg.generation.max_new_tokens = spec.max_new_tokens
-    grpo = getattr(cfg, "grpo", None)
-    if grpo is not None and grpo.filter == "auto":
-        grpo.filter = stage_spec.filter
-    trainer = getattr(cfg, "trainer", None)
-    if trainer is not None and trainer.micro_batch_tokens == "auto":
-        trainer.micro_batch_tokens = stage_spec.micro_batch_tokens
-    return cfg
+    data = cfg.model_dump()
+    if data["reward"]["similarity"] == "auto":
+        data["reward"]["similarity"] = spec.similarity
+    generation = data["generation"]
+    if generation["stop"] == "auto":
+        generation["stop"] = list(spec.stop)
+    if generation["stop_at_step_end"] == "auto":
+        generation["stop_at_step_end"] = stage_spec.step_end
+    if generation["max_new_tokens"] == "auto":
+        generation["max_new_tokens"] = spec.max_new_tokens
+    if "grpo" in data and data["grpo"]["filter"] == "auto":
+        data["grpo"]["filter"] = stage_spec.filter
+    if "trainer" in data and data["trainer"]["micro_batch_tokens"] == "auto":
+        data["trainer"]["micro_batch_tokens"] = stage_spec.micro_batch_tokens
+    twin = ResolvedTrainConfig if "trainer" in data else ResolvedEvalConfig
+    return twin.model_validate(data)
