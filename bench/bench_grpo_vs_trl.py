@@ -127,14 +127,14 @@ def process_peak_gb() -> float:
 
 def worker_srl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """srl-agent's training loop, as `python -m srl_agent.train --task math` runs it."""
-    from srl_agent import rollouts, train
+    from srl_agent import train
     from srl_agent.runlog import read_metrics
 
     run_dir = out / "srl"
     step_peaks: list[float] = []
     cpu: list[float] = []
     generation_cpu: list[float] = []
-    train_step, collect_groups = train.train_step, rollouts.collect_groups
+    train_step, collect_groups = train.train_step, train.collect_groups
 
     def measured_collect(*a: Any, **k: Any) -> Any:  # the step's rollouts and rewards, with their CPU time
         started = time.process_time()
@@ -150,7 +150,7 @@ def worker_srl(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         step_peaks.append(peak_rss_gb())
         return row
 
-    train.train_step, rollouts.collect_groups = measured_step, measured_collect
+    train.train_step, train.collect_groups = measured_step, measured_collect
     assert train.main(["--task", "math", *srl_overrides(args, run_dir)]) == 0
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "seconds_total" in r]
     return {

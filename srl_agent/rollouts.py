@@ -16,7 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
@@ -42,33 +42,69 @@ class Group:
     advantages: list[float] = field(default_factory=list)
 
 
-@dataclass
-class Collected:
-    """What one step's dynamic sampling produced: the kept groups and every group sampled."""
+class Judged(Protocol):
+    """A group of rollouts of one prompt (or task): their rewards, and the advantages once it is kept."""
 
-    kept: list[Group]
-    sampled: list[Group]
+    scores: list[Scored]
+    advantages: list[float]
+
+
+G = TypeVar("G", bound=Judged)
+
+
+@dataclass
+class Collected(Generic[G]):
+    """What one step's dynamic sampling produced, for groups of step completions (`Group`) and of
+    agent episodes (`swe_rlvr.EpisodeGroup`) alike: the kept groups, every group sampled, the rounds
+    and the seconds it took. `step_stats` and `swe_rlvr.collected_stats` are their metrics."""
+
+    kept: list[G]
+    sampled: list[G]
     rounds: int
     seconds_generation: float = 0.0
     seconds_reward: float = 0.0
+    """Scoring the completions (step groups; episodes are graded within their rollouts)."""
+    seconds_rollouts: float = 0.0
+    """The episodes, generation and grading included (episode groups)."""
+    batch_sizes: list[int] = field(default_factory=list)
+    """The size of each batched generate call of the episodes' turns (episode groups)."""
 
-    def stats(self, eps: float) -> dict[str, Any]:
-        rewards = [s.reward for g in self.sampled for s in g.scores]
-        zero_std = [statistics.pstdev([s.reward for s in g.scores]) <= eps for g in self.sampled]
-        completions = [c for g in self.sampled for c in g.completions]
-        return {
-            "reward_mean": statistics.fmean(rewards),
-            "reward_std": statistics.pstdev(rewards),
-            "format_error_rate": sum(s.format_error is not None for g in self.sampled for s in g.scores)
-            / len(rewards),
-            "zero_std_fraction": sum(zero_std) / len(zero_std),
-            "masked_rate": sum(s.masked is not None for g in self.sampled for s in g.scores) / len(rewards),
-            "truncated_rate": sum(c.truncated for c in completions) / len(completions),
-            "completion_tokens_mean": statistics.fmean(len(c.token_ids) for c in completions),
-            "kept_prompts": len(self.kept),
-            "sampled_prompts": len(self.sampled),
-            "sampling_rounds": self.rounds,
-        }
+    def everywhere(self, world: World) -> Collected[G]:
+        """The groups of every rank (this rank's alone on one process), for the step's metrics: the
+        rounds (the same on all), the seconds of the slowest rank. A collective."""
+        if world.size == 1:
+            return self
+        parts = world.gather(self)
+        return Collected(
+            kept=[g for p in parts for g in p.kept],
+            sampled=[g for p in parts for g in p.sampled],
+            rounds=self.rounds,
+            seconds_generation=max(p.seconds_generation for p in parts),
+            seconds_reward=max(p.seconds_reward for p in parts),
+            seconds_rollouts=max(p.seconds_rollouts for p in parts),
+            batch_sizes=[b for p in parts for b in p.batch_sizes],
+        )
+
+
+def step_stats(collected: Collected[Group], eps: float) -> dict[str, Any]:
+    """The metrics of a step's groups of completions (`eps`: the filter's, for `zero_std_fraction`)."""
+    sampled = collected.sampled
+    rewards = [s.reward for g in sampled for s in g.scores]
+    zero_std = [statistics.pstdev([s.reward for s in g.scores]) <= eps for g in sampled]
+    completions = [c for g in sampled for c in g.completions]
+    return {
+        "reward_mean": statistics.fmean(rewards),
+        "reward_std": statistics.pstdev(rewards),
+        "format_error_rate": sum(s.format_error is not None for g in sampled for s in g.scores)
+        / len(rewards),
+        "zero_std_fraction": sum(zero_std) / len(zero_std),
+        "masked_rate": sum(s.masked is not None for g in sampled for s in g.scores) / len(rewards),
+        "truncated_rate": sum(c.truncated for c in completions) / len(completions),
+        "completion_tokens_mean": statistics.fmean(len(c.token_ids) for c in completions),
+        "kept_prompts": len(collected.kept),
+        "sampled_prompts": len(sampled),
+        "sampling_rounds": collected.rounds,
+    }
 
 
 def sample_groups(
@@ -106,7 +142,7 @@ def collect_groups(
     max_new_tokens: int,
     temperature: float,
     world: World = ONE_PROCESS,
-) -> Collected:
+) -> Collected[Group]:
     """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran
     (on several ranks: this rank's groups, `batch_size` counted over all ranks).
 
@@ -121,16 +157,6 @@ def collect_groups(
 
     kept, sampled, rounds = dynamic_sampling(stream, batch_size, sample, cfg, world)
     return Collected(kept, sampled, rounds, timings.get("generation", 0.0), timings.get("reward", 0.0))
-
-
-class Judged(Protocol):
-    """A group of rollouts of one prompt (or task): their rewards, and the advantages once it is kept."""
-
-    scores: list[Scored]
-    advantages: list[float]
-
-
-G = TypeVar("G", bound=Judged)
 
 
 def dynamic_sampling(

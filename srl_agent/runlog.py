@@ -8,10 +8,12 @@ only when the config asks for them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,16 @@ class RunLog:
             self.wandb.finish()
 
 
+class NullLog:
+    """The metrics log of a rank other than 0: rank 0 writes the one log."""
+
+    def write(self, row: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _missing(package: str) -> None:
     print(
         f"warning: trainer.{package}=true but {package} is not installed "
@@ -128,6 +140,26 @@ def summary_line(row: dict[str, Any]) -> str:
             parts.append(f"{label} {value:.4g}" if isinstance(value, float) else f"{label} {value}")
     parts.append(f"{row.get('seconds_total', 0.0):.1f}s")
     return "  ".join(parts)
+
+
+@contextlib.contextmanager
+def progress_bar(enabled: bool, total: int, done: int) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Yields `advance(row)`: a rich progress bar, or plain lines when disabled."""
+    if not enabled:
+        yield lambda row: print(summary_line(row), flush=True)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as progress:
+        task = progress.add_task("train", total=total, completed=done)
+
+        def advance(row: dict[str, Any]) -> None:
+            progress.console.print(summary_line(row))
+            progress.update(task, completed=row["step"])
+
+        yield advance
 
 
 def plot_curves(metrics_path: Path, out: Path, title: str) -> Path | None:

@@ -21,7 +21,7 @@ is named (`infrastructure_failed_tasks`).
 
 What is trained is what was sampled: each turn of an episode keeps the prompt token ids the model
 was given and the completion token ids it wrote (`protocols.Turn`); the trainer packs exactly those
-(`train.episode_sequences`), the loss mask covering only the completion. The observation, the
+(`update.episode_sequences`), the loss mask covering only the completion. The observation, the
 context and the chat template are in the prompt of the next turn, so they never carry gradient, and
 nothing is re-tokenized between sampling and training. Every turn of an episode shares the episode's
 advantage, format errors included (the policy wrote them).
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from environments.config import EnvConfig
     from environments.grading import GradeResult
     from environments.protocol import TaskInstance
-    from srl_agent.config import AgentConfig, EpisodesConfig, GRPOConfig, TrainConfig
+    from srl_agent.config import AgentConfig, EpisodesConfig, GRPOConfig, ResolvedTrainConfig, TrainConfig
     from srl_agent.data import DataStream
     from srl_agent.policies import BatchedPolicy
     from srl_agent.protocols import Turn
@@ -96,26 +96,21 @@ class EpisodeGroup:
         return [r.score for r in self.rollouts]
 
 
-@dataclass
-class CollectedEpisodes:
-    """One step's episode groups: those kept and every group sampled."""
+CollectedEpisodes = rollouts.Collected[EpisodeGroup]
+"""One step's episode groups: the collected type of step groups too (`rollouts.Collected`)."""
 
-    kept: list[EpisodeGroup]
-    sampled: list[EpisodeGroup]
-    rounds: int
-    seconds_generation: float = 0.0
-    seconds_rollouts: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
 
-    def stats(self) -> dict[str, Any]:
-        return episode_stats(self.sampled) | {
-            "kept_prompts": len(self.kept),
-            "sampled_prompts": len(self.sampled),
-            "sampling_rounds": self.rounds,
-            "seconds_generation": self.seconds_generation,
-            "seconds_rollouts": self.seconds_rollouts,
-            "generation_batch_mean": statistics.fmean(self.batch_sizes) if self.batch_sizes else 0.0,
-        }
+def collected_stats(collected: CollectedEpisodes) -> dict[str, Any]:
+    """The metrics of one step's episode groups: `episode_stats` of those sampled, and what was kept,
+    the rounds and the seconds."""
+    return episode_stats(collected.sampled) | {
+        "kept_prompts": len(collected.kept),
+        "sampled_prompts": len(collected.sampled),
+        "sampling_rounds": collected.rounds,
+        "seconds_generation": collected.seconds_generation,
+        "seconds_rollouts": collected.seconds_rollouts,
+        "generation_batch_mean": statistics.fmean(collected.batch_sizes) if collected.batch_sizes else 0.0,
+    }
 
 
 def episode_stats(groups: list[EpisodeGroup]) -> dict[str, Any]:
@@ -350,7 +345,7 @@ def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any]
 
 
 def make_runners(
-    cfg: TrainConfig, run_dir: Path, model: Any, generator: Any, prompts: Any, closing: ExitStack
+    cfg: ResolvedTrainConfig, run_dir: Path, model: Any, generator: Any, prompts: Any, closing: ExitStack
 ) -> tuple[EpisodeRunner, EpisodeRunner]:
     """The runner of training episodes (sampled) and of validation episodes (greedy), sharing one
     environment pool that `closing` removes."""
@@ -358,7 +353,7 @@ def make_runners(
     from srl_agent.policies import BatchedPolicy, ModelPolicy, context_length
 
     pool = closing.enter_context(EnvironmentPool(cfg.environment, size=cfg.episodes.workers))
-    max_new = int(cfg.generation.max_new_tokens)
+    max_new = cfg.generation.max_new_tokens
     limit = cfg.agent.max_prompt_tokens or context_length(model) - max_new
 
     def runner(greedy: bool) -> EpisodeRunner:

@@ -21,41 +21,54 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import gc
 import os
 import random
-import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+import torch
 
-from srl_agent.config import OptimConfig, TrainConfig
-from srl_agent.distributed import ONE_PROCESS, World
+from srl_agent import checkpoint as ckpt
+from srl_agent import swe_rlvr
+from srl_agent.backends import make_generator
+from srl_agent.config import ResolvedTrainConfig, TrainConfig
+from srl_agent.data import DataStream, load_splits
+from srl_agent.distributed import ONE_PROCESS, World, gathered, init_world, shard_model
+from srl_agent.generation import end_of_turn_id
+from srl_agent.models import load_policy, load_reference
+from srl_agent.prompts import PromptCache, sft_target
+from srl_agent.rollouts import collect_groups, evaluate_examples, step_stats, summarize
+from srl_agent.runlog import NullLog, RunLog, plot_curves, progress_bar, summary_line
 from srl_agent.tasks import TASKS, StageSpec, resolve, task_spec
+from srl_agent.update import (
+    Sequence,
+    episode_sequences,
+    make_optimizer,
+    policy_update,
+    sft_update,
+    step_sequences,
+)
 from trajectories.config import (
     ConfigError,
     add_config_arguments,
-    dump_config,
     explain_config,
     resolve_config,
     run_cli,
 )
 
-# Keys that may change between a run and its resumption (everything else must match).
-RESUMABLE_CHANGES = {
-    "trainer.steps",
-    "trainer.progress",
-    "trainer.tensorboard",
-    "trainer.wandb",
-    "trainer.gradient_checkpointing",  # memory for compute; the update is the same
-    "generation.share_prefill",  # the same completions, faster
-}
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from environments.protocol import TaskInstance
+    from srl_agent.protocols import Generator, Reward
+    from trajectories.record import StepExample
 
 EXAMPLES = """\
 examples:
@@ -72,7 +85,7 @@ examples:
 SRL_THEN_RLVR = "srl+rlvr"
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[TrainConfig]]:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[ResolvedTrainConfig]]:
     """The flags, and the resolved config of each stage to train in order (two for `srl+rlvr`)."""
     parser = argparse.ArgumentParser(
         prog="python -m srl_agent.train",
@@ -95,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         return args, [resolve(cfg)]
     run_dir = Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
 
-    def stage(name: str, extra: list[str]) -> TrainConfig:
+    def stage(name: str, extra: list[str]) -> ResolvedTrainConfig:
         more = [f"stage={name}", f"run_dir={run_dir / name}", "rlvr_overrides=[]", *extra]
         return resolve(resolve_config(TrainConfig, args.config, overrides + more))
 
@@ -123,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def stage_result(run_dir: Path) -> Path:
     """A finished stage's checkpoint for the next stage: checkpoints/best, else checkpoints/last."""
-    from srl_agent import checkpoint as ckpt
-
     for name in ("best", "last"):
         found = ckpt.find_checkpoint(run_dir / "checkpoints" / name)
         if found is not None:
@@ -132,11 +143,9 @@ def stage_result(run_dir: Path) -> Path:
     raise ConfigError(f"{run_dir}: the stage left no checkpoint to start the next stage from")
 
 
-def train_stage(cfg: TrainConfig) -> None:
+def train_stage(cfg: ResolvedTrainConfig) -> None:
     """Train one resolved stage to `trainer.steps` in its run folder (resuming checkpoints/last), on
     this process or, launched by torchrun, on all its ranks (`srl_agent.distributed`)."""
-    from srl_agent.distributed import init_world
-
     world = init_world()
     with contextlib.ExitStack() as closing:  # SWE RLVR's environments: removed however the run ends
         if not world.main:  # one rank reports; the others' stdout would repeat it
@@ -146,21 +155,19 @@ def train_stage(cfg: TrainConfig) -> None:
         train_run(run, last)
 
 
-def setup_run(cfg: TrainConfig, world: World, closing: contextlib.ExitStack) -> tuple[Run, Path | None]:
+# ---------------------------------------------------------------------------------------------------
+# setup
+
+
+def setup_run(
+    cfg: ResolvedTrainConfig, world: World, closing: contextlib.ExitStack
+) -> tuple[Run, Path | None]:
     """The run folder, data, model, optimizer and generator of a stage, and checkpoints/last if the
     run resumes. Rank 0 makes the folder and writes the data split; the others wait and read it."""
-    import torch
-
-    from srl_agent import checkpoint as ckpt
-    from srl_agent import swe_rlvr
-    from srl_agent.backends import make_generator
-    from srl_agent.data import DataStream
-    from srl_agent.distributed import shard_model
-    from srl_agent.models import load_policy, load_reference
-    from srl_agent.prompts import PromptCache
-
     stage = task_spec(cfg.task).stage(cfg.stage)
-    run_dir = prepare_run_dir(cfg) if world.main else Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
+    run_dir = (
+        ckpt.prepare_run_dir(cfg) if world.main else Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
+    )
     world.barrier()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed + world.rank)  # each rank samples its own completions
@@ -201,28 +208,66 @@ def setup_run(cfg: TrainConfig, world: World, closing: contextlib.ExitStack) -> 
     return run, last
 
 
+def load_examples(
+    cfg: TrainConfig, run_dir: Path, resume: bool
+) -> tuple[list[StepExample], list[StepExample]]:
+    """Train and validation step examples (whole problems only, for RLVR)."""
+    spec = task_spec(cfg.task)
+    source = spec.data_source(cfg.data.source)
+    splits = load_splits(cfg.task, source, cfg.data, run_dir / "data", reuse=resume)
+    select = spec.stage(cfg.stage).examples
+    train, val = select(splits.train), select(splits.val)
+    if not train:
+        raise ConfigError(f"data.source: {splits.source} has no examples for stage {cfg.stage}")
+    print(f"data: {len(train)} train / {len(val)} validation examples from {splits.source}")
+    return train, val
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; `state` (step, best validation) is saved with each checkpoint
+    (`checkpoint.save_last`, which takes a `Run` as its `Resumable`)."""
+
+    cfg: ResolvedTrainConfig
+    run_dir: Path
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    reference: PreTrainedModel | None
+    """The frozen initial policy of the KL term (None without one)."""
+    optimizer: Optimizer
+    scheduler: LRScheduler
+    stream: DataStream
+    val_examples: list[StepExample] | list[TaskInstance]
+    prompts: PromptCache
+    generator: Generator
+    reward: Reward | None
+    """The reward of one completion; None for agent episodes, which the task's tests reward."""
+    stage: StageSpec
+    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best_val": None, "best_step": None})
+    episodes: swe_rlvr.EpisodeRunner | None = None
+    """SWE RLVR: the runner that samples episodes (None for step-example stages)."""
+    val_episodes: swe_rlvr.EpisodeRunner | None = None
+    """SWE RLVR: the one that runs greedy validation episodes."""
+    world: World = ONE_PROCESS
+    """This process's rank among the training processes (`srl_agent.distributed`)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# the loop
+
+
 def train_run(run: Run, last: Path | None) -> None:
     """Train `run` to `trainer.steps`, from checkpoints/last when given; then report."""
-    from srl_agent.runlog import RunLog, summary_line
-
-    cfg, val_examples = run.cfg, run.val_examples
+    cfg = run.cfg
     if last is not None:
-        restore(run, last)
+        ckpt.restore(run, last)
     sync_weights(run)  # an engine starts from the model's files: give it the weights training starts from
-    log = (
-        RunLog(
-            run.run_dir,
-            run.state["step"] if last is not None else -1,
-            cfg.trainer.tensorboard,
-            cfg.trainer.wandb,
-            cfg.trainer.wandb_project,
-            cfg.model_dump(mode="json"),
-        )
-        if run.world.main
-        else NullLog()
-    )
-
-    if run.state["step"] == 0 and cfg.trainer.validate_at_start and val_examples:
+    log: RunLog | NullLog = NullLog()
+    if run.world.main:
+        step = run.state["step"] if last is not None else -1
+        log = RunLog(run.run_dir, step, cfg.trainer.tensorboard, cfg.trainer.wandb, cfg.trainer.wandb_project,
+                     cfg.model_dump(mode="json"))  # fmt: skip
+    if run.state["step"] == 0 and cfg.trainer.validate_at_start and run.val_examples:
         row = {"step": 0, **validate(run, 0)}
         log.write(row)
         print(summary_line(row), flush=True)
@@ -232,46 +277,10 @@ def train_run(run: Run, last: Path | None) -> None:
             log.write(row)
             advance(row)
             if row["step"] == cfg.trainer.steps or row["step"] % max(cfg.trainer.save_every, 1) == 0:
-                save_last(run)
+                ckpt.save_last(run)
     log.close()
     if run.world.main:
         report(run, log.path)
-
-
-@dataclass
-class Run:
-    """Everything one training run holds; `state` (step, best validation) is saved with each checkpoint."""
-
-    cfg: TrainConfig
-    run_dir: Path
-    model: Any
-    tokenizer: Any
-    reference: Any
-    optimizer: Any
-    scheduler: Any
-    stream: Any
-    val_examples: list[Any]
-    prompts: Any
-    generator: Any
-    reward: Any
-    stage: StageSpec
-    state: dict[str, Any] = field(default_factory=lambda: {"step": 0, "best_val": None, "best_step": None})
-    episodes: Any = None
-    """SWE RLVR: the `swe_rlvr.EpisodeRunner` that samples episodes (None for step-example stages)."""
-    val_episodes: Any = None
-    """SWE RLVR: the one that runs greedy validation episodes."""
-    world: World = ONE_PROCESS
-    """This process's rank among the training processes (`srl_agent.distributed`)."""
-
-
-class NullLog:
-    """The metrics log of a rank other than 0: rank 0 writes the one log."""
-
-    def write(self, row: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def train_step(run: Run) -> dict[str, Any]:
@@ -289,99 +298,7 @@ def train_step(run: Run) -> dict[str, Any]:
     return row
 
 
-def generation_weights(run: Run) -> contextlib.AbstractContextManager:
-    """While a sharded model's ranks generate: its full weights on each rank when the generator
-    samples from the policy itself (HF); nothing when it holds its own copy (a vLLM engine)."""
-    from srl_agent.distributed import gathered
-
-    return contextlib.nullcontext() if hasattr(run.generator, "update_weights") else gathered(run.model)
-
-
-def sync_weights(run: Run) -> dict[str, float]:
-    """Hand the policy's current weights to a generator that holds its own copy (vLLM), in memory;
-    the HF generator samples from the policy itself and needs nothing."""
-    update = getattr(run.generator, "update_weights", None)
-    if update is None:
-        return {}
-    started = time.perf_counter()
-    update(run.model)  # a sharded model's tensors are gathered one at a time, on every rank together
-    return {"seconds_weight_sync": time.perf_counter() - started}
-
-
-def validate(run: Run, step: int) -> dict[str, float]:
-    """Held-out metrics (`val_*`); saves checkpoints/best when the step reward is the best so far."""
-    world = run.world
-    with generation_weights(run):
-        if run.val_episodes is not None:  # agent episodes on rank 0 alone, its summary for every rank
-            summary = run.val_episodes.validate(run.val_examples) if world.main else {}
-            summary = world.gather(summary)[0]
-        else:
-            summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward, world)
-    best = run.state["best_val"]
-    value = summary.get("val_reward_mean")  # None when no validation episode could be scored
-    if value is not None and run.cfg.trainer.keep_best and (best is None or value > best):
-        run.state["best_val"], run.state["best_step"] = summary["val_reward_mean"], step
-        info = {"step": step, "val_reward_mean": run.state["best_val"]}
-        save_model(run, run.run_dir / "checkpoints" / "best", None, info)
-    return summary
-
-
-def save_last(run: Run) -> None:
-    """checkpoints/last: model, optimizer, scheduler, data position, RNG states and run state."""
-    from srl_agent.checkpoint import rng_state
-    from srl_agent.distributed import full_optimizer_state
-
-    trainer_state = {
-        "optimizer": full_optimizer_state(run.model, run.optimizer),
-        "scheduler": run.scheduler.state_dict(),
-        "data": run.stream.state(),
-        "rng": rng_state(),
-        "rng_ranks": run.world.gather(rng_state()),
-        "state": dict(run.state),
-    }
-    info = {"step": run.state["step"], **run.stream.state(), "best_val": run.state["best_val"]}
-    if run.world.size > 1:
-        info["world_size"] = run.world.size
-    save_model(run, run.run_dir / "checkpoints" / "last", trainer_state, info)
-
-
-def save_model(run: Run, folder: Path, trainer_state: dict[str, Any] | None, info: dict[str, Any]) -> None:
-    """A checkpoint of the whole model (gathered from the ranks of a sharded one), written by rank 0;
-    every rank calls it (the gathering is a collective)."""
-    from srl_agent.checkpoint import save_checkpoint
-    from srl_agent.distributed import full_model_state
-
-    weights = full_model_state(run.model)
-    if run.world.main:
-        save_checkpoint(folder, run.model, run.tokenizer, trainer_state, info, weights)
-    run.world.barrier()  # no rank reads the folder before it is complete
-
-
-def restore(run: Run, last: Path) -> None:
-    """Continue exactly where checkpoints/last stopped (the model weights were loaded from it already)."""
-    from srl_agent.checkpoint import load_trainer_state, set_rng_state
-    from srl_agent.distributed import load_optimizer_state
-
-    saved = load_trainer_state(last)
-    load_optimizer_state(run.model, run.optimizer, saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    run.stream.restore(saved["data"])
-    ranks = saved.get("rng_ranks", [saved["rng"]])
-    if len(ranks) == run.world.size:  # the same ranks: each goes on with its own random numbers
-        set_rng_state(ranks[run.world.rank])
-    else:  # another world size: rank 0's state, each rank's sampling seeded apart
-        set_rng_state(saved["rng"])
-        if run.world.rank:
-            import torch
-
-            torch.manual_seed(int(torch.randint(2**31, ())) + run.world.rank)
-    run.state = saved["state"]
-    print(f"resuming from {last} at step {run.state['step']}")
-
-
 def report(run: Run, metrics: Path) -> None:
-    from srl_agent.runlog import plot_curves
-
     cfg, run_dir = run.cfg, run.run_dir
     curves = plot_curves(metrics, run_dir / "curves.png", f"{cfg.task} {cfg.stage} ({cfg.model.name})")
     print(f"\nrun folder:  {run_dir}")
@@ -392,86 +309,6 @@ def report(run: Run, metrics: Path) -> None:
         best = run.state["best_val"]
         print(f"best:        {run_dir / 'checkpoints' / 'best'} (validation reward {best:.4f} "
               f"at step {run.state['best_step']})")  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------
-# setup
-
-
-def prepare_run_dir(cfg: TrainConfig) -> Path:
-    """Create the run folder and save the resolved config; refuse to resume a run with another config."""
-    run_dir = Path(cfg.run_dir.format(task=cfg.task, stage=cfg.stage))
-    saved = run_dir / "config.yaml"
-    has_checkpoint = (run_dir / "checkpoints" / "last").exists() or (
-        run_dir / "checkpoints" / "last.old"
-    ).exists()
-    if has_checkpoint and not cfg.trainer.resume:
-        shutil.rmtree(run_dir / "checkpoints")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    elif has_checkpoint and saved.is_file():
-        before = _flatten(yaml.safe_load(saved.read_text(encoding="utf-8")) or {})
-        now = _flatten(cfg.model_dump(mode="json"))
-        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-        changed = [k for k in changed if k not in RESUMABLE_CHANGES]
-        if changed:
-            raise ConfigError(
-                f"{run_dir} holds a run with a different config ({', '.join(changed)}); "
-                "use another run_dir, or trainer.resume=false to start it over"
-            )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(dump_config(cfg), encoding="utf-8")
-    return run_dir
-
-
-def load_examples(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any], list[Any]]:
-    """Train and validation step examples (whole problems only, for RLVR)."""
-    from srl_agent.data import load_splits
-
-    spec = task_spec(cfg.task)
-    source = spec.data_source(cfg.data.source)
-    splits = load_splits(cfg.task, source, cfg.data, run_dir / "data", reuse=resume)
-    select = spec.stage(cfg.stage).examples
-    train, val = select(splits.train), select(splits.val)
-    if not train:
-        raise ConfigError(f"data.source: {splits.source} has no examples for stage {cfg.stage}")
-    print(f"data: {len(train)} train / {len(val)} validation examples from {splits.source}")
-    return train, val
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Any, Any]:
-    """AdamW and transformers' LR schedule for `cfg.schedule` (stepped once per training step)."""
-    import torch
-    from transformers import get_scheduler
-
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr,
-        betas=cfg.betas,
-        weight_decay=cfg.weight_decay,
-    )
-    name, kwargs = {
-        "constant": ("constant", {}),
-        "warmup_constant": ("constant_with_warmup", {}),
-        "cosine": ("cosine_with_min_lr", {"min_lr_rate": cfg.min_lr_ratio}),
-    }[cfg.schedule]
-    scheduler = get_scheduler(
-        name,
-        optimizer,
-        num_warmup_steps=cfg.warmup_steps,
-        num_training_steps=total_steps,
-        scheduler_specific_kwargs=kwargs,
-    )
-    return optimizer, scheduler
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -490,8 +327,7 @@ def grpo_step(run: Run) -> dict[str, Any]:
             file=sys.stderr,
         )
     started = time.perf_counter()
-    if hasattr(run.generator, "sleep"):  # a GPU engine frees its memory while the trainer updates
-        run.generator.sleep()
+    run.generator.sleep()  # a GPU engine frees its memory while the trainer updates
     if run.world.sum(len(sequences)):  # on any rank: all ranks take part in the update
         row.update(policy_update(cfg, run.model, run.reference, optimizer, sequences, run.world))
     else:
@@ -509,9 +345,8 @@ def grpo_step(run: Run) -> dict[str, Any]:
 def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
     """Completions of step examples (SRL, math RLVR): the metrics row, what to train on, how many
     prompts were kept, sampling rounds."""
-    from srl_agent.rollouts import collect_groups
-
     cfg = run.cfg
+    assert run.reward is not None, "a stage of step examples has a reward"
     collected = collect_groups(
         run.stream,
         cfg.trainer.batch_size,
@@ -523,29 +358,24 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
         cfg.generation.temperature,
         run.world,
     )
-    merged = everywhere(collected, run.world)
+    merged = collected.everywhere(run.world)
     row: dict[str, Any] = {
-        **merged.stats(cfg.grpo.filter_eps),
+        **step_stats(merged, cfg.grpo.filter_eps),
         "filter": cfg.grpo.filter,
         "seconds_generation": merged.seconds_generation,
         "seconds_reward": merged.seconds_reward,
     }
-    sequences = [
-        Sequence(g.prompt, c.token_ids, a, c.logprobs)
-        for g in collected.kept
-        for c, a, scored in zip(g.completions, g.advantages, g.scores, strict=True)
-        if scored.masked is None  # no reward could be computed: nothing to learn from it
-    ]
-    return row, sequences, len(merged.kept), collected.rounds
+    return row, step_sequences(collected.kept), len(merged.kept), collected.rounds
 
 
 def episode_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
     """Agent episodes of tasks (SWE RLVR): the metrics row, what to train on, how many tasks were
     kept, sampling rounds. Names the tasks filtered and those whose episodes all failed to run."""
     cfg = run.cfg
+    assert run.episodes is not None, "an episode stage has its runner"
     collected = run.episodes.collect(run.stream, cfg.trainer.batch_size, cfg.grpo, run.world)
-    merged = everywhere(collected, run.world)
-    row: dict[str, Any] = {**merged.stats(), "filter": cfg.grpo.filter}
+    merged = collected.everywhere(run.world)
+    row: dict[str, Any] = {**swe_rlvr.collected_stats(merged), "filter": cfg.grpo.filter}
     if row["infrastructure_failed_tasks"]:
         print(
             f"warning: every episode of {', '.join(row['infrastructure_failed_tasks'])} failed for "
@@ -555,221 +385,20 @@ def episode_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int
     return row, episode_sequences(collected.kept), len(merged.kept), collected.rounds
 
 
-def everywhere(collected: Any, world: World) -> Any:
-    """One step's collected groups of all ranks, for its metrics (this rank's alone on one process):
-    the groups of every rank, the rounds (the same on all), the seconds of the slowest rank."""
-    if world.size == 1:
-        return collected
-    parts = world.gather(collected)
-    merged = dataclasses.replace(
-        collected,
-        kept=[g for p in parts for g in p.kept],
-        sampled=[g for p in parts for g in p.sampled],
-    )
-    for name in ("seconds_generation", "seconds_reward", "seconds_rollouts"):
-        if hasattr(merged, name):
-            setattr(merged, name, max(getattr(p, name) for p in parts))
-    if hasattr(merged, "batch_sizes"):
-        merged.batch_sizes = [b for p in parts for b in p.batch_sizes]
-    return merged
-
-
-def episode_sequences(groups: list[Any]) -> list[Sequence]:
-    """One sequence per turn of every scored episode of the kept groups: the prompt token ids the
-    model was given and the completion token ids it sampled, exactly, with the episode's advantage
-    (masked episodes are left out)."""
-    out = []
-    for g in groups:
-        for rollout, advantage in zip(g.rollouts, g.advantages, strict=True):
-            if rollout.score.masked is not None:
-                continue
-            for turn in rollout.turns:
-                if turn.prompt_ids is None or turn.token_ids is None:
-                    raise ValueError(
-                        f"an episode of {rollout.instance_id} has a turn without its sampled token ids: "
-                        "only a model policy's episodes can be trained on"
-                    )
-                out.append(Sequence(turn.prompt_ids, turn.token_ids, advantage, turn.logprobs))
-    return out
-
-
-@dataclass
-class Sequence:
-    """One rollout to train on: prompt and completion token ids, its advantage, the sampler's
-    per-token log-probabilities (None when the generator reports none)."""
-
-    prompt: list[int]
-    completion: list[int]
-    advantage: float
-    sampler_logprobs: list[float] | None = None
-
-
-def policy_update(
-    cfg: TrainConfig,
-    model: Any,
-    reference: Any,
-    optimizer: Any,
-    sequences: list[Sequence],
-    world: World = ONE_PROCESS,
-) -> dict[str, Any]:
-    """PPO-clip (+ optional KL) over micro-batches with gradient accumulation, `grpo.ppo_epochs` times.
-
-    With one epoch the old log-probs are the current ones detached (the policy has not moved since it
-    generated), which saves a forward pass; with more, they are computed once before the first update.
-    The first pass also measures how far the trainer's log-probs are from the sampler's
-    (`logprob_gap_mean`/`_max`: ~0 for the same weights and numerics, larger with another engine or dtype).
-
-    On several ranks, `sequences` are this rank's: the loss is normalised by the counts of all ranks
-    and the gradients summed over them, so the update is the one of all sequences on one process.
-    """
-    import torch
-
-    from srl_agent import grpo
-    from srl_agent.distributed import full_norm
-    from srl_agent.policy import completion_logprobs, pack
-
-    pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
-    micro = micro_batches(sequences, cfg.trainer.micro_batch_size, cfg.trainer.micro_batch_tokens)
-    # a group's rollouts share their prompt: run it once per micro-batch (the KV cache that needs is
-    # what gradient checkpointing drops, so a checkpointed model keeps the plain layout); on several
-    # ranks every micro-batch takes the same layout, so that the ranks' passes pair up
-    share = not getattr(model, "is_gradient_checkpointing", False) and ("always" if world.size > 1 else True)
-    batches = [pack([s.prompt for s in m], [s.completion for s in m], pad, device, share) for m in micro]
-    advantages = [torch.tensor([s.advantage for s in m], dtype=torch.float32, device=device) for m in micro]
-    sampler = [sampler_logprobs(m, b["mask"]) for m, b in zip(micro, batches, strict=True)]
-    for _ in range(int(world.max(len(micro))) - len(micro)):  # every rank runs as many passes
-        batches.append(empty_batch(pad, device, share))
-        advantages.append(torch.zeros(1, device=device))
-        sampler.append(None)
-    total_tokens = world.sum(sum(len(s.completion) for s in sequences))
-    total_sequences = world.sum(len(sequences))
-    old: list[torch.Tensor | None] = [None] * len(batches)
-    if cfg.grpo.ppo_epochs > 1:
-        with torch.no_grad():
-            old = [completion_logprobs(model, b, temp, cfg.model.dtype) for b in batches]
-    aggregate = grpo.LOSS_AGG[cfg.grpo.loss_agg]
-    stats = {"loss": 0.0, "clip_fraction": 0.0, "kl": 0.0}
-    gaps: list[tuple[float, float, float]] = []
-    for epoch in range(cfg.grpo.ppo_epochs):
-        optimizer.zero_grad(set_to_none=True)
-        for batch, adv, old_logp, sampled in zip(batches, advantages, old, sampler, strict=True):
-            logp = completion_logprobs(model, batch, temp, cfg.model.dtype)
-            if epoch == 0 and sampled is not None:
-                gaps.append(grpo.logprob_gap(logp.detach(), sampled, batch["mask"]))
-            per_token, clipped = grpo.ppo_clip_loss(
-                logp,
-                logp.detach() if old_logp is None else old_logp,
-                adv,
-                batch["mask"],
-                cfg.grpo.clip_eps,
-                cfg.grpo.clip_eps_high,
-            )
-            if reference is not None:
-                with torch.no_grad():
-                    ref_logp = completion_logprobs(reference, batch, temp, cfg.model.dtype)
-                kl = grpo.KL_ESTIMATORS[cfg.grpo.kl_estimator](logp, ref_logp)
-                per_token = per_token + cfg.grpo.kl_coef * kl
-                stats["kl"] += (kl * batch["mask"]).sum().item() / total_tokens / cfg.grpo.ppo_epochs
-            loss = aggregate(per_token, batch["mask"], total_tokens, total_sequences)
-            # a sharded model's gradients are averaged over the ranks: times W makes them the sum
-            (loss * world.size).backward()
-            stats["loss"] += loss.item() / cfg.grpo.ppo_epochs
-            stats["clip_fraction"] += float(clipped.sum()) / total_tokens / cfg.grpo.ppo_epochs
-        stats["grad_norm"] = full_norm(
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-        )
-        optimizer.step()
-    stats = {k: v if k == "grad_norm" else world.sum(v) for k, v in stats.items()}
-    gap_tokens = world.sum(sum(g[2] for g in gaps))
-    if gap_tokens:
-        stats["logprob_gap_mean"] = world.sum(sum(g[0] for g in gaps)) / gap_tokens
-        stats["logprob_gap_max"] = world.max(max((g[1] for g in gaps), default=0.0))
-    return {**stats, "tokens": int(total_tokens), "sequences": int(total_sequences)}
-
-
-def empty_batch(pad: int, device: Any, share_prompts: Any = False) -> dict[str, Any]:
-    """A micro-batch that trains on nothing (its mask is 0), in the layout `share_prompts` gives: a
-    rank with fewer micro-batches than another runs these, because every forward of a sharded model
-    is a collective."""
-    from srl_agent.policy import pack
-
-    batch = pack([[pad]], [[pad]], pad, device, share_prompts)
-    batch["mask"].zero_()
-    return batch
-
-
-def micro_batches(sequences: list[Sequence], size: int, tokens: Any = None) -> list[list[Sequence]]:
-    """`sequences` in micro-batches of at most `size`; with a `tokens` cap, sorted by length and cut
-    so that no micro-batch pads past `tokens` (a longer sequence goes alone). The gradient is the sum
-    over micro-batches, so neither changes the update, only its memory."""
-    if not isinstance(tokens, int):
-        return [sequences[i : i + size] for i in range(0, len(sequences), size)]
-    out: list[list[Sequence]] = []
-    longest_p = longest_c = 0
-    for s in sorted(sequences, key=lambda s: (len(s.prompt), len(s.completion))):
-        p, c = max(longest_p, len(s.prompt)), max(longest_c, len(s.completion))
-        if out and len(out[-1]) < size and (len(out[-1]) + 1) * (p + c) <= tokens:
-            out[-1].append(s)
-            longest_p, longest_c = p, c
-        else:
-            out.append([s])
-            longest_p, longest_c = len(s.prompt), len(s.completion)
-    return out
-
-
-def sampler_logprobs(micro: list[Sequence], mask: Any) -> Any:
-    """The sampler's log-probs of a micro-batch laid out like its completion `mask` [N, T] (None
-    when some rollout has none)."""
-    import torch
-
-    if any(s.sampler_logprobs is None for s in micro):
-        return None
-    out = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-    for i, s in enumerate(micro):
-        if s.sampler_logprobs:
-            out[i, : len(s.sampler_logprobs)] = torch.tensor(s.sampler_logprobs, dtype=torch.float32)
-    return out
-
-
 def sft_step(run: Run) -> dict[str, Any]:
     """Next-token loss on `trainer.batch_size` expert steps wrapped in the output contract."""
-    import torch
-
-    from srl_agent import grpo
-    from srl_agent.distributed import full_norm
-    from srl_agent.generation import end_of_turn_id
-    from srl_agent.policy import completion_logprobs, pack
-
-    cfg, model, tokenizer, optimizer, prompts = run.cfg, run.model, run.tokenizer, run.optimizer, run.prompts
-    world, pad = run.world, model.config.pad_token_id or 0
+    cfg, tokenizer, world = run.cfg, run.tokenizer, run.world
     examples = world.shard(run.stream.take(cfg.trainer.batch_size))  # every rank draws the same
     end = end_of_turn_id(tokenizer)
-    targets = [
-        tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end]
+    sequences = [
+        Sequence(
+            run.prompts(ex),
+            tokenizer(sft_completion(ex.target, cfg), add_special_tokens=False)["input_ids"] + [end],
+        )
         for ex in examples
     ]
-    pairs = [(prompts(ex), t) for ex, t in zip(examples, targets, strict=True)]
-    total_tokens = world.sum(sum(len(t) for t in targets))
     started = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    loss_sum = 0.0
-    size = cfg.trainer.micro_batch_size
-    batches = [
-        pack([p for p, _ in pairs[i : i + size]], [t for _, t in pairs[i : i + size]], pad, model.device)
-        for i in range(0, len(pairs), size)
-    ]
-    for _ in range(int(world.max(len(batches))) - len(batches)):  # every rank runs as many passes
-        batches.append(empty_batch(pad, model.device))
-    for batch in batches:
-        logp = completion_logprobs(model, batch, 1.0, cfg.model.dtype)
-        loss = grpo.token_mean(
-            grpo.sft_token_loss(logp, batch["mask"]), batch["mask"], total_tokens, cfg.trainer.batch_size
-        )
-        (loss * world.size).backward()  # the sum over ranks of a sharded model's gradients
-        loss_sum += loss.item()
-    grad_norm = full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm))
-    optimizer.step()
-    loss_sum = world.sum(loss_sum)
+    stats = sft_update(cfg, run.model, run.optimizer, sequences, world)
     return {
         "reward_mean": None,
         "reward_std": None,
@@ -777,9 +406,9 @@ def sft_step(run: Run) -> dict[str, Any]:
         "zero_std_fraction": None,
         "kept_prompts": cfg.trainer.batch_size,
         "sampled_prompts": cfg.trainer.batch_size,
-        "loss": loss_sum,
-        "grad_norm": grad_norm,
-        "tokens": int(total_tokens),
+        "loss": stats["loss"],
+        "grad_norm": stats["grad_norm"],
+        "tokens": stats["tokens"],
         "seconds_generation": 0.0,
         "seconds_reward": 0.0,
         "seconds_training": time.perf_counter() - started,
@@ -788,8 +417,6 @@ def sft_step(run: Run) -> dict[str, Any]:
 
 def sft_completion(target: str, cfg: TrainConfig) -> str:
     """What the policy itself writes for the SFT target: the wrapped step minus the prompt's prefill."""
-    from srl_agent.prompts import sft_target
-
     text = sft_target(target, cfg.sft.think_text)
     if not text.startswith(cfg.prompt.prefill):
         raise ConfigError(
@@ -798,18 +425,52 @@ def sft_completion(target: str, cfg: TrainConfig) -> str:
     return text[len(cfg.prompt.prefill) :]
 
 
+@contextlib.contextmanager
+def generation_weights(run: Run) -> Iterator[None]:
+    """While the ranks generate: the generator awake and, when it samples from the policy itself
+    (HF), a sharded model's full weights on each rank (an engine that owns its weights needs none)."""
+    run.generator.wake()
+    with contextlib.nullcontext() if run.generator.owns_weights else gathered(run.model):
+        yield
+
+
+def sync_weights(run: Run) -> dict[str, float]:
+    """Hand the policy's current weights to the generator: the seconds it took when the generator holds
+    its own copy (vLLM: in memory, a sharded model's tensors gathered on every rank together); nothing
+    to time for one that samples from the policy itself (HF)."""
+    started = time.perf_counter()
+    run.generator.update_weights(run.model)
+    return {"seconds_weight_sync": time.perf_counter() - started} if run.generator.owns_weights else {}
+
+
+def validate(run: Run, step: int) -> dict[str, float]:
+    """Held-out metrics (`val_*`); saves checkpoints/best when the step reward is the best so far."""
+    world = run.world
+    with generation_weights(run):
+        if run.val_episodes is not None:  # agent episodes on rank 0 alone, its summary for every rank
+            summary = run.val_episodes.validate(run.val_examples) if world.main else {}
+            summary = world.gather(summary)[0]
+        else:
+            summary = validation(run.cfg, run.val_examples, run.prompts, run.generator, run.reward, world)
+    best = run.state["best_val"]
+    value = summary.get("val_reward_mean")  # None when no validation episode could be scored
+    if value is not None and run.cfg.trainer.keep_best and (best is None or value > best):
+        run.state["best_val"], run.state["best_step"] = summary["val_reward_mean"], step
+        info = {"step": step, "val_reward_mean": run.state["best_val"]}
+        ckpt.save_model(run, run.run_dir / "checkpoints" / "best", None, info)
+    return summary
+
+
 def validation(
-    cfg: TrainConfig,
-    examples: list[Any],
-    prompts: Any,
-    generator: Any,
-    reward: Any,
+    cfg: ResolvedTrainConfig,
+    examples: list[StepExample],
+    prompts: PromptCache,
+    generator: Generator,
+    reward: Reward,
     world: World = ONE_PROCESS,
 ) -> dict[str, float]:
     """Greedy held-out reward and format-error rate, as `val_*` metrics (empty without validation
     data); on several ranks each evaluates its share and the means are over all examples."""
-    from srl_agent.rollouts import evaluate_examples, summarize
-
     if not examples:
         return {}
     started = time.perf_counter()
@@ -831,33 +492,6 @@ def validation(
     out = {f"val_{k}": v for k, v in summary.items()}
     out["seconds_validation"] = time.perf_counter() - started
     return out
-
-
-def progress_bar(enabled: bool, total: int, done: int) -> Any:
-    """A context manager yielding `advance(row)`: a rich progress bar, or plain lines when disabled."""
-    from contextlib import contextmanager
-
-    from srl_agent.runlog import summary_line
-
-    @contextmanager
-    def bar() -> Any:
-        if not enabled:
-            yield lambda row: print(summary_line(row), flush=True)
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-        ) as progress:
-            task = progress.add_task("train", total=total, completed=done)
-
-            def advance(row: dict[str, Any]) -> None:
-                progress.console.print(summary_line(row))
-                progress.update(task, completed=row["step"])
-
-            yield advance
-
-    return bar()
 
 
 if __name__ == "__main__":

@@ -15,13 +15,14 @@ import sys
 
 import torch
 
-from srl_agent import train
+from srl_agent import update as trainer
 from srl_agent.config import TrainConfig
 from srl_agent.distributed import ONE_PROCESS, full_model_state, init_world, shard_model
 from srl_agent.models import load_model_and_tokenizer
+from srl_agent.tasks import resolve
 
 
-def sequences() -> list[train.Sequence]:
+def sequences() -> list[trainer.Sequence]:
     prompt_a, prompt_b = [1, 40, 41, 42, 43], [1, 50, 51]
     rows = [
         (prompt_a, [60, 61, 62], 1.0),
@@ -31,18 +32,18 @@ def sequences() -> list[train.Sequence]:
         (prompt_a, [65, 66, 67, 68, 69], 0.8),
         (prompt_b, [75, 76], -0.8),
     ]
-    return [train.Sequence(p, c, a) for p, c, a in rows]
+    return [trainer.Sequence(p, c, a) for p, c, a in rows]
 
 
 def update(model, cfg, seqs, world):
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
-    return train.policy_update(cfg, model, None, optimizer, seqs, world)
+    return trainer.policy_update(cfg, model, None, optimizer, seqs, world)
 
 
 def main(out: str) -> None:
     world = init_world()
     assert world.size == 2, "run under torchrun with 2 processes"
-    cfg = TrainConfig(task="math")
+    cfg = resolve(TrainConfig(task="math"))
     cfg.optim.lr = 0.5
     cfg.trainer.micro_batch_size = 2
     cfg.grpo.loss_agg = sys.argv[2] if len(sys.argv) > 2 else "token_mean"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from srl_helpers import TINY, math_example
 
-from srl_agent import train
+from srl_agent import update
 from srl_agent.config import OptimConfig
 from srl_agent.distributed import ONE_PROCESS, World, load_optimizer_state
 from srl_agent.models import load_model_and_tokenizer
@@ -82,7 +82,7 @@ def test_two_rank_run_checkpoints_and_resumes_on_one_rank(tmp_path):
 
     # the gathered optimizer state loads into one process's optimizer, by parameter name
     model, _ = load_model_and_tokenizer(str(last), dtype="float32", device="cpu", seed=0)
-    optimizer, _ = train.make_optimizer(model, OptimConfig(), 3)  # as the trainer makes it
+    optimizer, _ = update.make_optimizer(model, OptimConfig(), 3)  # as the trainer makes it
     load_optimizer_state(model, optimizer, saved["optimizer"])
     name, param = next(iter(model.named_parameters()))
     assert torch.equal(optimizer.state[param]["exp_avg_sq"], saved["optimizer"]["state"][name]["exp_avg_sq"])

@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file
 from srl_helpers import TINY
 
-from srl_agent import lora, train
+from srl_agent import lora, train, update
 from srl_agent.config import LoRAConfig, ModelConfig, TrainConfig
 from srl_agent.generation import HFGenerator
 from srl_agent.models import load_model_and_tokenizer, load_policy
 from srl_agent.runlog import read_metrics
+from srl_agent.tasks import resolve
 from trajectories.config import ConfigError, resolve_config
 
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 53, 54]])
@@ -86,23 +87,23 @@ def test_the_hf_generator_samples_the_adapted_policy():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_only_the_adapters_are_optimized_and_change(dtype):
-    cfg = TrainConfig(model=LORA_CFG.model_copy(update={"dtype": dtype}))
+    cfg = resolve(TrainConfig(model=LORA_CFG.model_copy(update={"dtype": dtype})))
     torch.manual_seed(0)
     model, _ = load_policy(cfg.model, 0)
     # the frozen base in the compute dtype, the adapters in float32 (bf16 would round their updates away)
     assert {p.dtype for n, p in model.named_parameters() if "lora_" not in n} == {getattr(torch, dtype)}
     assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
-    optimizer, _ = train.make_optimizer(model, cfg.optim.model_copy(update={"lr": 1e-2}), 2)
+    optimizer, _ = update.make_optimizer(model, cfg.optim.model_copy(update={"lr": 1e-2}), 2)
     adapters = {n for n, p in model.named_parameters() if "lora_" in n}
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert {n for n, p in model.named_parameters() if id(p) in optimized} == adapters
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     sequences = [
-        train.Sequence([1, 40, 41], [42, 43, 44], 1.0),
-        train.Sequence([1, 50], [51, 52, 53, 54], -1.0),
+        update.Sequence([1, 40, 41], [42, 43, 44], 1.0),
+        update.Sequence([1, 50], [51, 52, 53, 54], -1.0),
     ]
     for _ in range(2):  # B starts at 0, so A gets no gradient until B has moved
-        train.policy_update(cfg, model, None, optimizer, sequences)
+        update.policy_update(cfg, model, None, optimizer, sequences)
     after = dict(model.named_parameters())
     assert [n for n in before if n not in adapters and not torch.equal(after[n], before[n])] == []
     assert [n for n in adapters if torch.equal(after[n], before[n])] == []

@@ -40,9 +40,16 @@ from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policies import BatchedPolicy, ModelPolicy, ReplayPolicy
 from srl_agent.prompts import PromptCache
 from srl_agent.protocols import Scored, Turn
-from srl_agent.swe_rlvr import EpisodeGroup, EpisodeRollout, EpisodeRunner, episode_stats, outcome_score
-from srl_agent.tasks import SWE
-from srl_agent.train import episode_sequences, policy_update
+from srl_agent.swe_rlvr import (
+    EpisodeGroup,
+    EpisodeRollout,
+    EpisodeRunner,
+    collected_stats,
+    episode_stats,
+    outcome_score,
+)
+from srl_agent.tasks import SWE, resolve
+from srl_agent.update import episode_sequences, policy_update
 from trajectories.build import BuildConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +123,7 @@ def test_concurrent_episodes_have_their_turns_generated_in_one_batch():
 def test_a_token_cap_cuts_micro_batches_without_changing_the_update(tiny):
     import copy
 
-    from srl_agent.train import Sequence, micro_batches
+    from srl_agent.update import Sequence, micro_batches
 
     lengths = [(30, 5), (200, 10), (60, 4), (10, 2), (400, 20), (90, 8)]
     sequences = [
@@ -134,7 +141,7 @@ def test_a_token_cap_cuts_micro_batches_without_changing_the_update(tiny):
     updated = []
     for tokens in (None, 256):
         net = copy.deepcopy(model)
-        cfg = TrainConfig(trainer={"micro_batch_tokens": tokens})
+        cfg = resolve(TrainConfig(trainer={"micro_batch_tokens": tokens}))
         policy_update(cfg, net, None, torch.optim.SGD(net.parameters(), lr=1.0), sequences)
         updated.append(dict(net.named_parameters()))
     for name, p in updated[0].items():
@@ -248,7 +255,7 @@ def test_a_mixture_policy_gives_reward_spread_advantages_and_moves_every_paramet
     for group in collected.kept:
         assert sorted(s.reward for s in group.scores) == [0.0, 1.0]  # real test runs in containers
         assert sorted(group.advantages) == pytest.approx([-1.0, 1.0], abs=1e-5)
-    stats = collected.stats()
+    stats = collected_stats(collected)
     assert (
         stats["resolved"] == 2
         and stats["masked_episodes"] == 0
@@ -261,7 +268,7 @@ def test_a_mixture_policy_gives_reward_spread_advantages_and_moves_every_paramet
     assert len(sequences) == turns and sorted({round(s.advantage, 4) for s in sequences}) == [-1.0, 1.0]
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    stats = policy_update(TrainConfig(), model, None, optimizer, sequences)
+    stats = policy_update(resolve(TrainConfig()), model, None, optimizer, sequences)
     assert stats["sequences"] == turns and stats["grad_norm"] > 0
     unchanged = [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
     assert unchanged == []

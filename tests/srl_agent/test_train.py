@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 from srl_helpers import TINY, math_example
 
-from srl_agent import models, train
+from srl_agent import checkpoint, models, train, update
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.runlog import read_metrics
 
@@ -323,10 +323,10 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints" / "last").mkdir(parents=True)
     args = ["--task", "math", *TINY, f"run_dir={run_dir}"]
-    train.prepare_run_dir(train.parse_args(args)[1][0])  # writes config.yaml as a first run would
+    checkpoint.prepare_run_dir(train.parse_args(args)[1][0])  # writes config.yaml as a first run would
     with pytest.raises(ConfigError, match=r"optim\.lr"):
-        train.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1][0])
-    train.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1][0])  # extending a run is fine
+        checkpoint.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1][0])
+    checkpoint.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1][0])  # extending a run is fine
 
 
 def test_ppo_epochs_kl_reference_bf16_and_cosine_schedule_run(simple_data, tmp_path):
@@ -370,7 +370,7 @@ def test_gradient_checkpointing_gives_the_same_update(simple_data, tmp_path):
 def test_lr_schedules():
     model = torch.nn.Linear(2, 2)
     cfg = train.TrainConfig().optim.model_copy(update={"lr": 1.0, "schedule": "cosine", "warmup_steps": 2})
-    optimizer, scheduler = train.make_optimizer(model, cfg, total_steps=6)
+    optimizer, scheduler = update.make_optimizer(model, cfg, total_steps=6)
     lrs = []
     for _ in range(6):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -380,13 +380,45 @@ def test_lr_schedules():
     assert lrs[:3] == pytest.approx([0.0, 0.5, 1.0])
     assert lrs[3] == pytest.approx(0.5 * (1 + math.cos(math.pi * 1 / 4)))
     floor = cfg.model_copy(update={"min_lr_ratio": 0.1})
-    optimizer, scheduler = train.make_optimizer(model, floor, total_steps=6)
+    optimizer, scheduler = update.make_optimizer(model, floor, total_steps=6)
     for _ in range(6):
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the cosine ends at its floor
     constant = train.TrainConfig().optim.model_copy(update={"lr": 0.3})
-    optimizer, scheduler = train.make_optimizer(model, constant, total_steps=6)
+    optimizer, scheduler = update.make_optimizer(model, constant, total_steps=6)
     optimizer.step()
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.3)
+
+
+def test_sft_cuts_micro_batches_by_tokens_too(simple_data, tmp_path):
+    """`trainer.micro_batch_tokens` caps SFT's micro-batches as it caps GRPO's (one update loop): with
+    a cap below any one sequence, each goes alone, and the update is the uncapped one."""
+    rows_per_pass: list[int] = []
+
+    def record(module, args):  # the token embedding of every training forward: its batch [N, width]
+        if isinstance(module, torch.nn.Embedding) and module.training:
+            rows_per_pass.append(args[0].shape[0])
+
+    def sft(name: str, *extra: str) -> list[dict]:
+        run_dir = tmp_path / name
+        assert run_train(
+            "--task", "math", "--stage", "sft", *TINY, f"data.source={simple_data}", f"run_dir={run_dir}",
+            "trainer.steps=1", "trainer.batch_size=4", "trainer.micro_batch_size=4", "optim.lr=3e-3",
+            "trainer.validate_at_start=false", "trainer.val_every=0", "data.max_val_examples=0", *extra,
+        ) == 0  # fmt: skip
+        return read_metrics(run_dir / "metrics.jsonl")
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        capped = sft("capped", "trainer.micro_batch_tokens=1")
+        assert rows_per_pass == [1, 1, 1, 1]
+        rows_per_pass.clear()
+        whole = sft("whole", "trainer.micro_batch_tokens=null")
+        assert rows_per_pass == [4]
+    finally:
+        hook.remove()
+    assert capped[0]["loss"] == pytest.approx(whole[0]["loss"], rel=1e-5)
+    assert capped[0]["tokens"] == whole[0]["tokens"] > 0
+
