@@ -3,8 +3,9 @@
 Reads top to bottom: resolve the config, make the run folder, load data and model (resuming from
 checkpoints/last when there is one), then per training step: sample prompts, roll out G completions
 each, score them, refill until the batch of kept prompts is full (dynamic sampling), compute advantages,
-update with a PPO-clip loss over micro-batches, log, validate, checkpoint. It ends by plotting the curves
-and printing where the run folder, curves and checkpoints are.
+update with a PPO-clip loss over micro-batches (`srl_agent.update`, the one update loop SFT uses too),
+log, validate, checkpoint (`srl_agent.checkpoint`). It ends by plotting the curves and printing where
+the run folder, curves and checkpoints are.
 
 - `--stage srl`: step-wise similarity reward against the expert's next action, std filter.
 - `--stage rlvr`: outcome reward (math: answer equivalence) on whole problems, DAPO filter; start it

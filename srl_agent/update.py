@@ -21,7 +21,7 @@ process.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import torch
@@ -34,6 +34,7 @@ from srl_agent.policy import completion_logprobs, pack
 if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.optim.lr_scheduler import LRScheduler
+    from transformers import PreTrainedModel
 
     from srl_agent.config import OptimConfig, ResolvedTrainConfig
     from srl_agent.rollouts import Group
@@ -99,7 +100,7 @@ class PPOLoss:
 
     clip_eps: float
     clip_eps_high: float | None
-    reference: Any = None
+    reference: PreTrainedModel | None = None
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
     temperature: float = 1.0
@@ -141,8 +142,8 @@ class Settings:
 
 
 def update(
-    model: Any,
-    optimizer: Any,
+    model: PreTrainedModel,
+    optimizer: Optimizer,
     sequences: list[Sequence],
     loss: TokenLoss,
     settings: Settings,
@@ -202,9 +203,9 @@ def update(
 
 def policy_update(
     cfg: ResolvedTrainConfig,
-    model: Any,
-    reference: Any,
-    optimizer: Any,
+    model: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    optimizer: Optimizer,
     sequences: list[Sequence],
     world: World = ONE_PROCESS,
 ) -> dict[str, Any]:
@@ -225,41 +226,39 @@ def policy_update(
         cfg.generation.temperature,
         cfg.model.dtype,
     )
-    return update(model, optimizer, sequences, loss, settings(cfg, g.ppo_epochs, share), world)
+    return update(model, optimizer, sequences, loss, replace(settings(cfg), share_prompts=share), world)
 
 
 def sft_update(
     cfg: ResolvedTrainConfig,
-    model: Any,
-    optimizer: Any,
+    model: PreTrainedModel,
+    optimizer: Optimizer,
     sequences: list[Sequence],
     world: World = ONE_PROCESS,
 ) -> dict[str, Any]:
-    """SFT: the token-mean next-token loss of the sequences' completions (the targets), one step."""
-    return update(model, optimizer, sequences, SFTLoss(), settings(cfg, 1, False, 1.0, "token_mean"), world)
+    """SFT: the token-mean next-token loss of the sequences' completions (the targets), one step, the
+    log-probs at temperature 1."""
+    plain = replace(settings(cfg), epochs=1, temperature=1.0, aggregate=grpo.token_mean)
+    return update(model, optimizer, sequences, SFTLoss(), plain, world)
 
 
-def settings(
-    cfg: ResolvedTrainConfig,
-    epochs: int,
-    share: bool | Literal["always"],
-    temperature: float | None = None,
-    loss_agg: str | None = None,
-) -> Settings:
-    """The update's `Settings` from a resolved config (`temperature`, `loss_agg`: the config's when None)."""
+def settings(cfg: ResolvedTrainConfig) -> Settings:
+    """The update's `Settings` as a resolved config gives them (GRPO's: `grpo.ppo_epochs`, the sampling
+    temperature, `grpo.loss_agg`; the prompt layout plain)."""
     return Settings(
         micro_batch_size=cfg.trainer.micro_batch_size,
         micro_batch_tokens=cfg.trainer.micro_batch_tokens,
         max_grad_norm=cfg.optim.max_grad_norm,
-        epochs=epochs,
-        temperature=cfg.generation.temperature if temperature is None else temperature,
+        epochs=cfg.grpo.ppo_epochs,
+        temperature=cfg.generation.temperature,
         compute_dtype=cfg.model.dtype,
-        aggregate=grpo.LOSS_AGG[cfg.grpo.loss_agg if loss_agg is None else loss_agg],
-        share_prompts=share,
+        aggregate=grpo.LOSS_AGG[cfg.grpo.loss_agg],
     )
 
 
-def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[Optimizer, LRScheduler]:
+def make_optimizer(
+    model: torch.nn.Module, cfg: OptimConfig, total_steps: int
+) -> tuple[Optimizer, LRScheduler]:
     """AdamW and transformers' LR schedule for `cfg.schedule` (stepped once per training step)."""
     from transformers import get_scheduler  # (transformers takes seconds to import: not for --help)
 
