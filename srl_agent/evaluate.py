@@ -5,10 +5,10 @@ Two measurements:
 - **SWE tasks solved as an agent** (`--task swe --instances [SOURCE]`, SOURCE default: the bundled
   tasks): one agent episode per instance in the Docker environments, patches graded by the official
   swebench harness (or `--grader fast`), predictions, trajectories and a report in `--out`; see
-  `srl_agent.swe_eval`. `--model` takes a model name, HF id, local folder, run checkpoint, or
+  `srl_agent.eval.swe`. `--model` takes a model name, HF id, local folder, run checkpoint, or
   `replay:PATH` (recorded trajectories replayed through the same loop). `--json` prints the report as
   one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
-  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.oracle`).
+  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.eval.oracle`).
 
 For the step reward, it builds the same step examples as training (same `data` section, same split), prompts the model with
 the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples is not None:
         return grade_samples_file(args.samples, cfg, args.json)
     if cfg.math.benchmarks:
-        from srl_agent.math_bench import evaluate_benchmarks
+        from srl_agent.eval.math_bench import evaluate_benchmarks
 
         return print_report(
             evaluate_benchmarks(cfg, progress=not args.json and sys.stderr.isatty()), args.json
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.swe.instances is None:
         print(json.dumps(evaluate(cfg)))
         return 0
-    from srl_agent.swe_eval import evaluate_swe
+    from srl_agent.eval.swe import evaluate_swe
 
     return print_report(evaluate_swe(cfg, progress=not args.json and sys.stderr.isatty()), args.json)
 
@@ -129,9 +129,9 @@ def print_report(report: dict[str, object], as_json: bool) -> int:
 
 
 def grade_samples_file(path: str, cfg: EvalConfig, as_json: bool) -> int:
-    """`--samples FILE`: the report of `srl_agent.math_eval.grade_samples` on stdout (one JSON object
+    """`--samples FILE`: the report of `srl_agent.eval.math_report.grade_samples` on stdout (one JSON object
     with `--json`, else markdown; without the per-row verdicts, which `eval.output` writes as JSONL)."""
-    from srl_agent.math_eval import grade_samples, markdown
+    from srl_agent.eval.math_report import grade_samples, markdown
 
     if not task_spec(cfg.task).final_answers:
         raise ConfigError(f"--samples grades final answers, which --task {cfg.task} solutions do not have")
@@ -148,8 +148,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     """The mean step reward and format-error rate of `cfg.model` on the `cfg.eval.split` examples."""
     import torch
 
-    from srl_agent.backends import make_generator
     from srl_agent.data import load_splits
+    from srl_agent.generation import make_generator
     from srl_agent.models import device_of, load_model_and_tokenizer
     from srl_agent.prompts import PromptCache
     from srl_agent.rollouts import evaluate_examples

@@ -252,7 +252,7 @@ def make_policy(
     """
     if model.startswith(REPLAY_PREFIX):
         return ReplayPolicy.from_path(model.removeprefix(REPLAY_PREFIX))
-    from srl_agent.backends import make_generator
+    from srl_agent.generation import make_generator
     from srl_agent.models import device_of, load_model_and_tokenizer
 
     agent, model_cfg, prompt = agent or AgentConfig(), model_cfg or ModelConfig(), prompt or PromptConfig()

@@ -5,7 +5,7 @@ The trainer, the evaluator and the coming agent loop depend on these, never on a
 
 - `Generator`: batched sampling. For each tokenized prompt, `n` completions, each with its token ids,
   text, finish reason and the sampler's own per-token log-probabilities. Implementations:
-  `srl_agent.generation.HFGenerator` (transformers `generate`); vLLM plugs in behind the same shape.
+  `srl_agent.generation.hf.HFGenerator` (transformers `generate`); vLLM plugs in behind the same shape.
 - `Reward`: scores one completion of one example. A pure reward (step similarity, answer check)
   ignores `env`; an environment reward (tests pass) runs in the `env` it is given and says so with
   `needs_environment`. Both return a `Scored`; a `Scored` with `masked` set means the reward could not

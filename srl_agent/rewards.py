@@ -11,7 +11,7 @@ The output contract (both tasks): `<think> free inner monologue </think>` follow
   (exact longest-common-subsequence 2M/T, far faster on long actions). Only the action is scored.
 - Outcome (RLVR, math): 1.0 when math-verify finds the action's final answer equivalent to the gold
   answer, else 0.0 (a format error is 0.0 too: the rollout is simply wrong). The check is
-  `srl_agent.math_grading`'s, which imports math-verify only when an outcome reward is asked for.
+  `srl_agent.eval.math_grading`'s, which imports math-verify only when an outcome reward is asked for.
 
 `StepSimilarityReward` and `MathAnswerReward` wrap these functions behind the `Reward` Protocol
 (`srl_agent.protocols`): configured once, then called per completion. Which one a task and stage use
@@ -103,7 +103,7 @@ def math_outcome_reward(completion: str, answer: str | None, allow_preamble: boo
         return Scored(0.0, None, error)
     if answer is None:
         raise ValueError("math outcome reward needs the gold answer; this example has none")
-    from srl_agent.math_grading import response_matches
+    from srl_agent.eval.math_grading import response_matches
 
     try:
         correct = response_matches(answer, action)

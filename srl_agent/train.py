@@ -153,9 +153,9 @@ def setup_run(cfg: TrainConfig, world: World, closing: contextlib.ExitStack) -> 
 
     from srl_agent import checkpoint as ckpt
     from srl_agent import swe_rlvr
-    from srl_agent.backends import make_generator
     from srl_agent.data import DataStream
     from srl_agent.distributed import shard_model
+    from srl_agent.generation import make_generator
     from srl_agent.models import load_policy, load_reference
     from srl_agent.prompts import PromptCache
 
@@ -626,7 +626,7 @@ def policy_update(
 
     from srl_agent import grpo
     from srl_agent.distributed import full_norm
-    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.logprobs import completion_logprobs, pack
 
     pad, device, temp = model.config.pad_token_id or 0, model.device, cfg.generation.temperature
     micro = micro_batches(sequences, cfg.trainer.micro_batch_size, cfg.trainer.micro_batch_tokens)
@@ -691,7 +691,7 @@ def empty_batch(pad: int, device: Any, share_prompts: Any = False) -> dict[str, 
     """A micro-batch that trains on nothing (its mask is 0), in the layout `share_prompts` gives: a
     rank with fewer micro-batches than another runs these, because every forward of a sharded model
     is a collective."""
-    from srl_agent.policy import pack
+    from srl_agent.logprobs import pack
 
     batch = pack([[pad]], [[pad]], pad, device, share_prompts)
     batch["mask"].zero_()
@@ -737,8 +737,8 @@ def sft_step(run: Run) -> dict[str, Any]:
 
     from srl_agent import grpo
     from srl_agent.distributed import full_norm
-    from srl_agent.generation import end_of_turn_id
-    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.generation.hf import end_of_turn_id
+    from srl_agent.logprobs import completion_logprobs, pack
 
     cfg, model, tokenizer, optimizer, prompts = run.cfg, run.model, run.tokenizer, run.optimizer, run.prompts
     world, pad = run.world, model.config.pad_token_id or 0

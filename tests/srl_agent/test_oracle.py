@@ -16,8 +16,8 @@ import pytest
 
 from environments.tasks.bundled import get_task, load_tasks
 from srl_agent import evaluate
-from srl_agent.oracle import ORACLE_SYSTEM, make_patch, oracle_paths, user_turn
-from srl_agent.search_replace import apply_edits, edits_from_patch, parse_edits, unified_diff
+from srl_agent.eval.oracle import ORACLE_SYSTEM, make_patch, oracle_paths, user_turn
+from srl_agent.eval.search_replace import apply_edits, edits_from_patch, parse_edits, unified_diff
 
 REPO = Path(__file__).resolve().parents[2]
 

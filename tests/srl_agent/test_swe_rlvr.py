@@ -26,7 +26,6 @@ from environments.grading import GradeResult
 from environments.pool import EnvironmentPool
 from environments.replay import load_trajectory
 from environments.tasks.bundled import Task, build_images, load_tasks
-from srl_agent.backends import make_generator
 from srl_agent.config import (
     AgentConfig,
     EpisodesConfig,
@@ -36,6 +35,7 @@ from srl_agent.config import (
     TrainConfig,
 )
 from srl_agent.data import DataStream
+from srl_agent.generation import make_generator
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policies import BatchedPolicy, ModelPolicy, ReplayPolicy
 from srl_agent.prompts import PromptCache
@@ -325,7 +325,7 @@ def test_the_trained_sequences_are_the_sampled_tokens_with_gradient_only_on_the_
     trained = Counter((tuple(s.prompt), tuple(s.completion), tuple(s.sampler_logprobs)) for s in sequences)
     assert trained == sampled and len(sequences) >= 2
 
-    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.logprobs import completion_logprobs, pack
 
     batch = pack([s.prompt for s in sequences], [s.completion for s in sequences], 0, model.device)
     width_p = batch["input_ids"].shape[1] - batch["mask"].shape[1]

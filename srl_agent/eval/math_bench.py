@@ -4,7 +4,7 @@ Reads top to bottom in `evaluate_benchmarks`: resolve each name to a source (an 
 error before any model loads); read every benchmark's problems; skip those the output folder holds
 finished with the same settings; load the model once; per remaining benchmark, generate a greedy
 response per problem and, with `math.k` > 0, k samples at `math.temperature`, grade them
-(`srl_agent.math_eval`), save the responses with their verdicts and the benchmark's report; write the
+(`srl_agent.eval.math_report`), save the responses with their verdicts and the benchmark's report; write the
 whole report, with the paper's table when its seven columns are all present.
 
 The protocol (docs/method.md): the prompt is the task spec's RLVR prompt (system prompt and the bare
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from srl_agent.math_eval import grade_rows, make_report, markdown, paper_table, read_json_rows
-from srl_agent.math_grading import Checker, extract_answer
-from srl_agent.swe_eval import file_name, model_folder, model_string
+from srl_agent.eval.math_grading import Checker, extract_answer
+from srl_agent.eval.math_report import grade_rows, make_report, markdown, paper_table, read_json_rows
+from srl_agent.eval.report import file_name, model_folder, model_string
 from trajectories.config import ConfigError
 from trajectories.errors import SourceError
 from trajectories.math_steps import last_boxed
@@ -227,7 +227,7 @@ class Responder:
     """The model's responses to problems, batched through the Generator seam, with the RLVR prompt."""
 
     def __init__(self, cfg: EvalConfig):
-        from srl_agent.backends import make_generator
+        from srl_agent.generation import make_generator
         from srl_agent.models import device_of, load_model_and_tokenizer
         from srl_agent.prompts import PromptCache
         from srl_agent.tasks import task_spec

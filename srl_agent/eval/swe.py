@@ -6,7 +6,7 @@ finished; run one agent episode per remaining instance, `workers` at a time on t
 pullable; the running episodes' turns are generated in one batch, `policies.BatchedPolicy`); grade the patches (the official `swebench` harness under a run id unique to this call, or
 the fast in-container runner); write the report.
 
-`--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.oracle`: one
+`--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.eval.oracle`: one
 response per instance with the gold patch's files in the prompt, its SEARCH/REPLACE edits made into
 a patch); the ledger, grading and report below are the same, with the oracle's statistics in place
 of an episode's and `oracle/<instance_id>.json` in place of a trajectory.
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import statistics
 import sys
 import threading
@@ -45,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from srl_agent.eval.report import file_name, model_folder, model_string
 from srl_agent.runlog import read_jsonl  # a line cut by a kill is skipped: that instance is redone
 
 if TYPE_CHECKING:
@@ -153,17 +153,6 @@ def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str,
     return tasks, list(skipped)
 
 
-def model_string(cfg: EvalConfig) -> str:
-    """The model as the user named it (`--model`, or `model.init_from` when set)."""
-    return cfg.model.init_from or cfg.model.name
-
-
-def model_folder(pattern: str, cfg: EvalConfig) -> Path:
-    """An output folder `pattern` with `{model}` filled in: the model string made file-safe, its last
-    80 characters (what names a checkpoint's run is at the end of its path)."""
-    return Path(pattern.format(model=file_name(model_string(cfg).strip("/"))[-80:]))
-
-
 def output_dir(cfg: EvalConfig) -> Path:
     pattern = cfg.swe.out
     if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about the other scaffold
@@ -241,10 +230,10 @@ class Runner:
 
 
 def run_oracle(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path, progress: bool) -> None:
-    """The oracle scaffold: one response per instance made into a patch (`srl_agent.oracle`), saved
+    """The oracle scaffold: one response per instance made into a patch (`srl_agent.eval.oracle`), saved
     with its record and left for `grade` like an episode; an instance no response could be asked for
     is graded at once with its status."""
-    from srl_agent.oracle import attempt, make_responder
+    from srl_agent.eval.oracle import attempt, make_responder
 
     respond = make_responder(cfg, model_string(cfg))
     with Progress(progress, len(tasks)) as bar:
@@ -316,11 +305,6 @@ def _graded(ledger: Ledger, iid: str, result: Any, detail: str, seconds: float =
 
 def _episode_done(outcome: Outcome | None) -> bool:
     return outcome is not None and outcome.phase == "episode"
-
-
-def file_name(text: str) -> str:
-    """`text` with every run of characters unsafe in a file name replaced by `_`."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 class Ledger:

@@ -3,8 +3,8 @@
 The paper's "oracle file" evaluation (SWE-bench Verified: 5.8 base, 14.8 SRL), which is Agentless-mini's
 repair step from swe-rl with the files given instead of localised: one prompt per instance holds the
 issue and the full content of every file the gold patch edits; the model writes its reasoning in
-`<think>...</think>` and then SEARCH/REPLACE edits (`srl_agent.search_replace`); the edits become a
-patch, which is graded like the agent scaffold's (`srl_agent.swe_eval.grade`: the official harness, or
+`<think>...</think>` and then SEARCH/REPLACE edits (`srl_agent.eval.search_replace`); the edits become a
+patch, which is graded like the agent scaffold's (`srl_agent.eval.swe.grade`: the official harness, or
 `--grader fast`). One completion per instance, greedy unless `agent.greedy=false`, at most
 `swe.oracle_max_new_tokens` tokens (less when the prompt leaves less of the model's context).
 
@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from srl_agent.eval.search_replace import DIVIDER, REPLACE, SEARCH, apply_edits, parse_edits, unified_diff
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN, extract_action
-from srl_agent.search_replace import DIVIDER, REPLACE, SEARCH, apply_edits, parse_edits, unified_diff
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -214,7 +214,7 @@ class ModelResponder:
     is many edits; it ends at the end of the turn or at `swe.oracle_max_new_tokens`)."""
 
     def __init__(self, cfg: EvalConfig, model: str) -> None:
-        from srl_agent.backends import make_generator
+        from srl_agent.generation import make_generator
         from srl_agent.models import device_of, load_model_and_tokenizer
         from srl_agent.policies import context_length
 
