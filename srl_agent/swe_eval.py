@@ -129,6 +129,7 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
             stage=task_spec(cfg.task).stage("srl"),
             seed=cfg.seed,
         )
+        refuse_unknown_instances(cfg, policy, to_run)
         with EnvironmentPool(cfg.environment) as pool, Progress(progress, len(to_run)) as bar:
             run = Runner(cfg, policy, pool, out, results, predictions, bar)
             with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="episode") as executor:
@@ -138,6 +139,22 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     report["out"] = str(out)
     write_report(report, out)
     return report
+
+
+def refuse_unknown_instances(cfg: EvalConfig, policy: Policy, tasks: list[TaskInstance]) -> None:
+    """ConfigError (a bad `--model`) when the policy cannot act on one of `tasks` (a replay without
+    its trajectory): a user's mistake, refused before any container starts, never an instance's
+    infrastructure error that every rerun would retry."""
+    from srl_agent.policies import PolicyError
+    from trajectories.config import ConfigError
+
+    for task in tasks:
+        try:
+            policy.check_instance(task.instance_id)
+        except PolicyError as e:
+            raise ConfigError(
+                f"--model {model_string(cfg)}: {e}; choose the instances it has with swe.instance_ids"
+            ) from None
 
 
 def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str, str]]]:

@@ -137,3 +137,18 @@ def _trajectory_of(task) -> Trajectory:
     from environments.replay import load_trajectory
 
     return load_trajectory(task.expert_trajectory)
+
+
+def test_a_replay_without_the_instances_trajectory_is_a_bad_model_refused_before_any_episode(
+    tmp_path, monkeypatch
+):
+    from trajectories.config import ConfigError
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "eval"
+    paginate = get_task("srl-agent__paginate-1").expert_trajectory
+    with pytest.raises(ConfigError, match="--model replay:.*holds no trajectory for srl-agent__intervals-1"):
+        run_eval("--instances", "--model", f"replay:{paginate}", "--grader", "fast", "--out", str(out),
+                 "swe.instance_ids=[srl-agent__intervals-1]")  # fmt: skip
+    ledger = out / "results.jsonl"
+    assert not ledger.exists() or "infrastructure_error" not in ledger.read_text()  # nothing to retry
