@@ -20,7 +20,9 @@ oracle scaffold) holds:
   `graded`); appended and flushed line by line, so a kill loses nothing already written, and a rerun
   of the same command goes on from it: graded instances are skipped, episodes not yet graded are
   graded, and instances whose episode or grading failed on the infrastructure's side are redone;
-- `report.json` and `report.md`.
+- `report.json` and `report.md`;
+- `run.json`: what the run is made with (`run_settings`: model, scaffold, the agent's, prompt's and
+  generation's settings); a rerun into the folder with other settings is refused, naming each.
 
 Every instance ends in one status: `resolved`, `unresolved` (the tests fail, or the patch does not
 apply), `empty_patch` (nothing to grade), `infrastructure_error` (a missing image, a dead engine or
@@ -104,6 +106,7 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     from srl_agent.tasks import task_spec
 
     out = output_dir(cfg)
+    check_run_folder(out, run_settings(cfg))
     results: Ledger[Outcome] = Ledger(out / "results.jsonl", Outcome, key="instance_id")
     predictions: Ledger[Prediction] = Ledger(out / "predictions.jsonl", Prediction, key="instance_id")
     tasks, skipped = load_instances(cfg)
@@ -139,6 +142,42 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     report["out"] = str(out)
     write_report(report, out)
     return report
+
+
+def run_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """What the results in an output folder depend on: a rerun goes on from the folder only with these.
+    The grader is not among them: the fast runner and the harness agree by construction (tested), so
+    a folder graded by one is resumed by the other."""
+    return {
+        "model": model_string(cfg),
+        "scaffold": cfg.swe.scaffold,
+        "dtype": cfg.model.dtype,
+        "seed": cfg.seed,
+        "agent": cfg.agent.model_dump(mode="json"),
+        "build": cfg.data.build.model_dump(mode="json"),
+        "prompt": cfg.prompt.model_dump(mode="json"),
+        "generation": cfg.generation.model_dump(mode="json"),
+        "oracle_max_new_tokens": cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold == "oracle" else None,
+        "test_timeout": cfg.grading.test_timeout,
+    }
+
+
+def check_run_folder(out: Path, wanted: dict[str, Any]) -> None:
+    """Record in `out/run.json` what the run is made with, or, when the folder holds a run made with
+    other settings, a ConfigError naming each with both values (its results are not this run's)."""
+    from trajectories.config import ConfigError
+
+    path = out / "run.json"
+    if path.is_file():
+        had = json.loads(path.read_text(encoding="utf-8"))
+        differ = sorted(key for key in had.keys() | wanted.keys() if had.get(key) != wanted.get(key))
+        if differ:
+            what = "; ".join(f"{key}: {had.get(key)!r} there, {wanted.get(key)!r} now" for key in differ)
+            raise ConfigError(
+                f"swe.out: {out} holds a run made with other settings ({what}); use another --out"
+            )
+        return
+    path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
 
 
 def refuse_unknown_instances(cfg: EvalConfig, policy: Policy, tasks: list[TaskInstance]) -> None:
