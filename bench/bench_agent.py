@@ -175,7 +175,9 @@ def run_round(cfg: EvalConfig, policy: Any, tasks: list[Any], out: Path) -> dict
     started = time.perf_counter()
     pool = EnvironmentPool(cfg.environment)
     try:
-        with ThreadPoolExecutor(max_workers=cfg.environment.pool_size, thread_name_prefix="episode") as executor:
+        with ThreadPoolExecutor(
+            max_workers=cfg.environment.pool_size, thread_name_prefix="episode"
+        ) as executor:
             episodes = list(executor.map(lambda task: one_episode(cfg, policy, pool, task, out), tasks))
     finally:
         clock = time.perf_counter()

@@ -196,7 +196,9 @@ def _refuse_moved(cls: type[BaseModel], data: dict[str, Any], sources: dict[str,
         raise ConfigError("moved config keys:\n  " + "\n  ".join(lines))
 
 
-def _moved_keys(cls: type[BaseModel], data: dict[str, Any], sources: dict[str, str], prefix: str) -> list[str]:
+def _moved_keys(
+    cls: type[BaseModel], data: dict[str, Any], sources: dict[str, str], prefix: str
+) -> list[str]:
     moved: dict[str, str] = getattr(cls, "moved", {})
     lines = []
     for key, value in data.items():
