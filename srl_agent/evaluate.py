@@ -60,8 +60,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     parser.add_argument("--model", default=None, help="model name, HF id, folder, checkpoint or replay:PATH")
     parser.add_argument("--instances", nargs="?", const="bundled", default=None, metavar="SOURCE",
                         help="evaluate as an agent on these SWE tasks (no SOURCE: the bundled tasks)")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=None, help="episodes in parallel (swe.workers)")
-    parser.add_argument("--grader", choices=["harness", "fast"], default=None, help="swe.grader")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="episodes in parallel (environment.pool_size)"
+    )
+    parser.add_argument("--grader", choices=["auto", "harness", "fast"], default=None, help="grading.grader")
     parser.add_argument("--out", default=None, help="output folder (swe.out; with --benchmark, math.out)")
     parser.add_argument("--scaffold", choices=["agent", "oracle"], default=None,
                         help="swe.scaffold: act as an agent, or edit the gold patch's files (oracle setting)")  # fmt: skip
@@ -79,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
         names = [name.strip() for name in args.benchmark.split(",") if name.strip()]
         flags.append(f"math.benchmarks={json.dumps(names)}")
     for key, value in [("model.name", args.checkpoint or args.model), ("swe.instances", args.instances),
-                       ("swe.workers", args.workers), ("swe.grader", args.grader),
+                       ("environment.pool_size", args.workers), ("grading.grader", args.grader),
                        ("math.out" if args.benchmark else "swe.out", args.out), ("math.k", args.k),
                        ("math.temperature", args.temperature), ("swe.scaffold", args.scaffold)]:  # fmt: skip
         if value is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from rapidfuzz.distance import Indel
 
@@ -32,7 +32,6 @@ from trajectories.actions import ActionParseError, parse_action, render_action
 
 if TYPE_CHECKING:
     from srl_agent.config import RewardConfig
-    from srl_agent.protocols import Environment
     from trajectories.record import StepExample
 
 THINK_OPEN = "<think>"
@@ -125,13 +124,12 @@ class StepSimilarityReward:
     strip: bool = True
     allow_preamble: bool = False
     prefill: str = ""
-    needs_environment: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, cfg: RewardConfig, prefill: str = "") -> StepSimilarityReward:
         return cls(cfg.similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble, prefill)
 
-    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored:
+    def __call__(self, completion: str, example: StepExample) -> Scored:
         return step_reward(
             self.prefill + completion,
             example.target,
@@ -149,11 +147,10 @@ class MathAnswerReward:
 
     allow_preamble: bool = False
     prefill: str = ""
-    needs_environment: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, cfg: RewardConfig, prefill: str = "") -> MathAnswerReward:
         return cls(cfg.allow_preamble, prefill)
 
-    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored:
+    def __call__(self, completion: str, example: StepExample) -> Scored:
         return math_outcome_reward(self.prefill + completion, example.answer, self.allow_preamble)

@@ -89,12 +89,6 @@ def user_turn(issue: str, files: dict[str, str]) -> str:
     )
 
 
-def gold_patch(task: TaskInstance) -> str | None:
-    """The gold patch of a bundled task or of a SWE-bench row (None when the row has none)."""
-    patch = getattr(task, "patch", None) or getattr(task, "row", {}).get("patch")
-    return patch if isinstance(patch, str) and patch.strip() else None
-
-
 def oracle_paths(patch: str) -> list[str]:
     """The files `patch` edits that exist before it (created files have no `--- a/` line), in order."""
     return list(dict.fromkeys(_EDITED_FILE.findall(patch)))
@@ -102,9 +96,8 @@ def oracle_paths(patch: str) -> list[str]:
 
 def read_files(task: TaskInstance, paths: list[str], env_cfg: EnvConfig) -> dict[str, str]:
     """The files' content at the base commit: a bundled task's `repo/`, else the image's `/testbed`."""
-    repo_dir = getattr(task, "repo_dir", None)
-    if repo_dir is not None:
-        return {p: (Path(repo_dir) / p).read_text(encoding="utf-8") for p in paths}
+    if task.repo_dir is not None:
+        return {p: (task.repo_dir / p).read_text(encoding="utf-8") for p in paths}
     from environments.container import DockerEnvironment
     from environments.tasks.sources import prepare_image
 
@@ -168,7 +161,7 @@ class Attempt:
 def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response]) -> Attempt:
     """Prompt with the gold patch's files, ask `respond` once, make the patch (see the module)."""
     iid = task.instance_id
-    gold = gold_patch(task)
+    gold = task.gold_patch
     if gold is None:
         return Attempt(error=("not_evaluable", "the row has no gold patch to name the oracle files"))
     paths = oracle_paths(gold)

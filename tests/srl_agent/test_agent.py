@@ -225,10 +225,11 @@ def test_submitting_without_an_edit_does_not_resolve(tasks):
 
 @pytest.fixture(scope="module")
 def tiny_policy() -> ModelPolicy:
-    return make_policy(
+    batched = make_policy(
         "tiny-random",
         generation=GenerationConfig(max_new_tokens=16, stop=list(SWE.stop), stop_at_step_end=False),
     )
+    return batched.policy  # the model policy the factory wraps for concurrent episodes
 
 
 @pytest.mark.docker

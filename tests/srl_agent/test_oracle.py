@@ -272,7 +272,7 @@ def test_the_harness_resolves_gold_edits_on_instance_rows_whose_files_are_read_i
     report = run_eval(
         "--instances", str(rows), "--model", f"replay:{responses}", "--out", str(tmp_path / "eval")
     )
-    assert report["grader"] == "harness"
+    assert report["grader"] == "auto"  # the harness, for rows without the bundled layout
     assert report["instances"] == {
         good.instance_id: "resolved",
         bad.instance_id: "empty_patch",
