@@ -151,9 +151,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     import torch
 
     from srl_agent.data import load_splits
-    from srl_agent.generation import make_generator
-    from srl_agent.models import device_of, load_model_and_tokenizer
-    from srl_agent.prompts import PromptCache
+    from srl_agent.generation.loader import load_inference
     from srl_agent.rollouts import evaluate_examples
 
     spec = task_spec(cfg.task)
@@ -165,20 +163,15 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     if not examples:
         print(f"error: no {cfg.eval.split} examples in {splits.source}", file=sys.stderr)
         return {"examples": 0}
-    model, tokenizer = load_model_and_tokenizer(
-        cfg.model.init_from or cfg.model.name,
-        dtype=cfg.model.dtype,
-        device=device_of(cfg.model),
-        seed=cfg.seed,
+    inference = load_inference(
+        cfg.model.init_from or cfg.model.name, cfg.model, stage, cfg.generation, cfg.prompt, cfg.seed
     )
-    prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
-    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)
     reward = stage.reward(cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
     result = evaluate_examples(
         examples,
-        prompts,
-        generator,
+        inference.prompts,
+        inference.generator,
         reward,
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,

@@ -270,8 +270,7 @@ def make_policy(
     """
     if model.startswith(REPLAY_PREFIX):
         return ReplayPolicy.from_path(model.removeprefix(REPLAY_PREFIX))
-    from srl_agent.generation import make_generator
-    from srl_agent.models import device_of, load_model_and_tokenizer
+    from srl_agent.generation.loader import load_inference
 
     agent, model_cfg, prompt = agent or AgentConfig(), model_cfg or ModelConfig(), prompt or PromptConfig()
     generation = generation or GenerationConfig(
@@ -280,11 +279,11 @@ def make_policy(
     if "auto" in (generation.stop, generation.stop_at_step_end, generation.max_new_tokens):
         raise ValueError("resolve the generation section first (srl_agent.tasks.resolve)")
     stage = stage or SWE.stage("srl")
-    net, tokenizer = load_model_and_tokenizer(model, model_cfg.dtype, device_of(model_cfg), seed)
-    limit = agent.max_prompt_tokens or context_length(net) - generation.max_new_tokens
+    inference = load_inference(model, model_cfg, stage, generation, prompt, seed)
+    limit = agent.max_prompt_tokens or inference.context_length - generation.max_new_tokens
     model_policy = ModelPolicy(
-        make_generator(net, tokenizer, generation, model_cfg.dtype, prompt.prefill),
-        PromptCache(tokenizer, stage.system_prompt, stage.user_turn, prompt),
+        inference.generator,
+        inference.prompts,
         max_new_tokens=generation.max_new_tokens,
         max_prompt_tokens=limit,
         temperature=generation.temperature,

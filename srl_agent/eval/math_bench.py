@@ -227,22 +227,14 @@ class Responder:
     """The model's responses to problems, batched through the Generator seam, with the RLVR prompt."""
 
     def __init__(self, cfg: EvalConfig):
-        from srl_agent.generation import make_generator
-        from srl_agent.models import device_of, load_model_and_tokenizer
-        from srl_agent.prompts import PromptCache
+        from srl_agent.generation.loader import load_inference
         from srl_agent.tasks import task_spec
 
         stage = task_spec(cfg.task).stage("rlvr")  # the prompt a checkpoint was trained on answers with
-        model, tokenizer = load_model_and_tokenizer(
-            cfg.model.init_from or cfg.model.name,
-            dtype=cfg.model.dtype,
-            device=device_of(cfg.model),
-            seed=cfg.seed,
-        )
-        self.prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
         # Whole solutions end with the turn: none of the task's stop rules (math's end a single step).
         generation = cfg.generation.model_copy(update={"stop": [], "stop_at_step_end": False})
-        self.generator = make_generator(model, tokenizer, generation, cfg.model.dtype)
+        inference = load_inference(model_string(cfg), cfg.model, stage, generation, cfg.prompt, cfg.seed)
+        self.prompts, self.generator = inference.prompts, inference.generator
         self.prefill, self.batch_size = cfg.prompt.prefill, cfg.generation.batch_size
         self.max_new_tokens, self.temperature = cfg.math.max_new_tokens, cfg.math.temperature
 

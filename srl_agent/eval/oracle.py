@@ -207,14 +207,15 @@ class ModelResponder:
     is many edits; it ends at the end of the turn or at `swe.oracle_max_new_tokens`)."""
 
     def __init__(self, cfg: EvalConfig, model: str) -> None:
-        from srl_agent.generation import make_generator
-        from srl_agent.models import device_of, load_model_and_tokenizer
-        from srl_agent.policies import context_length
+        from srl_agent.generation.loader import load_inference
+        from srl_agent.tasks import task_spec
 
-        net, self.tokenizer = load_model_and_tokenizer(model, cfg.model.dtype, device_of(cfg.model), cfg.seed)
-        self.max_new_tokens, self.context = cfg.swe.oracle_max_new_tokens, context_length(net)
-        generation = cfg.generation.model_copy(update={"stop": []})
-        self.generator = make_generator(net, self.tokenizer, generation, cfg.model.dtype)
+        # the prompt is the oracle's own chat (`user_turn`); the answer is many edits: no stop string
+        generation = cfg.generation.model_copy(update={"stop": [], "stop_at_step_end": False})
+        stage = task_spec(cfg.task).stage("srl")
+        inference = load_inference(model, cfg.model, stage, generation, cfg.prompt, cfg.seed)
+        self.tokenizer, self.generator = inference.tokenizer, inference.generator
+        self.max_new_tokens, self.context = cfg.swe.oracle_max_new_tokens, inference.context_length
         self.prefill = cfg.prompt.prefill
         self.temperature, self.greedy = cfg.generation.temperature, cfg.agent.greedy
 
