@@ -150,7 +150,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
 
     from srl_agent.backends import make_generator
     from srl_agent.data import load_splits
-    from srl_agent.models import device_of, load_model_and_tokenizer
+    from srl_agent.models import device_of, load_model_and_tokenizer, source_key
     from srl_agent.prompts import PromptCache
     from srl_agent.rollouts import evaluate_examples
 
@@ -168,6 +168,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
         dtype=cfg.model.dtype,
         device=device_of(cfg.model),
         seed=cfg.seed,
+        key=source_key(cfg.model),
     )
     prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
     generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)

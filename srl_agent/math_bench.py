@@ -228,7 +228,7 @@ class Responder:
 
     def __init__(self, cfg: EvalConfig):
         from srl_agent.backends import make_generator
-        from srl_agent.models import device_of, load_model_and_tokenizer
+        from srl_agent.models import device_of, load_model_and_tokenizer, source_key
         from srl_agent.prompts import PromptCache
         from srl_agent.tasks import task_spec
 
@@ -238,6 +238,7 @@ class Responder:
             dtype=cfg.model.dtype,
             device=device_of(cfg.model),
             seed=cfg.seed,
+            key=source_key(cfg.model),
         )
         self.prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
         # Whole solutions end with the turn: none of the task's stop rules (math's end a single step).
