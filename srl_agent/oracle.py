@@ -205,7 +205,9 @@ def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response
 def make_responder(cfg: EvalConfig, model: str) -> Callable[[str, list[dict[str, str]]], Response]:
     """`replay:PATH` (recorded responses by instance id), else the model `model` names."""
     if model.startswith(REPLAY_PREFIX):
-        return ReplayResponder.from_path(model.removeprefix(REPLAY_PREFIX))
+        from srl_agent.policies import replay_path
+
+        return ReplayResponder.from_path(replay_path(model))
     return ModelResponder(cfg, model)
 
 
@@ -263,7 +265,7 @@ class ReplayResponder:
                 json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
             ]
         else:
-            raise ConfigError(f"model: {REPLAY_PREFIX}{path}: no such file or folder")
+            raise ConfigError(f"model.name (--model): {REPLAY_PREFIX}{path}: no such file or folder")
         bad = [
             i
             for i, r in enumerate(rows)
@@ -271,7 +273,7 @@ class ReplayResponder:
         ]
         if bad or not rows:
             raise ConfigError(
-                f"model: {REPLAY_PREFIX}{path}: every row needs `instance_id` and a `response` string "
+                f"model.name (--model): {REPLAY_PREFIX}{path}: every row needs `instance_id` and a `response` string "
                 f"({'none found' if not rows else f'row {bad[0] + 1} lacks them'})"
             )
         return cls({r["instance_id"]: r["response"] for r in rows}, str(path))

@@ -15,6 +15,7 @@ import pytest
 
 from environments.replay import load_trajectory
 from environments.tasks.bundled import Task, build_images, get_task, load_tasks
+from srl_agent import evaluate
 from srl_agent.agent import (
     EXAMPLE_OUTPUT,
     EXIT_STATUSES,
@@ -34,6 +35,7 @@ from srl_agent.protocols import Completion, Turn
 from srl_agent.tasks import SWE
 from trajectories.actions import render_action
 from trajectories.build import BuildConfig, swe_examples
+from trajectories.config import ConfigError, run_cli
 from trajectories.record import Step, ToolCall, Trajectory, write_jsonl
 from trajectories.sources import read_source
 
@@ -144,11 +146,32 @@ def test_a_trajectory_for_another_instance_is_an_error_naming_both(tmp_path):
         PolicyError, match=r"holds no trajectory for srl-agent__intervals-1 \(it has srl-agent__paginate-1\)"
     ):
         policy.act(next_example(episode_of_another, BuildConfig()))
-    with pytest.raises(PolicyError, match="replay:.*nope: no such file or folder"):
+    with pytest.raises(ConfigError, match=r"^model.name \(--model\): replay:.*nope: no such file or folder"):
         make_policy(f"replay:{tmp_path / 'nope'}")
     write_jsonl([Trajectory(task="t", steps=[], instance_id="x__y-1")] * 2, tmp_path / "two.jsonl")
-    with pytest.raises(PolicyError, match="two trajectories for x__y-1"):
+    with pytest.raises(ConfigError, match="two trajectories for x__y-1"):
         make_policy(f"replay:{tmp_path / 'two.jsonl'}")
+
+
+@pytest.mark.parametrize("scaffold", ["agent", "oracle"])
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("replay:/missing.traj", "replay:/missing.traj: no such file or folder"),
+        ("replay:", "'replay:' names no path"),
+    ],
+)
+def test_a_bad_replay_model_is_a_message_naming_the_flag_and_the_path(
+    scaffold, model, says, tmp_path, capsys
+):
+    argv = ["--task", "swe", "--instances", "--scaffold", scaffold, "--model", model, "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: evaluate.main(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"error: model.name (--model): {says}" + (
+        ": replay:PATH, a recorded file or folder" if model == "replay:" else ""
+    )
 
 
 # -- real episodes in containers ----------------------------------------------------------------------
