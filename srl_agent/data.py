@@ -18,6 +18,7 @@ from typing import Any
 from srl_agent.config import DataConfig
 from trajectories.build import build
 from trajectories.config import ConfigError
+from trajectories.errors import SourceError
 from trajectories.math_steps import bundled_math_path
 from trajectories.record import StepExample, read_step_examples
 
@@ -73,7 +74,10 @@ def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: 
     if reuse and (work_dir / TRAIN_FILE).is_file():
         folder = work_dir
     elif not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
-        report = build(source, kind, work_dir, cfg.build)  # type: ignore[arg-type]
+        try:
+            report = build(source, kind, work_dir, cfg.build)  # type: ignore[arg-type]
+        except SourceError as e:  # a missing file, an unreadable dataset: the user's data.source
+            raise ConfigError(f"data.source: {e}") from None
         if report.skipped:
             print(
                 f"data: {len(report.skipped)} records of {source} skipped (see trajectories' report): "
