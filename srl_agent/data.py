@@ -89,13 +89,33 @@ def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: 
     wrong = [ex.example_id for ex in train + val if ex.kind != kind]
     if wrong:
         raise ConfigError(f"data.source: {source} holds {wrong[0]!r} of another task than --task {kind}")
+    if not train:
+        raise ConfigError(f"data.source: {source} gave no training step examples{_why_no_train(val, cfg)}")
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
     if cfg.max_val_examples is not None:
         val = val[: cfg.max_val_examples]
     if not train:
-        raise ConfigError(f"data.source: {source} gave no training step examples")
+        raise ConfigError(
+            f"data.max_train_examples={cfg.max_train_examples} leaves no training step examples"
+        )
     return Splits(train=train, val=val, source=source)
+
+
+def _why_no_train(val: list[StepExample], cfg: DataConfig) -> str:
+    """Why a split left nothing to train on, when the validation split took it all."""
+    held = len({ex.group_id for ex in val})
+    if not held:
+        return ""
+    key = (
+        f"data.build.validation_groups={cfg.build.validation_groups}"
+        if cfg.build.validation_groups is not None
+        else f"data.build.validation_fraction={cfg.build.validation_fraction}"
+    )
+    return (
+        f": all {held} of its trajectories/problems went to validation ({key}); set "
+        f"data.build.validation_groups to fewer than {held} (0: no validation), or add data"
+    )
 
 
 class DataStream:
