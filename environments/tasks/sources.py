@@ -23,8 +23,9 @@ grades with (classic 12-field rows, SWE-smith rows), so that no episode is spent
 `require_grading` it loads and its `instance()` raises `MissingGradingFields` when it is graded.
 Filters (`instance_ids`, a `pattern` searched in the id) apply to both lists (an entry whose id
 cannot be read stays in `skipped` unless `instance_ids` are named), then `limit` keeps the first N
-tasks. Whole-source problems raise `TaskSourceError`: no such file, a file or dataset that cannot be
-read, two entries with one id (which one would be graded?), an id in `instance_ids` that the source
+tasks. Identical rows of one id are read once (with a warning). Whole-source problems raise
+`TaskSourceError`: no such file, a file or dataset that cannot be read, two different entries with
+one id among the selected ones (which one would be graded?), an id in `instance_ids` that the source
 does not hold.
 
 `prepare_image(task, cfg)` makes `task.image` present: a bundled task's image is built by the
@@ -114,9 +115,10 @@ def load_task_source(
     entries = list(_entries(source, split))
     counts = Counter(iid for iid, _ in entries if iid is not None)
     ids = set(counts)
-    duplicates = sorted(iid for iid, n in counts.items() if n > 1)
+    wanted = _wanted(ids, instance_ids, pattern, source)
+    duplicates = sorted(iid for iid, n in counts.items() if n > 1 and wanted(iid))
     if duplicates:
-        raise TaskSourceError(f"{_label(source)}: more than one entry for {', '.join(duplicates)}")
+        raise TaskSourceError(f"{_label(source)}: different entries for {', '.join(duplicates)}")
     tasks: list[TaskInstance] = []
     skipped: list[SkippedInstance] = []
     for iid, entry in entries:
@@ -129,7 +131,6 @@ def load_task_source(
             )
         else:
             tasks.append(entry)
-    wanted = _wanted(ids, instance_ids, pattern, source)
     tasks = [t for t in sorted(tasks, key=lambda t: t.instance_id) if wanted(t.instance_id)]
     # An entry without a readable id may be any instance: kept, unless named ids were asked for.
     skipped = [
@@ -179,6 +180,7 @@ def _task_folders(directory: Path, single: bool = False) -> Iterator[tuple[str |
 
 
 def _rows(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str | None, Any]]:
+    first: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (where, row) of its first row
     for where, row in rows:
         if isinstance(row, SkippedInstance):
             yield None, row
@@ -188,6 +190,11 @@ def _rows(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str | N
             continue
         iid = row.get("instance_id")
         iid = iid.strip() if isinstance(iid, str) and iid.strip() else None
+        if iid is not None and iid in first and first[iid][1] == row:
+            log.warning("%s: %s repeats %s's row for %s; read once", label, where, first[iid][0], iid)
+            continue
+        if iid is not None:
+            first.setdefault(iid, (where, row))
         try:
             yield iid, task_from_row(row)
         except RowError as e:

@@ -249,11 +249,23 @@ def test_ids_pattern_and_limit_select_tasks_and_skips(shared_data: Path):
         load_task_source(None, pattern="(")
 
 
-def test_duplicate_ids_are_an_error(tmp_path: Path):
-    row = hf_style(load_tasks()[0].instance())
-    path = write_jsonl(tmp_path / "dup.jsonl", [row, load_tasks()[1].instance(), row])
-    with pytest.raises(TaskSourceError, match=f"more than one entry for {row['instance_id']}$"):
+def test_identical_rows_are_read_once_and_different_ones_of_one_id_refused_when_selected(tmp_path, caplog):
+    row, other = (hf_style(task.instance()) for task in load_tasks()[:2])
+    path = write_jsonl(tmp_path / "dup.jsonl", [row, other, row])
+    assert [t.instance_id for t in load_task_source(path).tasks] == sorted(
+        [row["instance_id"], other["instance_id"]]
+    )
+    assert f"dup.jsonl:3 repeats dup.jsonl:1's row for {row['instance_id']}; read once" in caplog.text
+    assert [t.instance_id for t in load_task_source(path, instance_ids=[other["instance_id"]]).tasks] == [
+        other["instance_id"]
+    ]
+    path = write_jsonl(tmp_path / "two.jsonl", [row, other, {**row, "problem_statement": "another issue"}])
+    with pytest.raises(TaskSourceError, match=f"different entries for {row['instance_id']}$"):
         load_task_source(path)
+    # which one would be graded matters only when the id is selected
+    assert [t.instance_id for t in load_task_source(path, instance_ids=[other["instance_id"]]).tasks] == [
+        other["instance_id"]
+    ]
 
 
 def test_missing_paths_and_unreadable_files_are_errors(tmp_path: Path):
