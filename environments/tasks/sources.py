@@ -12,9 +12,11 @@
   folders: each of them (a malformed one is skipped, the others load);
 - a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
   of SWE-bench or SWE-smith instances (`swebench_rows`);
-- anything else: a Hugging Face dataset (`princeton-nlp/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
+- anything else: a Hugging Face dataset (`SWE-bench/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
   or a local folder of data files such as `test.jsonl` / `test-*.parquet`) read through
-  `trajectories.hf.iter_rows` (`datasets.load_dataset`) at `split`.
+  `trajectories.hf.iter_rows` (`datasets.load_dataset`) at `split`. The old `princeton-nlp/` ids of
+  the SWE-bench datasets (as papers cite them) read the same datasets under their current
+  `SWE-bench/` ids, which carry the fields swebench 5.x grades with (`RENAMED_DATASETS`).
 
 It returns `LoadedTasks(tasks, skipped)`: the tasks, sorted by instance id, and one
 `SkippedInstance(instance_id, reason)` for each entry that cannot be evaluated. A row no episode can
@@ -68,6 +70,11 @@ log = logging.getLogger(__name__)
 CHECKOUT_RECIPE = 1  # bump when the way a checkout image is made changes
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+# The SWE-bench datasets moved from princeton-nlp/ to the SWE-bench organisation on the Hub.
+RENAMED_DATASETS = {
+    f"princeton-nlp/{name}": f"SWE-bench/{name}"
+    for name in ("SWE-bench", "SWE-bench_Lite", "SWE-bench_Verified", "SWE-bench_Multimodal")
+}
 _KEEP_ALIVE = ["sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 86400 & wait $!; done']
 
 
@@ -158,8 +165,9 @@ def _entries(source: str | Path | None, split: str) -> Iterator[tuple[str | None
     elif path.is_file() and path.suffix == ".parquet":
         yield from _rows(_dataset_rows("parquet", "train", path.name, data_files=str(path)), path.name)
     elif path.exists() or (_HUB_ID.match(str(source)) and path.suffix not in _FILE_SUFFIXES):
-        label = f"{source}[{split}]"
-        yield from _rows(_dataset_rows(str(source), split, label), label)
+        name = str(source) if path.exists() else RENAMED_DATASETS.get(str(source), str(source))
+        label = f"{name}[{split}]"
+        yield from _rows(_dataset_rows(name, split, label), label)
     else:
         raise TaskSourceError(
             f"{source}: no such file or folder, and not a Hugging Face dataset id (owner/name)"

@@ -268,6 +268,19 @@ def test_identical_rows_are_read_once_and_different_ones_of_one_id_refused_when_
     ]
 
 
+def test_the_princeton_nlp_ids_read_the_renamed_swe_bench_datasets():
+    # offline, so the read fails at once and its message names the dataset the loader asked for
+    code = (
+        "from environments.tasks.sources import load_task_source as l; l('princeton-nlp/SWE-bench_Verified')"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "TaskSourceError: cannot read dataset SWE-bench/SWE-bench_Verified split 'test'" in done.stderr
+
+
 def test_missing_paths_and_unreadable_files_are_errors(tmp_path: Path):
     for missing in (tmp_path / "absent.jsonl", "runs/absent.json", "no-such-thing"):
         with pytest.raises(TaskSourceError, match="no such file or folder"):
