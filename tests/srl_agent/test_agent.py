@@ -310,6 +310,30 @@ def test_the_wall_clock_limit_ends_the_episode_between_turns(tasks):
 
 
 @pytest.mark.docker
+def test_a_container_killed_under_a_command_ends_the_episode_as_an_environment_error(tasks):
+    import threading
+
+    from environments import docker_engine
+    from environments.container import DockerEnvironment
+
+    task = get_task("srl-agent__paginate-1")
+    steps = [Step("wait", ToolCall("bash", {"command": "sleep 30"})), Step("done", ToolCall("submit"))]
+    waits = ReplayPolicy(
+        {task.instance_id: Trajectory(task="t", steps=steps, instance_id=task.instance_id)}, "mem"
+    )
+    with DockerEnvironment(task.image) as env:
+        container = docker_engine.shared_client().containers.get(env.container_id)
+        killer = threading.Timer(1.0, container.kill)
+        killer.start()
+        episode = run_episode(waits, env, task.problem_statement, task.instance_id)
+        killer.join()
+    # not an observation telling the policy that its shell exited: the environment died
+    assert (episode.exit_status, episode.patch, episode.trajectory.steps) == ("environment_error", None, [])
+    assert episode.infrastructure_error
+    assert "ContainerStopped" in episode.detail and "stopped while the command ran" in episode.detail
+
+
+@pytest.mark.docker
 def test_a_container_that_dies_mid_episode_is_an_environment_error(tasks):
     from environments import docker_engine
     from environments.container import DockerEnvironment
@@ -331,7 +355,8 @@ def test_a_container_that_dies_mid_episode_is_an_environment_error(tasks):
     with DockerEnvironment(task.image) as env:
         saboteur.env = env
         episode = run_episode(saboteur, env, task.problem_statement, task.instance_id)
-    # the removal may surface as one command that never finished (exit None) before the next one raises
+    # the removal surfaces under the command that was running (ContainerStopped) or at the next one
     assert (episode.exit_status, episode.patch) == ("environment_error", None)
     assert 2 <= len(episode.trajectory.steps) < len(replay.trajectory_for(task.instance_id).steps)
-    assert episode.infrastructure_error and "NotFound" in episode.detail
+    assert episode.infrastructure_error
+    assert "NotFound" in episode.detail or "stopped while the command ran (it was removed)" in episode.detail
