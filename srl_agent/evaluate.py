@@ -84,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
                        ("environment.pool_size", args.workers), ("grading.grader", args.grader),
                        ("math.out" if args.benchmark else "swe.out", args.out), ("math.k", args.k),
                        ("math.temperature", args.temperature), ("swe.scaffold", args.scaffold)]:  # fmt: skip
-        if value is not None:
-            flags.append(f"{key}={value}")
+        if value is not None:  # as JSON, so a value YAML would misread (`replay:`) stays what was typed
+            flags.append(f"{key}={json.dumps(value)}")
     cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
     if cfg.swe.instances is not None and not task_spec(cfg.task).agent:
         raise ConfigError(f"swe.instances: --task {cfg.task} has no agent evaluation (it is for --task swe)")

@@ -35,6 +35,7 @@ from srl_agent.protocols import PromptTooLong, Turn
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN
 from srl_agent.tasks import SWE
 from trajectories.actions import render_action
+from trajectories.config import ConfigError
 from trajectories.errors import SourceError
 from trajectories.record import ToolCall, Trajectory
 from trajectories.sources import read_source
@@ -269,7 +270,10 @@ def make_policy(
     `generation.max_new_tokens`.
     """
     if model.startswith(REPLAY_PREFIX):
-        return ReplayPolicy.from_path(model.removeprefix(REPLAY_PREFIX))
+        try:
+            return ReplayPolicy.from_path(replay_path(model))
+        except PolicyError as e:  # a bad --model, not a failure of any one episode
+            raise ConfigError(f"model.name (--model): {e}") from None
     from srl_agent.generation.loader import load_inference
 
     agent, model_cfg, prompt = agent or AgentConfig(), model_cfg or ModelConfig(), prompt or PromptConfig()
@@ -290,6 +294,16 @@ def make_policy(
         greedy=agent.greedy,
     )
     return BatchedPolicy(model_policy)  # concurrent episodes' turns go to the model in one batch
+
+
+def replay_path(model: str) -> str:
+    """The PATH of a `replay:PATH` model string; ConfigError naming the flag when it is empty."""
+    path = model.removeprefix(REPLAY_PREFIX)
+    if not path.strip():
+        raise ConfigError(
+            f"model.name (--model): {model!r} names no path: {REPLAY_PREFIX}PATH, a recorded file or folder"
+        )
+    return path
 
 
 def context_length(model: Any) -> int:

@@ -510,8 +510,10 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
     """Completions of step examples (SRL, math RLVR): the metrics row, what to train on, how many
     prompts were kept, sampling rounds."""
     from srl_agent.rollouts import collect_groups
+    from srl_agent.runlog import SamplingConsole
 
     cfg = run.cfg
+    console = SamplingConsole(cfg.trainer.progress, cfg.grpo.group_size) if run.world.main else None
     collected = collect_groups(
         run.stream,
         cfg.trainer.batch_size,
@@ -522,6 +524,7 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,
         run.world,
+        console,
     )
     merged = everywhere(collected, run.world)
     row: dict[str, Any] = {

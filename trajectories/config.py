@@ -9,9 +9,9 @@ A run is resolved in three layers, later ones winning:
    are read as YAML scalars/lists.
 
 An unknown key, a wrong type or a missing file raises `ConfigError` naming the key (with where it came
-from) or the path. `dump_config` writes the resolved config as YAML (the
-run folder's `config.yaml`); `explain_config` writes the same YAML with each field's description as a
-comment above it (`--dry-run`).
+from) or the path; `run_cli` prints it (and a file system error on a named path) as one line.
+`dump_config` writes the resolved config as YAML (the run folder's `config.yaml`); `explain_config`
+writes the same YAML with each field's description as a comment above it (`--dry-run`).
 
 This module lives in `trajectories`, the package every other one may import, so that all three
 packages' entry points share it without breaking the one-way dependency rule.
@@ -89,12 +89,20 @@ def resolve_config(
 
 
 def run_cli(main: Callable[[], int]) -> NoReturn:
-    """Run an entry point's `main`, turning a ConfigError into a one-line message and exit status 2."""
+    """Run an entry point's `main`, turning a ConfigError into a one-line message and exit status 2, and
+    an OSError on a named path (an `--out` on a read-only file system, a folder without permission, a
+    full disk) into one naming the path and why, exit status 1. Other errors keep their traceback."""
     try:
         code = main()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+        print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,10 +196,21 @@ def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response
     return Attempt(record, made["patch"], stats)
 
 
+def _json_record(path: Path) -> dict[str, Any] | str:
+    """One JSON object file, or why it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg})"
+    return data if isinstance(data, dict) else "not a JSON object"
+
+
 def make_responder(cfg: EvalConfig, model: str) -> Callable[[str, list[dict[str, str]]], Response]:
     """`replay:PATH` (recorded responses by instance id), else the model `model` names."""
     if model.startswith(REPLAY_PREFIX):
-        return ReplayResponder.from_path(model.removeprefix(REPLAY_PREFIX))
+        from srl_agent.policies import replay_path
+
+        return ReplayResponder.from_path(replay_path(model))
     return ModelResponder(cfg, model)
 
 
@@ -247,28 +259,36 @@ class ReplayResponder:
 
     @classmethod
     def from_path(cls, path: str | Path) -> ReplayResponder:
+        """The responses of a JSONL file or a folder of JSON records. A row that is not JSON or lacks
+        `instance_id` or a `response` string is skipped with a warning naming its file and line (the
+        others are kept); ConfigError when the path is missing or holds no usable row."""
+        from srl_agent.eval.math_report import read_json_rows
         from trajectories.config import ConfigError
 
-        path = Path(path)
+        path, what = Path(path), "model.name (--model)"
         if path.is_dir():
-            rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(path.glob("*.json"))]
+            found = [(f"{p}", _json_record(p)) for p in sorted(path.glob("*.json"))]
         elif path.is_file():
-            rows = [
-                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            found = [(f"{path}:{n}", row) for n, row in read_json_rows(path, what)]
         else:
-            raise ConfigError(f"model: {REPLAY_PREFIX}{path}: no such file or folder")
-        bad = [
-            i
-            for i, r in enumerate(rows)
-            if not isinstance(r.get("response"), str) or not r.get("instance_id")
-        ]
-        if bad or not rows:
+            raise ConfigError(f"{what}: {REPLAY_PREFIX}{path}: no such file or folder")
+        responses: dict[str, str] = {}
+        for where, row in found:
+            if isinstance(row, str):
+                print(f"oracle: skipped {where}: {row}", file=sys.stderr)
+            elif not isinstance(row.get("response"), str) or not row.get("instance_id"):
+                print(
+                    f"oracle: skipped {where}: it needs `instance_id` and a `response` string",
+                    file=sys.stderr,
+                )
+            else:
+                responses[row["instance_id"]] = row["response"]
+        if not responses:
             raise ConfigError(
-                f"model: {REPLAY_PREFIX}{path}: every row needs `instance_id` and a `response` string "
-                f"({'none found' if not rows else f'row {bad[0] + 1} lacks them'})"
+                f"{what}: {REPLAY_PREFIX}{path}: no row with `instance_id` and a `response` string"
+                + (f" ({len(found)} skipped)" if found else "")
             )
-        return cls({r["instance_id"]: r["response"] for r in rows}, str(path))
+        return cls(responses, str(path))
 
     def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
         if instance_id not in self.responses:

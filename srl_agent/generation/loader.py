@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from srl_agent.generation import make_generator
-from srl_agent.models import device_of, load_model_and_tokenizer
+from srl_agent.models import device_of, load_model_and_tokenizer, source_key
 from srl_agent.prompts import PromptCache
 
 if TYPE_CHECKING:
@@ -64,6 +64,9 @@ def load_inference(
     prompt: PromptConfig,
     seed: int,
 ) -> Inference:
-    """The model `name` names (in `model_cfg`'s dtype, on its device), with `inference_for`'s parts."""
-    model, tokenizer = load_model_and_tokenizer(name, model_cfg.dtype, device_of(model_cfg), seed)
+    """The model `name` names (in `model_cfg`'s dtype, on its device), with `inference_for`'s parts. A
+    name that loads nothing is a ConfigError naming the key it came from (`model.init_from` or
+    `model.name`)."""
+    key = source_key(model_cfg)
+    model, tokenizer = load_model_and_tokenizer(name, model_cfg.dtype, device_of(model_cfg), seed, key)
     return inference_for(model, tokenizer, stage, generation, prompt, model_cfg.dtype)
