@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from srl_agent.eval.math_grading import Checker, extract_answer
 from srl_agent.eval.math_report import grade_rows, make_report, markdown, paper_table, read_json_rows
-from srl_agent.eval.report import file_name, model_folder, model_string
+from srl_agent.eval.report import Bar, file_name, model_folder, model_string
 from trajectories.config import ConfigError
 from trajectories.errors import SourceError
 from trajectories.math_steps import last_boxed
@@ -311,38 +311,29 @@ def output_dir(cfg: EvalConfig) -> Path:
 
 
 class Progress:
-    """A rich progress bar over the responses of each benchmark (plain lines when disabled)."""
+    """A progress bar over the responses of each benchmark (plain lines when disabled)."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar: Any = None
+        self._bar = Bar(enabled, "[bold]{task.description}", "responses")
         self._task: Any = None
         self._name, self._done, self._total, self._started = "", 0, 0, 0.0
 
     def __enter__(self) -> Self:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("responses"), TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
-            self._bar.__enter__()
+        self._bar.__enter__()
         return self
 
     def start(self, name: str, total: int) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(name, total=total)
+        self._task = self._bar.add(name, total)
         self._name, self._done, self._total, self._started = name, 0, total, time.perf_counter()
 
     def advance(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=n)
+        if self._bar.enabled:
+            self._bar.advance(self._task, n)
             return
         # a log line per generate call: a long CPU run shows it is moving
         self._done += n
-        print(f"{self._name}: {self._done}/{self._total} responses, {time.perf_counter() - self._started:.0f} s",
-              file=sys.stderr, flush=True)  # fmt: skip
+        self._bar.print(f"{self._name}: {self._done}/{self._total} responses, "
+                        f"{time.perf_counter() - self._started:.0f} s")  # fmt: skip
 
     def done(self, name: str, report: dict[str, Any]) -> None:
         figures = ", ".join(
@@ -350,12 +341,7 @@ class Progress:
             for key in ("greedy_accuracy", "avg@k", "pass@k")
             if report[key] is not None
         )
-        line = f"{name}: {report['problems']} problems, {figures}, {report['seconds']:.0f} s"
-        if self._bar is not None:
-            self._bar.console.print(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        self._bar.print(f"{name}: {report['problems']} problems, {figures}, {report['seconds']:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        self._bar.__exit__(*exc)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from srl_agent.eval.report import file_name, model_folder, model_string
+from srl_agent.eval.report import Bar, file_name, model_folder, model_string
 from trajectories.ledger import Ledger  # a line cut by a kill is skipped: that instance is redone
 
 if TYPE_CHECKING:
@@ -424,45 +424,26 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 
 class Progress:
-    """A rich progress bar with the running counts (plain lines when disabled)."""
+    """The episodes' bar with the running counts of their statuses (plain lines when disabled)."""
 
     def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.counts = enabled, total, Counter()
+        self.counts: Counter = Counter()
         self._lock = threading.Lock()
-        self._bar: Any = None
+        self._bar = Bar(enabled, "[bold]episodes", "{task.description}")
+        self._task = self._bar.add("", total)
 
     def __enter__(self) -> Self:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import (
-                Progress as Bar,
-            )
-
-            self._bar = Bar(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), TimeElapsedColumn(),
-                            console=Console(stderr=True))  # fmt: skip
-            self._bar.__enter__()
-            self._task = self._bar.add_task("", total=self.total)
+        self._bar.__enter__()
         return self
 
     def advance(self, outcome: Outcome) -> None:
         with self._lock:
             self.counts[outcome.status or outcome.exit_status or "?"] += 1
             text = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-            if self._bar is not None:
-                self._bar.update(self._task, advance=1, description=text)
+            if self._bar.enabled:
+                self._bar.advance(self._task, description=text)
             else:
-                print(
-                    f"{outcome.instance_id}: {outcome.status or outcome.exit_status} ({text})",
-                    file=sys.stderr,
-                )
+                self._bar.print(f"{outcome.instance_id}: {outcome.status or outcome.exit_status} ({text})")
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        self._bar.__exit__(*exc)
