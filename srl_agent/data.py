@@ -63,12 +63,16 @@ def whole_problems(examples: list[StepExample]) -> list[StepExample]:
     return list(first.values())
 
 
-def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: bool = False) -> Splits:
+def load_splits(
+    kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: bool = False, need_train: bool = True
+) -> Splits:
     """Step examples of `kind` from `source`, split by whole trajectory/problem; built into `work_dir`
     unless `source` is a prebuilt folder.
 
     `reuse` (a resumed run) reads what `work_dir` already holds, so a run continues on exactly the
-    examples it started with even if the source changed meanwhile.
+    examples it started with even if the source changed meanwhile. `need_train` (training): a split
+    that leaves no training example is a ConfigError saying why; an evaluation of the validation split
+    passes False.
     """
     folder = Path(source)
     if reuse and (work_dir / TRAIN_FILE).is_file():
@@ -89,13 +93,13 @@ def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: 
     wrong = [ex.example_id for ex in train + val if ex.kind != kind]
     if wrong:
         raise ConfigError(f"data.source: {source} holds {wrong[0]!r} of another task than --task {kind}")
-    if not train:
+    if not train and need_train:
         raise ConfigError(f"data.source: {source} gave no training step examples{_why_no_train(val, cfg)}")
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
     if cfg.max_val_examples is not None:
         val = val[: cfg.max_val_examples]
-    if not train:
+    if not train and need_train:
         raise ConfigError(
             f"data.max_train_examples={cfg.max_train_examples} leaves no training step examples"
         )

@@ -158,7 +158,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     stage = spec.stage("srl")  # the step reward is what this evaluation measures
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="srl-eval-") as work:
-        splits = load_splits(cfg.task, spec.data_source(cfg.data.source), cfg.data, Path(work))
+        source = spec.data_source(cfg.data.source)
+        splits = load_splits(cfg.task, source, cfg.data, Path(work), need_train=cfg.eval.split == "train")
     examples = splits.val if cfg.eval.split == "val" else splits.train
     if not examples:
         print(f"error: no {cfg.eval.split} examples in {splits.source}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,24 @@ def test_a_source_whose_only_trajectory_went_to_validation_says_so(tmp_path, cap
     # what the message says to set works
     splits = load_splits("swe", str(one), DataConfig(build=BuildConfig(validation_groups=0)), tmp_path / "b")
     assert [ex.step_index for ex in splits.train] == [0, 1] and splits.val == []
+
+
+def test_the_step_reward_evaluation_of_the_validation_split_needs_no_training_examples(tmp_path, capsys):
+    """`evaluate --task swe` on a source the split holds out whole (the shared sample under the default
+    validation_groups) evaluated nothing: the loader insisted on training examples it does not use."""
+    from srl_agent import evaluate
+
+    one = tmp_path / "one.jsonl"
+    steps = [Step("look", ToolCall("bash", {"command": "ls"})), Step("done", ToolCall("submit"))]
+    write_jsonl([Trajectory(task="fix the bug", steps=steps, instance_id="a__b-1")], one)
+    argv = [
+        "--task",
+        "swe",
+        "--checkpoint",
+        "tiny-random",
+        f"data.source={one}",
+        "generation.max_new_tokens=4",
+    ]
+    assert evaluate.main([*argv, "data.build.validation_groups=1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["examples"] == 2 and report["split"] == "val"
