@@ -6,7 +6,7 @@ and where an episode's time goes: the environment side of the cost of an evaluat
 
 Each round runs the 3 bundled tasks once, their expert trajectories replayed (`replay:environments/
 tasks`) through the real agent loop (`srl_agent.agent.run_episode`) on a fresh `EnvironmentPool` of
-`workers` containers, `workers` episodes at a time, as `srl_agent.swe_eval.evaluate_swe` runs them
+`workers` containers, `workers` episodes at a time, as `srl_agent.eval.swe.evaluate_swe` runs them
 (the same per-instance path: prepare the image, acquire an environment, run the episode, reset it and
 grade the patch with the fast grader in it, release it, save the trajectory and the prediction), with
 the config `python -m srl_agent.evaluate --task swe --instances --model replay:environments/tasks
@@ -62,8 +62,8 @@ from environments.tasks.bundled import TASKS_DIR
 from environments.tasks.sources import load_task_source, prepare_image
 from srl_agent.agent import run_episode, save_episode
 from srl_agent.config import EvalConfig
+from srl_agent.eval.swe import evaluate_swe
 from srl_agent.policies import make_policy
-from srl_agent.swe_eval import evaluate_swe
 from srl_agent.tasks import resolve
 from trajectories.config import resolve_config
 
@@ -164,18 +164,20 @@ def worker_counts(text: str) -> list[int]:
 def eval_config(workers: int, out: Path | None = None) -> EvalConfig:
     """The config `python -m srl_agent.evaluate --task swe --instances --model MODEL --grader fast
     --workers N` resolves (agent limits, prompt window, environment, test timeout)."""
-    overrides = ["task=swe", f"model.name={MODEL}", "swe.instances=bundled", "swe.grader=fast",
-                 f"swe.workers={workers}"] + ([f"swe.out={out}"] if out else [])  # fmt: skip
+    overrides = ["task=swe", f"model.name={MODEL}", "swe.instances=bundled", "grading.grader=fast",
+                 f"environment.pool_size={workers}"] + ([f"swe.out={out}"] if out else [])  # fmt: skip
     return resolve(resolve_config(EvalConfig, None, overrides))
 
 
 def run_round(cfg: EvalConfig, policy: Any, tasks: list[Any], out: Path) -> dict[str, Any]:
-    """Every task once on a new pool of `cfg.swe.workers`, that many at a time; wall time and phases."""
+    """Every task once on a new pool of `cfg.environment.pool_size`, that many at a time; wall time and phases."""
     (out / "trajectories").mkdir(parents=True)
     started = time.perf_counter()
-    pool = EnvironmentPool(cfg.environment, size=cfg.swe.workers)
+    pool = EnvironmentPool(cfg.environment)
     try:
-        with ThreadPoolExecutor(max_workers=cfg.swe.workers, thread_name_prefix="episode") as executor:
+        with ThreadPoolExecutor(
+            max_workers=cfg.environment.pool_size, thread_name_prefix="episode"
+        ) as executor:
             episodes = list(executor.map(lambda task: one_episode(cfg, policy, pool, task, out), tasks))
     finally:
         clock = time.perf_counter()
@@ -218,7 +220,7 @@ def one_episode(cfg: EvalConfig, policy: Any, pool: EnvironmentPool, task: Any, 
         seconds["loop_other"] = seconds.pop("episode") - seconds["generation"] - seconds["tools"]
         env.reset()
         lap("reset_before_grading")
-        grade = run_tests_in_env(env, task, episode.patch, timeout=cfg.swe.test_timeout)
+        grade = run_tests_in_env(env, task, episode.patch, timeout=cfg.grading.test_timeout)
         lap("grading")
     finally:
         pool.release(env)

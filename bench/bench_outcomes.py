@@ -255,7 +255,7 @@ def summarize(args: argparse.Namespace, arms: list[str]) -> dict[str, Any]:
     """Per arm: greedy accuracy read strictly (`\\boxed{}`/`####`, the evaluation's own verdicts) and
     leniently (the saved responses graded again with `math.lenient`'s fallbacks), each with a 95%
     bootstrap interval over problems, and the lenient difference from the base, paired."""
-    from srl_agent.math_grading import Checker
+    from srl_agent.eval.math_grading import Checker
 
     records = {a: json.loads((args.out / a / "arm.json").read_text()) for a in arms}
     with Checker(lenient=True) as checker:

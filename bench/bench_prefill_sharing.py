@@ -41,7 +41,7 @@ import torch
 
 from srl_agent.config import TrainConfig
 from srl_agent.data import load_splits, shared_swe_source
-from srl_agent.generation import HFGenerator, StopRule, left_pad
+from srl_agent.generation.hf import HFGenerator, StopRule, left_pad
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.prompts import PromptCache
 from srl_agent.protocols import Completion

@@ -65,8 +65,8 @@ def main() -> None:
 
     import torch
 
-    from srl_agent.backends import make_generator
     from srl_agent.config import GenerationConfig
+    from srl_agent.generation import make_generator
     from srl_agent.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)

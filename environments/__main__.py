@@ -11,10 +11,11 @@
 `--help` of each command ends with examples, which run from the repository root (`EXAMPLES`).
 
 Every command takes the typed config (`--config FILE`, `--dry-run`, dotted `KEY=VALUE` overrides) with
-three sections: `environment` (`EnvConfig`: images, container limits, shell), `replay`
-(`ReplayConfig`: grader, work_dir, test timeout), e.g. `replay.grader=fast environment.memory=4g`, and
-`experts` (`ExpertCheckConfig`: the task source, grader, output folder and workers of `check-experts`;
-its options set the same fields).
+four sections: `environment` (`EnvConfig`: images, container limits, shell, the pool's size, which
+`--workers` sets), `grading` (`GradingConfig`: grader and test timeout, as evaluation and training
+grade), e.g. `grading.grader=harness environment.memory=4g`, `replay` (`ReplayConfig`: work_dir, max
+steps), and `experts` (`ExpertCheckConfig`: the task source and output folder of `check-experts`; its
+options set the same fields).
 
 Exit status: 0 success (for `replay`: the patch resolved the task), 1 failure (a doctor check failed,
 and it names the fix; a build failed; the replayed patch did not resolve the task; the engine is
@@ -34,7 +35,7 @@ import sys
 
 from pydantic import Field
 
-from environments.config import EnvConfig
+from environments.config import EnvConfig, GradingConfig
 from environments.expert_check import ExpertCheckConfig
 from environments.replay import ReplayConfig
 from trajectories.config import Section, add_config_arguments, explain_config, resolve_config, run_cli
@@ -48,14 +49,14 @@ EXAMPLES = {
         "python -m environments build --dataset runs/tasks.json  # and the swebench dataset of the tasks",
     ],
     "replay": [
-        "python -m environments replay environments/tasks/paginate/expert.traj --json replay.grader=fast",
+        "python -m environments replay environments/tasks/paginate/expert.traj --json grading.grader=fast",
         "python -m environments replay environments/tasks/intervals/expert.traj replay.work_dir=runs/replay",
     ],
     "check-experts": [
         "python -m environments check-experts 'environments/tasks/*/expert.traj' --out runs/expert-check",
         (
             "python -m environments check-experts environments/tasks/paginate/expert.traj --json "
-            "--out runs/harness-check experts.grader=harness"
+            "--out runs/harness-check grading.grader=harness"
         ),
     ],
 }
@@ -64,15 +65,17 @@ EXAMPLES = {
 class EnvironmentsCliConfig(Section):
     environment: EnvConfig = Field(default_factory=EnvConfig)
     """Images, container limits, the shell and the pool."""
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    """How `replay` and `check-experts` grade a patch."""
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
-    """How `replay` grades the patch, and where the harness writes."""
+    """How `replay` runs, and where the harness writes."""
     experts: ExpertCheckConfig = Field(default_factory=ExpertCheckConfig)
-    """Where `check-experts` finds tasks, how it grades, where it writes, how many replays at once."""
+    """Where `check-experts` finds tasks and where it writes."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    # Overrides may also follow options (`replay T --json replay.grader=fast`), which argparse alone
+    # Overrides may also follow options (`replay T --json grading.grader=fast`), which argparse alone
     # does not take once the positionals have been consumed.
     args, extra = parser.parse_known_args(argv)
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
@@ -138,13 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where the tasks are (experts.tasks; default: the bundled tasks)")  # fmt: skip
     check.add_argument("--out", default=None, metavar="DIR", help="output folder (experts.out)")
     check.add_argument(
-        "--workers", type=_positive, default=None, metavar="N", help="replays at once (experts.workers)"
+        "--workers", type=_positive, default=None, metavar="N", help="replays at once (environment.pool_size)"
     )
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.set_defaults(run=run_check_experts, configure=configure_check)
 
     for sub in (doctor, build, replay, check):
-        add_config_arguments(sub, "replay.grader=fast")
+        add_config_arguments(sub, "grading.grader=fast")
     return parser
 
 
@@ -192,7 +195,7 @@ def run_replay(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
     except (ReplayError, TaskError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = replay(trajectory, task, cfg.replay, cfg.environment)
+    result = replay(trajectory, task, cfg.replay, cfg.environment, cfg.grading)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -213,17 +216,20 @@ def _positive(text: str) -> int:
 
 
 def configure_check(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None:
-    """`--tasks`, `--out` and `--workers` set their `experts` fields, after the overrides."""
-    for name in ("tasks", "out", "workers"):
+    """`--tasks` and `--out` set their `experts` fields, `--workers` `environment.pool_size`, after the
+    overrides."""
+    for name in ("tasks", "out"):
         if getattr(args, name) is not None:
             setattr(cfg.experts, name, getattr(args, name))
+    if args.workers is not None:
+        cfg.environment.pool_size = args.workers
 
 
 def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
     from environments.expert_check import CheckInputError, check_experts, format_report
 
     try:
-        report = check_experts(args.source, cfg.experts, cfg.replay, cfg.environment)
+        report = check_experts(args.source, cfg.experts, cfg.replay, cfg.environment, cfg.grading)
     except CheckInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

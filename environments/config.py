@@ -110,7 +110,9 @@ class EnvConfig(Section):
     reset: Literal["warm", "fresh"] = "warm"
     """Between episodes: warm restores the repository in the same container; fresh starts a new one."""
     pool_size: int = Field(2, ge=1)
-    """Most environments an `EnvironmentPool` keeps started at once (on the default engine)."""
+    """Most environments an `EnvironmentPool` keeps started at once (on the default engine): the
+    episodes of evaluation and SWE RLVR and the replays of check-experts that run at once (their
+    `--workers` flags set it); with `docker_hosts`, their capacities together instead."""
     docker_hosts: list[DockerHost] = Field(default_factory=list)
     """Engines the pool spreads environments over, each with its capacity; empty: the one engine
     DOCKER_HOST names (default: the local socket) with `pool_size` as its capacity."""
@@ -131,3 +133,15 @@ class EnvConfig(Section):
 
     def resolved_cache_dir(self) -> Path:
         return Path(os.environ.get("SRL_AGENT_CACHE", self.cache_dir)).expanduser()
+
+
+class GradingConfig(Section):
+    """How a patch is graded (`environments.grader`): the `grading` section, one for evaluation, SWE
+    RLVR, replay and check-experts, so that they cannot disagree about the same patch."""
+
+    grader: Literal["auto", "fast", "harness"] = "auto"
+    """`fast`: the task's tests in the episode's own container, reset first (bundled-layout tasks only);
+    `harness`: the official swebench harness (a container of its own, about 15 s a patch); `auto`:
+    fast where the task allows it, else the harness."""
+    test_timeout: int = Field(600, gt=0)
+    """Seconds the tests of one patch may run; past it the grading failed (infrastructure: no verdict)."""

@@ -242,7 +242,9 @@ class DockerEnvironment:
         """Run `command` in the persistent shell (cwd and variables persist); never raises for its faults.
 
         When the container itself is wedged (e.g. the process limit is exhausted so nothing can be
-        started), it is restarted: every process dies, files stay, and the result's note says so.
+        started), it is restarted: every process dies, files stay, and the result's note says so. When
+        it stopped under the command (killed from outside), `shell.ContainerStopped` is raised: the
+        environment died, which is no fault of the command; the next call restarts it.
         """
         self._require()
         assert self._shell is not None

@@ -2,20 +2,20 @@
 
     python -m environments check-experts 'environments/tasks/*/expert.traj' --out runs/expert-check
 
-    report = check_experts(source, ExpertCheckConfig(out="runs/x"), ReplayConfig(), EnvConfig())
+    report = check_experts(source, ExpertCheckConfig(out="runs/x"), ReplayConfig(), EnvConfig(), GradingConfig())
     report["kept"], report["dropped"]   # also in runs/x/report.json; the kept ones in runs/x/kept.jsonl
 
 Reads top to bottom in `check_experts`: read every record of the source (`trajectories.sources`:
 files, folders, globs, SWE-smith JSONL, HF ids), match each SWE trajectory to its task by instance id
 among the tasks of `cfg.tasks` (`load_task_source`: the bundled tasks by default), prepare each
-needed image once, replay the trajectories `workers` at a time on an `EnvironmentPool`
-(`replay.replay_in`, the code `python -m environments replay` runs), grade the patches, write the
-kept trajectories and the report.
+needed image once, replay the trajectories `environment.pool_size` at a time on an `EnvironmentPool`
+(`replay.replay_in`, the code `python -m environments replay` runs, on the one episode path
+`episodes.run_graded`), grade the patches, write the kept trajectories and the report.
 
-Grading (`grader`): `auto` uses the fast in-container runner for tasks in the bundled layout (they
-carry `test_patch`) and the official swebench harness for the others; the harness grades after the
-replays, in batches of `workers` (one trajectory per instance in a batch: its predictions are keyed
-by instance id), writing under `<out>/harness`.
+Grading is the one grading path's (`environments.grader`, the `grading` section, as evaluation and
+RLVR grade): `auto` uses the fast in-container runner for tasks in the bundled layout and the official
+swebench harness for the others; the harness grades after the replays (one trajectory per instance
+in a batch: its predictions are keyed by instance id), writing under `<out>/harness`.
 
 A trajectory is kept when its replay ran no failing tool call and its patch resolved the task.
 Otherwise it is dropped with one reason:
@@ -45,29 +45,28 @@ The source is read whole into memory before the replays (the kept records are wr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
-
-from environments.config import EnvConfig
+from environments.config import EnvConfig, GradingConfig
+from environments.grader import grade_all, grader_for, refused
 from environments.replay import ReplayConfig, ReplayResult, replay_in
-from environments.tasks.bundled import Task
 from trajectories.config import Section
+from trajectories.ledger import Ledger
 from trajectories.record import Trajectory, to_json_line, write_jsonl
 
 if TYPE_CHECKING:
     from environments.grading import GradeResult
     from environments.pool import EnvironmentPool
-    from environments.protocol import TaskInstance
+    from environments.protocol import Environment, TaskInstance
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,11 @@ SUMMARY_IDS = 20  # entries listed per reason in the printed summary (report.jso
 
 
 class ExpertCheckConfig(Section):
-    """`python -m environments check-experts`: where tasks come from, how patches are graded, where to write.
-    The replay itself takes `replay.test_timeout` and `replay.max_steps`."""
+    """`python -m environments check-experts`: where tasks come from and where to write. The replay
+    itself takes `replay.max_steps`, the grading the `grading` section, the replays at once
+    `environment.pool_size` (`--workers`)."""
+
+    moved: ClassVar[dict[str, str]] = {"grader": "grading.grader", "workers": "environment.pool_size"}
 
     tasks: str | None = None
     """The task source (`--tasks`): null for the bundled tasks, a task folder or a folder of them, a
@@ -98,13 +100,8 @@ class ExpertCheckConfig(Section):
     """Split of an HF dataset task source."""
     source_split: str = "train"
     """Split of an HF dataset trajectory source (SWE-smith-trajectories: tool, xml, ticks)."""
-    grader: Literal["auto", "fast", "harness"] = "auto"
-    """auto: fast for tasks in the bundled layout (with test_patch), else the harness; fast: the tests
-    in the replay's own environment (bundled layout only); harness: the official swebench harness."""
     out: str = "runs/expert-check"
     """Output folder (`--out`): results.jsonl (the ledger), kept.jsonl, report.json, harness/."""
-    workers: int = Field(2, ge=1)
-    """Replays at once (`--workers`): the environment pool's size and the harness's max_workers."""
 
 
 class CheckInputError(ValueError):
@@ -156,6 +153,7 @@ def check_experts(
     cfg: ExpertCheckConfig | None = None,
     replay_cfg: ReplayConfig | None = None,
     env_cfg: EnvConfig | None = None,
+    grading: GradingConfig | None = None,
     *,
     pool: EnvironmentPool | None = None,
 ) -> dict[str, Any]:
@@ -163,16 +161,17 @@ def check_experts(
 
     Raises CheckInputError for a source or task source that cannot be read, and
     `docker_engine.EngineUnavailable` when there is something to replay and no engine. `pool` (of
-    `env_cfg`'s environments) is used instead of a pool of `cfg.workers` made for this call.
+    `env_cfg`'s environments) is used instead of a pool made for this call.
     """
     cfg = cfg or ExpertCheckConfig()
     replay_cfg, env_cfg = replay_cfg or ReplayConfig(), env_cfg or EnvConfig()
+    grading = grading or GradingConfig()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger(out / "results.jsonl")
+    ledger: Ledger[Entry] = Ledger(out / "results.jsonl", Entry, key="key")
     run = _Run()
     trajectories, unreadable = read_trajectories(source, cfg.source_split)
-    tasks, not_gradable = load_tasks(cfg)
+    tasks, not_gradable = load_tasks(cfg, grading)
     to_replay: list[_Job] = []
     to_grade: list[_Job] = []  # replayed by an earlier run, their patches not graded yet
     for key, reason in unreadable:
@@ -190,16 +189,16 @@ def check_experts(
         elif before is not None and before.verdict == "replayed" and before.digest == digest:
             to_grade.append(_Job(key, trajectory, digest, tasks[iid], "harness"))
         else:
-            to_replay.append(_Job(key, trajectory, digest, tasks[iid], _grader(cfg.grader, tasks[iid])))
+            to_replay.append(_Job(key, trajectory, digest, tasks[iid], grader_for(tasks[iid], grading)))
     log.info("check-experts: %d trajectories, %d judged before, %d to replay, %d to grade", len(trajectories),
              run.from_ledger, len(to_replay), len(to_grade))  # fmt: skip
     if to_replay:
-        run.replayed = replay_all(to_replay, ledger, cfg, replay_cfg, env_cfg, pool)
+        run.replayed = replay_all(to_replay, ledger, replay_cfg, env_cfg, grading, pool, out)
     pending = [job for job in to_replay + to_grade if _verdict(ledger, job.key) == "replayed"]
     if pending:
-        grade_replayed(pending, ledger, cfg, replay_cfg, run)
+        grade_replayed(pending, ledger, grading, env_cfg, out, run)
     kept = write_kept(trajectories, ledger, out / "kept.jsonl")
-    report = make_report(source, cfg, trajectories, unreadable, ledger, kept, run)
+    report = make_report(source, cfg, grading, trajectories, unreadable, ledger, kept, run)
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
@@ -224,7 +223,9 @@ def read_trajectories(source: str | Path, split: str) -> tuple[dict[str, Traject
     return trajectories, unreadable
 
 
-def load_tasks(cfg: ExpertCheckConfig) -> tuple[dict[str, TaskInstance], dict[str, str]]:
+def load_tasks(
+    cfg: ExpertCheckConfig, grading: GradingConfig
+) -> tuple[dict[str, TaskInstance], dict[str, str]]:
     """{instance id: task} of the task source, and {instance id: why not} for those it cannot grade."""
     from environments.tasks.sources import TaskSourceError, load_task_source
 
@@ -233,9 +234,9 @@ def load_tasks(cfg: ExpertCheckConfig) -> tuple[dict[str, TaskInstance], dict[st
     except TaskSourceError as e:
         raise CheckInputError(str(e)) from None
     tasks = {task.instance_id: task for task in loaded.tasks}
-    if cfg.grader == "fast" and (other := sorted(i for i, t in tasks.items() if not isinstance(t, Task))):
+    if other := sorted(iid for iid, _ in refused(tasks.values(), grading)):
         raise CheckInputError(
-            f"experts.grader=fast grades tasks in the bundled layout only; {', '.join(other[:5])} "
+            f"grading.grader=fast grades tasks in the bundled layout only; {', '.join(other[:5])} "
             "are not: use auto or harness"
         )
     return tasks, {s.instance_id: f"the task source cannot grade it: {s.reason}" for s in loaded.skipped}
@@ -243,11 +244,12 @@ def load_tasks(cfg: ExpertCheckConfig) -> tuple[dict[str, TaskInstance], dict[st
 
 def replay_all(
     jobs: list[_Job],
-    ledger: Ledger,
-    cfg: ExpertCheckConfig,
+    ledger: Ledger[Entry],
     replay_cfg: ReplayConfig,
     env_cfg: EnvConfig,
+    grading: GradingConfig,
     pool: EnvironmentPool | None,
+    out: Path,
 ) -> int:
     """Prepare each image once, then replay every job on the pool; one ledger line per job. Returns
     how many replays ran."""
@@ -274,30 +276,40 @@ def replay_all(
         elif isinstance(image, Exception):
             ledger.write(_infrastructure(job, f"preparing the image: {type(image).__name__}: {image}"))
         else:
-            entry = replay_one(job, image, pool, replay_cfg)
+            entry = replay_one(job, pool, replay_cfg, grading, out)
             ledger.write(entry)
             return entry.replay is not None
         return False
 
     jobs = sorted(jobs, key=lambda job: job.task.instance_id)  # one image's replays reuse its environments
-    with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="check") as executor:
-        list(executor.map(prepare, tasks.values()))
-        if pool is not None:
+    with contextlib.ExitStack() as closing:
+        pool = pool or closing.enter_context(EnvironmentPool(env_cfg))
+        with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="check") as executor:
+            list(executor.map(prepare, tasks.values()))
             return sum(executor.map(lambda job: one(job, pool), jobs))
-        with EnvironmentPool(env_cfg, size=cfg.workers) as own:
-            return sum(executor.map(lambda job: one(job, own), jobs))
 
 
-def replay_one(job: _Job, image: str, pool: EnvironmentPool, replay_cfg: ReplayConfig) -> Entry:
-    """Replay one trajectory in a pooled environment of `image` (graded there with the fast grader)."""
+def replay_one(
+    job: _Job, pool: EnvironmentPool, replay_cfg: ReplayConfig, grading: GradingConfig, out: Path
+) -> Entry:
+    """Replay one trajectory in a pooled environment of its task's image, on the one episode path
+    (graded there with the fast grader; a patch for the harness waits for `grade_replayed`)."""
+    from environments.episodes import Acted, run_graded
+
     started = time.perf_counter()
-    cfg = replay_cfg.model_copy(update={"grader": job.grader})
-    try:
-        with pool.acquire(image) as env:
-            result = replay_in(env, job.trajectory, job.task, cfg)
-    except Exception as e:  # the engine or the container failed: no verdict
-        log.warning("replay of %s failed", job.key, exc_info=True)
-        return _infrastructure(job, f"{type(e).__name__}: {e}")
+
+    def act(env: Environment) -> Acted[ReplayResult]:
+        result = replay_in(env, job.trajectory, job.task, replay_cfg)
+        return Acted(result, result.patch)
+
+    done = run_graded(
+        job.task, act, pool, grading, work_dir=out / "harness", act_name="replay", defer_harness=True
+    )
+    result = done.episode
+    if result is None or (done.grade is None and done.masked is not None):  # the engine or a container
+        return _infrastructure(job, done.masked or "no replay")
+    if done.grade is not None:
+        result.grade = done.grade
     stats = {
         "steps_replayed": result.steps_replayed,
         "steps_total": result.steps_total,
@@ -309,19 +321,17 @@ def replay_one(job: _Job, image: str, pool: EnvironmentPool, replay_cfg: ReplayC
     entry = Entry(job.key, "replayed", job.task.instance_id, job.digest, grader=job.grader, replay=stats)
     if result.tool_errors:
         return _tool_error(entry, result)
-    if job.grader == "harness":
+    if done.grade is None:  # for the harness, after the replays
         entry.patch = result.patch
         return entry
-    return _graded(entry, result.grade)
+    return _graded(entry, done.grade)
 
 
 def grade_replayed(
-    jobs: list[_Job], ledger: Ledger, cfg: ExpertCheckConfig, replay_cfg: ReplayConfig, run: _Run
+    jobs: list[_Job], ledger: Ledger[Entry], grading: GradingConfig, env_cfg: EnvConfig, out: Path, run: _Run
 ) -> None:
     """Grade the replayed patches with the official harness, a batch per round: a round holds at most one
     trajectory per instance (the harness keys predictions by instance id)."""
-    from environments.grading import grade_with_harness, harness_run_id
-
     rounds: dict[int, list[_Job]] = defaultdict(list)
     seen: Counter = Counter()
     for job in jobs:
@@ -329,20 +339,14 @@ def grade_replayed(
         seen[job.task.instance_id] += 1
     for batch in rounds.values():
         entries = {job.key: ledger.get(job.key) for job in batch}
-        try:
-            grades = grade_with_harness(
-                [job.task.instance() for job in batch],
-                {job.task.instance_id: entries[job.key].patch for job in batch},
-                harness_run_id("check-experts"),
-                work_dir=Path(cfg.out) / "harness",
-                timeout=replay_cfg.test_timeout,
-                max_workers=cfg.workers,
-            )
-        except Exception as e:  # the harness itself failed: no verdict on these patches
-            log.warning("the harness failed", exc_info=True)
-            for job in batch:
-                ledger.write(_infrastructure(job, f"the harness failed: {type(e).__name__}: {e}"))
-            continue
+        grades = grade_all(
+            [(job.task, entries[job.key].patch) for job in batch],
+            grading,
+            env_cfg=env_cfg,
+            work_dir=out / "harness",
+            run_prefix="check-experts",
+            max_workers=env_cfg.pool_size,
+        )
         run.harness_graded += len(batch)
         for job in batch:
             ledger.write(_graded(entries[job.key], grades[job.task.instance_id]))
@@ -366,6 +370,7 @@ def write_kept(trajectories: dict[str, Trajectory], ledger: Ledger, path: Path) 
 def make_report(
     source: str | Path,
     cfg: ExpertCheckConfig,
+    grading: GradingConfig,
     trajectories: dict[str, Trajectory],
     unreadable: list[tuple[str, str]],
     ledger: Ledger,
@@ -382,7 +387,7 @@ def make_report(
     return {
         "source": str(source),
         "tasks": cfg.tasks or "bundled",
-        "grader": cfg.grader,
+        "grader": grading.grader,
         "out": cfg.out,
         "kept_file": str(Path(cfg.out) / "kept.jsonl"),
         "total": len(keys),
@@ -422,12 +427,6 @@ def format_report(report: dict[str, Any]) -> str:
 # Verdicts
 
 
-def _grader(setting: str, task: TaskInstance) -> Literal["fast", "harness"]:
-    if setting == "auto":
-        return "fast" if isinstance(task, Task) else "harness"
-    return "fast" if setting == "fast" else "harness"
-
-
 def _tool_error(entry: Entry, result: ReplayResult) -> Entry:
     first = result.tool_errors[0]
     graded = f"; its patch graded {result.grade.status}" if entry.grader == "fast" else ""
@@ -465,40 +464,3 @@ def _digest(trajectory: Trajectory) -> str:
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[0][:200] if lines else ""
-
-
-# ---------------------------------------------------------------------------------------------------
-# The ledger
-
-
-class Ledger:
-    """`results.jsonl`: the latest entry per key; appends are flushed at once and thread-safe."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.Lock()
-        self._latest: dict[str, Entry] = {}
-        if path.is_file():
-            for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                try:
-                    entry = Entry(**json.loads(line))
-                except (ValueError, TypeError):  # a line cut by a kill: that trajectory is judged again
-                    log.warning("%s:%d: not a ledger entry, ignored", path, lineno)
-                    continue
-                self._latest[entry.key] = entry
-
-    def get(self, key: str) -> Entry | None:
-        return self._latest.get(key)
-
-    def write(self, entry: Entry) -> None:
-        with self._lock:
-            self._latest[entry.key] = entry
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(asdict(entry)) + "\n")
-                f.flush()
-
-    def note(self, entry: Entry) -> None:
-        """`write`, unless the ledger already ends with this very entry for its key (a rerun's
-        verdicts that cost nothing to decide again do not pile up)."""
-        if self._latest.get(entry.key) != entry:
-            self.write(entry)

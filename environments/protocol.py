@@ -19,10 +19,14 @@ episode runs in, and the swebench instance the official harness grades. Implemen
 `environments.tasks.bundled.Task` and by `environments.tasks.swebench_rows.SWEBenchTask` (SWE-bench and
 SWE-smith rows); `environments.tasks.sources.load_task_source` gives either, and
 `sources.prepare_image(task)` makes `task.image` present (built, found or pulled) before an episode.
+It also says what grading (`environments.grader`) and the oracle scaffold need, so that no caller asks
+which implementation it holds: whether the fast in-container runner can grade it, its gold patch and
+where its repository's files can be read.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from environments.shell import CommandResult
@@ -133,4 +137,22 @@ class TaskInstance(Protocol):
         Raises `environments.tasks.swebench_rows.MissingGradingFields`, naming the instance and the
         fields, when the task's source lacks what swebench 5.x needs to grade it.
         """
+        ...
+
+    @property
+    def fast_gradable(self) -> bool:
+        """Whether the fast in-container runner (`grading.run_tests_in_env`) can grade this task: it
+        carries its test patch and runs its tests with pytest (the bundled layout). Else only the
+        official harness can."""
+        ...
+
+    @property
+    def gold_patch(self) -> str | None:
+        """The reference fix as a unified diff at the base commit; None when the source has none."""
+        ...
+
+    @property
+    def repo_dir(self) -> Path | None:
+        """A local folder holding the repository's files at the base commit; None: they are only in
+        the image (read them from `/testbed` in an environment of it)."""
         ...

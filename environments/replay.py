@@ -7,7 +7,7 @@ its task teaches the wrong thing) and how the bundled tasks prove their own expe
     from environments.tasks.bundled import get_task
 
     task = get_task("srl-agent__paginate-1")  # its image comes from `python -m environments build`
-    result = replay(load_trajectory(task.expert_trajectory), task, ReplayConfig())
+    result = replay(load_trajectory(task.expert_trajectory), task, ReplayConfig(), grading=GradingConfig())
     result.resolved, result.patch, result.to_dict()
 
 The trajectory is read by `trajectories.sources` (any format it knows: SWE-agent `.traj`, SWE-smith
@@ -19,10 +19,12 @@ commands such as `open` or `edit`) are not emulated: they are counted in `tool_e
 goes on, as the agent's harness would have. Recorded observations are compared with the new ones
 (after normalising line ends and surrounding whitespace) only to report how faithful the replay was.
 
-Grading (`ReplayConfig.grader`): `harness` (default) runs the official swebench harness on the patch
-(a container of its own, about 15 s); `fast` resets the replay's own environment and runs the tests
-there (`grading.run_tests_in_env`). `replay_in` is the same replay in an environment the caller
-holds (a pooled one: `environments.expert_check` checks whole sources of expert data that way).
+Grading is the one grading path's (`environments.grader.grade` with the `grading` section, as
+evaluation and RLVR grade): `fast` resets the replay's own environment and runs the tests there,
+`harness` runs the official swebench harness on the patch (a container of its own, about 15 s),
+`auto` (default) is fast for bundled tasks, else the harness. `replay_in` runs the same actions in an
+environment the caller holds and leaves the grading to it (`environments.expert_check` replays whole
+sources of expert data that way, through `episodes.run_graded`).
 """
 
 from __future__ import annotations
@@ -30,29 +32,29 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from environments.config import EnvConfig
-from environments.grading import GradeResult, grade_with_harness, harness_run_id, run_tests_in_env
-from environments.tasks.bundled import Task
+from environments.config import EnvConfig, GradingConfig
+from environments.grader import grade
+from environments.grading import GradeResult
 from trajectories.config import Section
 from trajectories.record import Step, Trajectory
 
 if TYPE_CHECKING:
-    from environments.protocol import Environment
+    from environments.protocol import Environment, TaskInstance
 
 log = logging.getLogger(__name__)
 
 
 class ReplayConfig(Section):
-    grader: Literal["harness", "fast"] = "harness"
-    """harness: the official swebench harness (own container); fast: the tests in the reset replay env."""
+    """How `replay` runs; how it grades is the `grading` section."""
+
+    moved: ClassVar[dict[str, str]] = {"grader": "grading.grader", "test_timeout": "grading.test_timeout"}
+
     work_dir: str = "runs/replay"
     """Where the harness writes its dataset, predictions, logs and summary reports."""
-    test_timeout: int = Field(600, gt=0)
-    """Seconds the task's tests may run."""
     max_steps: int | None = Field(None, ge=1)
     """Replay only the first N actions (null: all)."""
 
@@ -125,47 +127,42 @@ def load_trajectory(path: str | Path) -> Trajectory:
     return trajectories[0]
 
 
-def check_instance(trajectory: Trajectory, task: Task) -> None:
+def check_instance(trajectory: Trajectory, task: TaskInstance) -> None:
     """Refuse a trajectory recorded for another instance (when it names one)."""
     if trajectory.instance_id and trajectory.instance_id != task.instance_id:
         raise ReplayError(f"the trajectory is for {trajectory.instance_id}, not {task.instance_id}")
 
 
 def replay(
-    trajectory: Trajectory, task: Task, cfg: ReplayConfig | None = None, env_cfg: EnvConfig | None = None
+    trajectory: Trajectory,
+    task: TaskInstance,
+    cfg: ReplayConfig | None = None,
+    env_cfg: EnvConfig | None = None,
+    grading: GradingConfig | None = None,
 ) -> ReplayResult:
     """Execute the trajectory's actions in a fresh container of `task.image` and grade the patch."""
     from environments.container import DockerEnvironment
 
-    cfg = cfg or ReplayConfig()
+    cfg, grading = cfg or ReplayConfig(), grading or GradingConfig()
     check_instance(trajectory, task)
     with DockerEnvironment(task.image, env_cfg) as env:
         result = replay_in(env, trajectory, task, cfg)
-    if cfg.grader == "harness":
-        run_id = harness_run_id(f"replay-{task.instance_id}")
-        result.grade = grade_with_harness(
-            [task.instance()],
-            {task.instance_id: result.patch},
-            run_id,
-            work_dir=cfg.work_dir,
-            timeout=cfg.test_timeout,
-        )[task.instance_id]
+        result.grade = grade(task, result.patch, grading, env=env, env_cfg=env_cfg, work_dir=cfg.work_dir)
     log.info("replayed %d/%d steps of %s: %s", result.steps_replayed, result.steps_total, task.instance_id,
              result.grade.status)  # fmt: skip
     return result
 
 
-def replay_in(env: Environment, trajectory: Trajectory, task: Task, cfg: ReplayConfig) -> ReplayResult:
+def replay_in(
+    env: Environment, trajectory: Trajectory, task: TaskInstance, cfg: ReplayConfig
+) -> ReplayResult:
     """The replay in `env`, a started environment of `task.image` at its base commit (a fresh container
-    or a pooled one): the actions run (the first `cfg.max_steps`), and with `cfg.grader == "fast"` the
-    patch is graded there after a reset. With the harness the result is left "not graded": the caller
-    grades `result.patch` (`replay` does it at once; a batch of replays can share one harness run)."""
+    or a pooled one): the actions run (the first `cfg.max_steps`). The result is "not graded": the
+    caller grades `result.patch` (`replay` at once, in `env`; check-experts through
+    `episodes.run_graded`, where a batch of replays can share one harness run)."""
     steps = trajectory.steps[: cfg.max_steps] if cfg.max_steps else trajectory.steps
     result = execute_steps(env, steps, task.instance_id)
     result.steps_total = len(trajectory.steps)
-    if cfg.grader == "fast":
-        env.reset()
-        result.grade = run_tests_in_env(env, task, result.patch, timeout=cfg.test_timeout)
     return result
 
 

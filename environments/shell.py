@@ -26,6 +26,9 @@ Limits and faults:
   but the shell is killed and the note says so.
 - `exit` (or `set -e` plus a failure) ends bash: the next command sees the shell gone, a new one is
   started and the result carries a note.
+- The container stopping under a command (killed from outside, its PID 1 gone, the engine restarted)
+  also ends bash, but that is the environment dying, not the agent's shell: `ContainerStopped` is
+  raised (the agent loop ends the episode as `environment_error`) instead of a note about `exit`.
 - Output written later by background jobs is delivered with whichever command is running then.
 """
 
@@ -122,6 +125,10 @@ class ShellLost(RuntimeError):
     """
 
     command_started = True
+
+
+class ContainerStopped(RuntimeError):
+    """The container stopped while a command ran: the environment died, not the agent's shell."""
 
 
 class PersistentShell:
@@ -275,11 +282,42 @@ class PersistentShell:
 
     def _after_exit(self, collector: _Collector, started: float, note: str | None) -> CommandResult:
         self.close()
+        if (why := self._container_stopped()) is not None:
+            raise ContainerStopped(
+                f"container {self._container_id[:12]} stopped while the command ran ({why})"
+            )
         exit_note = "The shell exited (exit, or set -e and a failure); the next command starts a new shell."
         return CommandResult(
             output=collector.text(), exit_code=None, truncated=collector.dropped > 0,
             duration=time.monotonic() - started, note=f"{note} {exit_note}" if note else exit_note,
         )  # fmt: skip
+
+    def _container_stopped(self) -> str | None:
+        """None while the container runs (bash alone exited), else how it stopped."""
+        try:
+            # The engine may not have seen a killed container's end yet: a new process must start too,
+            # and when none does, its end is waited for (briefly) to say how it stopped.
+            state = self._api.inspect_container(self._container_id)["State"]
+            if state.get("Running") and self._starts_a_process():
+                return None
+            deadline = time.monotonic() + 5.0
+            while state.get("Running") and time.monotonic() < deadline:
+                time.sleep(0.05)
+                state = self._api.inspect_container(self._container_id)["State"]
+        except docker_engine.NotFound:
+            return "it was removed"
+        except docker_engine.APIError as e:
+            return f"the engine cannot say how: {e}"
+        if state.get("Running"):
+            return "it no longer starts processes"
+        oom = ", out of memory" if state.get("OOMKilled") else ""
+        return f"exit status {state.get('ExitCode')}{oom}"
+
+    def _starts_a_process(self) -> bool:
+        try:
+            return self.exec_once("true")[0] == 0
+        except ShellLost:
+            return False
 
     # -- socket -----------------------------------------------------------------------------------
 

@@ -226,7 +226,7 @@ def _act(
         retry, errors_in_a_row = None, 0
         clock = time.monotonic()
         try:
-            outcome = tools.execute(env, call, cfg.command_timeout)
+            outcome = tools.execute(env, call)  # the environment's command_timeout
         except Exception as e:  # the tools make the agent's faults observations: this is the sandbox's
             log.warning("the environment failed in an episode of %s", trajectory.instance_id, exc_info=True)
             raise EpisodeEnd("environment_error", f"{call.name} failed: {type(e).__name__}: {e}") from e

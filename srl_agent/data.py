@@ -18,6 +18,7 @@ from typing import Any
 from srl_agent.config import DataConfig
 from trajectories.build import build
 from trajectories.config import ConfigError
+from trajectories.errors import SourceError
 from trajectories.math_steps import bundled_math_path
 from trajectories.record import StepExample, read_step_examples
 
@@ -62,18 +63,25 @@ def whole_problems(examples: list[StepExample]) -> list[StepExample]:
     return list(first.values())
 
 
-def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: bool = False) -> Splits:
+def load_splits(
+    kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: bool = False, need_train: bool = True
+) -> Splits:
     """Step examples of `kind` from `source`, split by whole trajectory/problem; built into `work_dir`
     unless `source` is a prebuilt folder.
 
     `reuse` (a resumed run) reads what `work_dir` already holds, so a run continues on exactly the
-    examples it started with even if the source changed meanwhile.
+    examples it started with even if the source changed meanwhile. `need_train` (training): a split
+    that leaves no training example is a ConfigError saying why; an evaluation of the validation split
+    passes False.
     """
     folder = Path(source)
     if reuse and (work_dir / TRAIN_FILE).is_file():
         folder = work_dir
     elif not (folder.is_dir() and (folder / TRAIN_FILE).is_file()):
-        report = build(source, kind, work_dir, cfg.build)  # type: ignore[arg-type]
+        try:
+            report = build(source, kind, work_dir, cfg.build)  # type: ignore[arg-type]
+        except SourceError as e:  # a missing file, an unreadable dataset: the user's data.source
+            raise ConfigError(f"data.source: {e}") from None
         if report.skipped:
             print(
                 f"data: {len(report.skipped)} records of {source} skipped (see trajectories' report): "
@@ -85,13 +93,33 @@ def load_splits(kind: str, source: str, cfg: DataConfig, work_dir: Path, reuse: 
     wrong = [ex.example_id for ex in train + val if ex.kind != kind]
     if wrong:
         raise ConfigError(f"data.source: {source} holds {wrong[0]!r} of another task than --task {kind}")
+    if not train and need_train:
+        raise ConfigError(f"data.source: {source} gave no training step examples{_why_no_train(val, cfg)}")
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
     if cfg.max_val_examples is not None:
         val = val[: cfg.max_val_examples]
-    if not train:
-        raise ConfigError(f"data.source: {source} gave no training step examples")
+    if not train and need_train:
+        raise ConfigError(
+            f"data.max_train_examples={cfg.max_train_examples} leaves no training step examples"
+        )
     return Splits(train=train, val=val, source=source)
+
+
+def _why_no_train(val: list[StepExample], cfg: DataConfig) -> str:
+    """Why a split left nothing to train on, when the validation split took it all."""
+    held = len({ex.group_id for ex in val})
+    if not held:
+        return ""
+    key = (
+        f"data.build.validation_groups={cfg.build.validation_groups}"
+        if cfg.build.validation_groups is not None
+        else f"data.build.validation_fraction={cfg.build.validation_fraction}"
+    )
+    return (
+        f": all {held} of its trajectories/problems went to validation ({key}); set "
+        f"data.build.validation_groups to fewer than {held} (0: no validation), or add data"
+    )
 
 
 class DataStream:

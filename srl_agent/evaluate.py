@@ -5,10 +5,10 @@ Two measurements:
 - **SWE tasks solved as an agent** (`--task swe --instances [SOURCE]`, SOURCE default: the bundled
   tasks): one agent episode per instance in the Docker environments, patches graded by the official
   swebench harness (or `--grader fast`), predictions, trajectories and a report in `--out`; see
-  `srl_agent.swe_eval`. `--model` takes a model name, HF id, local folder, run checkpoint, or
+  `srl_agent.eval.swe`. `--model` takes a model name, HF id, local folder, run checkpoint, or
   `replay:PATH` (recorded trajectories replayed through the same loop). `--json` prints the report as
   one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
-  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.oracle`).
+  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.eval.oracle`).
 
 For the step reward, it builds the same step examples as training (same `data` section, same split), prompts the model with
 the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
@@ -60,8 +60,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     parser.add_argument("--model", default=None, help="model name, HF id, folder, checkpoint or replay:PATH")
     parser.add_argument("--instances", nargs="?", const="bundled", default=None, metavar="SOURCE",
                         help="evaluate as an agent on these SWE tasks (no SOURCE: the bundled tasks)")  # fmt: skip
-    parser.add_argument("--workers", type=int, default=None, help="episodes in parallel (swe.workers)")
-    parser.add_argument("--grader", choices=["harness", "fast"], default=None, help="swe.grader")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="episodes in parallel (environment.pool_size)"
+    )
+    parser.add_argument("--grader", choices=["auto", "harness", "fast"], default=None, help="grading.grader")
     parser.add_argument("--out", default=None, help="output folder (swe.out; with --benchmark, math.out)")
     parser.add_argument("--scaffold", choices=["agent", "oracle"], default=None,
                         help="swe.scaffold: act as an agent, or edit the gold patch's files (oracle setting)")  # fmt: skip
@@ -79,11 +81,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
         names = [name.strip() for name in args.benchmark.split(",") if name.strip()]
         flags.append(f"math.benchmarks={json.dumps(names)}")
     for key, value in [("model.name", args.checkpoint or args.model), ("swe.instances", args.instances),
-                       ("swe.workers", args.workers), ("swe.grader", args.grader),
+                       ("environment.pool_size", args.workers), ("grading.grader", args.grader),
                        ("math.out" if args.benchmark else "swe.out", args.out), ("math.k", args.k),
                        ("math.temperature", args.temperature), ("swe.scaffold", args.scaffold)]:  # fmt: skip
-        if value is not None:
-            flags.append(f"{key}={value}")
+        if value is not None:  # as JSON, so a value YAML would misread (`replay:`) stays what was typed
+            flags.append(f"{key}={json.dumps(value)}")
     cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
     if cfg.swe.instances is not None and not task_spec(cfg.task).agent:
         raise ConfigError(f"swe.instances: --task {cfg.task} has no agent evaluation (it is for --task swe)")
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples is not None:
         return grade_samples_file(args.samples, cfg, args.json)
     if cfg.math.benchmarks:
-        from srl_agent.math_bench import evaluate_benchmarks
+        from srl_agent.eval.math_bench import evaluate_benchmarks
 
         return print_report(
             evaluate_benchmarks(cfg, progress=not args.json and sys.stderr.isatty()), args.json
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.swe.instances is None:
         print(json.dumps(evaluate(cfg)))
         return 0
-    from srl_agent.swe_eval import evaluate_swe
+    from srl_agent.eval.swe import evaluate_swe
 
     return print_report(evaluate_swe(cfg, progress=not args.json and sys.stderr.isatty()), args.json)
 
@@ -129,9 +131,9 @@ def print_report(report: dict[str, object], as_json: bool) -> int:
 
 
 def grade_samples_file(path: str, cfg: EvalConfig, as_json: bool) -> int:
-    """`--samples FILE`: the report of `srl_agent.math_eval.grade_samples` on stdout (one JSON object
+    """`--samples FILE`: the report of `srl_agent.eval.math_report.grade_samples` on stdout (one JSON object
     with `--json`, else markdown; without the per-row verdicts, which `eval.output` writes as JSONL)."""
-    from srl_agent.math_eval import grade_samples, markdown
+    from srl_agent.eval.math_report import grade_samples, markdown
 
     if not task_spec(cfg.task).final_answers:
         raise ConfigError(f"--samples grades final answers, which --task {cfg.task} solutions do not have")
@@ -148,35 +150,29 @@ def evaluate(cfg: EvalConfig) -> dict[str, object]:
     """The mean step reward and format-error rate of `cfg.model` on the `cfg.eval.split` examples."""
     import torch
 
-    from srl_agent.backends import make_generator
     from srl_agent.data import load_splits
-    from srl_agent.models import device_of, load_model_and_tokenizer
-    from srl_agent.prompts import PromptCache
+    from srl_agent.generation.loader import load_inference
     from srl_agent.rollouts import evaluate_examples
 
     spec = task_spec(cfg.task)
     stage = spec.stage("srl")  # the step reward is what this evaluation measures
     torch.manual_seed(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="srl-eval-") as work:
-        splits = load_splits(cfg.task, spec.data_source(cfg.data.source), cfg.data, Path(work))
+        source = spec.data_source(cfg.data.source)
+        splits = load_splits(cfg.task, source, cfg.data, Path(work), need_train=cfg.eval.split == "train")
     examples = splits.val if cfg.eval.split == "val" else splits.train
     if not examples:
         print(f"error: no {cfg.eval.split} examples in {splits.source}", file=sys.stderr)
         return {"examples": 0}
-    model, tokenizer = load_model_and_tokenizer(
-        cfg.model.init_from or cfg.model.name,
-        dtype=cfg.model.dtype,
-        device=device_of(cfg.model),
-        seed=cfg.seed,
+    inference = load_inference(
+        cfg.model.init_from or cfg.model.name, cfg.model, stage, cfg.generation, cfg.prompt, cfg.seed
     )
-    prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
-    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)
     reward = stage.reward(cfg.reward, cfg.prompt.prefill)
     started = time.perf_counter()
     result = evaluate_examples(
         examples,
-        prompts,
-        generator,
+        inference.prompts,
+        inference.generator,
         reward,
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,

@@ -9,6 +9,10 @@
 - A LoRA checkpoint folder (peft's adapter_config.json in it) loads as its base with the adapter
   merged in: a plain model, wherever a model name is taken (srl_agent/lora.py).
 - Anything else is passed to `from_pretrained` (an HF id where a hub is reachable, or a local folder).
+  A name that can only be a path (absolute, `./`, `~`, or more than one `/`) and does not exist is
+  refused naming the config key, before transformers would read it as a malformed hub id.
+
+A name that loads nothing raises `ModelNotFoundError`, a ConfigError: entry points print its message.
 
 `load_policy` and `load_reference` load what a training run needs (float32 master weights, optional
 activation recomputation, LoRA adapters with `model.lora.enabled`; a frozen reference); `device_of`
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srl_agent import lora
+from trajectories.config import ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -53,8 +58,8 @@ CHATML_TEMPLATE = (
 )
 
 
-class ModelNotFoundError(RuntimeError):
-    """The model name resolves to nothing loadable; the message says how to fix it."""
+class ModelNotFoundError(ConfigError):
+    """The model name resolves to nothing loadable; the message names the key and says how to fix it."""
 
 
 def cache_dir() -> Path:
@@ -71,9 +76,19 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether `name` can only mean a local path: an HF id is `name` or `namespace/name`."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def load_model_and_tokenizer(
-    name: str = DEFAULT_MODEL, dtype: str = "float32", device: str = "cpu", seed: int = 0
+    name: str = DEFAULT_MODEL,
+    dtype: str = "float32",
+    device: str = "cpu",
+    seed: int = 0,
+    key: str = "model.name",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model `name` stands for and its tokenizer; `key` is the config key that named it (for errors)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,18 +100,28 @@ def load_model_and_tokenizer(
         base, _ = load_model_and_tokenizer(lora.adapter_base(name), "float32", device, seed)
         model = lora.merge(lora.load_adapter(base, name, trainable=False))
         return model.to(device=device, dtype=torch_dtype), AutoTokenizer.from_pretrained(name)
+    folder = Path(name).expanduser()
+    if looks_like_path(name) and not folder.exists():
+        raise ModelNotFoundError(f"{key}: no such model folder {name}")
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"{key}: {name} holds no model (no config.json in it)")
     path = resolve_model_path(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except OSError as e:
         raise ModelNotFoundError(
-            f"cannot load model {name!r}: {e}\n"
+            f"{key}: cannot load model {name!r}: {e}\n"
             f"Use `{DEFAULT_MODEL}` (embedded), `{TINY_MODEL}`, a local folder, or an HF id with a reachable hub."
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
+
+
+def source_key(cfg: ModelConfig) -> str:
+    """The config key that names the weights a run starts from: `model.init_from` when set."""
+    return "model.init_from" if cfg.init_from else "model.name"
 
 
 def device_of(cfg: ModelConfig) -> str:
@@ -125,7 +150,9 @@ def load_policy(
     # frozen base takes no updates: it loads in the compute dtype (half the memory in bf16), and peft
     # keeps the adapters in float32.
     dtype = cfg.dtype if cfg.lora.enabled else "float32"
-    model, tokenizer = load_model_and_tokenizer(source, dtype=dtype, device=device_of(cfg), seed=seed)
+    model, tokenizer = load_model_and_tokenizer(
+        source, dtype=dtype, device=device_of(cfg), seed=seed, key=source_key(cfg)
+    )
     if gradient_checkpointing:
         # Recompute each layer in the backward pass instead of keeping its activations; applies in
         # train mode only, so generation (eval mode) keeps its KV cache.
@@ -142,7 +169,7 @@ def load_policy(
 def load_reference(cfg: ModelConfig, seed: int) -> PreTrainedModel:
     """The frozen initial policy (for a KL term), in `cfg.dtype`."""
     ref, _ = load_model_and_tokenizer(
-        cfg.init_from or cfg.name, dtype=cfg.dtype, device=device_of(cfg), seed=seed
+        cfg.init_from or cfg.name, dtype=cfg.dtype, device=device_of(cfg), seed=seed, key=source_key(cfg)
     )
     ref.eval()
     ref.requires_grad_(False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from srl_agent.protocols import PromptTooLong, Turn
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN
 from srl_agent.tasks import SWE
 from trajectories.actions import render_action
+from trajectories.config import ConfigError
 from trajectories.errors import SourceError
 from trajectories.record import ToolCall, Trajectory
 from trajectories.sources import read_source
@@ -67,6 +68,13 @@ class ModelPolicy:
         self.generator, self.prompts = generator, prompts
         self.max_new_tokens, self.max_prompt_tokens = max_new_tokens, max_prompt_tokens
         self.temperature, self.greedy = temperature, greedy
+
+    def check_instance(self, instance_id: str) -> None:
+        """A model acts on any instance."""
+
+    def episode(self) -> AbstractContextManager[Policy]:
+        """One episode at a time needs no batching: the policy itself."""
+        return nullcontext(self)
 
     def act(self, example: StepExample) -> Turn:
         [turn] = self.act_batch([example])
@@ -119,6 +127,9 @@ class BatchedPolicy:
         """The size of every batch generated so far (for the rollout metrics)."""
         self.seconds = 0.0
         """Wall-clock seconds spent generating so far."""
+
+    def check_instance(self, instance_id: str) -> None:
+        self.policy.check_instance(instance_id)
 
     @contextmanager
     def episode(self) -> Iterator[Policy]:
@@ -213,6 +224,13 @@ class ReplayPolicy:
             )
         return cls(by_id, str(path))
 
+    def check_instance(self, instance_id: str) -> None:
+        """PolicyError naming both ids when no trajectory of `instance_id` is held."""
+        self.trajectory_for(instance_id)
+
+    def episode(self) -> AbstractContextManager[Policy]:
+        return nullcontext(self)
+
     def trajectory_for(self, instance_id: str | None) -> Trajectory:
         """The trajectory replayed for `instance_id`; PolicyError naming both ids when there is none."""
         if instance_id in self.trajectories:
@@ -243,7 +261,8 @@ def make_policy(
     stage: StageSpec | None = None,
     seed: int = 0,
 ) -> Policy:
-    """The policy a model string names: `replay:PATH`, else a model loaded by name or path.
+    """The policy a model string names: `replay:PATH` (a `ReplayPolicy`), else a model loaded by name or
+    path (a `ModelPolicy` in a `BatchedPolicy`, so that episodes run at once share its batches).
 
     A model is loaded with `model_cfg`'s dtype and device, decodes with `generation` (its `stop` must be
     resolved: `srl_agent.tasks.resolve`, or given) and `agent.greedy`, and prompts with `stage` (default:
@@ -251,9 +270,11 @@ def make_policy(
     `generation.max_new_tokens`.
     """
     if model.startswith(REPLAY_PREFIX):
-        return ReplayPolicy.from_path(model.removeprefix(REPLAY_PREFIX))
-    from srl_agent.backends import make_generator
-    from srl_agent.models import device_of, load_model_and_tokenizer
+        try:
+            return ReplayPolicy.from_path(replay_path(model))
+        except PolicyError as e:  # a bad --model, not a failure of any one episode
+            raise ConfigError(f"model.name (--model): {e}") from None
+    from srl_agent.generation.loader import load_inference
 
     agent, model_cfg, prompt = agent or AgentConfig(), model_cfg or ModelConfig(), prompt or PromptConfig()
     generation = generation or GenerationConfig(
@@ -262,16 +283,27 @@ def make_policy(
     if "auto" in (generation.stop, generation.stop_at_step_end, generation.max_new_tokens):
         raise ValueError("resolve the generation section first (srl_agent.tasks.resolve)")
     stage = stage or SWE.stage("srl")
-    net, tokenizer = load_model_and_tokenizer(model, model_cfg.dtype, device_of(model_cfg), seed)
-    limit = agent.max_prompt_tokens or context_length(net) - generation.max_new_tokens
-    return ModelPolicy(
-        make_generator(net, tokenizer, generation, model_cfg.dtype, prompt.prefill),
-        PromptCache(tokenizer, stage.system_prompt, stage.user_turn, prompt),
+    inference = load_inference(model, model_cfg, stage, generation, prompt, seed)
+    limit = agent.max_prompt_tokens or inference.context_length - generation.max_new_tokens
+    model_policy = ModelPolicy(
+        inference.generator,
+        inference.prompts,
         max_new_tokens=generation.max_new_tokens,
         max_prompt_tokens=limit,
         temperature=generation.temperature,
         greedy=agent.greedy,
     )
+    return BatchedPolicy(model_policy)  # concurrent episodes' turns go to the model in one batch
+
+
+def replay_path(model: str) -> str:
+    """The PATH of a `replay:PATH` model string; ConfigError naming the flag when it is empty."""
+    path = model.removeprefix(REPLAY_PREFIX)
+    if not path.strip():
+        raise ConfigError(
+            f"model.name (--model): {model!r} names no path: {REPLAY_PREFIX}PATH, a recorded file or folder"
+        )
+    return path
 
 
 def context_length(model: Any) -> int:

@@ -3,31 +3,39 @@
 Each seam is a Protocol (structural: an implementation needs no base class) with its contract here.
 The trainer (`srl_agent.train`), the evaluator (`srl_agent.evaluate`) and the agent loop
 (`srl_agent.agent`) depend on these, never on an implementation; only the factories that build one
-(`srl_agent.backends.make_generator`, ...) name the classes.
+(`srl_agent.generation.make_generator`, `srl_agent.policies.make_policy`) name the classes.
 
 - `Generator`: batched sampling. For each tokenized prompt, `n` completions, each with its token ids,
   text, finish reason and the sampler's own per-token log-probabilities. It also says whether it
   samples from its own copy of the weights (`owns_weights`), which the trainer then hands it after
   every update (`update_weights`), and it frees its memory while the trainer updates (`sleep`,
   `wake`); a generator that samples from the policy itself does nothing in these. Implementations:
-  `srl_agent.generation.HFGenerator` (transformers `generate` on the policy) and
-  `srl_agent.vllm_generation.VLLMGenerator` (a vLLM engine with its own weights).
-- `Reward`: scores one completion of one example. A pure reward (step similarity, answer check)
-  ignores `env`; an environment reward (tests pass) runs in the `env` it is given and says so with
-  `needs_environment`. Both return a `Scored`; a `Scored` with `masked` set means the reward could not
-  be computed (the sandbox failed, not the policy): the sample is left out of advantages and loss
-  instead of being counted as wrong. Implementations: `srl_agent.rewards`.
+  `srl_agent.generation.hf.HFGenerator` (transformers `generate` on the policy) and
+  `srl_agent.generation.vllm_engine.VLLMGenerator` (a vLLM engine with its own weights).
+- `Reward`: scores one completion of one example, as a pure function of the two (step similarity,
+  answer check); it returns a `Scored`, and a `Scored` with `masked` set means the reward could not be
+  computed (the sandbox failed, not the policy): the sample is left out of advantages and loss instead
+  of being counted as wrong. Implementations: `srl_agent.rewards`. The tests-pass reward of SWE RLVR
+  is not a `Reward`: it scores a whole episode, not a completion, and its verdict is the patch's grade
+  from `environments.episodes.run_graded`, the one grading path evaluation and check-experts use too
+  (`swe_rlvr.outcome_score` turns that grade into a `Scored`). A `Reward` half that ran in an
+  environment would have been a second way to grade the same patch, which nothing implemented; it is
+  gone, so rewards and evaluation cannot disagree about a patch.
 - `Environment`: where tool calls run (a repository in a sandbox). Its contract is owned by the
   `environments` package, which implements it (`environments.container.DockerEnvironment`) and uses
   it itself (tools, grading, replay); it is re-exported here so that the seams read together.
-- `Policy`: what acts in an agent episode (`srl_agent.agent`). Given the step example the loop built
-  from the episode so far, it returns one `Turn`: the whole output for that step. Implementations:
-  `srl_agent.policies.ModelPolicy` (a Generator behind the task's prompts) and
-  `srl_agent.policies.ReplayPolicy` (recorded actions, for deterministic runs).
+- `Policy`: what acts in an agent episode (`srl_agent.agent`), and what the evaluator calls on it.
+  Given the step example the loop built from the episode so far, it returns one `Turn`: the whole
+  output for that step; `check_instance` refuses, before any container starts, an instance it cannot
+  act on; `episode()` is the context one episode runs in (concurrent episodes' turns batched).
+  Implementations (`srl_agent.policies`, made by `make_policy`): `BatchedPolicy` around a
+  `ModelPolicy` (a Generator behind the task's prompts) and `ReplayPolicy` (recorded actions, for
+  deterministic runs).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -125,16 +133,10 @@ class Scored:
 
 @runtime_checkable
 class Reward(Protocol):
-    """Scores `completion`, the policy's output for `example`.
+    """Scores `completion`, the policy's output for `example`: a pure function of the two. Never
+    raises for a bad completion: that is a `format_error`."""
 
-    `needs_environment` False: a pure function of (completion, example); `env` is ignored and may be
-    None. True: the reward acts in `env` (the environment the episode ran in, at its final state),
-    which the caller must pass. Never raises for a bad completion: that is a `format_error`.
-    """
-
-    needs_environment: bool
-
-    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored: ...
+    def __call__(self, completion: str, example: StepExample) -> Scored: ...
 
 
 @dataclass(frozen=True)
@@ -174,4 +176,15 @@ class Policy(Protocol):
         the SRL step examples have them; `target` empty). Raises `PromptTooLong` when the prompt does
         not fit; never raises for what the output holds (the loop checks the format).
         """
+        ...
+
+    def check_instance(self, instance_id: str) -> None:
+        """Raise `policies.PolicyError`, saying why, when this policy cannot act on `instance_id` (a
+        replay holding no trajectory of it); a model acts on anything. Cheap: called for every
+        instance before any episode starts."""
+        ...
+
+    def episode(self) -> AbstractContextManager[Policy]:
+        """`with policy.episode() as acting:` one episode, which calls `acting.act`, from before its
+        container starts until it ends (a batching policy waits for the running episodes' turns)."""
         ...

@@ -11,7 +11,7 @@ The output contract (both tasks): `<think> free inner monologue </think>` follow
   (exact longest-common-subsequence 2M/T, far faster on long actions). Only the action is scored.
 - Outcome (RLVR, math): 1.0 when math-verify finds the action's final answer equivalent to the gold
   answer, else 0.0 (a format error is 0.0 too: the rollout is simply wrong). The check is
-  `srl_agent.math_grading`'s, which imports math-verify only when an outcome reward is asked for.
+  `srl_agent.eval.math_grading`'s, which imports math-verify only when an outcome reward is asked for.
 
 `StepSimilarityReward` and `MathAnswerReward` wrap these functions behind the `Reward` Protocol
 (`srl_agent.protocols`): configured once, then called per completion. Which one a task and stage use
@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from rapidfuzz.distance import Indel
 
@@ -32,7 +32,6 @@ from trajectories.actions import ActionParseError, parse_action, render_action
 
 if TYPE_CHECKING:
     from srl_agent.config import RewardConfig
-    from srl_agent.protocols import Environment
     from trajectories.record import StepExample
 
 THINK_OPEN = "<think>"
@@ -103,7 +102,7 @@ def math_outcome_reward(completion: str, answer: str | None, allow_preamble: boo
         return Scored(0.0, None, error)
     if answer is None:
         raise ValueError("math outcome reward needs the gold answer; this example has none")
-    from srl_agent.math_grading import response_matches
+    from srl_agent.eval.math_grading import response_matches
 
     try:
         correct = response_matches(answer, action)
@@ -125,13 +124,12 @@ class StepSimilarityReward:
     strip: bool = True
     allow_preamble: bool = False
     prefill: str = ""
-    needs_environment: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, cfg: RewardConfig, prefill: str = "") -> StepSimilarityReward:
         return cls(cfg.similarity, cfg.autojunk, cfg.strip, cfg.allow_preamble, prefill)
 
-    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored:
+    def __call__(self, completion: str, example: StepExample) -> Scored:
         return step_reward(
             self.prefill + completion,
             example.target,
@@ -149,11 +147,10 @@ class MathAnswerReward:
 
     allow_preamble: bool = False
     prefill: str = ""
-    needs_environment: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, cfg: RewardConfig, prefill: str = "") -> MathAnswerReward:
         return cls(cfg.allow_preamble, prefill)
 
-    def __call__(self, completion: str, example: StepExample, env: Environment | None = None) -> Scored:
+    def __call__(self, completion: str, example: StepExample) -> Scored:
         return math_outcome_reward(self.prefill + completion, example.answer, self.allow_preamble)

@@ -12,11 +12,12 @@ are called without an environment here (an environment reward needs the agent lo
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 
@@ -26,6 +27,9 @@ from srl_agent.data import DataStream
 from srl_agent.distributed import ONE_PROCESS, World
 from srl_agent.protocols import Completion, Generator, Reward, Scored
 from trajectories.record import StepExample
+
+if TYPE_CHECKING:
+    from srl_agent.runlog import SamplingConsole
 
 Prompts = Callable[[StepExample], list[int]]
 """An example's prompt token ids (`srl_agent.prompts.PromptCache`)."""
@@ -142,20 +146,24 @@ def collect_groups(
     max_new_tokens: int,
     temperature: float,
     world: World = ONE_PROCESS,
+    console: SamplingConsole | None = None,
 ) -> Collected[Group]:
     """Sample and filter groups until `batch_size` prompts are kept or `cfg.max_sampling_rounds` ran
-    (on several ranks: this rank's groups, `batch_size` counted over all ranks).
+    (on several ranks: this rank's groups, `batch_size` counted over all ranks). `console` (if any)
+    shows each round's generation and a line when it is judged.
 
     `cfg.filter` must be resolved (not `auto`: see `srl_agent.tasks.resolve`).
     """
     timings: dict[str, float] = {}
 
     def sample(examples: list[StepExample]) -> list[Group]:
-        return sample_groups(
-            examples, prompts, generator, reward, cfg.group_size, max_new_tokens, temperature, timings
-        )
+        with console.generating(len(examples)) if console else contextlib.nullcontext():
+            return sample_groups(
+                examples, prompts, generator, reward, cfg.group_size, max_new_tokens, temperature, timings
+            )
 
-    kept, sampled, rounds = dynamic_sampling(stream, batch_size, sample, cfg, world)
+    on_round = console.round_done if console else None
+    kept, sampled, rounds = dynamic_sampling(stream, batch_size, sample, cfg, world, on_round)
     return Collected(kept, sampled, rounds, timings.get("generation", 0.0), timings.get("reward", 0.0))
 
 
@@ -165,6 +173,7 @@ def dynamic_sampling(
     sample: Callable[[list[Any]], list[G]],
     cfg: GRPOConfig,
     world: World = ONE_PROCESS,
+    on_round: Callable[[int, int, int, int, int, float], None] | None = None,
 ) -> tuple[list[G], list[G], int]:
     """The paper's dynamic sampling, for any kind of group: `sample` the groups of the next items of
     `stream`, keep those the filter passes (their advantages set), and sample again for the items
@@ -173,6 +182,8 @@ def dynamic_sampling(
     On several ranks every rank draws the same items from its copy of the stream and samples its
     `world.shard` of them; the kept count is summed over the ranks, so all run the same rounds and
     `batch_size` is the batch of all ranks together.
+
+    `on_round(round, items, kept, total kept, batch_size, start time)` is called after each round.
 
     Returns (this rank's kept groups, every group it sampled, rounds).
     """
@@ -183,6 +194,7 @@ def dynamic_sampling(
     rounds = total_kept = 0
     while total_kept < batch_size and rounds < max(1, cfg.max_sampling_rounds):
         rounds += 1
+        started, before = time.perf_counter(), len(kept)
         mine = world.shard(stream.take(batch_size - total_kept))
         groups = sample(mine) if mine else []  # (no generate call for nothing)
         sampled += groups
@@ -191,6 +203,8 @@ def dynamic_sampling(
                 g.advantages = adv
                 kept.append(g)
         total_kept = int(world.sum(len(kept)))
+        if on_round is not None:
+            on_round(rounds, len(mine), len(kept) - before, total_kept, batch_size, started)
     return kept, sampled, rounds
 
 

@@ -1,5 +1,9 @@
 """What a run leaves behind besides checkpoints: metrics.jsonl, the console, optional sinks, the plot.
 
+`SamplingConsole` shows a training step's sampling as it happens, on stderr: a line per sampling
+round (prompts, rollouts, kept, seconds) and, while a round generates, a rich bar with the elapsed
+time (plain lines when `trainer.progress` is off), so a step of many minutes is never silent.
+
 `metrics.jsonl` holds one JSON object per training step. On resume it is cut back to the steps the
 checkpoint holds (a kill after a step was logged but before it was checkpointed would otherwise leave
 that step twice), so the file always lists steps 1..N once each. TensorBoard and wandb are imported
@@ -8,12 +12,13 @@ only when the config asks for them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +130,40 @@ def _missing(package: str) -> None:
     )
 
 
+class SamplingConsole:
+    """Reports the rounds of one step's dynamic sampling on stderr (see the module docstring)."""
+
+    def __init__(self, bar: bool, group_size: int) -> None:
+        self.bar, self.group_size = bar, group_size
+
+    @contextmanager
+    def generating(self, prompts: int) -> Iterator[None]:
+        """Around one round's generation: a bar with the elapsed time, or a plain line first."""
+        what = f"sampling: generating {prompts} prompts x {self.group_size} rollouts"
+        if not self.bar:
+            print(f"{what} ...", file=sys.stderr, flush=True)
+            yield
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn(what), BarColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+        ) as progress:
+            progress.add_task("generate", total=None)  # one batched call: its length is unknown
+            yield
+
+    def round_done(
+        self, round_: int, prompts: int, kept: int, total_kept: int, batch: int, started: float
+    ) -> None:
+        print(
+            f"sampling round {round_}: {prompts} prompts, {prompts * self.group_size} rollouts, "
+            f"{kept} kept ({total_kept}/{batch} of the batch), {time.perf_counter() - started:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def summary_line(row: dict[str, Any]) -> str:
     parts = [f"step {row['step']}"]
     for key, label in [
@@ -142,7 +181,7 @@ def summary_line(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-@contextlib.contextmanager
+@contextmanager
 def progress_bar(enabled: bool, total: int, done: int) -> Iterator[Callable[[dict[str, Any]], None]]:
     """Yields `advance(row)`: a rich progress bar, or plain lines when disabled."""
     if not enabled:

@@ -6,10 +6,11 @@
    environment of its task's image from the pool (reset to the base commit, the git history past it
    hidden: `EnvConfig.hide_history`) and runs the agent loop (`srl_agent.agent.run_episode`) with the
    policy sampling. The episodes' turns are generated together (`policies.BatchedPolicy`).
-2. The episode's patch is graded in the same environment, reset first: the task's test patch is
-   applied only then, never in the agent's view (`environments.grading.run_tests_in_env`; tasks
-   without the bundled layout go to the official harness). Reward 1 when every FAIL_TO_PASS and
-   PASS_TO_PASS test passes, else 0 (`outcome_score`).
+2. The episode's patch is graded by the one grading path (`environments.episodes.run_graded`, the
+   `grading` section, as evaluation grades): the fast runner in the same environment, reset first, so
+   the task's test patch is applied only then, never in the agent's view; tasks without the bundled
+   layout go to the official harness. Reward 1 when every FAIL_TO_PASS and PASS_TO_PASS test passes,
+   else 0 (`outcome_score`).
 3. Groups that are all right or all wrong carry no signal and are dropped (DAPO's filter); the step
    samples more tasks for the missing ones, up to `grpo.max_sampling_rounds` rounds.
 
@@ -45,10 +46,10 @@ from srl_agent.distributed import ONE_PROCESS, World
 from srl_agent.protocols import Scored
 
 if TYPE_CHECKING:
-    from environments.config import EnvConfig
+    from environments.config import EnvConfig, GradingConfig
     from environments.grading import GradeResult
     from environments.protocol import TaskInstance
-    from srl_agent.config import AgentConfig, EpisodesConfig, GRPOConfig, ResolvedTrainConfig, TrainConfig
+    from srl_agent.config import AgentConfig, GRPOConfig, ResolvedTrainConfig, TrainConfig
     from srl_agent.data import DataStream
     from srl_agent.policies import BatchedPolicy
     from srl_agent.protocols import Turn
@@ -60,8 +61,10 @@ log = logging.getLogger(__name__)
 def outcome_score(grade: GradeResult) -> Scored:
     """The outcome reward of a graded patch: 1 resolved; 0 unresolved, not applying or empty (the
     policy's doing); masked when the grader could not run the tests (`error`: no verdict)."""
-    if grade.status == "error":
-        return Scored(0.0, None, masked=f"grading failed: {grade.detail[:300]}")
+    from environments.episodes import grading_failure
+
+    if (why := grading_failure(grade)) is not None:
+        return Scored(0.0, None, masked=why)
     return Scored(1.0 if grade.resolved else 0.0, None)
 
 
@@ -164,11 +167,11 @@ class EpisodeRunner:
         agent: AgentConfig,
         build: BuildConfig,
         env_cfg: EnvConfig,
-        episodes: EpisodesConfig,
+        grading: GradingConfig,
         work_dir: Path,
     ) -> None:
         self.policy, self.pool, self.agent, self.build = policy, pool, agent, build
-        self.env_cfg, self.cfg, self.work_dir = env_cfg, episodes, work_dir
+        self.env_cfg, self.grading, self.work_dir = env_cfg, grading, work_dir
 
     def collect(
         self, stream: DataStream, batch_size: int, grpo: GRPOConfig, world: World = ONE_PROCESS
@@ -227,50 +230,25 @@ class EpisodeRunner:
             return self._run(task, policy)
 
     def _run(self, task: TaskInstance, policy: Any) -> EpisodeRollout:
-        from environments.pool import ImageUnavailable
-        from environments.tasks.sources import prepare_image
+        from environments.episodes import Acted, run_graded
         from srl_agent.agent import run_episode
 
-        iid = task.instance_id
-        episode, phase = None, "environment"  # what failed, when something raises
-        try:
-            # images are per engine: the pool has the image made on the engine it picks
-            with self.pool.acquire(
-                task.image, prepare=lambda client: prepare_image(task, self.env_cfg, client=client)
-            ) as env:
-                phase = "policy"  # the agent loop turns the environment's faults into an exit status
-                episode = run_episode(policy, env, task.problem_statement, iid, self.agent, self.build)
-                if episode.infrastructure_error:
-                    masked = Scored(0.0, None, masked=f"environment: {episode.detail}")
-                    return self._rollout(iid, episode, masked)
-                phase, started = "grading", time.perf_counter()
-                grade = self._grade(env, task, episode.patch)
-                seconds = time.perf_counter() - started
-        except ImageUnavailable as e:  # a missing image is the infrastructure's, not the policy's
-            return EpisodeRollout(iid, _masked("no image", e))
-        except Exception as e:  # the engine, a container or the model failed
-            log.warning("an episode of %s failed (%s)", iid, phase, exc_info=True)
-            return self._rollout(iid, episode, _masked(phase, e))
-        rollout = self._rollout(iid, episode, outcome_score(grade))
-        rollout.grade, rollout.seconds_grading = grade.status, seconds
+        def act(env: Any) -> Acted:  # the agent loop turns the environment's faults into an exit status
+            episode = run_episode(
+                policy, env, task.problem_statement, task.instance_id, self.agent, self.build
+            )
+            return Acted(episode, episode.patch, episode.detail if episode.infrastructure_error else None)
+
+        done = run_graded(
+            task, act, self.pool, self.grading, env_cfg=self.env_cfg, work_dir=self.work_dir / "harness",
+            act_name="policy",
+        )  # fmt: skip
+        if done.masked is not None:
+            return self._rollout(task.instance_id, done.episode, Scored(0.0, None, masked=done.masked))
+        assert done.grade is not None  # graded at once: nothing is deferred here
+        rollout = self._rollout(task.instance_id, done.episode, outcome_score(done.grade))
+        rollout.grade, rollout.seconds_grading = done.grade.status, done.seconds_grading
         return rollout
-
-    def _grade(self, env: Any, task: TaskInstance, patch: str | None) -> GradeResult:
-        """The fast in-container grader in the episode's own environment (reset first), or the
-        official harness for tasks it cannot grade."""
-        from environments.grading import grade_with_harness, harness_run_id, run_tests_in_env
-
-        if self.cfg.grader == "fast" or (self.cfg.grader == "auto" and hasattr(task, "test_patch")):
-            env.reset()
-            return run_tests_in_env(env, task, patch, timeout=self.cfg.test_timeout)
-        run_id = harness_run_id(f"rlvr-{task.instance_id}")
-        return grade_with_harness(
-            [task.instance()],
-            {task.instance_id: patch},
-            run_id,
-            work_dir=self.work_dir / "harness",
-            timeout=self.cfg.test_timeout,
-        )[task.instance_id]
 
     @staticmethod
     def _rollout(iid: str, episode: Any, score: Scored) -> EpisodeRollout:
@@ -287,10 +265,6 @@ class EpisodeRunner:
         )
 
 
-def _masked(kind: str, error: BaseException) -> Scored:
-    return Scored(0.0, None, masked=f"{kind}: {type(error).__name__}: {str(error)[:300]}")
-
-
 def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any], list[Any]]:
     """The training and validation tasks of `data.source` (`auto`: the bundled tasks; else task
     folders, SWE-bench / SWE-smith instance files or an HF dataset, as `evaluate --instances` takes).
@@ -301,6 +275,7 @@ def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any]
     import json
     import random
 
+    from environments.grader import refused
     from environments.tasks.sources import TaskSourceError, load_task_source
     from trajectories.config import ConfigError
 
@@ -313,10 +288,9 @@ def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any]
         )
     except TaskSourceError as e:
         raise ConfigError(f"data.source: {e}") from None
-    if episodes.grader == "fast":  # the in-container runner needs the bundled layout's test patch
-        why = "episodes.grader=fast grades bundled-layout tasks only"
-        skipped = [*skipped, *((t.instance_id, why) for t in tasks if not hasattr(t, "test_patch"))]
-        tasks = [t for t in tasks if hasattr(t, "test_patch")]
+    ungradable = refused(tasks, cfg.grading)
+    skipped = [*skipped, *ungradable]
+    tasks = [t for t in tasks if t.instance_id not in dict(ungradable)]
     for iid, reason in skipped:
         print(f"data: {iid} skipped: {reason}", file=sys.stderr)
     by_id = {t.instance_id: t for t in tasks}
@@ -352,7 +326,7 @@ def make_runners(
     from environments.pool import EnvironmentPool
     from srl_agent.policies import BatchedPolicy, ModelPolicy, context_length
 
-    pool = closing.enter_context(EnvironmentPool(cfg.environment, size=cfg.episodes.workers))
+    pool = closing.enter_context(EnvironmentPool(cfg.environment))
     max_new = cfg.generation.max_new_tokens
     limit = cfg.agent.max_prompt_tokens or context_length(model) - max_new
 
@@ -366,7 +340,7 @@ def make_runners(
             greedy=greedy,
         )
         return EpisodeRunner(
-            BatchedPolicy(policy), pool, cfg.agent, cfg.data.build, cfg.environment, cfg.episodes, run_dir
+            BatchedPolicy(policy), pool, cfg.agent, cfg.data.build, cfg.environment, cfg.grading, run_dir
         )
 
     return runner(greedy=False), runner(greedy=cfg.agent.greedy)

@@ -36,15 +36,15 @@ import torch
 
 from srl_agent import checkpoint as ckpt
 from srl_agent import swe_rlvr
-from srl_agent.backends import make_generator
 from srl_agent.config import ResolvedTrainConfig, TrainConfig
 from srl_agent.data import DataStream, load_splits
 from srl_agent.distributed import ONE_PROCESS, World, gathered, init_world, shard_model
-from srl_agent.generation import end_of_turn_id
+from srl_agent.generation import make_generator
+from srl_agent.generation.hf import end_of_turn_id
 from srl_agent.models import load_policy, load_reference
 from srl_agent.prompts import PromptCache, sft_target
 from srl_agent.rollouts import collect_groups, evaluate_examples, step_stats, summarize
-from srl_agent.runlog import NullLog, RunLog, plot_curves, progress_bar, summary_line
+from srl_agent.runlog import NullLog, RunLog, SamplingConsole, plot_curves, progress_bar, summary_line
 from srl_agent.tasks import TASKS, StageSpec, resolve, task_spec
 from srl_agent.update import (
     Sequence,
@@ -54,13 +54,7 @@ from srl_agent.update import (
     sft_update,
     step_sequences,
 )
-from trajectories.config import (
-    ConfigError,
-    add_config_arguments,
-    explain_config,
-    resolve_config,
-    run_cli,
-)
+from trajectories.config import ConfigError, add_config_arguments, explain_config, resolve_config, run_cli
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer
@@ -348,6 +342,7 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
     prompts were kept, sampling rounds."""
     cfg = run.cfg
     assert run.reward is not None, "a stage of step examples has a reward"
+    console = SamplingConsole(cfg.trainer.progress, cfg.grpo.group_size) if run.world.main else None
     collected = collect_groups(
         run.stream,
         cfg.trainer.batch_size,
@@ -358,6 +353,7 @@ def step_rollouts(run: Run) -> tuple[dict[str, Any], list[Sequence], int, int]:
         cfg.generation.max_new_tokens,
         cfg.generation.temperature,
         run.world,
+        console,
     )
     merged = collected.everywhere(run.world)
     row: dict[str, Any] = {

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from srl_agent import grpo
 from srl_agent.distributed import ONE_PROCESS, World, full_norm
-from srl_agent.policy import completion_logprobs, pack
+from srl_agent.logprobs import completion_logprobs, pack
 
 if TYPE_CHECKING:
     from torch.optim import Optimizer

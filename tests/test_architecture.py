@@ -2,7 +2,9 @@
 
 - `trajectories` imports neither `srl_agent` nor `environments`;
 - `environments` never imports `srl_agent`;
-- no two modules of one package import each other (a cycle hides a missing seam).
+- no two modules of one package import each other (a cycle hides a missing seam);
+- nothing in `srl_agent.eval` imports the training loop (`srl_agent.train`): evaluation takes a model
+  or checkpoint, never a running trainer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("trajectories", "environments", "srl_agent")
 FORBIDDEN = {"trajectories": {"srl_agent", "environments"}, "environments": {"srl_agent"}, "srl_agent": set()}
+# (importing package, imported module): a subpackage kept apart from one module of its own package
+FORBIDDEN_WITHIN = [("srl_agent.eval", "srl_agent.train")]
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -55,6 +59,9 @@ def violations(graph: dict[str, set[str]], forbidden: dict[str, set[str]]) -> li
         for target in sorted(imports):
             if target.split(".")[0] in forbidden.get(top, set()):
                 problems.append(f"{module} imports {target}")
+            for package, banned in FORBIDDEN_WITHIN:
+                if module.startswith(package + ".") and (target == banned or target.startswith(banned + ".")):
+                    problems.append(f"{module} imports {target}")
             same_package = target.split(".")[0] == top
             if same_package and target != module and module in graph.get(target, set()) and module < target:
                 problems.append(f"{module} and {target} import each other")
@@ -83,9 +90,15 @@ def test_the_checker_sees_forbidden_lazy_and_mutual_imports(tmp_path):
     (tmp_path / "srl_agent").mkdir()
     (tmp_path / "srl_agent" / "__init__.py").write_text("")
     (tmp_path / "srl_agent" / "train.py").write_text("import environments.box\nimport trajectories.a\n")
+    (tmp_path / "srl_agent" / "eval").mkdir()
+    (tmp_path / "srl_agent" / "eval" / "__init__.py").write_text("")
+    (tmp_path / "srl_agent" / "eval" / "swe.py").write_text(
+        "def h():\n    from srl_agent.train import main\n"
+    )
     graph = import_graph(tmp_path, PACKAGES)
     assert violations(graph, FORBIDDEN) == [
         "environments.box imports srl_agent.train",
+        "srl_agent.eval.swe imports srl_agent.train",
         "trajectories.a imports environments.box",
         "trajectories.a and trajectories.b import each other",
     ]

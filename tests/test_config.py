@@ -102,3 +102,21 @@ def test_train_cli_dry_run_and_bad_key():
     )
     assert bad.returncode != 0
     assert "trainer.nope" in bad.stderr
+
+
+def test_a_moved_key_is_an_error_naming_its_new_key_wherever_it_is_set(tmp_path):
+    """Old keys users may still have: in a YAML file or on the command line, nested or not."""
+    from srl_agent.config import EvalConfig, TrainConfig
+
+    old = tmp_path / "old.yaml"
+    old.write_text("swe:\n  grader: fast\nagent:\n  command_timeout: 30\n")
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(EvalConfig, old, ["swe.workers=4"])
+    message = str(caught.value)
+    assert f"swe.grader is now grading.grader (from {old})" in message
+    assert "swe.workers is now environment.pool_size (from command line)" in message
+    assert f"agent.command_timeout is now environment.command_timeout (from {old})" in message
+    with pytest.raises(ConfigError, match=r"episodes.test_timeout is now grading.test_timeout"):
+        resolve_config(TrainConfig, None, ["episodes.test_timeout=30"])
+    new = resolve_config(EvalConfig, None, ["grading.grader=fast", "environment.pool_size=4"])
+    assert (new.grading.grader, new.environment.pool_size) == ("fast", 4)

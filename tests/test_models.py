@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 import torch
 
-from srl_agent import models
+from srl_agent import evaluate, models
+from trajectories.config import ConfigError, run_cli
 
 
 def test_tiny_model_round_trips_chat_text():
@@ -33,8 +35,33 @@ def test_tiny_model_is_deterministic_per_seed():
 
 
 def test_unknown_model_is_a_clear_error(tmp_path):
-    with pytest.raises(models.ModelNotFoundError, match="cannot load model"):
-        models.load_model_and_tokenizer(str(tmp_path / "no-such-model"))
+    with pytest.raises(models.ModelNotFoundError, match="^model.name: .* holds no model"):
+        models.load_model_and_tokenizer(str(tmp_path))  # a folder, but no model in it
+
+
+@pytest.mark.parametrize("name", ["/nonexistent", "./no-such-model", "runs/x/checkpoints/best", "~/no-such"])
+def test_missing_model_path_names_the_key_and_the_path(name):
+    # transformers would read these as malformed hub ids ("Repo id must use alphanumeric chars")
+    with pytest.raises(ConfigError, match=f"^model.init_from: no such model folder {re.escape(name)}$"):
+        models.load_model_and_tokenizer(name, key="model.init_from")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--task", "math", "--model", "/nonexistent"],
+        ["--task", "math", "--checkpoint", "/nonexistent"],
+        ["--task", "math", "--benchmark", "{tmp}/bench.jsonl", "--model", "/nonexistent", "--out", "{tmp}/o"],
+    ],
+)
+def test_evaluate_with_a_missing_model_path_prints_a_message(argv, tmp_path, capsys):
+    (tmp_path / "bench.jsonl").write_text('{"problem": "1+1?", "answer": "2"}\n')
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: evaluate.main(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err.endswith("error: model.name: no such model folder /nonexistent\n") and "Traceback" not in err
 
 
 def test_missing_embedded_wheel_names_the_fix(monkeypatch):

@@ -24,7 +24,7 @@ from typing import Any
 
 from trajectories.record import ToolCall
 
-CALL_END = "</function>"  # closes every call (srl_agent.generation also ends SWE rollouts at it)
+CALL_END = "</function>"  # closes every call (srl_agent.generation.hf also ends SWE rollouts at it)
 _FUNCTION = re.compile(r"<function=([^>\n]+)>\n(.*?)</function>", re.DOTALL)
 _PARAMETER = re.compile(r"<parameter=([^>\n]+)>(.*?)</parameter>", re.DOTALL)
 _WRAPPED_KEYS = frozenset({"old_str", "new_str", "file_text"})

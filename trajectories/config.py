@@ -9,9 +9,9 @@ A run is resolved in three layers, later ones winning:
    are read as YAML scalars/lists.
 
 An unknown key, a wrong type or a missing file raises `ConfigError` naming the key (with where it came
-from) or the path. `dump_config` writes the resolved config as YAML (the
-run folder's `config.yaml`); `explain_config` writes the same YAML with each field's description as a
-comment above it (`--dry-run`).
+from) or the path; `run_cli` prints it (and a file system error on a named path) as one line.
+`dump_config` writes the resolved config as YAML (the run folder's `config.yaml`); `explain_config`
+writes the same YAML with each field's description as a comment above it (`--dry-run`).
 
 This module lives in `trajectories`, the package every other one may import, so that all three
 packages' entry points share it without breaking the one-way dependency rule.
@@ -23,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -45,6 +45,10 @@ class Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, coerce_numbers_to_str=True, use_attribute_docstrings=True
     )
+
+    moved: ClassVar[dict[str, str]] = {}
+    """Keys this section had and no longer has, each with the full dotted key that now holds its value:
+    a config or override that still sets one gets a ConfigError naming the new key."""
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, example: str = "section.key=value") -> None:
@@ -77,6 +81,7 @@ def resolve_config(
         key, value = parse_override(item)
         _set_dotted(data, key, value)
         sources[key] = "command line"
+    _refuse_moved(cls, data, sources)
     try:
         return cls.model_validate(data)
     except ValidationError as e:
@@ -84,12 +89,20 @@ def resolve_config(
 
 
 def run_cli(main: Callable[[], int]) -> NoReturn:
-    """Run an entry point's `main`, turning a ConfigError into a one-line message and exit status 2."""
+    """Run an entry point's `main`, turning a ConfigError into a one-line message and exit status 2, and
+    an OSError on a named path (an `--out` on a read-only file system, a folder without permission, a
+    full disk) into one naming the path and why, exit status 1. Other errors keep their traceback."""
     try:
         code = main()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+        print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
@@ -182,6 +195,29 @@ def _flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
         if isinstance(value, dict):
             keys.extend(_flat_keys(value, dotted + "."))
     return keys
+
+
+def _refuse_moved(cls: type[BaseModel], data: dict[str, Any], sources: dict[str, str]) -> None:
+    """ConfigError naming every key of `data` that a section's `moved` map names, with its new key."""
+    lines = _moved_keys(cls, data, sources, "")
+    if lines:
+        raise ConfigError("moved config keys:\n  " + "\n  ".join(lines))
+
+
+def _moved_keys(
+    cls: type[BaseModel], data: dict[str, Any], sources: dict[str, str], prefix: str
+) -> list[str]:
+    moved: dict[str, str] = getattr(cls, "moved", {})
+    lines = []
+    for key, value in data.items():
+        where = f" (from {sources[prefix + key]})" if prefix + key in sources else ""
+        field = cls.model_fields.get(key)
+        sub = field.annotation if field is not None else None
+        if key in moved:
+            lines.append(f"{prefix}{key} is now {moved[key]}{where}")
+        elif isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            lines += _moved_keys(sub, value, sources, f"{prefix}{key}.")
+    return lines
 
 
 def _describe(error: ValidationError, sources: dict[str, str]) -> str:

@@ -86,6 +86,14 @@ class Task:
         return self.directory / "repo"
 
     @property
+    def fast_gradable(self) -> bool:
+        return True  # the test patch is here and the tests are pytest's: `grading.run_tests_in_env`
+
+    @property
+    def gold_patch(self) -> str | None:
+        return self.patch if self.patch.strip() else None
+
+    @property
     def expert_trajectory(self) -> Path:
         return self.directory / "expert.traj"
 

@@ -12,9 +12,11 @@
   folders: each of them (a malformed one is skipped, the others load);
 - a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
   of SWE-bench or SWE-smith instances (`swebench_rows`);
-- anything else: a Hugging Face dataset (`princeton-nlp/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
+- anything else: a Hugging Face dataset (`SWE-bench/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
   or a local folder of data files such as `test.jsonl` / `test-*.parquet`) read through
-  `trajectories.hf.iter_rows` (`datasets.load_dataset`) at `split`.
+  `trajectories.hf.iter_rows` (`datasets.load_dataset`) at `split`. The old `princeton-nlp/` ids of
+  the SWE-bench datasets (as papers cite them) read the same datasets under their current
+  `SWE-bench/` ids, which carry the fields swebench 5.x grades with (`RENAMED_DATASETS`).
 
 It returns `LoadedTasks(tasks, skipped)`: the tasks, sorted by instance id, and one
 `SkippedInstance(instance_id, reason)` for each entry that cannot be evaluated. A row no episode can
@@ -23,8 +25,9 @@ grades with (classic 12-field rows, SWE-smith rows), so that no episode is spent
 `require_grading` it loads and its `instance()` raises `MissingGradingFields` when it is graded.
 Filters (`instance_ids`, a `pattern` searched in the id) apply to both lists (an entry whose id
 cannot be read stays in `skipped` unless `instance_ids` are named), then `limit` keeps the first N
-tasks. Whole-source problems raise `TaskSourceError`: no such file, a file or dataset that cannot be
-read, two entries with one id (which one would be graded?), an id in `instance_ids` that the source
+tasks. Identical rows of one id are read once (with a warning). Whole-source problems raise
+`TaskSourceError`: no such file, a file or dataset that cannot be read, two different entries with
+one id among the selected ones (which one would be graded?), an id in `instance_ids` that the source
 does not hold.
 
 `prepare_image(task, cfg)` makes `task.image` present: a bundled task's image is built by the
@@ -67,6 +70,11 @@ log = logging.getLogger(__name__)
 CHECKOUT_RECIPE = 1  # bump when the way a checkout image is made changes
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+# The SWE-bench datasets moved from princeton-nlp/ to the SWE-bench organisation on the Hub.
+RENAMED_DATASETS = {
+    f"princeton-nlp/{name}": f"SWE-bench/{name}"
+    for name in ("SWE-bench", "SWE-bench_Lite", "SWE-bench_Verified", "SWE-bench_Multimodal")
+}
 _KEEP_ALIVE = ["sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 86400 & wait $!; done']
 
 
@@ -114,9 +122,10 @@ def load_task_source(
     entries = list(_entries(source, split))
     counts = Counter(iid for iid, _ in entries if iid is not None)
     ids = set(counts)
-    duplicates = sorted(iid for iid, n in counts.items() if n > 1)
+    wanted = _wanted(ids, instance_ids, pattern, source)
+    duplicates = sorted(iid for iid, n in counts.items() if n > 1 and wanted(iid))
     if duplicates:
-        raise TaskSourceError(f"{_label(source)}: more than one entry for {', '.join(duplicates)}")
+        raise TaskSourceError(f"{_label(source)}: different entries for {', '.join(duplicates)}")
     tasks: list[TaskInstance] = []
     skipped: list[SkippedInstance] = []
     for iid, entry in entries:
@@ -129,7 +138,6 @@ def load_task_source(
             )
         else:
             tasks.append(entry)
-    wanted = _wanted(ids, instance_ids, pattern, source)
     tasks = [t for t in sorted(tasks, key=lambda t: t.instance_id) if wanted(t.instance_id)]
     # An entry without a readable id may be any instance: kept, unless named ids were asked for.
     skipped = [
@@ -157,8 +165,9 @@ def _entries(source: str | Path | None, split: str) -> Iterator[tuple[str | None
     elif path.is_file() and path.suffix == ".parquet":
         yield from _rows(_dataset_rows("parquet", "train", path.name, data_files=str(path)), path.name)
     elif path.exists() or (_HUB_ID.match(str(source)) and path.suffix not in _FILE_SUFFIXES):
-        label = f"{source}[{split}]"
-        yield from _rows(_dataset_rows(str(source), split, label), label)
+        name = str(source) if path.exists() else RENAMED_DATASETS.get(str(source), str(source))
+        label = f"{name}[{split}]"
+        yield from _rows(_dataset_rows(name, split, label), label)
     else:
         raise TaskSourceError(
             f"{source}: no such file or folder, and not a Hugging Face dataset id (owner/name)"
@@ -179,6 +188,7 @@ def _task_folders(directory: Path, single: bool = False) -> Iterator[tuple[str |
 
 
 def _rows(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str | None, Any]]:
+    first: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (where, row) of its first row
     for where, row in rows:
         if isinstance(row, SkippedInstance):
             yield None, row
@@ -188,6 +198,11 @@ def _rows(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str | N
             continue
         iid = row.get("instance_id")
         iid = iid.strip() if isinstance(iid, str) and iid.strip() else None
+        if iid is not None and iid in first and first[iid][1] == row:
+            log.warning("%s: %s repeats %s's row for %s; read once", label, where, first[iid][0], iid)
+            continue
+        if iid is not None:
+            first.setdefault(iid, (where, row))
         try:
             yield iid, task_from_row(row)
         except RowError as e:

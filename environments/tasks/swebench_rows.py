@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from environments.grading import official_image_name
@@ -85,6 +86,19 @@ class SWEBenchTask:
     @property
     def gradable(self) -> bool:
         return not self.missing_for_grading
+
+    @property
+    def fast_gradable(self) -> bool:
+        return False  # its tests run as its eval script says, which only the harness reads
+
+    @property
+    def gold_patch(self) -> str | None:
+        patch = self.row.get("patch")
+        return patch if isinstance(patch, str) and patch.strip() else None
+
+    @property
+    def repo_dir(self) -> Path | None:
+        return None  # the repository is in the image only
 
     def instance(self) -> dict[str, Any]:
         """The row as the swebench 5.x harness reads it, with this task's `image`.

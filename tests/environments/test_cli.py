@@ -23,14 +23,14 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO, timeout
 
 
 def test_dry_run_shows_the_resolved_config_with_overrides():
-    out = cli("replay", "x.traj", "--dry-run", "replay.grader=fast", "environment.memory=4g")
+    out = cli("replay", "x.traj", "--dry-run", "grading.grader=fast", "environment.memory=4g")
     assert out.returncode == 0, out.stderr
     assert "grader: fast" in out.stdout and "memory: 4g" in out.stdout
 
 
 def test_config_errors_name_the_key_and_exit_2(tmp_path: Path):
-    out = cli("build", "replay.grader=slow")
-    assert out.returncode == 2 and "replay.grader (from command line)" in out.stderr
+    out = cli("build", "grading.grader=slow")
+    assert out.returncode == 2 and "grading.grader (from command line)" in out.stderr
     config = tmp_path / "env.yaml"
     config.write_text("environment:\n  memroy: 4g\n")
     out = cli("doctor", "--config", str(config))
@@ -80,7 +80,7 @@ def test_replay_json_resolves_through_the_harness(tmp_path: Path):
     cli("build")
     task = get_task("srl-agent__intervals-1")
     out = cli("replay", str(task.expert_trajectory), "--instance", task.instance_id, "--json",
-              f"replay.work_dir={tmp_path}")  # fmt: skip
+              f"replay.work_dir={tmp_path}", "grading.grader=harness")  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     payload = json.loads(out.stdout)  # exactly one JSON object: json.loads refuses anything more
     assert payload["instance_id"] == task.instance_id and payload["resolved"] is True

@@ -56,7 +56,9 @@ def test_bad_source_exits_2_and_options_set_the_config(tmp_path: Path):
     assert missing.returncode == 2 and "missing.jsonl: no such file" in missing.stderr and not missing.stdout
     dry = cli(EXPERTS, "--out", "runs/x", "--workers", "3", "--tasks", "runs/tasks.json", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert all(f"{line}\n" in dry.stdout for line in ("out: runs/x", "workers: 3", "tasks: runs/tasks.json"))
+    assert all(
+        f"{line}\n" in dry.stdout for line in ("out: runs/x", "pool_size: 3", "tasks: runs/tasks.json")
+    )
 
 
 @pytest.mark.docker

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from envtest_support import fast_config, sample_image
 from environments import docker_engine
 from environments.container import DockerEnvironment, reap_leaked
 from environments.labels import MANAGED_LABEL, OWNER_LABEL, owner_id
+from environments.shell import ContainerStopped
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +200,29 @@ def test_reaper_removes_containers_of_dead_owners_only() -> None:
 def test_stopped_container_is_restarted_and_the_command_still_runs() -> None:
     with DockerEnvironment(sample_image(), fast_config()) as env:
         env.run("cd calc && echo changed >> ops.py")
-        gone = env.run("kill -TERM 1; sleep 5")  # the keeper (PID 1) exits: the container stops
-        assert gone.exit_code is None
+        with pytest.raises(ContainerStopped):  # the keeper (PID 1) exits: the container stops
+            env.run("kill -TERM 1; sleep 5")
         result = env.run("pwd; git status --short")
         assert (result.output, result.exit_code) == ("/testbed/calc\n M ops.py\n", 0)
         assert "restarted" in (result.note or "")
-        env.run("kill -TERM 1")
+        with pytest.raises(ContainerStopped, match=r"\(exit status 0\)"):
+            env.run("kill -TERM 1; sleep 5")
         env.reset()  # a stopped container cannot be restored in place: a fresh one replaces it
         assert env.run("git status --short; pwd").output == "/testbed\n"
+
+
+@pytest.mark.docker
+def test_a_container_killed_under_a_command_is_the_environment_dying_not_the_shell() -> None:
+    with DockerEnvironment(sample_image(), fast_config()) as env:
+        engine = docker_engine.connect()
+        killer = threading.Timer(1.0, lambda: engine.containers.get(env.container_id).kill())
+        killer.start()
+        try:
+            with pytest.raises(ContainerStopped, match=r"stopped while the command ran \(exit status 137\)"):
+                env.run("sleep 30")
+        finally:
+            killer.join()
+        assert env.run("echo back").output == "back\n"  # the next command restarts it, saying so
+        # the agent's own `exit` is still its shell's doing: a note, and the container lives on
+        left = env.run("exit 3")
+        assert left.exit_code is None and "The shell exited" in (left.note or "")

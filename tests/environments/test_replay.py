@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from environments.config import GradingConfig
 from environments.grading import grade_with_harness, harness_run_id
 from environments.replay import (
     ReplayConfig,
@@ -95,7 +96,9 @@ def test_every_expert_replay_resolves_through_the_official_harness(tasks: list[T
 @pytest.mark.docker
 def test_replay_with_the_fast_grader(tasks):
     task = get_task("srl-agent__intervals-1")
-    result = replay(load_trajectory(task.expert_trajectory), task, ReplayConfig(grader="fast"))
+    result = replay(
+        load_trajectory(task.expert_trajectory), task, ReplayConfig(), grading=GradingConfig(grader="fast")
+    )
     assert result.resolved and result.grade.grader == "fast"
     payload = result.to_dict()
     assert {"instance_id", "steps_replayed", "patch", "resolved"} <= payload.keys()
@@ -105,7 +108,12 @@ def test_replay_with_the_fast_grader(tasks):
 @pytest.mark.docker
 def test_partial_replay_does_not_resolve(tasks):
     task = get_task("srl-agent__paginate-1")
-    result = replay(load_trajectory(task.expert_trajectory), task, ReplayConfig(grader="fast", max_steps=5))
+    result = replay(
+        load_trajectory(task.expert_trajectory),
+        task,
+        ReplayConfig(max_steps=5),
+        grading=GradingConfig(grader="fast"),
+    )
     assert (result.steps_replayed, result.steps_total, result.submitted) == (5, 10, False)
     assert "reproduce.py" in result.patch  # no submit: the repository's diff is graded
     assert result.grade.status == "unresolved" and result.grade.fail_to_pass.failure
@@ -122,7 +130,7 @@ def test_unknown_and_failing_actions_are_reported_and_replay_goes_on(tasks):
         Step("a failing command is fine", ToolCall("bash", {"command": "false"})),
     ]  # fmt: skip
     trajectory = Trajectory(task=expert.task, steps=foreign + expert.steps, instance_id=task.instance_id)
-    result = replay(trajectory, task, ReplayConfig(grader="fast"))
+    result = replay(trajectory, task, ReplayConfig(), grading=GradingConfig(grader="fast"))
     assert [(e.step, e.tool) for e in result.tool_errors] == [(0, "open"), (1, "str_replace_editor")]
     assert "missing.py" in result.tool_errors[1].observation
     assert result.submitted and result.resolved

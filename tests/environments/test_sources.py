@@ -63,11 +63,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def test_bundled_tasks_and_rows_are_task_instances(shared_data: Path):
     members = {"instance_id", "problem_statement", "image", "base_commit", "instance"}
+    members |= {"fast_gradable", "gold_patch", "repo_dir"}  # what graders and the oracle ask of a task
     assert {m for m in dir(TaskInstance) if not m.startswith("_")} == members
     row_task = load_task_source(lite_sample(shared_data), require_grading=False).tasks[0]
-    for task in (load_tasks()[0], row_task):
+    bundled = load_tasks()[0]
+    for task in (bundled, row_task):
         assert isinstance(task, TaskInstance)
         assert task.instance_id and task.problem_statement.strip() and task.image
+        assert task.gold_patch and task.gold_patch.startswith("diff --git")
+    # the fast runner needs the bundled layout's test files; a SWE-bench row goes to the harness
+    assert (bundled.fast_gradable, row_task.fast_gradable) == (True, False)
+    assert bundled.repo_dir is not None and bundled.repo_dir.is_dir() and row_task.repo_dir is None
 
 
 # -- each kind of source -------------------------------------------------------------------------------
@@ -249,11 +255,36 @@ def test_ids_pattern_and_limit_select_tasks_and_skips(shared_data: Path):
         load_task_source(None, pattern="(")
 
 
-def test_duplicate_ids_are_an_error(tmp_path: Path):
-    row = hf_style(load_tasks()[0].instance())
-    path = write_jsonl(tmp_path / "dup.jsonl", [row, load_tasks()[1].instance(), row])
-    with pytest.raises(TaskSourceError, match=f"more than one entry for {row['instance_id']}$"):
+def test_identical_rows_are_read_once_and_different_ones_of_one_id_refused_when_selected(tmp_path, caplog):
+    row, other = (hf_style(task.instance()) for task in load_tasks()[:2])
+    path = write_jsonl(tmp_path / "dup.jsonl", [row, other, row])
+    assert [t.instance_id for t in load_task_source(path).tasks] == sorted(
+        [row["instance_id"], other["instance_id"]]
+    )
+    assert f"dup.jsonl:3 repeats dup.jsonl:1's row for {row['instance_id']}; read once" in caplog.text
+    assert [t.instance_id for t in load_task_source(path, instance_ids=[other["instance_id"]]).tasks] == [
+        other["instance_id"]
+    ]
+    path = write_jsonl(tmp_path / "two.jsonl", [row, other, {**row, "problem_statement": "another issue"}])
+    with pytest.raises(TaskSourceError, match=f"different entries for {row['instance_id']}$"):
         load_task_source(path)
+    # which one would be graded matters only when the id is selected
+    assert [t.instance_id for t in load_task_source(path, instance_ids=[other["instance_id"]]).tasks] == [
+        other["instance_id"]
+    ]
+
+
+def test_the_princeton_nlp_ids_read_the_renamed_swe_bench_datasets():
+    # offline, so the read fails at once and its message names the dataset the loader asked for
+    code = (
+        "from environments.tasks.sources import load_task_source as l; l('princeton-nlp/SWE-bench_Verified')"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "TaskSourceError: cannot read dataset SWE-bench/SWE-bench_Verified split 'test'" in done.stderr
 
 
 def test_missing_paths_and_unreadable_files_are_errors(tmp_path: Path):

@@ -15,6 +15,7 @@ import pytest
 
 from environments.replay import load_trajectory
 from environments.tasks.bundled import Task, build_images, get_task, load_tasks
+from srl_agent import evaluate
 from srl_agent.agent import (
     EXAMPLE_OUTPUT,
     EXIT_STATUSES,
@@ -34,6 +35,7 @@ from srl_agent.protocols import Completion, Turn
 from srl_agent.tasks import SWE
 from trajectories.actions import render_action
 from trajectories.build import BuildConfig, swe_examples
+from trajectories.config import ConfigError, run_cli
 from trajectories.record import Step, ToolCall, Trajectory, write_jsonl
 from trajectories.sources import read_source
 
@@ -144,11 +146,32 @@ def test_a_trajectory_for_another_instance_is_an_error_naming_both(tmp_path):
         PolicyError, match=r"holds no trajectory for srl-agent__intervals-1 \(it has srl-agent__paginate-1\)"
     ):
         policy.act(next_example(episode_of_another, BuildConfig()))
-    with pytest.raises(PolicyError, match="replay:.*nope: no such file or folder"):
+    with pytest.raises(ConfigError, match=r"^model.name \(--model\): replay:.*nope: no such file or folder"):
         make_policy(f"replay:{tmp_path / 'nope'}")
     write_jsonl([Trajectory(task="t", steps=[], instance_id="x__y-1")] * 2, tmp_path / "two.jsonl")
-    with pytest.raises(PolicyError, match="two trajectories for x__y-1"):
+    with pytest.raises(ConfigError, match="two trajectories for x__y-1"):
         make_policy(f"replay:{tmp_path / 'two.jsonl'}")
+
+
+@pytest.mark.parametrize("scaffold", ["agent", "oracle"])
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("replay:/missing.traj", "replay:/missing.traj: no such file or folder"),
+        ("replay:", "'replay:' names no path"),
+    ],
+)
+def test_a_bad_replay_model_is_a_message_naming_the_flag_and_the_path(
+    scaffold, model, says, tmp_path, capsys
+):
+    argv = ["--task", "swe", "--instances", "--scaffold", scaffold, "--model", model, "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: evaluate.main(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"error: model.name (--model): {says}" + (
+        ": replay:PATH, a recorded file or folder" if model == "replay:" else ""
+    )
 
 
 # -- real episodes in containers ----------------------------------------------------------------------
@@ -225,10 +248,11 @@ def test_submitting_without_an_edit_does_not_resolve(tasks):
 
 @pytest.fixture(scope="module")
 def tiny_policy() -> ModelPolicy:
-    return make_policy(
+    batched = make_policy(
         "tiny-random",
         generation=GenerationConfig(max_new_tokens=16, stop=list(SWE.stop), stop_at_step_end=False),
     )
+    return batched.policy  # the model policy the factory wraps for concurrent episodes
 
 
 @pytest.mark.docker
@@ -287,6 +311,30 @@ def test_the_wall_clock_limit_ends_the_episode_between_turns(tasks):
 
 
 @pytest.mark.docker
+def test_a_container_killed_under_a_command_ends_the_episode_as_an_environment_error(tasks):
+    import threading
+
+    from environments import docker_engine
+    from environments.container import DockerEnvironment
+
+    task = get_task("srl-agent__paginate-1")
+    steps = [Step("wait", ToolCall("bash", {"command": "sleep 30"})), Step("done", ToolCall("submit"))]
+    waits = ReplayPolicy(
+        {task.instance_id: Trajectory(task="t", steps=steps, instance_id=task.instance_id)}, "mem"
+    )
+    with DockerEnvironment(task.image) as env:
+        container = docker_engine.shared_client().containers.get(env.container_id)
+        killer = threading.Timer(1.0, container.kill)
+        killer.start()
+        episode = run_episode(waits, env, task.problem_statement, task.instance_id)
+        killer.join()
+    # not an observation telling the policy that its shell exited: the environment died
+    assert (episode.exit_status, episode.patch, episode.trajectory.steps) == ("environment_error", None, [])
+    assert episode.infrastructure_error
+    assert "ContainerStopped" in episode.detail and "stopped while the command ran" in episode.detail
+
+
+@pytest.mark.docker
 def test_a_container_that_dies_mid_episode_is_an_environment_error(tasks):
     from environments import docker_engine
     from environments.container import DockerEnvironment
@@ -308,7 +356,8 @@ def test_a_container_that_dies_mid_episode_is_an_environment_error(tasks):
     with DockerEnvironment(task.image) as env:
         saboteur.env = env
         episode = run_episode(saboteur, env, task.problem_statement, task.instance_id)
-    # the removal may surface as one command that never finished (exit None) before the next one raises
+    # the removal surfaces under the command that was running (ContainerStopped) or at the next one
     assert (episode.exit_status, episode.patch) == ("environment_error", None)
     assert 2 <= len(episode.trajectory.steps) < len(replay.trajectory_for(task.instance_id).steps)
-    assert episode.infrastructure_error and "NotFound" in episode.detail
+    assert episode.infrastructure_error
+    assert "NotFound" in episode.detail or "stopped while the command ran (it was removed)" in episode.detail

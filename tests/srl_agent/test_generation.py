@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from srl_agent.generation import HFGenerator, StopRule
+from srl_agent.generation.hf import HFGenerator, StopRule
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.protocols import Completion
 

@@ -14,7 +14,7 @@ from srl_helpers import TINY
 
 from srl_agent import lora, train, update
 from srl_agent.config import LoRAConfig, ModelConfig, TrainConfig
-from srl_agent.generation import HFGenerator
+from srl_agent.generation.hf import HFGenerator
 from srl_agent.models import load_model_and_tokenizer, load_policy
 from srl_agent.runlog import read_metrics
 from srl_agent.tasks import resolve
@@ -52,7 +52,9 @@ def test_a_bad_lora_key_or_value_is_an_error_naming_it():
 
 
 def test_merged_weights_are_peft_merge_under_the_base_names_and_leave_the_policy_alone():
-    from srl_agent.vllm_generation import _checkpoint_weights  # what the engine is given (no vllm import)
+    from srl_agent.generation.vllm_engine import (
+        _checkpoint_weights,  # what the engine is given (no vllm import)
+    )
 
     model, _ = adapted_tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}

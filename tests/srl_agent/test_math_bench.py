@@ -14,15 +14,15 @@ import pytest
 
 from srl_agent import evaluate
 from srl_agent.config import EvalConfig
-from srl_agent.math_bench import (
+from srl_agent.eval.math_bench import (
     SHORT_NAMES,
     Benchmark,
     evaluate_benchmarks,
     read_benchmark,
     resolve_benchmarks,
 )
-from srl_agent.math_eval import PAPER_COLUMNS, grade_rows, make_report, paper_table
-from srl_agent.math_grading import Checker
+from srl_agent.eval.math_grading import Checker
+from srl_agent.eval.math_report import PAPER_COLUMNS, grade_rows, make_report, paper_table
 from trajectories.config import ConfigError
 
 

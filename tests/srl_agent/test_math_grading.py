@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from srl_agent.math_grading import Checker, avg_at_k, extract_answer, pass_at_k
+from srl_agent.eval.math_grading import Checker, avg_at_k, extract_answer, pass_at_k
 
 
 def slow_check(gold: str, answer: str) -> bool:

@@ -16,8 +16,9 @@ import pytest
 
 from environments.tasks.bundled import get_task, load_tasks
 from srl_agent import evaluate
-from srl_agent.oracle import ORACLE_SYSTEM, make_patch, oracle_paths, user_turn
-from srl_agent.search_replace import apply_edits, edits_from_patch, parse_edits, unified_diff
+from srl_agent.eval.oracle import ORACLE_SYSTEM, ReplayResponder, make_patch, oracle_paths, user_turn
+from srl_agent.eval.search_replace import apply_edits, edits_from_patch, parse_edits, unified_diff
+from trajectories.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -197,6 +198,22 @@ def test_the_gold_patch_written_as_edits_gives_back_a_patch_that_applies_like_it
     assert _git_applied(tmp_path / "ours", files, made["patch"]) == gold
 
 
+def test_a_malformed_replay_line_is_skipped_with_its_file_and_line_and_the_others_kept(tmp_path, capsys):
+    path = tmp_path / "responses.jsonl"
+    rows = ['{"instance_id": "a__b-1", "response": "one"}', '{"instance_id": "c__d-1", "resp', "",
+            '{"instance_id": "e__f-1"}', '{"instance_id": "g__h-1", "response": "four"}']  # fmt: skip
+    path.write_text("\n".join(rows) + "\n")
+    responder = ReplayResponder.from_path(path)
+    assert responder.responses == {"a__b-1": "one", "g__h-1": "four"}
+    assert capsys.readouterr().err.splitlines() == [
+        f"oracle: skipped {path}:2: not valid JSON (Unterminated string starting at)",
+        f"oracle: skipped {path}:4: it needs `instance_id` and a `response` string",
+    ]
+    path.write_text(rows[1] + "\n")
+    with pytest.raises(ConfigError, match=r"^model.name \(--model\): replay:.*no row with .*\(1 skipped\)$"):
+        ReplayResponder.from_path(path)
+
+
 def test_the_oracle_scaffold_without_instances_is_an_error_that_names_the_key():
     from trajectories.config import ConfigError
 
@@ -272,7 +289,7 @@ def test_the_harness_resolves_gold_edits_on_instance_rows_whose_files_are_read_i
     report = run_eval(
         "--instances", str(rows), "--model", f"replay:{responses}", "--out", str(tmp_path / "eval")
     )
-    assert report["grader"] == "harness"
+    assert report["grader"] == "auto"  # the harness, for rows without the bundled layout
     assert report["instances"] == {
         good.instance_id: "resolved",
         bad.instance_id: "empty_patch",

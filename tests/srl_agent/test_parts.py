@@ -7,9 +7,9 @@ from srl_helpers import math_example
 
 from srl_agent.checkpoint import find_checkpoint, save_checkpoint
 from srl_agent.data import DataStream
-from srl_agent.generation import HFGenerator, StopRule, stop_cut
+from srl_agent.generation.hf import HFGenerator, StopRule, stop_cut
+from srl_agent.logprobs import completion_logprobs, pack
 from srl_agent.models import load_model_and_tokenizer
-from srl_agent.policy import completion_logprobs, pack
 from srl_agent.prompts import (
     MATH_SYSTEM,
     SWE_SYSTEM,

@@ -137,3 +137,40 @@ def _trajectory_of(task) -> Trajectory:
     from environments.replay import load_trajectory
 
     return load_trajectory(task.expert_trajectory)
+
+
+def test_a_replay_without_the_instances_trajectory_is_a_bad_model_refused_before_any_episode(
+    tmp_path, monkeypatch
+):
+    from trajectories.config import ConfigError
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "eval"
+    paginate = get_task("srl-agent__paginate-1").expert_trajectory
+    with pytest.raises(ConfigError, match="--model replay:.*holds no trajectory for srl-agent__intervals-1"):
+        run_eval("--instances", "--model", f"replay:{paginate}", "--grader", "fast", "--out", str(out),
+                 "swe.instance_ids=[srl-agent__intervals-1]")  # fmt: skip
+    ledger = out / "results.jsonl"
+    assert not ledger.exists() or "infrastructure_error" not in ledger.read_text()  # nothing to retry
+
+
+def test_a_rerun_into_the_same_folder_with_another_model_or_scaffold_is_refused_naming_both(
+    tmp_path, monkeypatch
+):
+    """Not "0 to run" with the earlier run's results reported under the new label."""
+    from trajectories.config import ConfigError
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "eval"
+    first = ["--instances", "--grader", "fast", "--out", str(out), "swe.instance_ids=[srl-agent__paginate-1]"]
+    assert run_eval(*first, "--model", "replay:environments/tasks")["resolved"] == 1
+    copy = tmp_path / "replays"
+    copy.mkdir()
+    (copy / "paginate.traj").write_bytes(get_task("srl-agent__paginate-1").expert_trajectory.read_bytes())
+    with pytest.raises(
+        ConfigError, match=r"model: 'replay:environments/tasks' there, 'replay:.*replays' now"
+    ):
+        run_eval(*first, "--model", f"replay:{copy}")
+    with pytest.raises(ConfigError, match="scaffold: 'agent' there, 'oracle' now"):
+        run_eval(*first, "--model", "replay:environments/tasks", "--scaffold", "oracle")
+    assert run_eval(*first, "--model", "replay:environments/tasks")["resolved"] == 1  # the same run resumes

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from environments.config import GradingConfig
 from environments.grading import GradeResult
 from environments.pool import EnvironmentPool
 from environments.replay import load_trajectory
 from environments.tasks.bundled import Task, build_images, load_tasks
-from srl_agent.backends import make_generator
 from srl_agent.config import (
     AgentConfig,
     EpisodesConfig,
@@ -36,6 +36,7 @@ from srl_agent.config import (
     TrainConfig,
 )
 from srl_agent.data import DataStream
+from srl_agent.generation import make_generator
 from srl_agent.models import load_model_and_tokenizer
 from srl_agent.policies import BatchedPolicy, ModelPolicy, ReplayPolicy
 from srl_agent.prompts import PromptCache
@@ -169,10 +170,10 @@ def test_tasks_come_from_the_sources_evaluation_reads_and_a_resumed_run_keeps_it
     assert saved == {"train": [t.instance_id for t in train], "validation": [val[0].instance_id]}
     reseeded = cfg.model_copy(update={"seed": 7})  # a resumed run reads its split back whatever else changed
     assert load_tasks(reseeded, tmp_path / "c", resume=True)[1] == val
-    fast = cfg.model_copy(update={"episodes": EpisodesConfig(grader="fast")})
+    fast = cfg.model_copy(update={"grading": GradingConfig(grader="fast")})
     with pytest.raises(ConfigError, match="no task an episode can be graded on"):
         load_tasks(fast, tmp_path / "d", resume=False)
-    assert "grades bundled-layout tasks only" in capsys.readouterr().err
+    assert "the fast grader runs bundled-layout tasks only" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="episodes.val_tasks: 3 of 3 tasks leaves none"):
         load_tasks(cfg.model_copy(update={"episodes": EpisodesConfig(val_tasks=3)}), tmp_path / "e", False)
 
@@ -239,7 +240,7 @@ def _runner(policy, pool, tmp_path, **agent) -> EpisodeRunner:
         AgentConfig(**{"max_steps": 16, **agent}),
         BuildConfig(context_steps=1, observation_max_chars=500),
         pool.cfg,
-        EpisodesConfig(grader="fast"),
+        GradingConfig(grader="fast"),
         tmp_path,
     )
 
@@ -332,7 +333,7 @@ def test_the_trained_sequences_are_the_sampled_tokens_with_gradient_only_on_the_
     trained = Counter((tuple(s.prompt), tuple(s.completion), tuple(s.sampler_logprobs)) for s in sequences)
     assert trained == sampled and len(sequences) >= 2
 
-    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.logprobs import completion_logprobs, pack
 
     batch = pack([s.prompt for s in sequences], [s.completion for s in sequences], 0, model.device)
     width_p = batch["input_ids"].shape[1] - batch["mask"].shape[1]
@@ -381,7 +382,7 @@ def test_a_run_killed_mid_step_resumes_with_no_step_lost_or_repeated_and_no_cont
         sys.executable, "-m", "srl_agent.train", "--task", "swe", "--stage", "rlvr",
         "model.name=tiny-random", f"run_dir={run_dir}", "trainer.steps=3", "trainer.save_every=1",
         "trainer.batch_size=1", "grpo.group_size=2", "grpo.max_sampling_rounds=1", "agent.max_steps=2",
-        "generation.max_new_tokens=16", "trainer.progress=false", "episodes.workers=2",
+        "generation.max_new_tokens=16", "trainer.progress=false", "environment.pool_size=2",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

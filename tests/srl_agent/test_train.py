@@ -428,7 +428,7 @@ def test_the_kl_metric_is_the_mean_k3_estimate_to_the_reference():
     of k3 between the moved policy's log-probs and the reference's, computed here by hand."""
     from srl_agent.config import TrainConfig
     from srl_agent.grpo import kl_k3
-    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.logprobs import completion_logprobs, pack
     from srl_agent.tasks import resolve
 
     policy, _ = load_model_and_tokenizer("tiny-random", dtype="float32", device="cpu", seed=0)

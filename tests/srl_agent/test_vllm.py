@@ -15,9 +15,9 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from srl_agent.generation import StopRule
+    from srl_agent.generation.hf import StopRule
+    from srl_agent.generation.vllm_engine import VLLMGenerator
     from srl_agent.models import tiny_model_and_tokenizer
-    from srl_agent.vllm_generation import VLLMGenerator
 
     # vLLM's CPU attention takes head sizes of 32 and up: the tiny model with 2 heads of 32
     model, tokenizer = tiny_model_and_tokenizer(seed=0, num_attention_heads=2, num_key_value_heads=1)
@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
 
 
 def _trainer_logprobs(model, prompt, completion):
-    from srl_agent.policy import completion_logprobs, pack
+    from srl_agent.logprobs import completion_logprobs, pack
 
     with torch.no_grad():
         return completion_logprobs(model, pack([prompt], [completion], 0, "cpu"))[0]

@@ -3,8 +3,8 @@
 The paper's "oracle file" evaluation (SWE-bench Verified: 5.8 base, 14.8 SRL), which is Agentless-mini's
 repair step from swe-rl with the files given instead of localised: one prompt per instance holds the
 issue and the full content of every file the gold patch edits; the model writes its reasoning in
-`<think>...</think>` and then SEARCH/REPLACE edits (`srl_agent.search_replace`); the edits become a
-patch, which is graded like the agent scaffold's (`srl_agent.swe_eval.grade`: the official harness, or
+`<think>...</think>` and then SEARCH/REPLACE edits (`srl_agent.eval.search_replace`); the edits become a
+patch, which is graded like the agent scaffold's (`srl_agent.eval.swe.grade`: the official harness, or
 `--grader fast`). One completion per instance, greedy unless `agent.greedy=false`, at most
 `swe.oracle_max_new_tokens` tokens (less when the prompt leaves less of the model's context).
 
@@ -36,13 +36,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from srl_agent.eval.search_replace import DIVIDER, REPLACE, SEARCH, apply_edits, parse_edits, unified_diff
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN, extract_action
-from srl_agent.search_replace import DIVIDER, REPLACE, SEARCH, apply_edits, parse_edits, unified_diff
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -89,12 +90,6 @@ def user_turn(issue: str, files: dict[str, str]) -> str:
     )
 
 
-def gold_patch(task: TaskInstance) -> str | None:
-    """The gold patch of a bundled task or of a SWE-bench row (None when the row has none)."""
-    patch = getattr(task, "patch", None) or getattr(task, "row", {}).get("patch")
-    return patch if isinstance(patch, str) and patch.strip() else None
-
-
 def oracle_paths(patch: str) -> list[str]:
     """The files `patch` edits that exist before it (created files have no `--- a/` line), in order."""
     return list(dict.fromkeys(_EDITED_FILE.findall(patch)))
@@ -102,9 +97,8 @@ def oracle_paths(patch: str) -> list[str]:
 
 def read_files(task: TaskInstance, paths: list[str], env_cfg: EnvConfig) -> dict[str, str]:
     """The files' content at the base commit: a bundled task's `repo/`, else the image's `/testbed`."""
-    repo_dir = getattr(task, "repo_dir", None)
-    if repo_dir is not None:
-        return {p: (Path(repo_dir) / p).read_text(encoding="utf-8") for p in paths}
+    if task.repo_dir is not None:
+        return {p: (task.repo_dir / p).read_text(encoding="utf-8") for p in paths}
     from environments.container import DockerEnvironment
     from environments.tasks.sources import prepare_image
 
@@ -168,7 +162,7 @@ class Attempt:
 def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response]) -> Attempt:
     """Prompt with the gold patch's files, ask `respond` once, make the patch (see the module)."""
     iid = task.instance_id
-    gold = gold_patch(task)
+    gold = task.gold_patch
     if gold is None:
         return Attempt(error=("not_evaluable", "the row has no gold patch to name the oracle files"))
     paths = oracle_paths(gold)
@@ -202,10 +196,21 @@ def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response
     return Attempt(record, made["patch"], stats)
 
 
+def _json_record(path: Path) -> dict[str, Any] | str:
+    """One JSON object file, or why it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg})"
+    return data if isinstance(data, dict) else "not a JSON object"
+
+
 def make_responder(cfg: EvalConfig, model: str) -> Callable[[str, list[dict[str, str]]], Response]:
     """`replay:PATH` (recorded responses by instance id), else the model `model` names."""
     if model.startswith(REPLAY_PREFIX):
-        return ReplayResponder.from_path(model.removeprefix(REPLAY_PREFIX))
+        from srl_agent.policies import replay_path
+
+        return ReplayResponder.from_path(replay_path(model))
     return ModelResponder(cfg, model)
 
 
@@ -214,14 +219,15 @@ class ModelResponder:
     is many edits; it ends at the end of the turn or at `swe.oracle_max_new_tokens`)."""
 
     def __init__(self, cfg: EvalConfig, model: str) -> None:
-        from srl_agent.backends import make_generator
-        from srl_agent.models import device_of, load_model_and_tokenizer
-        from srl_agent.policies import context_length
+        from srl_agent.generation.loader import load_inference
+        from srl_agent.tasks import task_spec
 
-        net, self.tokenizer = load_model_and_tokenizer(model, cfg.model.dtype, device_of(cfg.model), cfg.seed)
-        self.max_new_tokens, self.context = cfg.swe.oracle_max_new_tokens, context_length(net)
-        generation = cfg.generation.model_copy(update={"stop": []})
-        self.generator = make_generator(net, self.tokenizer, generation, cfg.model.dtype)
+        # the prompt is the oracle's own chat (`user_turn`); the answer is many edits: no stop string
+        generation = cfg.generation.model_copy(update={"stop": [], "stop_at_step_end": False})
+        stage = task_spec(cfg.task).stage("srl")
+        inference = load_inference(model, cfg.model, stage, generation, cfg.prompt, cfg.seed)
+        self.tokenizer, self.generator = inference.tokenizer, inference.generator
+        self.max_new_tokens, self.context = cfg.swe.oracle_max_new_tokens, inference.context_length
         self.prefill = cfg.prompt.prefill
         self.temperature, self.greedy = cfg.generation.temperature, cfg.agent.greedy
 
@@ -253,28 +259,36 @@ class ReplayResponder:
 
     @classmethod
     def from_path(cls, path: str | Path) -> ReplayResponder:
+        """The responses of a JSONL file or a folder of JSON records. A row that is not JSON or lacks
+        `instance_id` or a `response` string is skipped with a warning naming its file and line (the
+        others are kept); ConfigError when the path is missing or holds no usable row."""
+        from srl_agent.eval.math_report import read_json_rows
         from trajectories.config import ConfigError
 
-        path = Path(path)
+        path, what = Path(path), "model.name (--model)"
         if path.is_dir():
-            rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(path.glob("*.json"))]
+            found = [(f"{p}", _json_record(p)) for p in sorted(path.glob("*.json"))]
         elif path.is_file():
-            rows = [
-                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            found = [(f"{path}:{n}", row) for n, row in read_json_rows(path, what)]
         else:
-            raise ConfigError(f"model: {REPLAY_PREFIX}{path}: no such file or folder")
-        bad = [
-            i
-            for i, r in enumerate(rows)
-            if not isinstance(r.get("response"), str) or not r.get("instance_id")
-        ]
-        if bad or not rows:
+            raise ConfigError(f"{what}: {REPLAY_PREFIX}{path}: no such file or folder")
+        responses: dict[str, str] = {}
+        for where, row in found:
+            if isinstance(row, str):
+                print(f"oracle: skipped {where}: {row}", file=sys.stderr)
+            elif not isinstance(row.get("response"), str) or not row.get("instance_id"):
+                print(
+                    f"oracle: skipped {where}: it needs `instance_id` and a `response` string",
+                    file=sys.stderr,
+                )
+            else:
+                responses[row["instance_id"]] = row["response"]
+        if not responses:
             raise ConfigError(
-                f"model: {REPLAY_PREFIX}{path}: every row needs `instance_id` and a `response` string "
-                f"({'none found' if not rows else f'row {bad[0] + 1} lacks them'})"
+                f"{what}: {REPLAY_PREFIX}{path}: no row with `instance_id` and a `response` string"
+                + (f" ({len(found)} skipped)" if found else "")
             )
-        return cls({r["instance_id"]: r["response"] for r in rows}, str(path))
+        return cls(responses, str(path))
 
     def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
         if instance_id not in self.responses:

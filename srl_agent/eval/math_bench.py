@@ -4,7 +4,7 @@ Reads top to bottom in `evaluate_benchmarks`: resolve each name to a source (an 
 error before any model loads); read every benchmark's problems; skip those the output folder holds
 finished with the same settings; load the model once; per remaining benchmark, generate a greedy
 response per problem and, with `math.k` > 0, k samples at `math.temperature`, grade them
-(`srl_agent.math_eval`), save the responses with their verdicts and the benchmark's report; write the
+(`srl_agent.eval.math_report`), save the responses with their verdicts and the benchmark's report; write the
 whole report, with the paper's table when its seven columns are all present.
 
 The protocol (docs/method.md): the prompt is the task spec's RLVR prompt (system prompt and the bare
@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from srl_agent.math_eval import grade_rows, make_report, markdown, paper_table, read_json_rows
-from srl_agent.math_grading import Checker, extract_answer
-from srl_agent.swe_eval import file_name, model_folder, model_string
+from srl_agent.eval.math_grading import Checker, extract_answer
+from srl_agent.eval.math_report import grade_rows, make_report, markdown, paper_table, read_json_rows
+from srl_agent.eval.report import Bar, file_name, model_folder, model_string
 from trajectories.config import ConfigError
 from trajectories.errors import SourceError
 from trajectories.math_steps import last_boxed
@@ -227,22 +227,14 @@ class Responder:
     """The model's responses to problems, batched through the Generator seam, with the RLVR prompt."""
 
     def __init__(self, cfg: EvalConfig):
-        from srl_agent.backends import make_generator
-        from srl_agent.models import device_of, load_model_and_tokenizer
-        from srl_agent.prompts import PromptCache
+        from srl_agent.generation.loader import load_inference
         from srl_agent.tasks import task_spec
 
         stage = task_spec(cfg.task).stage("rlvr")  # the prompt a checkpoint was trained on answers with
-        model, tokenizer = load_model_and_tokenizer(
-            cfg.model.init_from or cfg.model.name,
-            dtype=cfg.model.dtype,
-            device=device_of(cfg.model),
-            seed=cfg.seed,
-        )
-        self.prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
         # Whole solutions end with the turn: none of the task's stop rules (math's end a single step).
         generation = cfg.generation.model_copy(update={"stop": [], "stop_at_step_end": False})
-        self.generator = make_generator(model, tokenizer, generation, cfg.model.dtype)
+        inference = load_inference(model_string(cfg), cfg.model, stage, generation, cfg.prompt, cfg.seed)
+        self.prompts, self.generator = inference.prompts, inference.generator
         self.prefill, self.batch_size = cfg.prompt.prefill, cfg.generation.batch_size
         self.max_new_tokens, self.temperature = cfg.math.max_new_tokens, cfg.math.temperature
 
@@ -319,38 +311,29 @@ def output_dir(cfg: EvalConfig) -> Path:
 
 
 class Progress:
-    """A rich progress bar over the responses of each benchmark (plain lines when disabled)."""
+    """A progress bar over the responses of each benchmark (plain lines when disabled)."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar: Any = None
+        self._bar = Bar(enabled, "[bold]{task.description}", "responses")
         self._task: Any = None
         self._name, self._done, self._total, self._started = "", 0, 0, 0.0
 
     def __enter__(self) -> Self:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as Bar
-
-            self._bar = Bar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("responses"), TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
-            self._bar.__enter__()
+        self._bar.__enter__()
         return self
 
     def start(self, name: str, total: int) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(name, total=total)
+        self._task = self._bar.add(name, total)
         self._name, self._done, self._total, self._started = name, 0, total, time.perf_counter()
 
     def advance(self, n: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, advance=n)
+        if self._bar.enabled:
+            self._bar.advance(self._task, n)
             return
         # a log line per generate call: a long CPU run shows it is moving
         self._done += n
-        print(f"{self._name}: {self._done}/{self._total} responses, {time.perf_counter() - self._started:.0f} s",
-              file=sys.stderr, flush=True)  # fmt: skip
+        self._bar.print(f"{self._name}: {self._done}/{self._total} responses, "
+                        f"{time.perf_counter() - self._started:.0f} s")  # fmt: skip
 
     def done(self, name: str, report: dict[str, Any]) -> None:
         figures = ", ".join(
@@ -358,12 +341,7 @@ class Progress:
             for key in ("greedy_accuracy", "avg@k", "pass@k")
             if report[key] is not None
         )
-        line = f"{name}: {report['problems']} problems, {figures}, {report['seconds']:.0f} s"
-        if self._bar is not None:
-            self._bar.console.print(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        self._bar.print(f"{name}: {report['problems']} problems, {figures}, {report['seconds']:.0f} s")
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        self._bar.__exit__(*exc)

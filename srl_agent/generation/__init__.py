@@ -1,8 +1,8 @@
 """Which sampler stands behind the `Generator` seam: `make_generator` reads `generation.backend`.
 
-- `hf`: transformers `generate` on the policy itself (`srl_agent.generation.HFGenerator`).
+- `hf`: transformers `generate` on the policy itself (`srl_agent.generation.hf.HFGenerator`).
 - `vllm`: a vLLM engine in this process with its own copy of the weights, which the trainer updates
-  in place after every step (`srl_agent.vllm_generation.VLLMGenerator`).
+  in place after every step (`srl_agent.generation.vllm_engine.VLLMGenerator`).
 
 Both end completions by the same `StopRule`, made here from the resolved config.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from srl_agent.generation import HFGenerator, StopRule
+from srl_agent.generation.hf import HFGenerator, StopRule
 
 if TYPE_CHECKING:
     from srl_agent.config import GenerationConfig
@@ -27,7 +27,7 @@ def make_generator(
         raise ValueError("generation has `auto` values: resolve the config with srl_agent.tasks.resolve")
     stop = StopRule(tuple(cfg.stop), cfg.stop_at_step_end, prefill)
     if cfg.backend == "vllm":  # an engine with its own copy of the weights (the trainer syncs them)
-        from srl_agent.vllm_generation import VLLMGenerator
+        from srl_agent.generation.vllm_engine import VLLMGenerator
 
         return VLLMGenerator.for_model(model, tokenizer, cfg, compute_dtype, stop)
     return HFGenerator(

@@ -5,9 +5,9 @@ Two ways in, one report:
   JSONL in the Qwen2.5-Math evaluation toolkit's output format (per problem: the question, the gold
   answer in `gt` (or `answer`), and the list of responses in `code`), or the samples that
   `--benchmark` saves (`answer`, `greedy`, `responses`), which grade again to the same figures.
-- `--benchmark` (`srl_agent.math_bench`) generates the responses and reports through `make_report`.
+- `--benchmark` (`srl_agent.eval.math_bench`) generates the responses and reports through `make_report`.
 
-Each response's final answer is checked against the gold with `srl_agent.math_grading.Checker`
+Each response's final answer is checked against the gold with `srl_agent.eval.math_grading.Checker`
 (math-verify, gold first, each check under a timeout in a worker). The report: problems, greedy
 accuracy (when there are greedy responses), `avg@k` (mean accuracy over the sampled responses),
 `pass@1`, `pass@k` (unbiased estimator at k = the samples per problem), the verdict counts
@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from srl_agent.math_grading import Checker, avg_at_k, pass_at_k
+from srl_agent.eval.math_grading import Checker, avg_at_k, pass_at_k
 from trajectories.config import ConfigError
 
 # The paper's math table (Qwen2.5-Math protocol): (benchmark, metric) per column, in its order.

@@ -12,8 +12,8 @@ This is the module that imports math-verify (only when a check runs).
 - `pass_at_k` (the unbiased estimator of Chen et al. 2021, 1 - C(n-c, k) / C(n, k)) and `avg_at_k`
   (mean accuracy over the k samples of each problem), as pure functions.
 
-`srl_agent.math_eval` grades with these (`evaluate --task math --samples`), and
-`srl_agent.math_bench` generates the responses (`evaluate --task math --benchmark`).
+`srl_agent.eval.math_report` grades with these (`evaluate --task math --samples`), and
+`srl_agent.eval.math_bench` generates the responses (`evaluate --task math --benchmark`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ completion before its end-of-turn token:
   which the similarity reward counts against it. The tokens that showed the next step beginning
   stay in the completion's token ids (they were sampled; training sees what was sampled), the text
   stops before them (it is what the reward scores).
-`srl_agent.backends.make_generator` picks the backend: this one, or vLLM (`srl_agent.vllm_generation`).
+`srl_agent.generation.make_generator` picks the backend: this one, or vLLM (`srl_agent.generation.vllm_engine`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from srl_agent.policy import autocast
+from srl_agent.logprobs import autocast
 from srl_agent.protocols import Completion
 from srl_agent.rewards import THINK_CLOSE
 from trajectories.math_steps import step_end

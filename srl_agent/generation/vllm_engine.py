@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from srl_agent import lora
-from srl_agent.generation import StopRule, stop_cut, stop_token_ids
+from srl_agent.generation.hf import StopRule, stop_cut, stop_token_ids
 from srl_agent.protocols import Completion
 
 if TYPE_CHECKING:

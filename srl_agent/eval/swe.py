@@ -6,7 +6,7 @@ finished; run one agent episode per remaining instance, `workers` at a time on t
 pullable; the running episodes' turns are generated in one batch, `policies.BatchedPolicy`); grade the patches (the official `swebench` harness under a run id unique to this call, or
 the fast in-container runner); write the report.
 
-`--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.oracle`: one
+`--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.eval.oracle`: one
 response per instance with the gold patch's files in the prompt, its SEARCH/REPLACE edits made into
 a patch); the ledger, grading and report below are the same, with the oracle's statistics in place
 of an episode's and `oracle/<instance_id>.json` in place of a trajectory.
@@ -20,7 +20,9 @@ oracle scaffold) holds:
   `graded`); appended and flushed line by line, so a kill loses nothing already written, and a rerun
   of the same command goes on from it: graded instances are skipped, episodes not yet graded are
   graded, and instances whose episode or grading failed on the infrastructure's side are redone;
-- `report.json` and `report.md`.
+- `report.json` and `report.md`;
+- `run.json`: what the run is made with (`run_settings`: model, scaffold, the agent's, prompt's and
+  generation's settings); a rerun into the folder with other settings is refused, naming each.
 
 Every instance ends in one status: `resolved`, `unresolved` (the tests fail, or the patch does not
 apply), `empty_patch` (nothing to grade), `infrastructure_error` (a missing image, a dead engine or
@@ -33,19 +35,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import statistics
 import sys
 import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from srl_agent.runlog import read_jsonl  # a line cut by a kill is skipped: that instance is redone
+from srl_agent.eval.report import Bar, file_name, model_folder, model_string
+from trajectories.ledger import Ledger  # a line cut by a kill is skipped: that instance is redone
 
 if TYPE_CHECKING:
     from environments.protocol import TaskInstance
@@ -89,25 +90,38 @@ class Outcome:
         return self.phase == "graded" and self.status != "infrastructure_error"
 
 
+@dataclass
+class Prediction:
+    """One line of `predictions.jsonl`, a SWE-bench prediction (the last per instance is its patch)."""
+
+    instance_id: str
+    model_name_or_path: str
+    model_patch: str
+
+
 def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the evaluation `cfg` describes; the report (also written to the output folder)."""
     from environments.pool import EnvironmentPool
-    from srl_agent.policies import BatchedPolicy, ModelPolicy, make_policy
+    from srl_agent.policies import make_policy
     from srl_agent.tasks import task_spec
 
-    swe = cfg.swe
     out = output_dir(cfg)
-    ledger = Ledger(out / "results.jsonl")
+    check_run_folder(out, run_settings(cfg))
+    results: Ledger[Outcome] = Ledger(out / "results.jsonl", Outcome, key="instance_id")
+    predictions: Ledger[Prediction] = Ledger(out / "predictions.jsonl", Prediction, key="instance_id")
     tasks, skipped = load_instances(cfg)
     for iid, reason in skipped:
-        if (before := ledger.get(iid)) is None or (before.status, before.detail) != ("not_evaluable", reason):
-            ledger.write(Outcome(iid, "graded", "not_evaluable", detail=reason))
-    todo = [t for t in tasks if not ledger.get(t.instance_id, finished=True)]
-    to_run = [t for t in todo if not _episode_done(ledger.get(t.instance_id))]
+        if (before := results.get(iid)) is None or (before.status, before.detail) != (
+            "not_evaluable",
+            reason,
+        ):
+            results.write(Outcome(iid, "graded", "not_evaluable", detail=reason))
+    todo = [t for t in tasks if not _finished(results.get(t.instance_id))]
+    to_run = [t for t in todo if not _episode_done(results.get(t.instance_id))]
     print(f"swe eval: {len(tasks)} instances, {len(tasks) - len(todo)} already graded, "
           f"{len(to_run)} to run, output in {out}", file=sys.stderr, flush=True)  # fmt: skip
-    if to_run and swe.scaffold == "oracle":
-        run_oracle(cfg, to_run, ledger, out, progress)
+    if to_run and cfg.swe.scaffold == "oracle":
+        run_oracle(cfg, to_run, results, predictions, out, progress)
     elif to_run:
         policy = make_policy(
             model_string(cfg),
@@ -118,24 +132,73 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
             stage=task_spec(cfg.task).stage("srl"),
             seed=cfg.seed,
         )
-        if isinstance(policy, ModelPolicy):  # concurrent episodes' turns go to the model in one batch
-            policy = BatchedPolicy(policy)
-        with (
-            EnvironmentPool(cfg.environment, size=swe.workers) as pool,
-            Progress(progress, len(to_run)) as bar,
-        ):
-            run = Runner(cfg, policy, pool, out, ledger, bar)
-            with ThreadPoolExecutor(max_workers=swe.workers, thread_name_prefix="episode") as executor:
+        refuse_unknown_instances(cfg, policy, to_run)
+        with EnvironmentPool(cfg.environment) as pool, Progress(progress, len(to_run)) as bar:
+            run = Runner(cfg, policy, pool, out, results, predictions, bar)
+            with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="episode") as executor:
                 list(executor.map(run.instance, to_run))
-    grade(cfg, [t for t in todo if not ledger.get(t.instance_id, finished=True)], ledger, out)
-    report = make_report(cfg, tasks, skipped, ledger)
+    grade(cfg, [t for t in todo if not _finished(results.get(t.instance_id))], results, predictions, out)
+    report = make_report(cfg, tasks, skipped, results)
     report["out"] = str(out)
     write_report(report, out)
     return report
 
 
+def run_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """What the results in an output folder depend on: a rerun goes on from the folder only with these.
+    The grader is not among them: the fast runner and the harness agree by construction (tested), so
+    a folder graded by one is resumed by the other."""
+    return {
+        "model": model_string(cfg),
+        "scaffold": cfg.swe.scaffold,
+        "dtype": cfg.model.dtype,
+        "seed": cfg.seed,
+        "agent": cfg.agent.model_dump(mode="json"),
+        "build": cfg.data.build.model_dump(mode="json"),
+        "prompt": cfg.prompt.model_dump(mode="json"),
+        "generation": cfg.generation.model_dump(mode="json"),
+        "oracle_max_new_tokens": cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold == "oracle" else None,
+        "test_timeout": cfg.grading.test_timeout,
+    }
+
+
+def check_run_folder(out: Path, wanted: dict[str, Any]) -> None:
+    """Record in `out/run.json` what the run is made with, or, when the folder holds a run made with
+    other settings, a ConfigError naming each with both values (its results are not this run's)."""
+    from trajectories.config import ConfigError
+
+    path = out / "run.json"
+    if path.is_file():
+        had = json.loads(path.read_text(encoding="utf-8"))
+        differ = sorted(key for key in had.keys() | wanted.keys() if had.get(key) != wanted.get(key))
+        if differ:
+            what = "; ".join(f"{key}: {had.get(key)!r} there, {wanted.get(key)!r} now" for key in differ)
+            raise ConfigError(
+                f"swe.out: {out} holds a run made with other settings ({what}); use another --out"
+            )
+        return
+    path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
+
+
+def refuse_unknown_instances(cfg: EvalConfig, policy: Policy, tasks: list[TaskInstance]) -> None:
+    """ConfigError (a bad `--model`) when the policy cannot act on one of `tasks` (a replay without
+    its trajectory): a user's mistake, refused before any container starts, never an instance's
+    infrastructure error that every rerun would retry."""
+    from srl_agent.policies import PolicyError
+    from trajectories.config import ConfigError
+
+    for task in tasks:
+        try:
+            policy.check_instance(task.instance_id)
+        except PolicyError as e:
+            raise ConfigError(
+                f"--model {model_string(cfg)}: {e}; choose the instances it has with swe.instance_ids"
+            ) from None
+
+
 def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str, str]]]:
     """The instances `cfg.swe.instances` names and those it could not load, as (id, reason)."""
+    from environments.grader import refused
     from environments.tasks.sources import TaskSourceError, load_task_source
     from trajectories.config import ConfigError
 
@@ -145,23 +208,8 @@ def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str,
         tasks, skipped = load_task_source(source, split=swe.split, instance_ids=swe.instance_ids or None)
     except TaskSourceError as e:
         raise ConfigError(f"swe.instances: {e}") from None
-    if swe.grader == "fast":  # the in-container runner needs the bundled layout's test patch and files
-        fast = [t for t in tasks if hasattr(t, "test_patch")]
-        why = "the fast grader runs bundled-layout tasks only; use swe.grader=harness"
-        skipped = [*skipped, *((t.instance_id, why) for t in tasks if not hasattr(t, "test_patch"))]
-        tasks = fast
-    return tasks, list(skipped)
-
-
-def model_string(cfg: EvalConfig) -> str:
-    """The model as the user named it (`--model`, or `model.init_from` when set)."""
-    return cfg.model.init_from or cfg.model.name
-
-
-def model_folder(pattern: str, cfg: EvalConfig) -> Path:
-    """An output folder `pattern` with `{model}` filled in: the model string made file-safe, its last
-    80 characters (what names a checkpoint's run is at the end of its path)."""
-    return Path(pattern.format(model=file_name(model_string(cfg).strip("/"))[-80:]))
+    ungradable = refused(tasks, cfg.grading)  # e.g. the fast grader on a SWE-bench row
+    return [t for t in tasks if t.instance_id not in dict(ungradable)], [*skipped, *ungradable]
 
 
 def output_dir(cfg: EvalConfig) -> Path:
@@ -175,37 +223,37 @@ def output_dir(cfg: EvalConfig) -> Path:
 
 @dataclass
 class Runner:
-    """One episode per instance (any thread): prepare the image, act in a pooled environment, save."""
+    """One episode per instance (any thread) on the one episode path (`environments.episodes`):
+    prepare the image, act in a pooled environment, grade (the fast grader at once, so the progress
+    bar counts resolved instances as they come; the harness grades them all at the end), save."""
 
     cfg: EvalConfig
     policy: Policy
     pool: Any
     out: Path
-    ledger: Ledger
+    results: Ledger[Outcome]
+    predictions: Ledger[Prediction]
     bar: Progress
 
     def instance(self, task: TaskInstance) -> None:
-        from environments.tasks.sources import prepare_image
+        from environments.episodes import Acted, run_graded
         from srl_agent.agent import run_episode, save_episode
 
-        iid = task.instance_id
-        try:
-            if hasattr(self.policy, "trajectory_for"):
-                self.policy.trajectory_for(iid)  # a replay without this instance fails before any container
-            running = self.policy.episode() if hasattr(self.policy, "episode") else nullcontext(self.policy)
-            # images are per engine: the pool has the image made on the engine it picks
-            acquired = self.pool.acquire(
-                task.image, prepare=lambda client: prepare_image(task, self.cfg.environment, client=client)
-            )
-            with running as policy, acquired as env:
-                episode = run_episode(
-                    policy, env, task.problem_statement, iid, self.cfg.agent, self.cfg.data.build
-                )
-                graded = self._grade_here(env, task, episode)
-        except Exception as e:  # one instance's failure is its status; the run goes on
-            log.warning("instance %s failed before its episode ended", iid, exc_info=True)
-            outcome = Outcome(iid, "graded", "infrastructure_error", detail=f"{type(e).__name__}: {e}")
-            self.ledger.write(outcome)
+        iid, cfg = task.instance_id, self.cfg
+
+        def act(env: Any) -> Acted:  # the agent loop turns the environment's faults into an exit status
+            episode = run_episode(policy, env, task.problem_statement, iid, cfg.agent, cfg.data.build)
+            return Acted(episode, episode.patch, episode.detail if episode.infrastructure_error else None)
+
+        with self.policy.episode() as policy:
+            done = run_graded(
+                task, act, self.pool, cfg.grading, env_cfg=cfg.environment, work_dir=self.out / "harness",
+                defer_harness=True,
+            )  # fmt: skip
+        episode = done.episode
+        if episode is None:  # no episode ran to its end: the instance's status, the run goes on
+            outcome = Outcome(iid, "graded", "infrastructure_error", detail=done.masked or "")
+            self.results.write(outcome)
             self.bar.advance(outcome)
             return
         save_episode(episode, self.out / "trajectories" / f"{file_name(iid)}.jsonl")
@@ -219,32 +267,30 @@ class Runner:
             episode.stats(),
         )
         if not infra:
-            self.ledger.predict(iid, model_string(self.cfg), episode.patch)
-        self.ledger.write(outcome)
-        if graded is not None:
-            outcome = _graded(self.ledger, iid, graded, graded.detail)
-            self.ledger.write(outcome)
+            self.predictions.write(Prediction(iid, model_string(cfg), episode.patch or ""))
+        self.results.write(outcome)
+        if done.grade is not None:
+            detail = f"{done.grade.detail} ({done.seconds_grading:.1f} s)".strip()
+            outcome = _graded(self.results, iid, done.grade, detail, done.seconds_grading)
+            self.results.write(outcome)
+        elif done.masked is not None and not infra:  # the grader failed: no verdict
+            outcome = _graded(self.results, iid, None, done.masked)
+            self.results.write(outcome)
         self.bar.advance(outcome)
 
-    def _grade_here(self, env: Any, task: TaskInstance, episode: Any) -> Any:
-        """The fast grader runs in the episode's own environment, reset to the base commit (so the
-        progress bar counts resolved instances as they come); the harness grades them all at the end."""
-        from environments.grading import run_tests_in_env
 
-        if self.cfg.swe.grader != "fast" or episode.infrastructure_error:
-            return None
-        started = time.perf_counter()
-        env.reset()
-        result = run_tests_in_env(env, task, episode.patch, timeout=self.cfg.swe.test_timeout)
-        result.detail = f"{result.detail} ({time.perf_counter() - started:.1f} s)".strip()
-        return result
-
-
-def run_oracle(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path, progress: bool) -> None:
-    """The oracle scaffold: one response per instance made into a patch (`srl_agent.oracle`), saved
+def run_oracle(
+    cfg: EvalConfig,
+    tasks: list[TaskInstance],
+    results: Ledger[Outcome],
+    predictions: Ledger[Prediction],
+    out: Path,
+    progress: bool,
+) -> None:
+    """The oracle scaffold: one response per instance made into a patch (`srl_agent.eval.oracle`), saved
     with its record and left for `grade` like an episode; an instance no response could be asked for
     is graded at once with its status."""
-    from srl_agent.oracle import attempt, make_responder
+    from srl_agent.eval.oracle import attempt, make_responder
 
     respond = make_responder(cfg, model_string(cfg))
     with Progress(progress, len(tasks)) as bar:
@@ -257,58 +303,45 @@ def run_oracle(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: 
                 (out / "oracle" / f"{file_name(iid)}.json").write_text(record, encoding="utf-8")
                 stats = done.stats
                 outcome = Outcome(iid, "episode", None, stats["exit_status"], stats["detail"], stats)
-                ledger.predict(iid, model_string(cfg), done.patch)
-            ledger.write(outcome)
+                predictions.write(Prediction(iid, model_string(cfg), done.patch or ""))
+            results.write(outcome)
             bar.advance(outcome)
 
 
-def grade(cfg: EvalConfig, tasks: list[TaskInstance], ledger: Ledger, out: Path) -> None:
-    """Grade every instance whose episode ended and is not graded yet; one ledger line each."""
-    from environments.grading import grade_with_harness, harness_run_id, run_tests_in_env
+def grade(
+    cfg: EvalConfig,
+    tasks: list[TaskInstance],
+    results: Ledger[Outcome],
+    predictions: Ledger[Prediction],
+    out: Path,
+) -> None:
+    """Grade every instance whose episode ended and is not graded yet (left for the harness, or an
+    episode of a killed run); one ledger line each."""
+    from environments.grader import grade_all
 
-    pending = [t for t in tasks if _episode_done(ledger.get(t.instance_id))]
+    pending = [t for t in tasks if _episode_done(results.get(t.instance_id))]
     if not pending:
         return
-    patches = ledger.predictions()
+    patches = {iid: p.model_patch for iid, p in predictions.latest().items()}
+    print(f"grading {len(pending)} patches", file=sys.stderr)
     started = time.perf_counter()
-    if cfg.swe.grader == "harness":
-        run_id = harness_run_id(f"eval-{out.name}")
-        print(f"grading {len(pending)} patches with the swebench harness (run id {run_id})", file=sys.stderr)
-        try:
-            grades = grade_with_harness(
-                [t.instance() for t in pending],
-                {t.instance_id: patches.get(t.instance_id) for t in pending},
-                run_id,
-                work_dir=out / "harness",
-                timeout=cfg.swe.test_timeout,
-                max_workers=cfg.swe.workers,
-                model_name=file_name(model_string(cfg)),
-            )
-        except Exception as e:  # the harness itself failed: no verdict on the patches
-            log.warning("the harness failed", exc_info=True)
-            for t in pending:
-                ledger.write(_graded(ledger, t.instance_id, None, f"harness failed: {type(e).__name__}: {e}"))
-            return
-    else:  # episodes of a killed run, not graded in their own environment: a fresh one each
-        from environments.container import DockerEnvironment
-        from environments.tasks.sources import prepare_image
-
-        grades = {}
-        for t in pending:
-            try:
-                with DockerEnvironment(prepare_image(t, cfg.environment), cfg.environment) as env:
-                    grades[t.instance_id] = run_tests_in_env(
-                        env, t, patches.get(t.instance_id), timeout=cfg.swe.test_timeout
-                    )
-            except Exception as e:  # noqa: BLE001 - a grading container that fails is infrastructure
-                ledger.write(_graded(ledger, t.instance_id, None, f"fast grader: {type(e).__name__}: {e}"))
+    grades = grade_all(
+        [(t, patches.get(t.instance_id)) for t in pending],
+        cfg.grading,
+        env_cfg=cfg.environment,
+        work_dir=out / "harness",
+        run_prefix=f"eval-{out.name}",
+        max_workers=cfg.environment.pool_size,
+        model_name=file_name(model_string(cfg)),
+    )
     seconds = (time.perf_counter() - started) / max(len(pending), 1)
     for iid, result in grades.items():
-        ledger.write(_graded(ledger, iid, result, result.detail, seconds))
+        results.write(_graded(results, iid, result, result.detail, seconds))
 
 
-def _graded(ledger: Ledger, iid: str, result: Any, detail: str, seconds: float = 0.0) -> Outcome:
-    before = ledger.get(iid)
+def _graded(results: Ledger[Outcome], iid: str, result: Any, detail: str, seconds: float = 0.0) -> Outcome:
+    before = results.get(iid)
+    assert before is not None  # graded after its episode line
     status: Status = _GRADE_STATUS[result.status] if result is not None else "infrastructure_error"
     grade = {**result.to_dict(), "seconds": seconds} if result is not None else None
     return Outcome(iid, "graded", status, before.exit_status, detail, before.episode, grade)
@@ -318,56 +351,15 @@ def _episode_done(outcome: Outcome | None) -> bool:
     return outcome is not None and outcome.phase == "episode"
 
 
-def file_name(text: str) -> str:
-    """`text` with every run of characters unsafe in a file name replaced by `_`."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-class Ledger:
-    """`results.jsonl` (the last line per instance wins) and `predictions.jsonl`, thread-safe."""
-
-    def __init__(self, path: Path):
-        self.path, self.predictions_path = path, path.with_name("predictions.jsonl")
-        self._lock = threading.Lock()
-        self._latest: dict[str, Outcome] = {}
-        for row in read_jsonl(path):
-            self._latest[row["instance_id"]] = Outcome(**row)
-
-    def get(self, iid: str, finished: bool = False) -> Outcome | None:
-        outcome = self._latest.get(iid)
-        return outcome if outcome is None or not finished or outcome.finished else None
-
-    def write(self, outcome: Outcome) -> None:
-        with self._lock:
-            self._latest[outcome.instance_id] = outcome
-            _append(self.path, vars(outcome))
-
-    def predict(self, iid: str, model: str, patch: str | None) -> None:
-        with self._lock:
-            _append(
-                self.predictions_path,
-                {"instance_id": iid, "model_name_or_path": model, "model_patch": patch or ""},
-            )
-
-    def predictions(self) -> dict[str, str]:
-        """The latest patch per instance."""
-        return {row["instance_id"]: row["model_patch"] for row in read_jsonl(self.predictions_path)}
-
-    def outcomes(self) -> dict[str, Outcome]:
-        return dict(self._latest)
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
+def _finished(outcome: Outcome | None) -> bool:
+    return outcome is not None and outcome.finished
 
 
 def make_report(
-    cfg: EvalConfig, tasks: list[TaskInstance], skipped: list[tuple[str, str]], ledger: Ledger
+    cfg: EvalConfig, tasks: list[TaskInstance], skipped: list[tuple[str, str]], results: Ledger[Outcome]
 ) -> dict[str, Any]:
     """Counts per status, resolve rates and episode statistics over the instances of this source."""
-    outcomes = ledger.outcomes()
+    outcomes = results.latest()
     ids = [t.instance_id for t in tasks] + [iid for iid, _ in skipped]
     statuses = {iid: (outcomes[iid].status if iid in outcomes else None) or "not_run" for iid in ids}
     counts = Counter(statuses.values())
@@ -376,7 +368,7 @@ def make_report(
     return {
         "model": model_string(cfg),
         "instances_source": cfg.swe.instances,
-        "grader": cfg.swe.grader,
+        "grader": cfg.grading.grader,
         "scaffold": cfg.swe.scaffold,
         "total": len(ids),
         **{s: counts[s] for s in STATUSES},
@@ -432,45 +424,26 @@ def write_report(report: dict[str, Any], out: Path) -> None:
 
 
 class Progress:
-    """A rich progress bar with the running counts (plain lines when disabled)."""
+    """The episodes' bar with the running counts of their statuses (plain lines when disabled)."""
 
     def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.counts = enabled, total, Counter()
+        self.counts: Counter = Counter()
         self._lock = threading.Lock()
-        self._bar: Any = None
+        self._bar = Bar(enabled, "[bold]episodes", "{task.description}")
+        self._task = self._bar.add("", total)
 
     def __enter__(self) -> Self:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import (
-                Progress as Bar,
-            )
-
-            self._bar = Bar(TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), TimeElapsedColumn(),
-                            console=Console(stderr=True))  # fmt: skip
-            self._bar.__enter__()
-            self._task = self._bar.add_task("", total=self.total)
+        self._bar.__enter__()
         return self
 
     def advance(self, outcome: Outcome) -> None:
         with self._lock:
             self.counts[outcome.status or outcome.exit_status or "?"] += 1
             text = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-            if self._bar is not None:
-                self._bar.update(self._task, advance=1, description=text)
+            if self._bar.enabled:
+                self._bar.advance(self._task, description=text)
             else:
-                print(
-                    f"{outcome.instance_id}: {outcome.status or outcome.exit_status} ({text})",
-                    file=sys.stderr,
-                )
+                self._bar.print(f"{outcome.instance_id}: {outcome.status or outcome.exit_status} ({text})")
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        self._bar.__exit__(*exc)

@@ -1,0 +1,72 @@
+"""Step examples in (`srl_agent.data`): what a `data.source` mistake prints, and why a split is empty."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from srl_agent import train
+from srl_agent.config import DataConfig
+from srl_agent.data import load_splits
+from trajectories.build import BuildConfig
+from trajectories.config import run_cli
+from trajectories.record import Step, ToolCall, Trajectory, write_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_train(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The last line `python -m srl_agent.train ARGV` prints on stderr; it must exit with status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: train.main(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+def test_a_missing_data_source_names_the_key_and_the_path(tmp_path, capsys):
+    missing = tmp_path / "missing.traj"
+    last = run_train(["--task", "swe", f"data.source={missing}", f"run_dir={tmp_path / 'run'}"], capsys)
+    assert (
+        last
+        == f"error: data.source: {missing}: no such file or folder (and not a dataset id like owner/name)"
+    )
+
+
+def test_a_source_whose_only_trajectory_went_to_validation_says_so(tmp_path, capsys):
+    one = tmp_path / "one.jsonl"
+    steps = [Step("look", ToolCall("bash", {"command": "ls"})), Step("done", ToolCall("submit"))]
+    write_jsonl([Trajectory(task="fix the bug", steps=steps, instance_id="a__b-1")], one)
+    argv = ["--task", "swe", "--config", str(REPO / "configs" / "swe_demo.yaml"), f"data.source={one}"]
+    last = run_train([*argv, f"run_dir={tmp_path / 'run'}"], capsys)
+    assert last == (
+        f"error: data.source: {one} gave no training step examples: all 1 of its trajectories/problems "
+        "went to validation (data.build.validation_groups=1); set data.build.validation_groups to fewer "
+        "than 1 (0: no validation), or add data"
+    )
+    # what the message says to set works
+    splits = load_splits("swe", str(one), DataConfig(build=BuildConfig(validation_groups=0)), tmp_path / "b")
+    assert [ex.step_index for ex in splits.train] == [0, 1] and splits.val == []
+
+
+def test_the_step_reward_evaluation_of_the_validation_split_needs_no_training_examples(tmp_path, capsys):
+    """`evaluate --task swe` on a source the split holds out whole (the shared sample under the default
+    validation_groups) evaluated nothing: the loader insisted on training examples it does not use."""
+    from srl_agent import evaluate
+
+    one = tmp_path / "one.jsonl"
+    steps = [Step("look", ToolCall("bash", {"command": "ls"})), Step("done", ToolCall("submit"))]
+    write_jsonl([Trajectory(task="fix the bug", steps=steps, instance_id="a__b-1")], one)
+    argv = [
+        "--task",
+        "swe",
+        "--checkpoint",
+        "tiny-random",
+        f"data.source={one}",
+        "generation.max_new_tokens=4",
+    ]
+    assert evaluate.main([*argv, "data.build.validation_groups=1"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["examples"] == 2 and report["split"] == "val"
