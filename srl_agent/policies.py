@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from srl_agent.config import AgentConfig, GenerationConfig, ModelConfig, PromptConfig
 from srl_agent.prompts import PromptCache, sft_target
@@ -304,8 +304,3 @@ def replay_path(model: str) -> str:
             f"model.name (--model): {model!r} names no path: {REPLAY_PREFIX}PATH, a recorded file or folder"
         )
     return path
-
-
-def context_length(model: Any) -> int:
-    """The most positions the model takes (its config's `max_position_embeddings`)."""
-    return int(model.config.max_position_embeddings)

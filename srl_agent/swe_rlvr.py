@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from environments.protocol import TaskInstance
     from srl_agent.config import AgentConfig, GRPOConfig, ResolvedTrainConfig, TrainConfig
     from srl_agent.data import DataStream
+    from srl_agent.generation.loader import Inference
     from srl_agent.policies import BatchedPolicy
     from srl_agent.protocols import Turn
     from trajectories.build import BuildConfig
@@ -319,21 +320,21 @@ def load_tasks(cfg: TrainConfig, run_dir: Path, resume: bool) -> tuple[list[Any]
 
 
 def make_runners(
-    cfg: ResolvedTrainConfig, run_dir: Path, model: Any, generator: Any, prompts: Any, closing: ExitStack
+    cfg: ResolvedTrainConfig, run_dir: Path, inference: Inference, closing: ExitStack
 ) -> tuple[EpisodeRunner, EpisodeRunner]:
-    """The runner of training episodes (sampled) and of validation episodes (greedy), sharing one
-    environment pool that `closing` removes."""
+    """The runner of training episodes (sampled) and of validation episodes (greedy) of the policy
+    `inference` samples from, sharing one environment pool that `closing` removes."""
     from environments.pool import EnvironmentPool
-    from srl_agent.policies import BatchedPolicy, ModelPolicy, context_length
+    from srl_agent.policies import BatchedPolicy, ModelPolicy
 
     pool = closing.enter_context(EnvironmentPool(cfg.environment))
     max_new = cfg.generation.max_new_tokens
-    limit = cfg.agent.max_prompt_tokens or context_length(model) - max_new
+    limit = cfg.agent.max_prompt_tokens or inference.context_length - max_new
 
     def runner(greedy: bool) -> EpisodeRunner:
         policy = ModelPolicy(
-            generator,
-            prompts,
+            inference.generator,
+            inference.prompts,
             max_new_tokens=max_new,
             max_prompt_tokens=limit,
             temperature=cfg.generation.temperature,

@@ -39,8 +39,8 @@ from srl_agent import swe_rlvr
 from srl_agent.config import ResolvedTrainConfig, TrainConfig
 from srl_agent.data import DataStream, load_splits
 from srl_agent.distributed import ONE_PROCESS, World, gathered, init_world, shard_model
-from srl_agent.generation import make_generator
 from srl_agent.generation.hf import end_of_turn_id
+from srl_agent.generation.loader import inference_for
 from srl_agent.models import load_policy, load_reference
 from srl_agent.prompts import PromptCache, sft_target
 from srl_agent.rollouts import collect_groups, evaluate_examples, step_stats, summarize
@@ -178,8 +178,7 @@ def setup_run(
     model, tokenizer = load_policy(cfg.model, cfg.seed, last, cfg.trainer.gradient_checkpointing)
     model = shard_model(model, world)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
-    prompts = PromptCache(tokenizer, stage.system_prompt, stage.user_turn, cfg.prompt)
-    generator = make_generator(model, tokenizer, cfg.generation, cfg.model.dtype, cfg.prompt.prefill)
+    inference = inference_for(model, tokenizer, stage, cfg.generation, cfg.prompt, cfg.model.dtype)
     run = Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -190,16 +189,14 @@ def setup_run(
         scheduler=scheduler,
         stream=DataStream(train_examples, cfg.seed),
         val_examples=val_examples,
-        prompts=prompts,
-        generator=generator,
+        prompts=inference.prompts,
+        generator=inference.generator,
         reward=stage.reward(cfg.reward, cfg.prompt.prefill) if stage.reward else None,
         stage=stage,
         world=world,
     )
     if stage.episodes:
-        run.episodes, run.val_episodes = swe_rlvr.make_runners(
-            cfg, run_dir, model, generator, prompts, closing
-        )
+        run.episodes, run.val_episodes = swe_rlvr.make_runners(cfg, run_dir, inference, closing)
     return run, last
 
 
