@@ -197,7 +197,7 @@ def run_round(cfg: EvalConfig, policy: Any, tasks: list[Any], out: Path) -> dict
 
 
 def one_episode(cfg: EvalConfig, policy: Any, pool: EnvironmentPool, task: Any, out: Path) -> dict[str, Any]:
-    """The per-instance path of `evaluate_swe` (`swe_eval.Runner.instance`), each call timed."""
+    """The per-instance path of `evaluate_swe` (`eval.swe.Runner.instance`), each call timed."""
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -9,7 +9,7 @@ fresh child process, from the same seed (so the same step examples, the same pro
 - after: the default, one prefill per prompt, its KV cache repeated G times.
 The policy update is the same in both. `configs/swe_demo.yaml` turns gradient checkpointing on (its
 2k-token prompts), which keeps the plain update layout; `--no-checkpointing` turns it off in both
-variants, and then the update also runs each prompt once for its G rollouts (`policy.pack`'s shared
+variants, and then the update also runs each prompt once for its G rollouts (`logprobs.pack`'s shared
 layout), so "after" shares the prompt in generation and in the update.
 `grpo.filter=none`: the untrained SmolLM2-135M writes no valid tool call (every reward -1), which the
 demo's filter would drop, leaving no update to time.

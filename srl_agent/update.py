@@ -54,7 +54,7 @@ class Sequence:
 
 @dataclass
 class MicroBatch:
-    """One forward pass's sequences, packed (`policy.pack`'s tensors; `mask` [N, T] marks the
+    """One forward pass's sequences, packed (`logprobs.pack`'s tensors; `mask` [N, T] marks the
     completion tokens), their advantages [N], the sampler's log-probs [N, T] (None when some sequence
     has none) and, with several epochs, the log-probs before the first update [N, T]."""
 
@@ -138,7 +138,7 @@ class Settings:
     aggregate: Callable[[Tensor, Tensor, float, float], Tensor] = grpo.token_mean
     """(per-token loss, mask, tokens of all ranks, sequences of all ranks) -> this micro-batch's loss."""
     share_prompts: bool | Literal["always"] = False
-    """`policy.pack`'s layout: run a prompt shared by a micro-batch's sequences once."""
+    """`logprobs.pack`'s layout: run a prompt shared by a micro-batch's sequences once."""
 
 
 def update(
