@@ -106,8 +106,8 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     from srl_agent.tasks import task_spec
 
     out = output_dir(cfg)
-    check_run_folder(out, run_settings(cfg))
     results: Ledger[Outcome] = Ledger(out / "results.jsonl", Outcome, key="instance_id")
+    check_run_folder(out, run_settings(cfg), holds_results=any(_ran(o) for o in results.latest().values()))
     predictions: Ledger[Prediction] = Ledger(out / "predictions.jsonl", Prediction, key="instance_id")
     tasks, skipped = load_instances(cfg)
     for iid, reason in skipped:
@@ -162,13 +162,15 @@ def run_settings(cfg: EvalConfig) -> dict[str, Any]:
     }
 
 
-def check_run_folder(out: Path, wanted: dict[str, Any]) -> None:
-    """Record in `out/run.json` what the run is made with, or, when the folder holds a run made with
-    other settings, a ConfigError naming each with both values (its results are not this run's)."""
+def check_run_folder(out: Path, wanted: dict[str, Any], holds_results: bool) -> None:
+    """Record in `out/run.json` what the run is made with, or, when the folder holds results of a run
+    made with other settings, a ConfigError naming each with both values (its results are not this
+    run's). A folder without results (a run that stopped before its first episode, say at a model
+    that would not load) takes the new settings."""
     from trajectories.config import ConfigError
 
     path = out / "run.json"
-    if path.is_file():
+    if path.is_file() and holds_results:
         had = json.loads(path.read_text(encoding="utf-8"))
         differ = sorted(key for key in had.keys() | wanted.keys() if had.get(key) != wanted.get(key))
         if differ:
@@ -345,6 +347,12 @@ def _graded(results: Ledger[Outcome], iid: str, result: Any, detail: str, second
     status: Status = _GRADE_STATUS[result.status] if result is not None else "infrastructure_error"
     grade = {**result.to_dict(), "seconds": seconds} if result is not None else None
     return Outcome(iid, "graded", status, before.exit_status, detail, before.episode, grade)
+
+
+def _ran(outcome: Outcome) -> bool:
+    """Whether an instance's outcome came of running the policy (not_evaluable is decided by the
+    source and the grader alone)."""
+    return outcome.status != "not_evaluable"
 
 
 def _episode_done(outcome: Outcome | None) -> bool:

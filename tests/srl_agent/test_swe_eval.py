@@ -174,3 +174,16 @@ def test_a_rerun_into_the_same_folder_with_another_model_or_scaffold_is_refused_
     with pytest.raises(ConfigError, match="scaffold: 'agent' there, 'oracle' now"):
         run_eval(*first, "--model", "replay:environments/tasks", "--scaffold", "oracle")
     assert run_eval(*first, "--model", "replay:environments/tasks")["resolved"] == 1  # the same run resumes
+
+
+def test_a_folder_whose_run_stopped_before_any_result_takes_the_next_model(tmp_path, monkeypatch):
+    """A first try with a model that does not load leaves no result: the corrected command must not be
+    refused as "a run made with other settings"."""
+    from trajectories.config import ConfigError
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "eval"
+    first = ["--instances", "--grader", "fast", "--out", str(out), "swe.instance_ids=[srl-agent__paginate-1]"]
+    with pytest.raises(ConfigError, match="model.name: no such model folder"):
+        run_eval(*first, "--model", str(tmp_path / "no-such-model"))
+    assert run_eval(*first, "--model", "replay:environments/tasks")["resolved"] == 1
