@@ -69,15 +69,15 @@ def test_pytest_reading_matches_swebench_parser(tmp_path: Path):
 
 
 def test_pytest_reading_of_other_statuses():
-    log = "\n".join([
-        "PASSED tests/a.py::test_ok",
-        "FAILED tests/a.py::test_bad - AssertionError: 1 - 2",
-        "ERROR tests/a.py::test_broken - fixture 'x' not found",
-        "SKIPPED [1] tests/a.py:3: no reason",
-        "XFAIL tests/a.py::test_known - bug 12",
-        "PASSED",
-        "random text PASSED tests/a.py::not_a_summary_line",
-    ])  # fmt: skip
+    log = (
+        "PASSED tests/a.py::test_ok\n"
+        "FAILED tests/a.py::test_bad - AssertionError: 1 - 2\n"
+        "ERROR tests/a.py::test_broken - fixture 'x' not found\n"
+        "SKIPPED [1] tests/a.py:3: no reason\n"
+        "XFAIL tests/a.py::test_known - bug 12\n"
+        "PASSED\n"
+        "random text PASSED tests/a.py::not_a_summary_line"
+    )
     assert parse_pytest_report(log) == {
         "tests/a.py::test_ok": "PASSED", "tests/a.py::test_bad": "FAILED",
         "tests/a.py::test_broken": "ERROR", "tests/a.py::test_known": "XFAIL",
