@@ -4,9 +4,8 @@ The steps (thought + one tool call each) are written here by hand: explore the r
 view), reproduce the issue with a script, fix it with `str_replace_editor`, rerun the script and the
 tests, clean up and submit. `record(task)` executes them in a fresh container from the task's image
 with the project's tools, so every observation in the `.traj` is what the environment really
-answered, and writes the file in SWE-agent 1.x function-calling form (`history` with `tool_calls` and
-`role: tool` observations, `trajectory` steps, `info.submission`, `info.exit_status`,
-`replay_config` naming the image, base commit and instance).
+answered, and writes the file in SWE-agent 1.x function-calling form (`environments.recorder`, which
+the task factory's generated experts share).
 
 Re-record after changing a task or the tools (needs Docker and the task images):
 
@@ -16,41 +15,12 @@ Re-record after changing a task or the tools (needs Docker and the task images):
 from __future__ import annotations
 
 import json
-import shlex
 import sys
-import time
 from typing import Any
 
+from environments.recorder import SUBMIT, Steps, bash, editor, record_steps
 from environments.tasks.bundled import Task, load_tasks
-from trajectories.record import ToolCall
 
-SYSTEM_PROMPT = "You are a helpful assistant that can interact with a computer to solve tasks."
-INSTANCE_PROMPT = """<uploaded_files>
-/testbed
-</uploaded_files>
-I've uploaded a python code repository in the directory /testbed. Consider the following PR description:
-
-<pr_description>
-{problem_statement}
-</pr_description>
-
-Can you help me implement the necessary changes to the repository so that the requirements specified in the \
-<pr_description> are met? I've already taken care of all changes to any of the test files described in the \
-<pr_description>. Make the minimal changes to non-test files in the /testbed directory to ensure the \
-<pr_description> is satisfied. Your thinking should be thorough and so it's fine if it's very long."""
-
-Steps = list[tuple[str, ToolCall]]
-
-
-def bash(command: str) -> ToolCall:
-    return ToolCall("bash", {"command": command})
-
-
-def editor(command: str, path: str, **arguments: Any) -> ToolCall:
-    return ToolCall("str_replace_editor", {"command": command, "path": path, **arguments})
-
-
-SUBMIT = ToolCall("submit", {})
 FIND_SOURCES = "find /testbed -name '*.py' -not -path '*/.git/*' | sort"
 
 
@@ -142,80 +112,20 @@ EXPERTS = {
 }
 
 
-def rendered(call: ToolCall) -> str:
-    """The action line SWE-agent stores in `trajectory[i].action` for a function call."""
-    if call.name == "bash":
-        return call.arguments["command"]
-    if call.name == "submit":
-        return "submit"
-    args = dict(call.arguments)
-    words = ["str_replace_editor", args.pop("command"), args.pop("path")]
-    for key, value in args.items():
-        text = " ".join(map(str, value)) if isinstance(value, list) else str(value)
-        words.append(f"--{key} {text if isinstance(value, (int, list)) else shlex.quote(text)}")
-    return " ".join(words)
-
-
 def record(task: Task) -> dict[str, Any]:
     """Execute the task's expert steps in a fresh container and return the `.traj` document."""
-    from environments import tools
     from environments.container import DockerEnvironment
 
-    steps = EXPERTS[task.instance_id]()
-    history: list[dict[str, Any]] = [
-        {"role": "system", "content": SYSTEM_PROMPT, "agent": "main", "message_type": "system_prompt"},
-        {"role": "user", "content": INSTANCE_PROMPT.format(problem_statement=task.problem_statement),
-         "agent": "main", "message_type": "observation"},
-    ]  # fmt: skip
-    trajectory, submission = [], None
     with DockerEnvironment(task.image) as env:
-        for i, (thought, call) in enumerate(steps):
-            started = time.monotonic()
-            outcome = tools.execute(env, call)
-            if not outcome.ok and call.name != "bash":
-                raise RuntimeError(f"{task.instance_id} step {i} ({call.name}) failed: {outcome.observation}")
-            action, call_id = rendered(call), f"call_{task.directory.name}_{i:02d}"
-            trajectory.append({
-                "action": action, "observation": outcome.observation, "response": thought, "thought": thought,
-                "execution_time": round(time.monotonic() - started, 3),
-                "state": {"open_file": call.arguments.get("path", "n/a"), "working_dir": "/testbed"},
-                "query": [], "extra_info": {},
-            })  # fmt: skip
-            history.append({
-                "role": "assistant", "content": thought, "thought": thought, "action": action, "agent": "main",
-                "message_type": "action",
-                "tool_calls": [{"id": call_id, "type": "function",
-                                "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}],
-            })  # fmt: skip
-            history.append({"role": "tool", "content": f"OBSERVATION:\n{outcome.observation}", "agent": "main",
-                            "message_type": "observation", "tool_call_ids": [call_id]})  # fmt: skip
-            if outcome.submitted:
-                submission = outcome.patch
-                break
-    if submission is None:
-        raise RuntimeError(f"{task.instance_id}: the expert steps end without a submit")
-    return {
-        "environment": "main",
-        "trajectory": trajectory,
-        "history": history,
-        "info": {
-            "submission": submission,
-            "exit_status": "submitted",
-            "model_stats": {
-                "instance_cost": 0,
-                "tokens_sent": 0,
-                "tokens_received": 0,
-                "api_calls": len(trajectory),
-            },
-        },
-        "replay_config": {
-            "env": {
-                "deployment": {"type": "docker", "image": task.image},
-                "repo": {"base_commit": task.base_commit},
-            },
-            "problem_statement": {"type": "text", "id": task.instance_id, "text": task.problem_statement},
-        },
-    }
+        return record_steps(
+            env,
+            EXPERTS[task.instance_id](),
+            instance_id=task.instance_id,
+            problem_statement=task.problem_statement,
+            image=task.image,
+            base_commit=task.base_commit,
+            call_prefix=task.directory.name,
+        )
 
 
 def main(argv: list[str]) -> int:
