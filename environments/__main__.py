@@ -4,9 +4,11 @@
     python -m environments build [--rebuild] [--dataset PATH]    # base image + every bundled task's image
     python -m environments replay TRAJ [--instance ID] [--json]  # replay a trajectory, grade its patch
     python -m environments check-experts SOURCE [--tasks TASKS] [--out DIR] [--workers N] [--json]
+    python -m environments make-tasks SOURCE --out DIR [--max-tasks N] [--seed S] [--workers N] [--json]
 
 `check-experts` replays every trajectory of SOURCE on its task and keeps those that resolve it
-(`environments.expert_check`).
+(`environments.expert_check`). `make-tasks` makes validated bug-injection tasks with expert
+trajectories from a Python repository (`environments.factory.make_tasks`).
 
 `--help` of each command ends with examples, which run from the repository root (`EXAMPLES`).
 
@@ -37,6 +39,7 @@ from pydantic import Field
 
 from environments.config import EnvConfig, GradingConfig
 from environments.expert_check import ExpertCheckConfig
+from environments.factory.make_tasks import MakeTasksConfig
 from environments.replay import ReplayConfig
 from trajectories.config import Section, add_config_arguments, explain_config, resolve_config, run_cli
 
@@ -59,6 +62,13 @@ EXAMPLES = {
             "--out runs/harness-check grading.grader=harness"
         ),
     ],
+    "make-tasks": [
+        (
+            "python -m environments make-tasks environments/tasks/intervals/repo --out runs/tasks-intervals "
+            "--max-tasks 5"
+        ),
+        "python -m environments make-tasks pypi:toolz==1.0.0 --out runs/tasks-toolz --max-tasks 100 --workers 2",
+    ],
 }
 
 
@@ -71,6 +81,8 @@ class EnvironmentsCliConfig(Section):
     """How `replay` runs, and where the harness writes."""
     experts: ExpertCheckConfig = Field(default_factory=ExpertCheckConfig)
     """Where `check-experts` finds tasks and where it writes."""
+    tasks: MakeTasksConfig = Field(default_factory=MakeTasksConfig)
+    """What `make-tasks` makes tasks from, how many, and where it writes them."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
     check.set_defaults(run=run_check_experts, configure=configure_check)
 
-    for sub in (doctor, build, replay, check):
+    make = command(
+        "make-tasks", "make validated bug-injection tasks with expert trajectories from a repository"
+    )
+    make.add_argument("source", help="a local folder, pypi:NAME==VERSION or a git URL (tasks.source)")
+    make.add_argument("--out", default=None, metavar="DIR", help="output folder (tasks.out)")
+    make.add_argument("--max-tasks", type=_positive, default=None, metavar="N", help="tasks.max_tasks")
+    make.add_argument("--seed", type=int, default=None, metavar="S", help="tasks.seed")
+    make.add_argument("--test-cmd", default=None, metavar="CMD", help="tasks.test_cmd")
+    make.add_argument("--split-by", choices=["task", "file", "repo"], default=None, help="tasks.split_by")
+    make.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="candidates at once (environment.pool_size)",
+    )
+    make.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    make.set_defaults(run=run_make_tasks, configure=configure_make)
+
+    for sub in (doctor, build, replay, check, make):
         add_config_arguments(sub, "grading.grader=fast")
     return parser
 
@@ -235,6 +266,36 @@ def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> i
         return 2
     print(json.dumps(report) if args.json else format_report(report))
     return 0
+
+
+def configure_make(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None:
+    """The options of `make-tasks` set their `tasks` fields (`--workers`: `environment.pool_size`)."""
+    cfg.tasks.source = args.source
+    for name in ("out", "max_tasks", "seed", "test_cmd", "split_by"):
+        if getattr(args, name) is not None:
+            setattr(cfg.tasks, name, getattr(args, name))
+    if args.workers is not None:
+        cfg.environment.pool_size = args.workers
+
+
+def run_make_tasks(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
+    from environments.factory.make_tasks import make_tasks
+    from environments.factory.source import SourceError
+
+    try:
+        report = make_tasks(cfg.tasks, cfg.environment, progress=not args.json)
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report))
+    else:
+        dropped = ", ".join(f"{k} {v}" for k, v in report["dropped"].items()) or "none"
+        print(f"{report['tasks']} tasks from {report['candidates']} candidates ({report['yield']:.0%} kept) "
+              f"in {report['seconds']['total']:.0f} s; dropped: {dropped}; output in {report['out']}")  # fmt: skip
+        if report["failure"]:
+            print(f"failed: {report['failure']}")
+    return 0 if not report["failure"] else 1
 
 
 if __name__ == "__main__":

@@ -153,9 +153,10 @@ def run_tests_in_env(
             detail=f"the patch does not apply (exit {code}): {out.strip()[-2000:]}",
         )
     files = " ".join(shlex.quote(f) for f in task.test_files)
-    code, out = env.exec(
-        f"{limit} git checkout {task.base_commit} -- {files} 2>&1 && git apply {TEST_PATCH_PATH} 2>&1"
-    )
+    # the test files as the task's commit has them (a patch cannot change the tests that grade it), then
+    # the task's test patch when it has one (a generated task's tests are already in its commit)
+    apply = f" && git apply {TEST_PATCH_PATH} 2>&1" if task.test_patch.strip() else ""
+    code, out = env.exec(f"{limit} git checkout {task.base_commit} -- {files} 2>&1{apply}")
     if code != 0:
         return GradeResult(
             iid, "error", detail=f"the test patch does not apply: {out.strip()[-2000:]}", grader="fast"

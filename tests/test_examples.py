@@ -30,6 +30,8 @@ HELP_PAGES = [
     ["environments", "doctor"],
     ["environments", "build"],
     ["environments", "replay"],
+    ["environments", "check-experts"],
+    ["environments", "make-tasks"],
 ]
 
 

@@ -10,6 +10,8 @@
 - None: the bundled tasks (`environments/tasks/*/`);
 - a folder holding `task.json` (or that file): one task in the bundled layout; a folder of such
   folders: each of them (a malformed one is skipped, the others load);
+- a task factory's output folder (`make-tasks --out DIR`: `manifest.json` and `instances.jsonl`):
+  its generated tasks (`environments.factory.tasks`), each built on its repository's image;
 - a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
   of SWE-bench or SWE-smith instances (`swebench_rows`);
 - anything else: a Hugging Face dataset (`SWE-bench/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from environments import docker_engine
 from environments.config import EnvConfig
+from environments.factory import tasks as factory_tasks
 from environments.images import ImageBuildError, build_labels, image_label, split_tag
 from environments.labels import BASE_COMMIT_LABEL, CONTAINER_LABELS, INPUTS_LABEL, WORKDIR_LABEL
 from environments.tasks import bundled
@@ -154,6 +157,9 @@ def _entries(source: str | Path | None, split: str) -> Iterator[tuple[str | None
         yield from _task_folders(bundled.TASKS_DIR)
         return
     path = Path(source)
+    if path.is_dir() and factory_tasks.is_factory_folder(path):
+        yield from ((task.instance_id, task) for task in factory_tasks.load_folder(path))
+        return
     if path.is_file() and path.name == "task.json":
         path = path.parent
     if path.is_dir() and (path / "task.json").is_file():
@@ -300,6 +306,8 @@ def prepare_image(
     with _lock(key):
         if isinstance(task, bundled.Task):
             return bundled.build_images([task], cfg, client=client, rebuild=rebuild)[0]
+        if isinstance(task, factory_tasks.GeneratedTask):
+            return factory_tasks.task_image(task, cfg, client)
         if isinstance(task, SWEBenchTask) and task.checkout:
             present_or_pulled(client, task.source_image, task.instance_id, pull=pull)
             return _checkout_image(client, task, cfg, rebuild=rebuild)
