@@ -91,7 +91,7 @@ def _unpack_sdist(requirement: str, target: Path) -> None:
         raise SourceError(f"pypi:{requirement}: name an exact version, as pypi:NAME==VERSION")
     with tempfile.TemporaryDirectory(prefix="srl-sdist-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                   "--no-build-isolation", "--quiet", "-d", tmp, requirement]  # fmt: skip
+                   "--quiet", "-d", tmp, requirement]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         files = sorted(Path(tmp).iterdir())
         if done.returncode != 0 or not files:

@@ -16,11 +16,12 @@ files put back to the task's commit first (a patch cannot change the tests it is
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from environments.factory.profile import RepoProfile
+from environments.factory.profile import LOG_PARSER, RepoProfile
 
 if TYPE_CHECKING:
     import docker
@@ -31,6 +32,8 @@ MANIFEST = "manifest.json"
 INSTANCES = "instances.jsonl"
 PROFILE = "profile.json"
 IMAGE_NAMESPACE = "srl-factory"
+# The graded tests' command: the bundled tasks' (`-rA` summary lines, which `parse_log_pytest` reads).
+TEST_COMMAND = "python3 -m pytest -rA -p no:cacheprovider"
 TASK_SETUP = "printf '__pycache__/\\n*.pyc\\n.pytest_cache/\\n*.egg-info/\\n' >> .git/info/exclude\n"
 
 
@@ -89,9 +92,45 @@ class GeneratedTask:
         """Files of the graded tests: put back to the task's commit before grading."""
         return sorted({t.split("::", 1)[0] for t in (*self.FAIL_TO_PASS, *self.PASS_TO_PASS)})
 
+    @property
+    def eval_script(self) -> str:
+        """The SWE-bench style eval script the official harness runs: the graded test files put back to
+        the task's commit, the tests between the markers its grader reads, the files put back again."""
+        files = " ".join(shlex.quote(f) for f in self.test_files)
+        tests = " ".join(shlex.quote(t) for t in (*self.FAIL_TO_PASS, *self.PASS_TO_PASS))
+        lines = [
+            "#!/bin/bash",
+            "set -uxo pipefail",
+            "cd /testbed",
+            f"git checkout {self.base_commit} {files}",
+            ": '>>>>> Start Test Output'",
+            f"{TEST_COMMAND} {tests}",
+            ": '>>>>> End Test Output'",
+            f"git checkout {self.base_commit} {files}",
+        ]
+        return "\n".join(lines) + "\n"
+
     def instance(self) -> dict[str, Any]:
-        """The row as SWE-smith writes it."""
-        return dict(self.row)
+        """The swebench 5.x instance the official harness grades (its `patch` is the gold fix, as in
+        SWE-bench; the SWE-smith row, whose `patch` makes the bug, is `row`)."""
+        return {
+            "instance_id": self.instance_id,
+            "repo": self.repo,
+            "version": "0",
+            "base_commit": self.base_commit,
+            "environment_setup_commit": self.base_commit,
+            "created_at": self.created_at,
+            "problem_statement": self.problem_statement,
+            "hints_text": "",
+            "patch": self.gold_patch,
+            "test_patch": "",
+            "FAIL_TO_PASS": list(self.FAIL_TO_PASS),
+            "PASS_TO_PASS": list(self.PASS_TO_PASS),
+            "image": self.image,
+            "eval_script": self.eval_script,
+            "log_parser": LOG_PARSER,
+            "eval_type": "pass_and_fail",
+        }
 
 
 def is_factory_folder(path: Path) -> bool:

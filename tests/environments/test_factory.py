@@ -1,0 +1,127 @@
+"""The task factory end to end on a small fixture package (`fixtures/factory_repo`), in real containers.
+
+One run of `make_tasks` (module fixture) is checked from every side: its tasks' FAIL_TO_PASS tests fail
+at the bug and pass after the gold fix, its flaky test is left out, every expert replays to resolved
+through check-experts, evaluation reads the folder, and a rerun redoes nothing. A candidate that breaks
+test collection is dropped with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from environments.config import EnvConfig, GradingConfig
+from environments.container import DockerEnvironment
+from environments.factory import validate
+from environments.factory.make_tasks import MakeTasksConfig, make_tasks
+from environments.factory.profile import RepoProfile
+from environments.factory.tasks import load_folder
+from environments.grader import grade
+from environments.tasks.sources import load_task_source
+
+pytestmark = pytest.mark.docker
+
+FIXTURE = Path(__file__).parent / "fixtures" / "factory_repo"
+FLAKY = "tests/test_flaky.py::test_flips_between_runs"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("factory") / "tasks"
+    cfg = MakeTasksConfig(source=str(FIXTURE), out=str(out), max_tasks=4)
+    return out, make_tasks(cfg, EnvConfig(pool_size=1), progress=False)
+
+
+def test_the_tasks_fail_at_the_bug_and_pass_after_the_gold_fix(made):
+    out, report = made
+    assert report["failure"] is None and report["tasks"] == 4 == len(load_folder(out))
+    assert report["kept"] + sum(report["dropped"].values()) == report["candidates"]
+    fast = GradingConfig(grader="fast")
+    for task in load_folder(out):
+        assert (
+            task.FAIL_TO_PASS
+            and task.PASS_TO_PASS
+            and task.base_commit != json.loads((out / "profile.json").read_text())["commit"]
+        )
+        assert grade(task, task.gold_patch, fast).resolved, task.instance_id
+        untouched = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1,2 @@\n"
+        readme = (out / "repo" / "README.md").read_text().splitlines()[0]
+        result = grade(task, f"{untouched} {readme}\n+more\n", fast)
+        assert result.status == "unresolved" and set(result.fail_to_pass.failure) == set(task.FAIL_TO_PASS)
+
+
+def test_the_flaky_test_is_left_out(made):
+    out, _ = made
+    assert json.loads((out / "reference.json").read_text())["flaky"] == [FLAKY]
+    for task in load_folder(out):
+        assert FLAKY not in task.FAIL_TO_PASS + task.PASS_TO_PASS
+
+
+def test_every_expert_replays_to_resolved_and_evaluation_reads_the_folder(made, tmp_path):
+    from environments.expert_check import ExpertCheckConfig, check_experts
+
+    out, report = made
+    check = check_experts(
+        out / "trajectories",
+        ExpertCheckConfig(tasks=str(out), out=str(tmp_path / "check")),
+        grading=GradingConfig(grader="fast"),
+    )
+    assert check["kept"] == report["tasks"] == check["total"], check["dropped"]
+    loaded = load_task_source(out)
+    assert sorted(t.instance_id for t in loaded.tasks) == sorted(t.instance_id for t in load_folder(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["split"]["train"] + manifest["split"]["held_out"]) == sorted(
+        t.instance_id for t in loaded.tasks
+    )
+
+
+def test_a_rerun_redoes_nothing(made):
+    out, report = made
+    ledger = (out / "results.jsonl").read_text()
+    instances = (out / "instances.jsonl").read_text()
+    again = make_tasks(MakeTasksConfig(source=str(FIXTURE), out=str(out), max_tasks=4), EnvConfig(pool_size=1),
+                       progress=False)  # fmt: skip
+    assert (out / "results.jsonl").read_text() == ledger  # no candidate checked again
+    assert (out / "instances.jsonl").read_text() == instances
+    assert again["tasks"] == report["tasks"] and again["seconds"]["reference"] == 0.0
+
+
+def test_a_candidate_that_breaks_collection_is_dropped_with_its_reason(made):
+    out, _ = made
+    profile = RepoProfile.read(out / "profile.json")
+    ref = validate.Reference(set(json.loads((out / "reference.json").read_text())["passed"]), set(), 0, 0.0)
+    broken = (
+        "diff --git a/calc/core.py b/calc/core.py\n--- a/calc/core.py\n+++ b/calc/core.py\n"
+        "@@ -1,2 +1,2 @@\n-def mean(values):\n+def mean(values:\n"
+        '     """The arithmetic mean of a non-empty list."""\n'
+    )
+    with DockerEnvironment(profile.image, EnvConfig()) as env:
+        verdict = validate.check(env, profile, ref, broken)
+        assert verdict.status == "broke_collection" and "test_core.py" in verdict.detail
+        assert env.exec("cd /testbed && git status --porcelain")[1].strip() == ""  # clean again
+
+
+def test_the_official_harness_and_the_fast_runner_agree(made, tmp_path):
+    """The swebench harness grades a generated task through its swebench 5.x instance (the task's image,
+    an eval script, `parse_log_pytest`), as the fast runner does: the gold fix resolves, the bug stays."""
+    from environments.factory.tasks import task_image
+    from environments.grader import grade_all
+
+    out, _ = made
+    tasks = load_folder(out)[:2]
+    for task in tasks:
+        task_image(task, EnvConfig())
+    readme = (out / "repo" / "README.md").read_text().splitlines()[0]
+    unrelated = f"diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1,2 @@\n {readme}\n+more\n"
+    patches = [(t, t.gold_patch) for t in tasks] + [(tasks[1], unrelated)]  # the bug stays
+    verdicts = {}
+    for grader in ("fast", "harness"):
+        for i, (task, patch) in enumerate(patches):  # one instance at a time: the harness keys by id
+            result = grade_all([(task, patch)], GradingConfig(grader=grader), work_dir=tmp_path / grader,
+                               run_prefix=f"agree{i}")[task.instance_id]  # fmt: skip
+            verdicts[grader, i] = result.status
+    assert [verdicts["fast", i] for i in range(3)] == ["resolved", "resolved", "unresolved"]
+    assert [verdicts["harness", i] for i in range(3)] == [verdicts["fast", i] for i in range(3)]
