@@ -14,15 +14,17 @@ Contract:
   (entity tags) and complexity bounds. One attempt per (entity, modifier) pair that the modifier can
   change: the modifier's LibCST transformer runs on the entity up to `max_attempts` (5) passes until the
   code changes; a pair that changes nothing yields nothing.
-- Deterministic by `seed`: the pairs are listed in a fixed order (files sorted, entities in source
-  order, modifiers in SWE-smith's order), shuffled with `random.Random(seed)`, and each pair's
-  modifier draws from its own `random.Random` seeded by (seed, modifier, file, entity), so a pair's
-  bug does not depend on which pairs ran before it: `max_candidates=N` yields the first N of the full
-  sequence. The same repository and seed give the same candidates in the same order; the bugs are
-  not byte-identical to SWE-smith's own run (it seeds one generator per modifier, shared across
-  entities in its walk order).
-- Identical patches are yielded once (the first in the shuffled order). A rewrite whose file no longer
-  parses is dropped (SWE-smith keeps it and lets validation drop it; checking here is cheaper).
+- Deterministic by `seed`: each (entity, modifier) pair has a key, (seed, modifier, file, entity); the
+  pairs run in the order of their keys' SHA-256 (a seeded shuffle in which a pair's place does not
+  depend on which other pairs exist), and each pair's modifier draws from its own `random.Random`
+  seeded by its key, so a pair's bug does not depend on which pairs ran before it. The same repository
+  and seed give the same candidates in the same order; `max_candidates=N` gives the first N of them,
+  `modifiers=[...]` the subsequence of those families (but for a patch that another family made
+  first), and a file added to the repository interleaves its candidates without reordering the
+  others'. The bugs are not byte-identical to SWE-smith's own run (it seeds one generator per
+  modifier, shared across entities in its walk order).
+- Identical patches are yielded once (the first in that order). A rewritten entity that no
+  longer parses is dropped (SWE-smith keeps it and lets validation drop it; checking here is cheaper).
 - A file that cannot be read as UTF-8, has lone carriage returns, or does not parse (with `ast` or
   LibCST) is skipped, never an error: each is logged as a WARNING on this module's logger
   (`environments.factory.bugs`) with its reason.
@@ -49,7 +51,6 @@ import hashlib
 import importlib
 import logging
 import os
-import random
 import sys
 import types
 from collections import Counter, OrderedDict
@@ -64,7 +65,7 @@ from trajectories.config import ConfigError
 logger = logging.getLogger(__name__)
 
 TEST_DIRS = frozenset({"tests", "test", "specs"})
-# Parsed LibCST trees kept at once: pairs come in shuffled order, so files are revisited at random; a
+# Parsed LibCST trees kept at once: pairs come in seeded random order, revisiting files at random; a
 # tree costs tens of MB for a large file, so the cache is bounded rather than whole-repository.
 PARSED_FILES_KEPT = 32
 
@@ -128,7 +129,7 @@ def candidates(
         raise ConfigError(f"bug candidates: {repo} is not a directory")
     chosen = _select_modifiers(modifiers)
     pairs = [(e, m) for e in _entities(repo) for m in chosen if m.prototype.can_change(e.info)]
-    random.Random(seed).shuffle(pairs)
+    pairs.sort(key=lambda pair: hashlib.sha256(_pair_key(seed, *pair).encode()).digest())
     return _generate(repo, pairs, seed, max_candidates)
 
 
@@ -148,13 +149,16 @@ def _generate(
         yield candidate
 
 
+def _pair_key(seed: int, entity: _Entity, modifier: _Modifier) -> str:
+    return f"{seed}\0{modifier.name}\0{entity.file}\0{entity.qualname}\0{entity.occurrence}"
+
+
 def _attempt(source: _Parsed, entity: _Entity, modifier: _Modifier, seed: int) -> Candidate | None:
     """One (entity, modifier) attempt: up to `max_attempts` passes of the transformer over the node."""
     node = source.nodes.get((entity.qualname, entity.occurrence))
     if node is None:  # LibCST and ast disagree on the file's defs; never seen, but not worth a crash
         return None
-    pair_seed = f"{seed}\0{modifier.name}\0{entity.file}\0{entity.qualname}\0{entity.occurrence}"
-    pm = modifier.cls(likelihood=modifier.likelihood, seed=pair_seed)
+    pm = modifier.cls(likelihood=modifier.likelihood, seed=_pair_key(seed, entity, modifier))
     transformer = pm.Transformer(pm)
     before = source.module.code_for_node(node)
     try:
@@ -413,9 +417,7 @@ def _parsed(repo: Path, rel: str, cache_: OrderedDict[str, _Parsed | None]) -> _
 
 
 def _select_modifiers(names: Sequence[str] | None) -> list[_Modifier]:
-    available = [
-        _Modifier(pm.name, type(pm), pm.likelihood, pm) for pm in _swesmith().modifiers
-    ]  # SWE-smith's order, whatever order `names` came in, so the pair list (and shuffle) is the same
+    available = [_Modifier(pm.name, type(pm), pm.likelihood, pm) for pm in _swesmith().modifiers]
     if names is None:
         return available
     unknown = sorted(set(names) - {m.name for m in available})
