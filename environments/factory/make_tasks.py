@@ -140,7 +140,7 @@ def make_tasks(cfg: MakeTasksConfig, env_cfg: EnvConfig, progress: bool = True) 
         check_candidates(cfg, checkout, profile, ref, ledger, envs, progress)
         timing.candidates = time.perf_counter() - t0
         t0 = time.perf_counter()
-        tasks = make_instances(cfg, out, checkout, profile, ledger, envs[0], env_cfg)
+        tasks = make_instances(cfg, out, checkout, profile, ledger, envs, env_cfg)
         timing.tasks = time.perf_counter() - t0
     finally:
         for env in envs:
@@ -252,22 +252,36 @@ def make_instances(
     checkout: Checkout,
     profile: profiles.RepoProfile,
     ledger: Ledger[CandidateEntry],
-    env: Environment,
+    envs: list[Environment],
     env_cfg: EnvConfig,
 ) -> list[GeneratedTask]:
-    """The kept candidates as tasks: bug commits, problem statements, experts, `instances.jsonl`."""
+    """The kept candidates as tasks, `len(envs)` at a time: bug commits, problem statements (in the
+    warm environments), experts (in each task's image), then `instances.jsonl` in instance-id order.
+    A task whose row and trajectory an earlier run wrote (`DIR/tasks.jsonl`) is not made again."""
     kept = sorted((e for e in ledger.latest().values() if e.status == "kept"), key=lambda e: e.candidate_id)
     if cfg.max_tasks is not None:
         kept = kept[: cfg.max_tasks]
     (out / "trajectories").mkdir(exist_ok=True)
-    rows, tasks = [], []
-    for entry in kept:
+    made: Ledger[TaskEntry] = Ledger(out / "tasks.jsonl", TaskEntry, key="instance_id")
+    git_lock, env_lock, free = threading.Lock(), threading.Lock(), list(envs)
+
+    def one(entry: CandidateEntry) -> dict[str, Any]:
         iid = f"{profile.name}.{profile.commit[:8]}.{entry.candidate_id}"
-        sha = commit_patch(
-            checkout.path, profile.commit, entry.patch, f"Bug: {entry.modifier} in {entry.entity}\n"
-        )
-        run_git(checkout.path, "branch", "-f", iid, sha)
-        statement = problem_statement(env, checkout, entry, cfg.seed)
+        traj = out / "trajectories" / f"{iid}.traj"
+        if (done := made.get(iid)) is not None and traj.is_file():
+            return done.row
+        with git_lock:  # one ref update at a time in the shared repository
+            sha = commit_patch(
+                checkout.path, profile.commit, entry.patch, f"Bug: {entry.modifier} in {entry.entity}\n"
+            )
+            run_git(checkout.path, "branch", "-f", iid, sha)
+        with env_lock:
+            env = free.pop()
+        try:
+            statement = problem_statement(env, checkout, entry, cfg.seed)
+        finally:
+            with env_lock:
+                free.append(env)
         row = {
             "instance_id": iid,
             "repo": f"{IMAGE_REPO_PREFIX}/{profile.name}.{profile.commit[:8]}",
@@ -279,12 +293,23 @@ def make_instances(
             "base_commit": sha,
             "created_at": "2025-01-01T00:00:00Z",
         }
-        task = GeneratedTask(**{k: row[k] for k in row}, folder=out, row=row)
-        record_expert(task, entry, checkout, env_cfg, out / "trajectories" / f"{iid}.traj")
-        rows.append(row)
-        tasks.append(task)
+        task = GeneratedTask(**row, folder=out, row=row)
+        record_expert(task, entry, checkout, env_cfg, traj)
+        made.write(TaskEntry(iid, row))
+        return row
+
+    with ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="task") as pool:
+        rows = sorted(pool.map(one, kept), key=lambda r: r["instance_id"])
     (out / INSTANCES).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return tasks
+    return [GeneratedTask(**r, folder=out, row=r) for r in rows]
+
+
+@dataclass
+class TaskEntry:
+    """One line of `tasks.jsonl`: a task made (its SWE-smith row); its trajectory is written before."""
+
+    instance_id: str
+    row: dict[str, Any]
 
 
 IMAGE_REPO_PREFIX = "srl-factory"

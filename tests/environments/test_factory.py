@@ -82,10 +82,12 @@ def test_a_rerun_redoes_nothing(made):
     out, report = made
     ledger = (out / "results.jsonl").read_text()
     instances = (out / "instances.jsonl").read_text()
+    recorded = {p.name: p.stat().st_mtime_ns for p in (out / "trajectories").iterdir()}
     again = make_tasks(MakeTasksConfig(source=str(FIXTURE), out=str(out), max_tasks=4), EnvConfig(pool_size=1),
                        progress=False)  # fmt: skip
     assert (out / "results.jsonl").read_text() == ledger  # no candidate checked again
     assert (out / "instances.jsonl").read_text() == instances
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "trajectories").iterdir()} == recorded  # not redone
     assert again["tasks"] == report["tasks"] and again["seconds"]["reference"] == 0.0
 
 
