@@ -67,7 +67,11 @@ def detect(name: str, repo: Path, commit: str, image: str) -> RepoProfile:
     install = [
         f"python3 -m venv --system-site-packages {VENV}",
         f"{VENV}/bin/python -m pip install --quiet --disable-pip-version-check -e '{target}'",
-        f"ln -sf {VENV}/bin/python /usr/local/bin/python && ln -sf {VENV}/bin/python /usr/local/bin/python3",
+        # wrappers, not links: a venv is found next to the path the interpreter is run by
+        *(
+            f"printf '#!/bin/sh\\nexec {VENV}/bin/python \"$@\"\\n' > /usr/local/bin/{name} && chmod +x /usr/local/bin/{name}"
+            for name in ("python", "python3")
+        ),
         "printf '__pycache__/\\n*.pyc\\n.pytest_cache/\\n*.egg-info/\\n' >> .git/info/exclude",
         "python3 -m pytest --version",
     ]

@@ -104,6 +104,11 @@ def test_a_candidate_that_breaks_collection_is_dropped_with_its_reason(made):
         verdict = validate.check(env, profile, ref, broken)
         assert verdict.status == "broke_collection" and "test_core.py" in verdict.detail
         assert env.exec("cd /testbed && git status --porcelain")[1].strip() == ""  # clean again
+        # `python3` is the virtual environment's, where the package is installed (a src layout needs it)
+        assert env.exec("cd / && python3 -c 'import calc; print(calc.__file__)'") == (
+            0,
+            "/testbed/calc/__init__.py\n",
+        )
 
 
 def test_the_official_harness_and_the_fast_runner_agree(made, tmp_path):
