@@ -10,8 +10,10 @@
 - `run_tests_in_env(env, task, patch, ...)`: for RLVR rewards, where starting a container per grade
   and importing swebench (about 3 s) would dominate. In a running environment at the task's base
   commit it applies the patch and the test patch, runs exactly the FAIL_TO_PASS and PASS_TO_PASS
-  tests with `pytest -rA`, and grades the statuses with the rules of swebench 5.x (`grade_statuses`,
-  tested against the harness in tests/environments/test_grading.py).
+  tests with the task's test command (`pytest -rA` for bundled and generated tasks, a SWE-smith
+  profile's for SWE-smith rows), reads their log with the task's parser, and grades the statuses with
+  the rules of swebench 5.x (`grade_statuses`, tested against the harness in
+  tests/environments/test_grading.py).
 
 Both return a `GradeResult`. Outcomes that are not "the tests ran" are results, not exceptions: an
 empty patch (`empty_patch`), a patch that does not apply (`patch_failed`, with git's message), or a
@@ -32,20 +34,20 @@ import re
 import resource
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from environments.protocol import Environment
-    from environments.tasks.bundled import Task
 
 Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "error"]
 
 APPLY_FAILED_MARKER = ">>>>> Patch Apply Failed"
 PASSING = frozenset({"PASSED", "XFAIL"})
 PYTEST_STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL")
+SWEBENCH_STATUS_ORDER = ("FAILED", "PASSED", "SKIPPED", "ERROR", "XFAIL")  # swebench's TestStatus order
 MODEL_NAME = "srl-agent"
 # swebench 5.x run_evaluation.GIT_APPLY_CMDS, in its order (copied: importing swebench costs seconds).
 APPLY_COMMANDS = (
@@ -57,6 +59,40 @@ APPLY_COMMANDS = (
 PATCH_PATH = "/tmp/srl_agent_patch.diff"
 TEST_PATCH_PATH = "/tmp/srl_agent_test_patch.diff"
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a line of the harness's own log
+
+
+class FastGradable(Protocol):
+    """What the fast runner reads of a task (bundled, generated and SWE-smith tasks have it)."""
+
+    @property
+    def instance_id(self) -> str: ...
+
+    @property
+    def base_commit(self) -> str | None:
+        """The commit the test files are put back to; None: the environment's HEAD, which is the base
+        commit when grading starts (`grader.grade` resets the environment first)."""
+        ...
+
+    @property
+    def test_patch(self) -> str: ...
+
+    @property
+    def test_files(self) -> Sequence[str]: ...
+
+    @property
+    def fail_to_pass(self) -> Sequence[str]: ...
+
+    @property
+    def pass_to_pass(self) -> Sequence[str]: ...
+
+    @property
+    def test_command(self) -> str:
+        """The command the tests run with; the test ids are appended (`python3 -m pytest -rA ...`)."""
+        ...
+
+    def parse_log(self, log: str) -> dict[str, str]:
+        """`{test id: status}` read from the test command's output (`parse_pytest_report` for `-rA`)."""
+        ...
 
 
 @dataclass
@@ -110,6 +146,19 @@ def parse_pytest_report(log: str) -> dict[str, str]:
     return statuses
 
 
+def parse_pytest_verbose(log: str) -> dict[str, str]:
+    """`{node id: status}` from `pytest --verbose` lines (`tests/x.py::t PASSED  [ 50%]`): SWE-smith's
+    default log parser (`PythonProfile.log_parser`: per line, `^(\\S+)\\s+<STATUS>` for each of
+    swebench's statuses, the later match winning), which its Python profiles grade with."""
+    statuses: dict[str, str] = {}
+    for line in log.split("\n"):
+        for status in SWEBENCH_STATUS_ORDER:
+            match = re.match(rf"^(\S+)(\s+){status}", line)
+            if match:
+                statuses[match.group(1)] = status
+    return statuses
+
+
 def grade_statuses(
     instance_id: str, fail_to_pass: Iterable[str], pass_to_pass: Iterable[str], statuses: Mapping[str, str]
 ) -> GradeResult:
@@ -130,7 +179,7 @@ def grade_statuses(
 
 
 def run_tests_in_env(
-    env: Environment, task: Task, patch: str | None, *, timeout: float = 300.0
+    env: Environment, task: FastGradable, patch: str | None, *, timeout: float = 300.0
 ) -> GradeResult:
     """Grade `patch` in a running environment whose repository is at the task's base commit.
 
@@ -156,16 +205,17 @@ def run_tests_in_env(
     # the test files as the task's commit has them (a patch cannot change the tests that grade it), then
     # the task's test patch when it has one (a generated task's tests are already in its commit)
     apply = f" && git apply {TEST_PATCH_PATH} 2>&1" if task.test_patch.strip() else ""
-    code, out = env.exec(f"{limit} git checkout {task.base_commit} -- {files} 2>&1{apply}")
+    base = shlex.quote(task.base_commit or "HEAD")
+    code, out = env.exec(f"{limit} git checkout {base} -- {files} 2>&1{apply}")
     if code != 0:
         return GradeResult(
             iid, "error", detail=f"the test patch does not apply: {out.strip()[-2000:]}", grader="fast"
         )
     tests = " ".join(shlex.quote(t) for t in (*task.fail_to_pass, *task.pass_to_pass))
-    from environments.tasks.bundled import TEST_COMMAND
-
-    code, out = env.exec(f"{limit} {TEST_COMMAND} {tests} 2>&1")
-    statuses = parse_pytest_report(out)
+    # In its own bash: a profile's command may be several (`source ...; conda activate ...; pytest`), and
+    # `timeout` kills the whole process group.
+    code, out = env.exec(f"{limit} bash -c {shlex.quote(f'{task.test_command} {tests}')} 2>&1")
+    statuses = task.parse_log(out)
     if not statuses:
         why = "the tests ran past the timeout" if code == 137 else "no test results"
         return GradeResult(iid, "error", detail=f"{why} (exit {code}): {out.strip()[-2000:]}", grader="fast")

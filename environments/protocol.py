@@ -16,9 +16,10 @@ there. Not thread-safe: one call at a time per environment.
 
 `TaskInstance`: what an evaluation needs of a task: the issue to hand the agent, the image its
 episode runs in, and the swebench instance the official harness grades. Implemented by the bundled
-`environments.tasks.bundled.Task` and by `environments.tasks.swebench_rows.SWEBenchTask` (SWE-bench and
-SWE-smith rows); `environments.tasks.sources.load_task_source` gives either, and
-`sources.prepare_image(task)` makes `task.image` present (built, found or pulled) before an episode.
+`environments.tasks.bundled.Task`, the task factory's `GeneratedTask`, `SWEBenchTask` (SWE-bench rows,
+`environments.tasks.swebench_rows`) and `SmithTask` (SWE-smith rows, `environments.tasks.smith_rows`);
+`environments.tasks.sources.load_task_source` gives any of them, and `sources.prepare_image(task)`
+makes `task.image` present (built, found or pulled) before an episode.
 It also says what grading (`environments.grader`) and the oracle scaffold need, so that no caller asks
 which implementation it holds: whether the fast in-container runner can grade it, its gold patch and
 where its repository's files can be read.
@@ -141,9 +142,9 @@ class TaskInstance(Protocol):
 
     @property
     def fast_gradable(self) -> bool:
-        """Whether the fast in-container runner (`grading.run_tests_in_env`) can grade this task: it
-        carries its test patch and runs its tests with pytest (the bundled layout). Else only the
-        official harness can."""
+        """Whether the fast in-container runner (`grading.run_tests_in_env`) can grade this task: it has
+        what `grading.FastGradable` names (its test files, test patch, test command and log parser).
+        Else only the official harness can."""
         ...
 
     @property

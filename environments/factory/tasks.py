@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from environments.factory.profile import LOG_PARSER, RepoProfile
+from environments.grading import parse_pytest_report
 
 if TYPE_CHECKING:
     import docker
@@ -86,6 +87,14 @@ class GeneratedTask:
     @property
     def test_patch(self) -> str:
         return ""  # the tests are the repository's own, already in the task's commit
+
+    @property
+    def test_command(self) -> str:
+        return TEST_COMMAND
+
+    def parse_log(self, log: str) -> dict[str, str]:
+        """The statuses of `TEST_COMMAND`'s `-rA` summary lines (as the harness's `parse_log_pytest`)."""
+        return parse_pytest_report(log)
 
     @property
     def test_files(self) -> list[str]:

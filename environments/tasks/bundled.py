@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from environments.grading import parse_pytest_report
+
 if TYPE_CHECKING:
     from environments.config import EnvConfig
 
@@ -92,6 +94,14 @@ class Task:
     @property
     def gold_patch(self) -> str | None:
         return self.patch if self.patch.strip() else None
+
+    @property
+    def test_command(self) -> str:
+        return TEST_COMMAND
+
+    def parse_log(self, log: str) -> dict[str, str]:
+        """The statuses of `TEST_COMMAND`'s `-rA` summary lines (as the harness's `parse_log_pytest`)."""
+        return parse_pytest_report(log)
 
     @property
     def expert_trajectory(self) -> Path:

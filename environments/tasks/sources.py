@@ -13,7 +13,8 @@
 - a task factory's output folder (`make-tasks --out DIR`: `manifest.json` and `instances.jsonl`):
   its generated tasks (`environments.factory.tasks`), each built on its repository's image;
 - a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
-  of SWE-bench or SWE-smith instances (`swebench_rows`);
+  of SWE-bench instances (`swebench_rows`) or SWE-smith instances (`smith_rows`, graded with their
+  repository's SWE-smith profile from `profiles`, default SWE-smith's own);
 - anything else: a Hugging Face dataset (`SWE-bench/SWE-bench_Verified`, `SWE-bench/SWE-bench_Lite`,
   or a local folder of data files such as `test.jsonl` / `test-*.parquet`) read through
   `trajectories.hf.iter_rows` (`datasets.load_dataset`) at `split`. The old `princeton-nlp/` ids of
@@ -22,9 +23,10 @@
 
 It returns `LoadedTasks(tasks, skipped)`: the tasks, sorted by instance id, and one
 `SkippedInstance(instance_id, reason)` for each entry that cannot be evaluated. A row no episode can
-run on is skipped; so is, with `require_grading` (the default), a row lacking the fields swebench 5.x
-grades with (classic 12-field rows, SWE-smith rows), so that no episode is spent on it; without
-`require_grading` it loads and its `instance()` raises `MissingGradingFields` when it is graded.
+run on is skipped; so is, with `require_grading` (the default), a row that cannot be graded (a
+SWE-bench row lacking the fields swebench 5.x grades with, as classic 12-field rows do; a SWE-smith row
+whose repository has no profile here), so that no episode is spent on it; without `require_grading`
+it loads and its `instance()` raises `MissingGradingFields` when it is graded.
 Filters (`instance_ids`, a `pattern` searched in the id) apply to both lists (an entry whose id
 cannot be read stays in `skipped` unless `instance_ids` are named), then `limit` keeps the first N
 tasks. Identical rows of one id are read once (with a warning). Whole-source problems raise
@@ -34,8 +36,9 @@ does not hold.
 
 `prepare_image(task, cfg)` makes `task.image` present: a bundled task's image is built by the
 project's own image code (cached on its inputs); a SWE-bench image is used when present and pulled
-otherwise; a SWE-smith task's image is derived from its repository image with /testbed at the
-instance's commit (cached on the source image and the ref). An image that is neither present nor
+otherwise; a SWE-smith task's image is derived from its repository image (the first of its names
+present, else pulled under SWE-smith's Docker Hub name) with the row's patch committed in /testbed
+(cached on the source image and the patch). An image that is neither present nor
 pullable is `ImageMissing`, naming it, the instance and how to get it; no engine is
 `docker_engine.EngineUnavailable`. Safe to call from several threads (one preparation per image at
 a time).
@@ -44,13 +47,15 @@ a time).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
 import shlex
+import tarfile
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -60,6 +65,8 @@ from environments.factory import tasks as factory_tasks
 from environments.images import ImageBuildError, build_labels, image_label, split_tag
 from environments.labels import BASE_COMMIT_LABEL, CONTAINER_LABELS, INPUTS_LABEL, WORKDIR_LABEL
 from environments.tasks import bundled
+from environments.tasks.smith_profiles import SmithProfile
+from environments.tasks.smith_rows import SmithTask, is_smith_row, smith_task_from_row
 from environments.tasks.swebench_rows import MissingGradingFields, RowError, SWEBenchTask, task_from_row
 from trajectories.errors import SourceError
 
@@ -70,7 +77,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHECKOUT_RECIPE = 1  # bump when the way a checkout image is made changes
+BUG_RECIPE = 1  # bump when the way a SWE-smith task's image is made changes
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 # The SWE-bench datasets moved from princeton-nlp/ to the SWE-bench organisation on the Hub.
@@ -78,6 +85,7 @@ RENAMED_DATASETS = {
     f"princeton-nlp/{name}": f"SWE-bench/{name}"
     for name in ("SWE-bench", "SWE-bench_Lite", "SWE-bench_Verified", "SWE-bench_Multimodal")
 }
+BUG_PATCH_PATH = "/tmp/srl_agent_bug.diff"
 _KEEP_ALIVE = ["sh", "-c", 'trap "exit 0" TERM INT; while :; do sleep 86400 & wait $!; done']
 
 
@@ -120,9 +128,11 @@ def load_task_source(
     pattern: str | None = None,
     limit: int | None = None,
     require_grading: bool = True,
+    profiles: Mapping[str, SmithProfile] | None = None,
 ) -> LoadedTasks:
-    """The tasks `source` holds (see the module docstring). `split` applies to datasets only."""
-    entries = list(_entries(source, split))
+    """The tasks `source` holds (see the module docstring). `split` applies to datasets only;
+    `profiles` (SWE-smith repository profiles by `<owner>__<repo>.<commit8>`) to SWE-smith rows only."""
+    entries = list(_entries(source, split, profiles))
     counts = Counter(iid for iid, _ in entries if iid is not None)
     ids = set(counts)
     wanted = _wanted(ids, instance_ids, pattern, source)
@@ -135,10 +145,13 @@ def load_task_source(
         if isinstance(entry, SkippedInstance):
             skipped.append(entry)
         elif require_grading and isinstance(entry, SWEBenchTask) and not entry.gradable:
-            why = MissingGradingFields(entry.instance_id, entry.missing_for_grading, entry.kind)
+            why = MissingGradingFields(entry.instance_id, entry.missing_for_grading)
             skipped.append(
                 SkippedInstance(entry.instance_id, f"{why.reason}; or load it with require_grading=False")
             )
+        elif require_grading and isinstance(entry, SmithTask) and not entry.gradable:
+            reason = f"{entry.ungradable}; or load it with require_grading=False"
+            skipped.append(SkippedInstance(entry.instance_id, reason))
         else:
             tasks.append(entry)
     tasks = [t for t in sorted(tasks, key=lambda t: t.instance_id) if wanted(t.instance_id)]
@@ -151,7 +164,9 @@ def load_task_source(
     return LoadedTasks(tasks, skipped)
 
 
-def _entries(source: str | Path | None, split: str) -> Iterator[tuple[str | None, Any]]:
+def _entries(
+    source: str | Path | None, split: str, profiles: Mapping[str, SmithProfile] | None
+) -> Iterator[tuple[str | None, Any]]:
     """(instance id or None, a TaskInstance or a SkippedInstance) for every entry of the source."""
     if source is None:
         yield from _task_folders(bundled.TASKS_DIR)
@@ -167,13 +182,14 @@ def _entries(source: str | Path | None, split: str) -> Iterator[tuple[str | None
     elif path.is_dir() and any(path.glob("*/task.json")):
         yield from _task_folders(path)
     elif path.is_file() and path.suffix in (".json", ".jsonl"):
-        yield from _rows(_file_rows(path), path.name)
+        yield from _rows(_file_rows(path), path.name, profiles)
     elif path.is_file() and path.suffix == ".parquet":
-        yield from _rows(_dataset_rows("parquet", "train", path.name, data_files=str(path)), path.name)
+        rows = _dataset_rows("parquet", "train", path.name, data_files=str(path))
+        yield from _rows(rows, path.name, profiles)
     elif path.exists() or (_HUB_ID.match(str(source)) and path.suffix not in _FILE_SUFFIXES):
         name = str(source) if path.exists() else RENAMED_DATASETS.get(str(source), str(source))
         label = f"{name}[{split}]"
-        yield from _rows(_dataset_rows(name, split, label), label)
+        yield from _rows(_dataset_rows(name, split, label), label, profiles)
     else:
         raise TaskSourceError(
             f"{source}: no such file or folder, and not a Hugging Face dataset id (owner/name)"
@@ -193,7 +209,9 @@ def _task_folders(directory: Path, single: bool = False) -> Iterator[tuple[str |
         yield task.instance_id, task
 
 
-def _rows(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str | None, Any]]:
+def _rows(
+    rows: Iterable[tuple[str, Any]], label: str, profiles: Mapping[str, SmithProfile] | None
+) -> Iterator[tuple[str | None, Any]]:
     first: dict[str, tuple[str, dict[str, Any]]] = {}  # id -> (where, row) of its first row
     for where, row in rows:
         if isinstance(row, SkippedInstance):
@@ -210,7 +228,7 @@ def _rows(rows: Iterable[tuple[str, Any]], label: str) -> Iterator[tuple[str | N
         if iid is not None:
             first.setdefault(iid, (where, row))
         try:
-            yield iid, task_from_row(row)
+            yield iid, smith_task_from_row(row, profiles) if is_smith_row(row) else task_from_row(row)
         except RowError as e:
             yield iid, SkippedInstance(iid or where, f"{e} ({label})")
 
@@ -297,7 +315,7 @@ def prepare_image(
     """Make `task.image` present on the engine and return it (see the module docstring).
 
     `pull=False` never asks a registry. Raises ImageMissing, ImageBuildError (a bundled build or a
-    SWE-smith checkout failed) or EngineUnavailable; each concerns this task only.
+    SWE-smith row's patch does not apply) or EngineUnavailable; each concerns this task only.
     """
     cfg = cfg or EnvConfig()
     client = client or docker_engine.shared_client()
@@ -308,9 +326,9 @@ def prepare_image(
             return bundled.build_images([task], cfg, client=client, rebuild=rebuild)[0]
         if isinstance(task, factory_tasks.GeneratedTask):
             return factory_tasks.task_image(task, cfg, client)
-        if isinstance(task, SWEBenchTask) and task.checkout:
-            present_or_pulled(client, task.source_image, task.instance_id, pull=pull)
-            return _checkout_image(client, task, cfg, rebuild=rebuild)
+        if isinstance(task, SmithTask):
+            source = _smith_source(client, task, pull=pull)
+            return _bug_image(client, task, source, cfg, rebuild=rebuild)
         return present_or_pulled(client, task.image, task.instance_id, pull=pull)
 
 
@@ -332,36 +350,62 @@ def present_or_pulled(client: docker.DockerClient, image: str, instance_id: str,
     return image
 
 
-def _checkout_image(client: docker.DockerClient, task: SWEBenchTask, cfg: EnvConfig, *, rebuild: bool) -> str:
-    """`task.image`: `task.source_image` with /testbed at `task.checkout` (fetched from the repository's
-    remote when the image lacks it and `cfg.network` allows), HEAD labelled as the base commit."""
-    assert task.checkout
-    source_id = client.images.get(task.source_image).id
-    recipe = {"recipe": CHECKOUT_RECIPE, "source": source_id, "ref": task.checkout, "workdir": cfg.workdir}
+def _smith_source(client: docker.DockerClient, task: SmithTask, *, pull: bool) -> str:
+    """The first of `task.source_images` the engine has, else the Docker Hub one (the last) pulled."""
+    for name in task.source_images:
+        try:
+            client.images.get(name)
+            return name
+        except docker_engine.ImageNotFound:
+            continue
+    others = ", ".join(task.source_images[:-1])
+    try:
+        return present_or_pulled(client, task.source_images[-1], task.instance_id, pull=pull)
+    except ImageMissing as e:
+        raise ImageMissing(task.instance_id, task.source_images[-1], f"{e.reason}; nor is {others}") from None
+
+
+def _bug_image(
+    client: docker.DockerClient, task: SmithTask, source: str, cfg: EnvConfig, *, rebuild: bool
+) -> str:
+    """`task.image`: `source` with the row's patch committed in /testbed (a parentless commit, with a
+    fixed author and date), HEAD labelled as the base commit."""
+    source_image = client.images.get(source)
+    patch_hash = hashlib.sha256(task.bug_patch.encode()).hexdigest()
+    recipe = {"recipe": BUG_RECIPE, "source": source_image.id, "patch": patch_hash, "workdir": cfg.workdir}
     inputs = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     if not rebuild and image_label(client, task.image, INPUTS_LABEL) == inputs:
         return task.image
-    ref, workdir = shlex.quote(task.checkout), shlex.quote(cfg.workdir)
-    fetch = f" || {{ git fetch -q origin {ref} && git checkout -f -q FETCH_HEAD; }}" if cfg.network else ""
+    name, email = bundled.COMMIT_AUTHOR
+    identity = " ".join(
+        f"GIT_{who}_{key}={shlex.quote(value)}"
+        for who in ("AUTHOR", "COMMITTER")
+        for key, value in (("NAME", name), ("EMAIL", email), ("DATE", bundled.COMMIT_DATE))
+    )
+    message = shlex.quote(f"SWE-smith instance {task.instance_id}")
+    # The index's file stats are the build's (refreshed, or `git apply --index` sees every file changed);
+    # --soft: the index and work tree already hold the commit; files the install changed stay as they are.
     script = (
-        f"cd {workdir} && {{ git checkout -f -q {ref}{fetch}; }} && git clean -ffdq && git rev-parse HEAD"
+        f"set -e; cd {shlex.quote(cfg.workdir)}; git update-index -q --refresh || true; "
+        f"git apply --index {BUG_PATCH_PATH}; rm -f {BUG_PATCH_PATH}; "
+        f'tree=$(git write-tree); sha=$({identity} git commit-tree "$tree" -m {message}); '
+        f'git reset -q --soft "$sha"; mkdir -p .git/info; '
+        f"printf %s {shlex.quote(bundled.GIT_EXCLUDE)} >> .git/info/exclude; git rev-parse HEAD"
     )
     container = client.containers.run(
-        task.source_image, command=_KEEP_ALIVE, detach=True, labels=build_labels(),
-        network_mode="bridge" if cfg.network else "none",
-    )  # fmt: skip
+        source, command=_KEEP_ALIVE, detach=True, labels=build_labels(), network_mode="none"
+    )
     try:
+        container.put_archive("/tmp", _tar(BUG_PATCH_PATH.rsplit("/", 1)[1], task.bug_patch))
         code, output = container.exec_run(["bash", "-c", script])
         text = output.decode("utf-8", errors="replace").strip()
         if code != 0:
-            hint = "" if cfg.network else "; set environment.network=true to let it fetch the ref"
             raise ImageBuildError(
-                f"{task.instance_id}: cannot check out {task.checkout} in {cfg.workdir} of "
-                f"{task.source_image} (exit {code}): {text[-500:]}{hint}"
+                f"{task.instance_id}: the row's patch does not apply in {cfg.workdir} of {source} "
+                f"(exit {code}): {text[-500:]}"
             )
         sha = text.splitlines()[-1]
         repository, version = split_tag(task.image)
-        source_cmd = client.images.get(task.source_image).attrs["Config"].get("Cmd") or ["/bin/bash"]
         container.commit(
             repository=repository,
             tag=version,
@@ -370,17 +414,27 @@ def _checkout_image(client: docker.DockerClient, task: SWEBenchTask, cfg: EnvCon
                     INPUTS_LABEL: inputs,
                     BASE_COMMIT_LABEL: sha,
                     WORKDIR_LABEL: cfg.workdir,
-                    **{name: "" for name in CONTAINER_LABELS},
+                    **{label: "" for label in CONTAINER_LABELS},
                 },
-                "Cmd": source_cmd,
+                "Cmd": source_image.attrs["Config"].get("Cmd") or ["/bin/bash"],
                 # the harness's containers ignore SIGTERM; see bundled._stop_with_sigkill
                 "StopSignal": "SIGKILL",
             },
         )
     finally:
         container.remove(force=True)
-    log.info("made %s: %s at %s", task.image, task.source_image, sha[:12])
+    log.info("made %s: %s with the bug of %s at %s", task.image, source, task.instance_id, sha[:12])
     return task.image
+
+
+def _tar(name: str, text: str) -> bytes:
+    data = text.encode("utf-8")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def _lock(key: str) -> threading.Lock:

@@ -1,43 +1,40 @@
-"""SWE-bench and SWE-smith instance rows as tasks (`SWEBenchTask`, an `environments.protocol.TaskInstance`).
+"""SWE-bench instance rows as tasks (`SWEBenchTask`, an `environments.protocol.TaskInstance`).
 
 A row is one instance as the datasets store it (HF `SWE-bench/SWE-bench_Lite`, a local JSON/JSONL
-file, a SWE-smith task file). `task_from_row(row)` reads the fields an episode needs and checks the
-ones grading needs; it raises `RowError` only for a row no episode can run on (no `instance_id`, no
-problem statement, test lists that are not lists of strings).
+file). `task_from_row(row)` reads the fields an episode needs and checks the ones grading needs; it
+raises `RowError` only for a row no episode can run on (no `instance_id`, no problem statement, test
+lists that are not lists of strings). SWE-smith rows (`repo` is `swesmith/...`) are `smith_rows`'.
 
-What the task runs in:
-- SWE-bench: the row's `image` when it has one (swebench 5.x datasets do), else the official image
-  `swebench/sweb.eval.x86_64.<id>:latest` (`__` as `_1776_`, `grading.official_image_name`). Those
-  images hold `/testbed` at the base commit, so the episode starts at their HEAD.
-- SWE-smith (`repo` is `swesmith/<owner>__<repo>.<sha8>`): the row's `image_name` is one image per
-  repository at its original commit; each instance is a commit (`base_commit`, else the branch named
-  by the instance id, as SWE-agent checks it out) in that repository. `task.image` is then a local
-  image derived from `image_name` with /testbed checked out there (`sources.prepare_image` makes it),
-  so environments and the harness start at the instance's commit with no extra step.
+What the task runs in: the row's `image` when it has one (swebench 5.x datasets do), else the
+official image `swebench/sweb.eval.x86_64.<id>:latest` (`__` as `_1776_`,
+`grading.official_image_name`). Those images hold `/testbed` at the base commit, so the episode
+starts at their HEAD.
 
 Grading: swebench 5.x's `make_test_spec` reads `repo, version, FAIL_TO_PASS, PASS_TO_PASS,
 eval_script, log_parser, eval_type` (and `image`, which every task has). 5.0.2 no longer derives the
 eval script or the log parser from `repo`/`version` (its per-repo specs table is gone), so a row
-without them cannot be graded by the harness: classic 12-field SWE-bench rows lack the last three,
-SWE-smith rows also lack `version`. Such a row still makes a task (an episode can run on it);
-`missing_for_grading` lists the fields, and `instance()` raises `MissingGradingFields` naming the
-instance and them. `sources.load_task_source` skips such rows up front by default, so that no
-episode is spent on an instance that cannot be graded.
+without them cannot be graded by the harness: classic 12-field SWE-bench rows lack the last three.
+Such a row still makes a task (an episode can run on it); `missing_for_grading` lists the fields, and
+`instance()` raises `MissingGradingFields` naming the instance and them. `sources.load_task_source`
+skips such rows up front by default, so that no episode is spent on an instance that cannot be graded.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from environments.grading import official_image_name
-from environments.tasks.bundled import local_image_name
 
 # What swebench 5.x's make_test_spec reads from an instance, besides instance_id and image.
 GRADING_FIELDS = ("repo", "version", "FAIL_TO_PASS", "PASS_TO_PASS", "eval_script", "log_parser", "eval_type")
-SWESMITH_REPO_PREFIX = "swesmith/"
+SWEBENCH_FIX = (
+    "use a dataset that carries them (SWE-bench/SWE-bench_Lite or SWE-bench/SWE-bench_Verified from the hub "
+    "rather than the classic princeton-nlp copies), or add them to the row"
+)
 
 
 class RowError(ValueError):
@@ -47,15 +44,8 @@ class RowError(ValueError):
 class MissingGradingFields(ValueError):
     """The instance lacks fields swebench 5.x needs to grade it; names the instance and the fields."""
 
-    def __init__(self, instance_id: str, missing: tuple[str, ...], kind: str = "swe-bench"):
+    def __init__(self, instance_id: str, missing: tuple[str, ...], fix: str = SWEBENCH_FIX):
         self.instance_id, self.missing = instance_id, missing
-        fix = (
-            "SWE-smith rows are graded by SWE-smith's own harness (`python -m swesmith.harness.eval`); "
-            "add the fields to the row to grade it here"
-            if kind == "swe-smith"
-            else "use a dataset that carries them (SWE-bench/SWE-bench_Lite or SWE-bench/SWE-bench_Verified "
-            "from the hub rather than the classic princeton-nlp copies), or add them to the row"
-        )
         self.reason = (
             f"lacks {', '.join(missing)}, which grading with swebench 5.x needs (its make_test_spec reads "
             f"them; 5.0.2 no longer derives them from repo/version); {fix}"
@@ -65,18 +55,13 @@ class MissingGradingFields(ValueError):
 
 @dataclass(frozen=True)
 class SWEBenchTask:
-    """One SWE-bench or SWE-smith row as a task; see the module docstring. Make it with `task_from_row`."""
+    """One SWE-bench row as a task; see the module docstring. Make it with `task_from_row`."""
 
     instance_id: str
     problem_statement: str = field(repr=False)
     image: str
-    """What episodes run in and the harness grades in (for SWE-smith: derived from `source_image`)."""
+    """What episodes run in and the harness grades in: the row's image, or the official one."""
     base_commit: str | None
-    source_image: str
-    """The image the row names (or the official one): found locally or pulled."""
-    checkout: str | None
-    """A commit or branch to check out in `source_image` to make `image`; None: `image` is `source_image`."""
-    kind: Literal["swe-bench", "swe-smith"]
     fail_to_pass: tuple[str, ...] = field(repr=False)
     pass_to_pass: tuple[str, ...] = field(repr=False)
     missing_for_grading: tuple[str, ...]
@@ -106,47 +91,38 @@ class SWEBenchTask:
         Raises MissingGradingFields when the row lacks what the harness needs.
         """
         if self.missing_for_grading:
-            raise MissingGradingFields(self.instance_id, self.missing_for_grading, self.kind)
+            raise MissingGradingFields(self.instance_id, self.missing_for_grading)
         return {**self.row, "image": self.image}
 
 
 def task_from_row(row: dict[str, Any]) -> SWEBenchTask:
-    """A task from one SWE-bench or SWE-smith row (a dict as the dataset holds it). Raises RowError."""
-    instance_id = _text(row, "instance_id")
+    """A task from one SWE-bench row (a dict as the dataset holds it). Raises RowError."""
+    instance_id = text_field(row, "instance_id")
     where = f"instance {instance_id}"
     problem = row.get("problem_statement")
     if not isinstance(problem, str) or not problem.strip():
         raise RowError(f"{where}: 'problem_statement' must be a non-empty string (the issue the agent gets)")
-    base_commit = _optional_text(row, "base_commit", where)
-    kind: Literal["swe-bench", "swe-smith"] = (
-        "swe-smith" if str(row.get("repo") or "").startswith(SWESMITH_REPO_PREFIX) else "swe-bench"
-    )
-    named = _optional_text(row, "image", where) or _optional_text(row, "image_name", where)
-    source_image = named or official_image_name(instance_id)
-    checkout = (base_commit or instance_id) if kind == "swe-smith" else None
+    named = optional_text(row, "image", where) or optional_text(row, "image_name", where)
     return SWEBenchTask(
         instance_id=instance_id,
         problem_statement=problem,
-        image=local_image_name(instance_id) if checkout else source_image,
-        base_commit=base_commit,
-        source_image=source_image,
-        checkout=checkout,
-        kind=kind,
-        fail_to_pass=_test_list(row, "FAIL_TO_PASS", where),
-        pass_to_pass=_test_list(row, "PASS_TO_PASS", where),
+        image=named or official_image_name(instance_id),
+        base_commit=optional_text(row, "base_commit", where),
+        fail_to_pass=tests_field(row, "FAIL_TO_PASS", where),
+        pass_to_pass=tests_field(row, "PASS_TO_PASS", where),
         missing_for_grading=tuple(key for key in GRADING_FIELDS if _absent(row.get(key))),
         row=dict(row),
     )
 
 
-def _text(row: dict[str, Any], key: str) -> str:
+def text_field(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if not isinstance(value, str) or not value.strip():
         raise RowError(f"{key!r} must be a non-empty string, got {_shown(value)}")
     return value.strip()
 
 
-def _optional_text(row: dict[str, Any], key: str, where: str) -> str | None:
+def optional_text(row: dict[str, Any], key: str, where: str) -> str | None:
     value = row.get(key)
     if value is None or value == "":
         return None
@@ -155,8 +131,9 @@ def _optional_text(row: dict[str, Any], key: str, where: str) -> str | None:
     return value.strip() or None
 
 
-def _test_list(row: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
-    """FAIL_TO_PASS / PASS_TO_PASS: a list of test names, or that list as a JSON string (as on HF)."""
+def tests_field(row: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """FAIL_TO_PASS / PASS_TO_PASS: a list of test names, or that list as a JSON string (as on HF) or as
+    a Python literal (`str(list)`, single quotes, as some SWE-smith exports hold it)."""
     value = row.get(key)
     if value is None:
         return ()
@@ -164,7 +141,12 @@ def _test_list(row: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as e:
-            raise RowError(f"{where}: {key!r} is a string that is not valid JSON ({e})") from None
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise RowError(
+                    f"{where}: {key!r} is a string that is neither JSON ({e}) nor a Python list literal"
+                ) from None
     if not isinstance(value, list) or not all(isinstance(test, str) for test in value):
         raise RowError(f"{where}: {key!r} must be a list of test names, got {_shown(value)}")
     return tuple(value)

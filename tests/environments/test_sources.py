@@ -1,7 +1,7 @@
 """Where evaluation tasks come from: every kind of source `load_task_source` reads (bundled tasks, task
 folders, SWE-bench/SWE-smith instance files, a `datasets` dataset), per-instance errors that leave the
 other instances alone, image names as swebench makes them, and on a real engine the image of each kind
-of task: built, missing (never pullable here), or derived at a SWE-smith instance's commit."""
+of task: built or missing (never pullable here). SWE-smith rows: test_smith_rows.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from envtest_support import sample_image, sample_repo
 
 from environments.protocol import TaskInstance
 from environments.tasks.bundled import TASKS_DIR, Task, load_tasks
@@ -37,10 +36,6 @@ ABSENT_IMAGE = "swebench/sweb.eval.x86_64.srl-agent_1776_certainly-absent-1:late
 
 def lite_sample(shared_data: Path) -> Path:
     return shared_data / "swebench" / "swe-bench-lite-test.5instances.json"
-
-
-def swesmith_sample(shared_data: Path) -> Path:
-    return shared_data / "swesmith" / "instance__pandas-dev__pandas.95280573.pr_53652.json"
 
 
 def hf_style(row: dict) -> dict:
@@ -120,8 +115,8 @@ def test_classic_rows_load_for_episodes_and_fail_when_graded(shared_data: Path):
     tasks, skipped = load_task_source(lite_sample(shared_data), require_grading=False)
     assert skipped == [] and len(tasks) == 5
     task = next(t for t in tasks if t.instance_id == "django__django-16255")
-    assert isinstance(task, SWEBenchTask) and task.kind == "swe-bench" and task.checkout is None
-    assert task.image == task.source_image == "swebench/sweb.eval.x86_64.django_1776_django-16255:latest"
+    assert isinstance(task, SWEBenchTask)
+    assert task.image == "swebench/sweb.eval.x86_64.django_1776_django-16255:latest"
     assert task.base_commit == "444b6da7cc229a58a2c476a52e45233001dc7073"
     assert task.fail_to_pass == (
         "test_callable_sitemod_no_items (sitemaps_tests.test_http.HTTPSitemapTests)",
@@ -130,17 +125,6 @@ def test_classic_rows_load_for_episodes_and_fail_when_graded(shared_data: Path):
         MissingGradingFields, match=r"^django__django-16255: lacks eval_script, log_parser, eval_type"
     ):
         task.instance()
-
-
-def test_swesmith_row_runs_at_its_commit_in_a_derived_image(shared_data: Path):
-    (task,) = load_task_source(swesmith_sample(shared_data), require_grading=False).tasks
-    assert isinstance(task, SWEBenchTask) and task.kind == "swe-smith"
-    assert task.source_image == "swesmith.x86_64.pandas-dev__pandas.95280573"  # the row's image_name
-    assert task.checkout == task.base_commit == "d1c5199b6a9d7ae9382d26ee2859b837107165e7"
-    assert task.image == "srl-agent/sweb.eval.x86_64.pandas-dev_1776_pandas.95280573.pr_53652:latest"
-    assert task.missing_for_grading == ("version", "eval_script", "log_parser", "eval_type")
-    ((iid, reason),) = load_task_source(swesmith_sample(shared_data)).skipped
-    assert iid == task.instance_id and "swesmith.harness.eval" in reason
 
 
 def test_swebench_5x_rows_from_jsonl_are_what_the_harness_reads(tmp_path: Path):
@@ -318,7 +302,7 @@ def test_official_image_names_are_swebenchs(shared_data: Path):
     )
     assert marshmallow.image == config["env"]["deployment"]["image"]  # the name SWE-agent ran it under
     named = task_from_row({"instance_id": "a__b-1", "problem_statement": "x", "image": "my/own:v1"})
-    assert named.image == named.source_image == "my/own:v1"
+    assert named.image == "my/own:v1"
 
 
 def test_grading_fields_are_what_make_test_spec_reads():
@@ -376,44 +360,6 @@ def test_a_bundled_task_is_prepared_and_started_through_the_protocol():
         assert env.base_commit == task.base_commit
         assert env.run("git rev-parse HEAD && git status --porcelain").output == f"{task.base_commit}\n"
         assert env.diff() == ""
-
-
-@pytest.mark.docker
-def test_a_swesmith_task_starts_at_its_commit(tmp_path: Path):
-    """A SWE-smith row names a repository image and a commit in it: the prepared image is that image
-    checked out there, so an environment starts, diffs and resets at the instance's commit. A ref the
-    image lacks (and, without network, cannot fetch) is an error naming it."""
-    import docker
-    import git
-
-    from environments.container import DockerEnvironment
-    from environments.images import ImageBuildError
-
-    repo, head = sample_repo()
-    draft = git.Repo(repo).commit(head).parents[0].hexsha
-    row = {
-        "instance_id": "srl-test__calc.00000000.draft_1", "repo": "swesmith/srl-test__calc.00000000",
-        "image_name": sample_image(), "base_commit": draft, "problem_statement": "Fix the README.",
-    }  # fmt: skip
-    (task,) = load_task_source(write_jsonl(tmp_path / "smith.jsonl", [row]), require_grading=False).tasks
-    client = docker.from_env()
-    try:
-        assert prepare_image(task) == task.image != task.source_image
-        with DockerEnvironment(task.image) as env:
-            assert env.base_commit == draft
-            assert env.run("cat README.md").output == "draft\n"
-            env.run("echo fixed > README.md")
-            assert "+fixed" in env.diff()
-            env.reset()
-            assert env.diff() == "" and env.run("cat README.md").output == "draft\n"
-        assert prepare_image(task) == task.image  # cached: the same source image and ref
-    finally:
-        client.images.remove(task.image, force=True)
-    lost = task_from_row(
-        {**row, "instance_id": "srl-test__calc.00000000.lost_1", "base_commit": "no-such-ref"}
-    )
-    with pytest.raises(ImageBuildError, match="srl-test__calc.00000000.lost_1: cannot check out no-such-ref"):
-        prepare_image(lost)
 
 
 def test_skipped_entries_unpack_as_id_and_reason():
