@@ -132,8 +132,12 @@ def _commit_tree(path: Path) -> None:
 
 
 def commit_patch(path: Path, base: str, patch: str, message: str) -> str:
-    """The sha of a commit on top of `base` with `patch` applied, made with the fixed author and date
-    (so it is the same sha on every machine), without moving HEAD or touching the work tree."""
+    """The sha of a commit whose tree is `base`'s with `patch` applied, made with the fixed author and
+    date (so it is the same sha on every machine), without moving HEAD or touching the work tree.
+
+    The commit has no parent: were `base` its parent, an agent at the bug could read the fix with
+    `git diff HEAD~1`. With no parent, hiding the environment's history (`EnvConfig.hide_history`)
+    leaves the bug commit alone in the repository."""
     name, email = COMMIT_AUTHOR
     env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": COMMIT_DATE,
            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": COMMIT_DATE}  # fmt: skip
@@ -142,7 +146,7 @@ def commit_patch(path: Path, base: str, patch: str, message: str) -> str:
         run_git(path, "read-tree", base, env=index)
         run_git(path, "apply", "--cached", "-", env=index, input=patch)
         tree = run_git(path, "write-tree", env=index)
-    return run_git(path, "commit-tree", tree, "-p", base, "-m", message, env=env)
+    return run_git(path, "commit-tree", tree, "-m", message, env=env)
 
 
 def run_git(path: Path, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:

@@ -18,7 +18,7 @@ from environments.container import DockerEnvironment
 from environments.factory import validate
 from environments.factory.make_tasks import MakeTasksConfig, make_tasks
 from environments.factory.profile import RepoProfile
-from environments.factory.tasks import load_folder
+from environments.factory.tasks import load_folder, task_image
 from environments.grader import grade
 from environments.tasks.sources import load_task_source
 
@@ -51,6 +51,18 @@ def test_the_tasks_fail_at_the_bug_and_pass_after_the_gold_fix(made):
         readme = (out / "repo" / "README.md").read_text().splitlines()[0]
         result = grade(task, f"{untouched} {readme}\n+more\n", fast)
         assert result.status == "unresolved" and set(result.fail_to_pass.failure) == set(task.FAIL_TO_PASS)
+
+
+def test_the_agent_cannot_read_the_fix_in_git_history(made):
+    """The task's environment holds the bug commit and nothing else: no parent to diff against, no
+    branch or object of the clean commit."""
+    out, _ = made
+    clean = json.loads((out / "profile.json").read_text())["commit"]
+    task = load_folder(out)[0]
+    cfg = EnvConfig()
+    with DockerEnvironment(task_image(task, cfg), cfg) as env:
+        assert env.exec("cd /testbed && git rev-list --all")[1].split() == [task.base_commit]
+        assert env.exec(f"cd /testbed && git cat-file -t {clean}")[0] != 0
 
 
 def test_the_flaky_test_is_left_out(made):
