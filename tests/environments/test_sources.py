@@ -334,7 +334,9 @@ def test_a_missing_image_is_imagemissing_naming_it_and_the_instance():
 
 @pytest.mark.docker
 def test_one_missing_image_leaves_the_others_preparable(tmp_path: Path):
-    present = load_tasks()[0].instance()
+    bundled = load_tasks()[0]
+    prepare_image(bundled)  # built here, so the test does not lean on an earlier one having built it
+    present = bundled.instance()
     absent = {**present, "instance_id": "srl-agent__certainly-absent-1", "image": ABSENT_IMAGE}
     path = write_jsonl(tmp_path / "two.jsonl", [present, absent])
     outcomes = {}
