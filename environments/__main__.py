@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--test-cmd", default=None, metavar="CMD", help="tasks.test_cmd")
     make.add_argument("--split-by", choices=["task", "file", "repo"], default=None, help="tasks.split_by")
     make.add_argument(
+        "--issue-model",
+        default=None,
+        metavar="NAME",
+        help="a model on the OpenAI-compatible server at tasks.issue_api_base writes the problem statements",
+    )
+    make.add_argument(
         "--workers",
         type=_positive,
         default=None,
@@ -254,6 +260,8 @@ def configure_check(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> Non
             setattr(cfg.experts, name, getattr(args, name))
     if args.workers is not None:
         cfg.environment.pool_size = args.workers
+    if args.issue_model is not None:
+        cfg.tasks.issue_model = args.issue_model
 
 
 def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
@@ -276,14 +284,25 @@ def configure_make(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None
             setattr(cfg.tasks, name, getattr(args, name))
     if args.workers is not None:
         cfg.environment.pool_size = args.workers
+    if args.issue_model is not None:
+        cfg.tasks.issue_model = args.issue_model
 
 
 def run_make_tasks(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
+    from environments.factory.issues import ChatServerWriter, IssueWriterError
     from environments.factory.make_tasks import make_tasks
     from environments.factory.source import SourceError
 
+    writer = None
+    if cfg.tasks.issue_model:
+        writer = ChatServerWriter(cfg.tasks.issue_model, cfg.tasks.issue_api_base)
+        try:
+            writer.check()
+        except IssueWriterError as e:
+            print(f"error: --issue-model: {e}", file=sys.stderr)
+            return 2
     try:
-        report = make_tasks(cfg.tasks, cfg.environment, progress=not args.json)
+        report = make_tasks(cfg.tasks, cfg.environment, progress=not args.json, writer=writer)
     except SourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

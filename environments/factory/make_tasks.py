@@ -13,7 +13,8 @@ Reads top to bottom in `make_tasks`:
    where the last one stopped and redoes nothing it judged;
 5. the kept candidates become tasks: the bug committed as branch `<instance_id>` of `DIR/repo` with a
    fixed author and date (its sha is the task's `base_commit`), a problem statement written from the
-   failing tests (`statements`), an expert trajectory recorded in the task's own image (`experts`);
+   failing tests (`statements`; with `--issue-model`, a model writes it from those and the bug:
+   `issues`), an expert trajectory recorded in the task's own image (`experts`);
 6. `DIR/instances.jsonl` (SWE-smith's instance format), `DIR/manifest.json` (the split into train and
    held-out tasks by `--split-by`), `DIR/report.json`: candidates tried and kept, each drop reason
    counted, where the time went.
@@ -39,6 +40,7 @@ from pydantic import Field
 
 from environments.factory import profile as profiles
 from environments.factory import validate
+from environments.factory.issues import IssueRequest, IssueWriter, IssueWriterError
 from environments.factory.source import Checkout, commit_patch, fetch, run_git
 from environments.factory.tasks import INSTANCES, MANIFEST, PROFILE, GeneratedTask, repo_image
 from trajectories.config import Section
@@ -85,6 +87,11 @@ class MakeTasksConfig(Section):
     whole repository (`--split-by`)."""
     held_out: float = Field(0.2, ge=0, le=1)
     """The share of groups (tasks, files or repositories) held out, chosen by seed."""
+    issue_model: str | None = None
+    """A model that writes the problem statements (`--issue-model`), asked on the OpenAI-compatible
+    server at `issue_api_base` (`factory/issues.py`); null: the test-based statements, no model."""
+    issue_api_base: str = "http://localhost:8000/v1"
+    """Where `issue_model` is served (vLLM's `vllm serve` answers here by default)."""
 
 
 @dataclass
@@ -115,8 +122,11 @@ class Timing:
     tasks: float = 0.0
 
 
-def make_tasks(cfg: MakeTasksConfig, env_cfg: EnvConfig, progress: bool = True) -> dict[str, Any]:
-    """Make (or go on making) the tasks `cfg` describes; the report, also in `<out>/report.json`."""
+def make_tasks(
+    cfg: MakeTasksConfig, env_cfg: EnvConfig, progress: bool = True, writer: IssueWriter | None = None
+) -> dict[str, Any]:
+    """Make (or go on making) the tasks `cfg` describes; the report, also in `<out>/report.json`.
+    `writer` writes the problem statements (default: the test-based ones, no model)."""
     out = Path(cfg.out)
     timing, started = Timing(), time.perf_counter()
     checkout = fetch(cfg.source, out)
@@ -140,7 +150,7 @@ def make_tasks(cfg: MakeTasksConfig, env_cfg: EnvConfig, progress: bool = True) 
         check_candidates(cfg, checkout, profile, ref, ledger, envs, progress)
         timing.candidates = time.perf_counter() - t0
         t0 = time.perf_counter()
-        tasks = make_instances(cfg, out, checkout, profile, ledger, envs, env_cfg)
+        tasks = make_instances(cfg, out, checkout, profile, ledger, envs, env_cfg, writer)
         timing.tasks = time.perf_counter() - t0
     finally:
         for env in envs:
@@ -254,6 +264,7 @@ def make_instances(
     ledger: Ledger[CandidateEntry],
     envs: list[Environment],
     env_cfg: EnvConfig,
+    writer: IssueWriter | None = None,
 ) -> list[GeneratedTask]:
     """The kept candidates as tasks, `len(envs)` at a time: bug commits, problem statements (in the
     warm environments), experts (in each task's image), then `instances.jsonl` in instance-id order.
@@ -278,10 +289,12 @@ def make_instances(
         with env_lock:
             env = free.pop()
         try:
-            statement = problem_statement(env, checkout, entry, cfg.seed)
+            statement, written_by = problem_statement(env, checkout, entry, cfg.seed)
         finally:
             with env_lock:
                 free.append(env)
+        if writer is not None and written_by == "test":
+            statement, written_by = model_statement(writer, iid, entry, statement)
         row = {
             "instance_id": iid,
             "repo": f"{IMAGE_REPO_PREFIX}/{profile.name}.{profile.commit[:8]}",
@@ -295,7 +308,7 @@ def make_instances(
         }
         task = GeneratedTask(**row, folder=out, row=row)
         record_expert(task, entry, checkout, env_cfg, traj)
-        made.write(TaskEntry(iid, row))
+        made.write(TaskEntry(iid, row, written_by))
         return row
 
     with ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="task") as pool:
@@ -310,14 +323,19 @@ class TaskEntry:
 
     instance_id: str
     row: dict[str, Any]
+    statement: str = "test"
+    """What wrote the problem statement: `test`, `template` or `model`."""
 
 
 IMAGE_REPO_PREFIX = "srl-factory"
 
 
-def problem_statement(env: Environment, checkout: Checkout, entry: CandidateEntry, seed: int) -> str:
+def problem_statement(
+    env: Environment, checkout: Checkout, entry: CandidateEntry, seed: int
+) -> tuple[str, str]:
     """SWE-smith's test-based statement: a failing test's source and its output with the bug (run in
-    the warm environment, put back afterwards); a template when no test's source can be cut out."""
+    the warm environment, put back afterwards); a template when no test's source can be cut out. With
+    what wrote it: `test` or `template`."""
     from environments.factory import statements
 
     read = lambda path: (checkout.path / path).read_text(encoding="utf-8")
@@ -325,7 +343,7 @@ def problem_statement(env: Environment, checkout: Checkout, entry: CandidateEntr
     if picked is None:
         return statements.from_template(
             entry.file, entry.entity, entry.fail_to_pass, seed, entry.candidate_id
-        )
+        ), "template"
     test_id, source = picked
     env.write_file(validate.PATCH_PATH, entry.patch)
     try:
@@ -335,7 +353,20 @@ def problem_statement(env: Environment, checkout: Checkout, entry: CandidateEntr
         )
     finally:
         env.exec(validate.RESTORE)
-    return statements.from_test(test_id, source, output)
+    return statements.from_test(test_id, source, output), "test"
+
+
+def model_statement(
+    writer: IssueWriter, iid: str, entry: CandidateEntry, test_statement: str
+) -> tuple[str, str]:
+    """The statement `writer` writes from the bug and the test-based statement, with `model`; the
+    test-based one, with `test`, when the writer fails (the reason is logged)."""
+    request = IssueRequest(iid, entry.file, entry.entity, entry.patch, entry.fail_to_pass, test_statement)
+    try:
+        return writer.write(request), "model"
+    except IssueWriterError as e:
+        log.warning("the test-based statement stays: %s", e)
+        return test_statement, "test"
 
 
 def record_expert(
@@ -390,6 +421,8 @@ def finish(
 ) -> dict[str, Any]:
     """Write the manifest and the report; the report."""
     counts = Counter(e.status for e in entries.values())
+    made = Ledger(out / "tasks.jsonl", TaskEntry, key="instance_id").latest()
+    written_by = Counter(made[t.instance_id].statement for t in tasks if t.instance_id in made)
     seconds = time.perf_counter() - started
     manifest = {
         "source": cfg.source,
@@ -412,6 +445,7 @@ def finish(
         "yield": counts["kept"] / max(sum(counts.values()), 1),
         "seconds": asdict(timing) | {"total": seconds},
         "seconds_per_task": seconds / len(tasks) if tasks else None,
+        "statements": dict(sorted(written_by.items())),
         "split": {k: len(v) for k, v in manifest["split"].items()},
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
