@@ -294,7 +294,8 @@ class EpisodesConfig(Section):
     }
 
     split: str = "train"
-    """The split of an HF dataset of instances named by `data.source`."""
+    """The split of an HF dataset of instances, or of a task factory's folder (`train`, `held_out`;
+    `all`), named by `data.source`."""
     instance_ids: list[str] = Field(default_factory=list)
     """Train on these instances only (empty: all the source has)."""
     val_tasks: int = Field(0, ge=0)
@@ -376,7 +377,8 @@ class SWEEvalSection(Section):
     task folder (task.json, repo/, gold.patch, test.patch) or a folder of them, a SWE-bench or
     SWE-smith instance file (.json/.jsonl), or an HF dataset id (`princeton-nlp/SWE-bench_Verified`)."""
     split: str = "test"
-    """The HF dataset's split."""
+    """The HF dataset's split; of a task factory's folder: `train` or `held_out` (its manifest's
+    split), `test` or `all` every task."""
     instance_ids: list[str] = Field(default_factory=list)
     """Only these instances (empty: all)."""
     out: str = "auto"

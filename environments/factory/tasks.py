@@ -146,12 +146,31 @@ def is_factory_folder(path: Path) -> bool:
     return (path / MANIFEST).is_file() and (path / INSTANCES).is_file()
 
 
-def load_folder(path: Path) -> list[GeneratedTask]:
-    """The tasks of a factory folder, in file order."""
+SPLITS = ("train", "held_out")
+"""The manifest's splits (`make-tasks --split-by`)."""
+EVERY_TASK = ("all", "test")
+"""Split names that read every task of a folder: `test` is the datasets' default split, which
+`evaluate` and `check-experts` ask for."""
+
+
+def load_folder(path: Path, split: str = "all") -> list[GeneratedTask]:
+    """The tasks of a factory folder, in file order: those of the manifest's `split` (`train`,
+    `held_out`), or every one (`all`, `test`). Another split name raises ValueError naming the valid ones."""
+    if split in EVERY_TASK:
+        chosen = None
+    elif split in SPLITS:
+        chosen = set(json.loads((path / MANIFEST).read_text(encoding="utf-8"))["split"][split])
+    else:
+        raise ValueError(
+            f"{path}: a factory folder has the splits {', '.join(SPLITS)} (or {' or '.join(EVERY_TASK)}"
+            f" for every task), not {split!r}"
+        )
     tasks = []
     for line in (path / INSTANCES).read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
+            if chosen is not None and row["instance_id"] not in chosen:
+                continue
             fields = {k: row[k] for k in GeneratedTask.__dataclass_fields__ if k not in ("folder", "row")}
             tasks.append(GeneratedTask(**fields, folder=path, row=row))
     return tasks

@@ -11,7 +11,8 @@
 - a folder holding `task.json` (or that file): one task in the bundled layout; a folder of such
   folders: each of them (a malformed one is skipped, the others load);
 - a task factory's output folder (`make-tasks --out DIR`: `manifest.json` and `instances.jsonl`):
-  its generated tasks (`environments.factory.tasks`), each built on its repository's image;
+  its generated tasks (`environments.factory.tasks`), each built on its repository's image; `split`
+  `train` or `held_out` reads that part of its manifest's split, `test` (the default) or `all` every task;
 - a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
   of SWE-bench instances (`swebench_rows`) or SWE-smith instances (`smith_rows`, graded with their
   repository's SWE-smith profile from `profiles`, default SWE-smith's own);
@@ -130,7 +131,7 @@ def load_task_source(
     require_grading: bool = True,
     profiles: Mapping[str, SmithProfile] | None = None,
 ) -> LoadedTasks:
-    """The tasks `source` holds (see the module docstring). `split` applies to datasets only;
+    """The tasks `source` holds (see the module docstring). `split` applies to datasets and factory folders;
     `profiles` (SWE-smith repository profiles by `<owner>__<repo>.<commit8>`) to SWE-smith rows only."""
     entries = list(_entries(source, split, profiles))
     counts = Counter(iid for iid, _ in entries if iid is not None)
@@ -173,7 +174,11 @@ def _entries(
         return
     path = Path(source)
     if path.is_dir() and factory_tasks.is_factory_folder(path):
-        yield from ((task.instance_id, task) for task in factory_tasks.load_folder(path))
+        try:
+            generated = factory_tasks.load_folder(path, split)
+        except ValueError as e:
+            raise TaskSourceError(str(e)) from None
+        yield from ((task.instance_id, task) for task in generated)
         return
     if path.is_file() and path.name == "task.json":
         path = path.parent

@@ -20,7 +20,7 @@ from environments.factory.make_tasks import MakeTasksConfig, make_tasks
 from environments.factory.profile import RepoProfile
 from environments.factory.tasks import load_folder, task_image
 from environments.grader import grade
-from environments.tasks.sources import load_task_source
+from environments.tasks.sources import TaskSourceError, load_task_source
 
 pytestmark = pytest.mark.docker
 
@@ -88,6 +88,11 @@ def test_every_expert_replays_to_resolved_and_evaluation_reads_the_folder(made, 
     assert sorted(manifest["split"]["train"] + manifest["split"]["held_out"]) == sorted(
         t.instance_id for t in loaded.tasks
     )
+    for part in ("train", "held_out"):  # the manifest's split is what a consumer asking for it gets
+        chosen = load_task_source(out, split=part).tasks
+        assert [t.instance_id for t in chosen] == sorted(manifest["split"][part]) and chosen, part
+    with pytest.raises(TaskSourceError, match="splits train, held_out .* not 'validation'"):
+        load_task_source(out, split="validation")
 
 
 def test_a_rerun_redoes_nothing(made):
