@@ -140,7 +140,8 @@ class GradingConfig(Section):
     RLVR, replay and check-experts, so that they cannot disagree about the same patch."""
 
     grader: Literal["auto", "fast", "harness"] = "auto"
-    """`fast`: the task's tests in the episode's own container, reset first (bundled-layout tasks only);
+    """`fast`: the task's tests in the episode's own container, reset first (tasks whose test command
+    and log parser are known: bundled and generated tasks, SWE-smith rows with a profile);
     `harness`: the official swebench harness (a container of its own, about 15 s a patch); `auto`:
     fast where the task allows it, else the harness."""
     test_timeout: int = Field(600, gt=0)

@@ -6,7 +6,8 @@ one `GradingConfig` (the `grading` section), so they cannot disagree about the s
 
 - `grader_for(task, cfg)`: the decision. `fast` (the in-container runner, `grading.run_tests_in_env`)
   when `cfg.grader` says so, or when it is `auto` and the task can be graded that way
-  (`TaskInstance.fast_gradable`: the bundled layout); else `harness` (the official swebench harness,
+  (`TaskInstance.fast_gradable`: bundled tasks, generated tasks and SWE-smith rows with a profile,
+  whose test command and log parser are known); else `harness` (the official swebench harness,
   `grading.grade_with_harness`).
 - `refused(tasks, cfg)`: the tasks `cfg` cannot grade (the fast grader asked for a task it cannot
   run), each with the reason, for a caller to skip or refuse before any episode.
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FAST_ONLY = "the fast grader runs bundled-layout tasks only; use grading.grader=auto or harness"
+FAST_ONLY = (
+    "the fast grader needs the task's test command and log parser (bundled and generated tasks, SWE-smith"
+    " rows with a profile); use grading.grader=auto or harness"
+)
 
 
 def grader_for(task: TaskInstance, cfg: GradingConfig) -> Literal["fast", "harness"]:

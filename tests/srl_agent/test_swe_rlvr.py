@@ -173,7 +173,7 @@ def test_tasks_come_from_the_sources_evaluation_reads_and_a_resumed_run_keeps_it
     fast = cfg.model_copy(update={"grading": GradingConfig(grader="fast")})
     with pytest.raises(ConfigError, match="no task an episode can be graded on"):
         load_tasks(fast, tmp_path / "d", resume=False)
-    assert "the fast grader runs bundled-layout tasks only" in capsys.readouterr().err
+    assert "the fast grader needs the task's test command and log parser" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="episodes.val_tasks: 3 of 3 tasks leaves none"):
         load_tasks(cfg.model_copy(update={"episodes": EpisodesConfig(val_tasks=3)}), tmp_path / "e", False)
 
