@@ -260,8 +260,6 @@ def configure_check(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> Non
             setattr(cfg.experts, name, getattr(args, name))
     if args.workers is not None:
         cfg.environment.pool_size = args.workers
-    if args.issue_model is not None:
-        cfg.tasks.issue_model = args.issue_model
 
 
 def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:

@@ -112,10 +112,10 @@ def test_every_command_line_in_the_help_parses(capsys: pytest.CaptureFixture[str
     task = get_task("srl-agent__paginate-1")
     placeholders = {"TRAJ": str(task.expert_trajectory), "ID": task.instance_id, "PATH": "tasks.json",
                     "SOURCE": str(task.expert_trajectory), "TASKS": str(task.directory), "DIR": "runs/x",
-                    "N": "2"}  # fmt: skip
+                    "N": "2", "S": "3"}  # fmt: skip
     synopses = [line.split("#")[0] for line in usage.splitlines() if "python -m environments " in line]
     examples = [line.split("#")[0] for lines in EXAMPLES.values() for line in lines]
-    assert len(synopses) == 4 and len(examples) >= 4
+    assert len(synopses) == 5 and len(examples) >= 5
     for line in synopses + examples:
         words = line.replace("[", " ").replace("]", " ").split()
         assert words[:3] == ["python", "-m", "environments"], line
