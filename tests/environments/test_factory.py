@@ -128,6 +128,26 @@ def test_a_candidate_that_breaks_collection_is_dropped_with_its_reason(made):
         )
 
 
+def test_a_candidate_that_hangs_is_dropped_as_timeout_and_the_environment_goes_on(made):
+    out, _ = made
+    profile = RepoProfile.read(out / "profile.json")
+    profile.timeout = 5
+    ref = validate.Reference(set(json.loads((out / "reference.json").read_text())["passed"]), set(), 0, 0.0)
+    hangs = (
+        "diff --git a/calc/core.py b/calc/core.py\n--- a/calc/core.py\n+++ b/calc/core.py\n"
+        "@@ -1,3 +1,4 @@\n def mean(values):\n"
+        '     """The arithmetic mean of a non-empty list."""\n'
+        "+    while True: pass\n"
+        "     if not values:\n"
+    )
+    with DockerEnvironment(profile.image, EnvConfig()) as env:
+        verdict = validate.check(env, profile, ref, hangs)
+        assert verdict.status == "timeout" and "5 s" in verdict.detail and verdict.seconds < 30
+        assert env.exec("cd /testbed && git status --porcelain")[1].strip() == ""  # clean again
+        _, _, statuses = validate.run_suite(env, profile, 60)  # the killed run left nothing behind
+        assert all(statuses.get(test) == "PASSED" for test in ref.passed), statuses
+
+
 def test_the_official_harness_and_the_fast_runner_agree(made, tmp_path):
     """The swebench harness grades a generated task through its swebench 5.x instance (the task's image,
     an eval script, `parse_log_pytest`), as the fast runner does: the gold fix resolves, the bug stays."""
