@@ -68,3 +68,25 @@ class Ledger(Generic[E]):
 
     def _key(self, entry: E) -> str:
         return str(getattr(entry, self.key))
+
+
+def check_run_folder(out: Path, wanted: dict[str, Any], holds_results: bool, option: str) -> None:
+    """Record in `out/run.json` what a resumable run is made with, or, when the folder holds results
+    of a run made with other settings, a ConfigError naming each with both values: that folder's
+    results are not this run's, and going on there would mix the two. `option` names the setting
+    that chose the folder (`swe.out`, `--out`). A folder without results (a run that stopped before
+    its first result) takes the new settings."""
+    from trajectories.config import ConfigError
+
+    path = out / "run.json"
+    if path.is_file() and holds_results:
+        had = json.loads(path.read_text(encoding="utf-8"))
+        differ = sorted(key for key in had.keys() | wanted.keys() if had.get(key) != wanted.get(key))
+        if differ:
+            what = "; ".join(f"{key}: {had.get(key)!r} there, {wanted.get(key)!r} now" for key in differ)
+            raise ConfigError(
+                f"{option}: {out} holds a run made with other settings ({what}); choose another output folder"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")

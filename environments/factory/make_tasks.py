@@ -44,7 +44,7 @@ from environments.factory.issues import IssueRequest, IssueWriter, IssueWriterEr
 from environments.factory.source import Checkout, commit_patch, fetch, run_git
 from environments.factory.tasks import INSTANCES, MANIFEST, PROFILE, GeneratedTask, repo_image
 from trajectories.config import Section
-from trajectories.ledger import Ledger
+from trajectories.ledger import Ledger, check_run_folder
 
 if TYPE_CHECKING:
     from environments.config import EnvConfig
@@ -129,6 +129,8 @@ def make_tasks(
     `writer` writes the problem statements (default: the test-based ones, no model)."""
     out = Path(cfg.out)
     timing, started = Timing(), time.perf_counter()
+    ledger: Ledger[CandidateEntry] = Ledger(out / "results.jsonl", CandidateEntry, key="candidate_id")
+    check_run_folder(out, run_settings(cfg), holds_results=bool(ledger.latest()), option="--out")
     checkout = fetch(cfg.source, out)
     profile = load_profile(cfg, out, checkout)
     t0 = time.perf_counter()
@@ -137,7 +139,6 @@ def make_tasks(
     except Exception as e:  # noqa: BLE001 - ImageBuildError: the install failed, the repository yields nothing
         return finish(cfg, out, profile, [], {}, timing, started, failure=f"install failed: {e}")
     timing.install = time.perf_counter() - t0
-    ledger: Ledger[CandidateEntry] = Ledger(out / "results.jsonl", CandidateEntry, key="candidate_id")
     from environments.container import DockerEnvironment
 
     envs = [DockerEnvironment(profile.image, env_cfg).start() for _ in range(max(env_cfg.pool_size, 1))]
@@ -156,6 +157,14 @@ def make_tasks(
         for env in envs:
             env.close()
     return finish(cfg, out, profile, tasks, ledger.latest(), timing, started)
+
+
+def run_settings(cfg: MakeTasksConfig) -> dict[str, Any]:
+    """What the verdicts and tasks in an output folder depend on: a rerun goes on from the folder only
+    with these. `max_tasks` and `max_candidates` may grow (a rerun makes more), and the split is
+    drawn again from the manifest's settings each time."""
+    return {"source": cfg.source, "seed": cfg.seed, "test_cmd": cfg.test_cmd, "timeout": cfg.timeout,
+            "issue_model": cfg.issue_model}  # fmt: skip
 
 
 def load_profile(cfg: MakeTasksConfig, out: Path, checkout: Checkout) -> profiles.RepoProfile:

@@ -46,7 +46,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from srl_agent.eval.report import Bar, file_name, model_folder, model_string
-from trajectories.ledger import Ledger  # a line cut by a kill is skipped: that instance is redone
+from trajectories.ledger import (
+    Ledger,
+    check_run_folder,
+)  # a line cut by a kill is skipped: that instance is redone
 
 if TYPE_CHECKING:
     from environments.protocol import TaskInstance
@@ -107,7 +110,12 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
 
     out = output_dir(cfg)
     results: Ledger[Outcome] = Ledger(out / "results.jsonl", Outcome, key="instance_id")
-    check_run_folder(out, run_settings(cfg), holds_results=any(_ran(o) for o in results.latest().values()))
+    check_run_folder(
+        out,
+        run_settings(cfg),
+        holds_results=any(_ran(o) for o in results.latest().values()),
+        option="swe.out",
+    )
     predictions: Ledger[Prediction] = Ledger(out / "predictions.jsonl", Prediction, key="instance_id")
     tasks, skipped = load_instances(cfg)
     for iid, reason in skipped:
@@ -160,26 +168,6 @@ def run_settings(cfg: EvalConfig) -> dict[str, Any]:
         "oracle_max_new_tokens": cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold == "oracle" else None,
         "test_timeout": cfg.grading.test_timeout,
     }
-
-
-def check_run_folder(out: Path, wanted: dict[str, Any], holds_results: bool) -> None:
-    """Record in `out/run.json` what the run is made with, or, when the folder holds results of a run
-    made with other settings, a ConfigError naming each with both values (its results are not this
-    run's). A folder without results (a run that stopped before its first episode, say at a model
-    that would not load) takes the new settings."""
-    from trajectories.config import ConfigError
-
-    path = out / "run.json"
-    if path.is_file() and holds_results:
-        had = json.loads(path.read_text(encoding="utf-8"))
-        differ = sorted(key for key in had.keys() | wanted.keys() if had.get(key) != wanted.get(key))
-        if differ:
-            what = "; ".join(f"{key}: {had.get(key)!r} there, {wanted.get(key)!r} now" for key in differ)
-            raise ConfigError(
-                f"swe.out: {out} holds a run made with other settings ({what}); use another --out"
-            )
-        return
-    path.write_text(json.dumps(wanted, indent=1) + "\n", encoding="utf-8")
 
 
 def refuse_unknown_instances(cfg: EvalConfig, policy: Policy, tasks: list[TaskInstance]) -> None:

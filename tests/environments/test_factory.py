@@ -108,6 +108,21 @@ def test_a_rerun_redoes_nothing(made):
     assert again["tasks"] == report["tasks"] and again["seconds"]["reference"] == 0.0
 
 
+def test_a_rerun_with_other_settings_is_refused_naming_them(made):
+    """Another seed or timeout would mix its verdicts and tasks with the folder's: refused before
+    anything runs, each differing setting named with both values; the folder is left as it was."""
+    from trajectories.config import ConfigError
+
+    out, _ = made
+    ledger = (out / "results.jsonl").read_text()
+    other = MakeTasksConfig(source=str(FIXTURE), out=str(out), max_tasks=4, seed=7, timeout=30)
+    with pytest.raises(
+        ConfigError, match=r"--out: .* other settings \(seed: 24 there, 7 now; timeout: 90 there, 30 now\)"
+    ):
+        make_tasks(other, EnvConfig(pool_size=1), progress=False)
+    assert (out / "results.jsonl").read_text() == ledger
+
+
 def test_a_candidate_that_breaks_collection_is_dropped_with_its_reason(made):
     out, _ = made
     profile = RepoProfile.read(out / "profile.json")
