@@ -13,6 +13,7 @@
 - a task factory's output folder (`make-tasks --out DIR`: `manifest.json` and `instances.jsonl`):
   its generated tasks (`environments.factory.tasks`), each built on its repository's image; `split`
   `train` or `held_out` reads that part of its manifest's split, `test` (the default) or `all` every task;
+  a folder of such folders (one per repository, or links to them): the tasks of each, split alike;
 - a `.json` file (a list of rows, or one row), a `.jsonl` file (one row a line) or a `.parquet` file
   of SWE-bench instances (`swebench_rows`) or SWE-smith instances (`smith_rows`, graded with their
   repository's SWE-smith profile from `profiles`, default SWE-smith's own);
@@ -173,12 +174,14 @@ def _entries(
         yield from _task_folders(bundled.TASKS_DIR)
         return
     path = Path(source)
-    if path.is_dir() and factory_tasks.is_factory_folder(path):
-        try:
-            generated = factory_tasks.load_folder(path, split)
-        except ValueError as e:
-            raise TaskSourceError(str(e)) from None
-        yield from ((task.instance_id, task) for task in generated)
+    factory_folders = _factory_folders(path)
+    if factory_folders:
+        for folder in factory_folders:
+            try:
+                generated = factory_tasks.load_folder(folder, split)
+            except ValueError as e:
+                raise TaskSourceError(str(e)) from None
+            yield from ((task.instance_id, task) for task in generated)
         return
     if path.is_file() and path.name == "task.json":
         path = path.parent
@@ -199,6 +202,16 @@ def _entries(
         raise TaskSourceError(
             f"{source}: no such file or folder, and not a Hugging Face dataset id (owner/name)"
         )
+
+
+def _factory_folders(path: Path) -> list[Path]:
+    """`path` when it is a task factory's folder, else its subfolders that are (several repositories'
+    tasks read as one source), else none."""
+    if not path.is_dir():
+        return []
+    if factory_tasks.is_factory_folder(path):
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and factory_tasks.is_factory_folder(p))
 
 
 def _task_folders(directory: Path, single: bool = False) -> Iterator[tuple[str | None, Any]]:

@@ -95,6 +95,22 @@ def test_every_expert_replays_to_resolved_and_evaluation_reads_the_folder(made, 
         load_task_source(out, split="validation")
 
 
+def test_a_folder_of_factory_folders_reads_each_split_alike(made, tmp_path):
+    """Several repositories' tasks as one source (the learning benchmark's training and held-out sets):
+    each folder's split, and a task two folders both hold is an error, not a silent pick."""
+    out, _ = made
+    several = tmp_path / "repos"
+    several.mkdir()
+    (several / "calc").symlink_to(out.resolve())
+    (several / "notes").mkdir()  # not a factory folder: ignored
+    for part in ("train", "held_out", "all"):
+        ids = [t.instance_id for t in load_task_source(several, split=part).tasks]
+        assert ids == [t.instance_id for t in load_task_source(out, split=part).tasks] and ids, part
+    (several / "again").symlink_to(out.resolve())
+    with pytest.raises(TaskSourceError, match="different entries for"):
+        load_task_source(several)
+
+
 def test_a_rerun_redoes_nothing(made):
     out, report = made
     ledger = (out / "results.jsonl").read_text()
