@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--test-cmd", default=None, metavar="CMD", help="tasks.test_cmd")
     make.add_argument("--split-by", choices=["task", "file", "repo"], default=None, help="tasks.split_by")
     make.add_argument(
+        "--modifiers",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        metavar="NAMES",
+        help="only these bug modifiers, comma-separated (tasks.modifiers; default: SWE-smith's all)",
+    )
+    make.add_argument(
         "--issue-model",
         default=None,
         metavar="NAME",
@@ -277,7 +284,7 @@ def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> i
 def configure_make(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None:
     """The options of `make-tasks` set their `tasks` fields (`--workers`: `environment.pool_size`)."""
     cfg.tasks.source = args.source
-    for name in ("out", "max_tasks", "seed", "test_cmd", "split_by"):
+    for name in ("out", "max_tasks", "seed", "test_cmd", "split_by", "modifiers"):
         if getattr(args, name) is not None:
             setattr(cfg.tasks, name, getattr(args, name))
     if args.workers is not None:

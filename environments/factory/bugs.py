@@ -113,6 +113,11 @@ def default_modifiers() -> tuple[str, ...]:
     return tuple(m.name for m in _swesmith().modifiers)
 
 
+def check_modifiers(names: Sequence[str]) -> None:
+    """A ConfigError naming the unknown ones when `names` are not all SWE-smith modifier names."""
+    _select_modifiers(names)
+
+
 def candidates(
     repo: Path, seed: int = 24, max_candidates: int | None = None, modifiers: Sequence[str] | None = None
 ) -> Iterator[Candidate]:

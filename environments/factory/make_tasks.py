@@ -75,6 +75,9 @@ class MakeTasksConfig(Section):
     """Stop once this many candidates are kept (`--max-tasks`; null: every candidate is tried)."""
     max_candidates: int | None = Field(None, ge=1)
     """Candidates to try at most (null: all the modifiers give)."""
+    modifiers: list[str] | None = None
+    """Only these of SWE-smith's bug modifiers (`--modifiers`, by name: `func_pm_op_change`, ...; a
+    task's id carries its modifier's name); null: all of them."""
     seed: int = 24
     """Seeds the candidates' order and modifications and the split (SWE-smith's default, 24)."""
     test_cmd: str | None = None
@@ -131,6 +134,10 @@ def make_tasks(
     timing, started = Timing(), time.perf_counter()
     ledger: Ledger[CandidateEntry] = Ledger(out / "results.jsonl", CandidateEntry, key="candidate_id")
     check_run_folder(out, run_settings(cfg), holds_results=bool(ledger.latest()), option="--out")
+    if cfg.modifiers is not None:
+        from environments.factory.bugs import check_modifiers
+
+        check_modifiers(cfg.modifiers)  # before the fetch and the image build
     checkout = fetch(cfg.source, out)
     profile = load_profile(cfg, out, checkout)
     t0 = time.perf_counter()
@@ -163,8 +170,8 @@ def run_settings(cfg: MakeTasksConfig) -> dict[str, Any]:
     """What the verdicts and tasks in an output folder depend on: a rerun goes on from the folder only
     with these. `max_tasks` and `max_candidates` may grow (a rerun makes more), and the split is
     drawn again from the manifest's settings each time."""
-    return {"source": cfg.source, "seed": cfg.seed, "test_cmd": cfg.test_cmd, "timeout": cfg.timeout,
-            "issue_model": cfg.issue_model}  # fmt: skip
+    return {"source": cfg.source, "seed": cfg.seed, "modifiers": cfg.modifiers, "test_cmd": cfg.test_cmd,
+            "timeout": cfg.timeout, "issue_model": cfg.issue_model}  # fmt: skip
 
 
 def load_profile(cfg: MakeTasksConfig, out: Path, checkout: Checkout) -> profiles.RepoProfile:
@@ -214,7 +221,9 @@ def check_candidates(
     lock, free = threading.Lock(), list(envs)
     kept = sum(e.status == "kept" for e in ledger.latest().values())
     seen_patches = {e.patch for e in ledger.latest().values() if e.patch}
-    stream: Iterator[Candidate] = candidates(checkout.path, seed=cfg.seed, max_candidates=cfg.max_candidates)
+    stream: Iterator[Candidate] = candidates(
+        checkout.path, seed=cfg.seed, max_candidates=cfg.max_candidates, modifiers=cfg.modifiers
+    )
 
     def enough() -> bool:
         return cfg.max_tasks is not None and kept >= cfg.max_tasks
