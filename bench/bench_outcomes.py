@@ -119,7 +119,7 @@ def run_arm(arm: str, args: argparse.Namespace, train_file: Path, heldout_file: 
     folder = args.out / arm
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / "running.pid"  # arms may run side by side in several processes, never one twice
-    if lock.is_file() and _alive(int(lock.read_text() or 0)):
+    if lock.is_file() and alive(int(lock.read_text() or 0)):
         print(f"skip {arm}: process {lock.read_text()} is running it", flush=True)
         return
     lock.write_text(str(os.getpid()))
@@ -129,7 +129,7 @@ def run_arm(arm: str, args: argparse.Namespace, train_file: Path, heldout_file: 
         lock.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except (OSError, ValueError):

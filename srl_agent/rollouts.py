@@ -105,6 +105,7 @@ def step_stats(collected: Collected[Group], eps: float) -> dict[str, Any]:
         "masked_rate": sum(s.masked is not None for g in sampled for s in g.scores) / len(rewards),
         "truncated_rate": sum(c.truncated for c in completions) / len(completions),
         "completion_tokens_mean": statistics.fmean(len(c.token_ids) for c in completions),
+        "completion_tokens": sum(len(c.token_ids) for c in completions),
         "kept_prompts": len(collected.kept),
         "sampled_prompts": len(sampled),
         "sampling_rounds": collected.rounds,

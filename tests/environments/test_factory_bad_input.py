@@ -39,7 +39,10 @@ def test_an_unknown_bug_modifier_is_refused_before_anything_is_fetched(tmp_path)
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "unknown bug modifier(s) func_pm_no_such" in done.stderr, done.stderr
-    assert "func_pm_op_change," not in done.stderr.split("known:")[0] and not (tmp_path / "out" / "repo").exists()
+    assert (
+        "func_pm_op_change," not in done.stderr.split("known:")[0]
+        and not (tmp_path / "out" / "repo").exists()
+    )
 
 
 def test_a_repository_without_tests_is_refused_naming_why(tmp_path):

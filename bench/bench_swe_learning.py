@@ -1,0 +1,465 @@
+"""Does training make the agent resolve more held-out SWE tasks? Base, SFT, SRL, RLVR and the two-stage
+arms on generated tasks, at CPU scale.
+
+    python bench/bench_swe_learning.py [--config configs/swe_learning_cpu.yaml] [--arms sft,srl] [--report]
+
+1. Data (`bench` section of the config): the task factory's folders under `bench.tasks`, one per
+   repository (`python -m environments make-tasks`). Training: the train split of each of
+   `bench.train_repos`; held-out set (a) `seen`: their held-out split (unseen tasks of the training
+   repositories); held-out set (b) `unseen`: every task of `bench.unseen_repo`, which no arm trains on.
+   Only tasks of `bench.kinds` (bug kinds) are kept, in all three. The split, with its counts by kind,
+   is written once to `OUT/data/split.json`; `OUT/data/repos` links the factory folders (one task
+   source), `OUT/data/trajectories/{train,seen,unseen}` link the experts' trajectories.
+2. Arms from the same base (`train.model.name`), at a matched budget: `bench.steps` optimizer steps of
+   `bench.batch` examples each (expert steps for SFT, step prompts of G rollouts for SRL, tasks of G
+   agent episodes for RLVR, rewarded by the tests); `srl+rlvr` and `sft+rlvr` spend half the steps on
+   each stage, the second starting from the first's last checkpoint. SFT and SRL read the train
+   split's expert steps; RLVR acts on the train split's tasks. Every command is `python -m
+   srl_agent.train --task swe` with the `train` section as its config (`OUT/configs/train.yaml`).
+3. Each arm's final checkpoint (the base model for `base`) is evaluated on (a) and (b) through
+   `python -m srl_agent.evaluate --task swe --instances OUT/data/repos` with the agent scaffold, greedy,
+   the `evaluate` section's window and limits; and by step similarity (the SRL reward, greedy) on
+   `bench.step_examples` expert steps of each held-out set.
+
+The table (`OUT/summary.md`, `summary.json`, and `summary.png`: resolve rate by arm with 95% intervals,
+and the training curves) gives per arm and set: the resolve rate with a 95% bootstrap interval over
+tasks, the difference from base with a paired bootstrap interval (the same resampled tasks for both),
+step similarity, format-error rate, exit statuses and turns per episode; per arm its wall time
+(training and evaluation) and the tokens generated and trained.
+
+Each arm is resumable and can run alone or beside the others (`--arms srl` in another process): a
+stage is skipped once recorded in `OUT/<arm>/arm.json` (a killed stage resumes from its
+checkpoints/last), an evaluation goes on from its output folder. A rerun into `--out` with other data
+or budget settings is refused (`OUT/run.json`). `--report` prints the table of what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_outcomes import alive, bootstrap, machine, mean, run, run_json
+
+from trajectories.config import ConfigError
+from trajectories.ledger import check_run_folder
+
+REPO = Path(__file__).resolve().parents[1]
+ARMS = ("base", "sft", "srl", "rlvr", "srl+rlvr", "sft+rlvr")
+SETS = {
+    "seen": "held-out tasks of the training repositories",
+    "unseen": "every task of the unseen repository",
+}
+BENCH_DEFAULTS: dict[str, Any] = {
+    "tasks": "runs/factory",
+    "train_repos": [],
+    "unseen_repo": None,
+    "kinds": [],
+    "arms": list(ARMS),
+    "steps": 16,
+    "batch": 4,
+    "step_examples": 48,
+    "seed": 0,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "swe_learning_cpu.yaml")
+    parser.add_argument("--arms", default=None, help="comma-separated, any of " + ", ".join(ARMS))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-swe-learning"))
+    parser.add_argument("--report", action="store_true", help="only print the table of finished arms")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each command")
+    args = parser.parse_args()
+    if args.threads is not None:  # the commands run as subprocesses and inherit it
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    try:
+        bench, train, evaluate = read_config(args.config)
+        arms = [a.strip() for a in args.arms.split(",")] if args.arms else list(bench["arms"])
+        if unknown := [a for a in arms if a not in ARMS]:
+            raise ConfigError(f"--arms: unknown {unknown}; the arms are {', '.join(ARMS)}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        check_run_folder(args.out, {"bench": {k: v for k, v in bench.items() if k != "arms"}, "train": train,
+                                    "evaluate": evaluate},
+                         holds_results=(args.out / "data" / "split.json").is_file(), option="--out")  # fmt: skip
+        data = prepare_data(bench, args.out)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    configs = write_configs(args.out, train, evaluate)
+    base = (train.get("model") or {}).get("name", "smollm2-135m")
+    if not args.report:
+        for arm in arms:
+            run_arm(arm, base, bench, data, configs, args.out)
+    done = [a for a in ARMS if (args.out / a / "arm.json").is_file()
+            and "eval" in json.loads((args.out / a / "arm.json").read_text())]  # fmt: skip
+    summary = summarize(bench, data, args.out, done)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    table = markdown(summary)
+    (args.out / "summary.md").write_text(table, encoding="utf-8")
+    plot(summary, args.out, args.out / "summary.png")
+    print(table)
+
+
+def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The `bench` section (defaults filled in, an unknown key refused), and the `train` and `evaluate`
+    sections as they are (the commands check them)."""
+    if not path.is_file():
+        raise ConfigError(f"--config: no such file {path}")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if unknown := sorted(set(data) - {"bench", "train", "evaluate"}):
+        raise ConfigError(f"{path}: unknown sections {unknown}; the sections are bench, train, evaluate")
+    bench = data.get("bench") or {}
+    if unknown := sorted(set(bench) - set(BENCH_DEFAULTS)):
+        raise ConfigError(f"{path}: unknown bench keys {unknown}; the keys are {', '.join(BENCH_DEFAULTS)}")
+    bench = {**BENCH_DEFAULTS, **bench}
+    if not bench["train_repos"] or not bench["unseen_repo"]:
+        raise ConfigError(f"{path}: bench.train_repos and bench.unseen_repo name the repositories")
+    if bench["unseen_repo"] in bench["train_repos"]:
+        raise ConfigError(f"{path}: bench.unseen_repo {bench['unseen_repo']} is also a training repository")
+    if bench["steps"] < 2 or bench["steps"] % 2:
+        raise ConfigError(f"{path}: bench.steps must be even and at least 2 (the two-stage arms halve it)")
+    return bench, data.get("train") or {}, data.get("evaluate") or {}
+
+
+def write_configs(out: Path, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Path]:
+    folder = out / "configs"
+    folder.mkdir(exist_ok=True)
+    paths = {"train": folder / "train.yaml", "evaluate": folder / "evaluate.yaml"}
+    paths["train"].write_text(yaml.safe_dump(train, sort_keys=False), encoding="utf-8")
+    paths["evaluate"].write_text(yaml.safe_dump(evaluate, sort_keys=False), encoding="utf-8")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------
+# the data
+
+
+def kind_of(instance_id: str) -> str:
+    """The bug kind of a generated task (`<repo>.<commit8>.<kind>__<hash>`)."""
+    return instance_id.rsplit(".", 1)[-1].split("__")[0]
+
+
+def prepare_data(bench: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The split (written once to `OUT/data/split.json`, read back after) and the links to the tasks
+    and trajectories it names."""
+    folder = out / "data"
+    split_path = folder / "split.json"
+    if split_path.is_file():
+        return json.loads(split_path.read_text(encoding="utf-8"))
+    tasks = Path(bench["tasks"])
+    kinds = set(bench["kinds"])
+    split: dict[str, list[str]] = {"train": [], "seen": [], "unseen": []}
+    repo_of: dict[str, str] = {}
+    repos = [*bench["train_repos"], bench["unseen_repo"]]
+    for repo in repos:
+        source = tasks / repo
+        manifest, instances = source / "manifest.json", source / "instances.jsonl"
+        if not manifest.is_file() or not instances.is_file():
+            raise ConfigError(
+                f"bench.tasks: {source} is not a make-tasks folder (no manifest.json or instances.jsonl)"
+            )
+        parts = json.loads(manifest.read_text(encoding="utf-8"))["split"]
+        ids = [
+            json.loads(line)["instance_id"]
+            for line in instances.read_text(encoding="utf-8").splitlines()
+            if line
+        ]
+        chosen = [i for i in ids if not kinds or kind_of(i) in kinds]
+        repo_of.update(dict.fromkeys(chosen, repo))
+        if repo == bench["unseen_repo"]:
+            split["unseen"] += chosen
+        else:
+            split["train"] += [i for i in chosen if i in set(parts["train"])]
+            split["seen"] += [i for i in chosen if i in set(parts["held_out"])]
+    if empty := [name for name, ids in split.items() if not ids]:
+        raise ConfigError(f"bench: no task of the kinds {sorted(kinds)} in the {' and '.join(empty)} set(s)")
+    (folder / "repos").mkdir(parents=True, exist_ok=True)
+    for repo in repos:
+        link = folder / "repos" / repo
+        if not link.exists():
+            link.symlink_to((tasks / repo).resolve())
+    for name, ids in split.items():
+        target = folder / "trajectories" / name
+        target.mkdir(parents=True, exist_ok=True)
+        for iid in ids:
+            traj = folder / "repos" / repo_of[iid] / "trajectories" / f"{iid}.traj"
+            if not traj.is_file():
+                raise ConfigError(f"bench.tasks: {iid} has no expert trajectory ({traj})")
+            if not (target / traj.name).exists():
+                (target / traj.name).symlink_to(traj.resolve())
+    data = {
+        "repos": {"train": bench["train_repos"], "unseen": bench["unseen_repo"]},
+        "kinds": sorted(kinds),
+        "counts": {name: count_kinds(ids) for name, ids in split.items()},
+        **{name: sorted(ids) for name, ids in split.items()},
+    }
+    split_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return data
+
+
+def count_kinds(ids: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for iid in ids:
+        counts[kind_of(iid)] = counts.get(kind_of(iid), 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# one arm
+
+
+def stages(arm: str, steps: int) -> list[tuple[str, int]]:
+    """(stage, optimizer steps) of an arm, in order."""
+    if arm == "base":
+        return []
+    if "+" in arm:
+        first, second = arm.split("+")
+        return [(first, steps // 2), (second, steps // 2)]
+    return [(arm, steps)]
+
+
+def run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Path], out: Path) -> None:
+    """Train the arm's stages (each resuming), then evaluate its final checkpoint; `arm.json` records it.
+    A lock file keeps two processes from running one arm at once."""
+    folder = out / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "running.pid"
+    if lock.is_file() and alive(int(lock.read_text() or 0)):
+        print(f"skip {arm}: process {lock.read_text()} is running it", flush=True)
+        return
+    lock.write_text(str(os.getpid()))
+    try:
+        _run_arm(arm, base, bench, data, configs, out, folder)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Path], out: Path,
+             folder: Path) -> None:  # fmt: skip
+    record_path = folder / "arm.json"
+    record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record.setdefault("stages", {})
+    model = base
+    for stage, steps in stages(arm, bench["steps"]):
+        run_dir = folder / stage
+        if stage not in record["stages"]:
+            started = time.perf_counter()
+            init_from = None if model == base else model
+            run(train_command(stage, steps, bench, data, configs["train"], out, run_dir, init_from))
+            record["stages"][stage] = {"seconds": time.perf_counter() - started, **training_stats(run_dir)}
+            record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        model = str(run_dir / "checkpoints" / "last")
+    record["model"] = model
+    evals = record.setdefault("eval", {})
+    for name in SETS:
+        if name not in evals:
+            started = time.perf_counter()
+            report = run_json(eval_command(model, name, bench, data, configs["evaluate"], out, folder))
+            steps = run_json(step_command(model, name, bench, configs["evaluate"], out))
+            evals[name] = {"report": report, "steps": steps, "seconds": time.perf_counter() - started}
+            record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def train_command(stage: str, steps: int, bench: dict, data: dict, config: Path, out: Path, run_dir: Path,
+                  init_from: str | None) -> list[str]:  # fmt: skip
+    command = [
+        "srl_agent.train", "--task", "swe", "--stage", stage, "--config", str(config),
+        f"run_dir={run_dir}", f"trainer.steps={steps}", f"trainer.batch_size={bench['batch']}",
+        f"trainer.save_every={steps}", f"seed={bench['seed']}",
+    ]  # fmt: skip
+    if stage == "rlvr":  # episodes on the training split's tasks, rewarded by their tests
+        command += [f"data.source={out / 'data' / 'repos'}", "episodes.split=all",
+                    f"episodes.instance_ids={json.dumps(data['train'])}"]  # fmt: skip
+    else:  # the training split's expert steps
+        command.append(f"data.source={out / 'data' / 'trajectories' / 'train'}")
+    if init_from:
+        command.append(f"model.init_from={init_from}")
+    return command
+
+
+def eval_command(
+    model: str, name: str, bench: dict, data: dict, config: Path, out: Path, folder: Path
+) -> list[str]:
+    return [
+        "srl_agent.evaluate", "--task", "swe", "--config", str(config), "--model", model,
+        "--instances", str(out / "data" / "repos"), "--out", str(folder / f"eval-{name}"), "--json",
+        f"seed={bench['seed']}", "swe.split=all", f"swe.instance_ids={json.dumps(data[name])}",
+    ]  # fmt: skip
+
+
+def step_command(model: str, name: str, bench: dict, config: Path, out: Path) -> list[str]:
+    """The SRL step reward (greedy) on the held-out set's expert steps, as training validates."""
+    return [
+        "srl_agent.evaluate", "--task", "swe", "--config", str(config), "--model", model,
+        f"data.source={out / 'data' / 'trajectories' / name}", "data.build.validation_groups=0",
+        "eval.split=train", f"data.max_train_examples={bench['step_examples']}", f"seed={bench['seed']}",
+    ]  # fmt: skip
+
+
+def training_stats(run_dir: Path) -> dict[str, Any]:
+    """One stage's steps, skipped updates, tokens generated and trained, and its curve (reward or loss
+    per step)."""
+    from srl_agent.runlog import read_metrics
+
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("step", 0) > 0]
+    return {
+        "steps": len(rows),
+        "skipped_updates": sum(bool(r.get("skipped_update")) for r in rows),
+        "generated_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
+        "trained_tokens": sum(r.get("tokens") or 0 for r in rows),
+        "curve": [
+            {
+                "step": r["step"],
+                "reward_mean": r.get("reward_mean"),
+                "loss": r.get("loss"),
+                "resolved": r.get("resolved"),
+            }
+            for r in rows
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# the table
+
+
+def resolved_vector(report: dict[str, Any], ids: list[str]) -> list[float]:
+    statuses = report.get("instances", {})
+    return [1.0 if statuses.get(iid) == "resolved" else 0.0 for iid in ids]
+
+
+def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, Any]:
+    records = {a: json.loads((out / a / "arm.json").read_text()) for a in arms}
+    rng = random.Random(bench["seed"])
+    rows = []
+    for name in SETS:
+        ids = data[name]
+        draws = [[rng.randrange(len(ids)) for _ in ids] for _ in range(2000)]
+        vectors = {a: resolved_vector(records[a]["eval"][name]["report"], ids) for a in arms}
+        for arm in arms:
+            r, v = records[arm], vectors[arm]
+            report, steps = r["eval"][name]["report"], r["eval"][name]["steps"]
+            episodes = report.get("episodes") or {}
+            turns = episodes.get("turns_mean")
+            row = {
+                "arm": arm,
+                "set": name,
+                "tasks": len(ids),
+                "resolved": int(sum(v)),
+                "resolve_rate": mean(v),
+                "ci95": bootstrap(lambda idx, v=v: mean([v[i] for i in idx]), draws),
+                "step_similarity": steps.get("reward_mean"),
+                "step_format_error_rate": steps.get("format_error_rate"),
+                "format_error_rate": (episodes.get("format_errors_mean") or 0) / turns if turns else None,
+                "turns_mean": turns,
+                "exit_statuses": report.get("exit_statuses"),
+                "eval_seconds": r["eval"][name]["seconds"],
+            }
+            if arm != "base" and "base" in vectors:
+                b = vectors["base"]
+                row["diff_vs_base"] = mean(v) - mean(b)
+                row["diff_ci95"] = bootstrap(lambda idx, v=v, b=b: mean([v[i] - b[i] for i in idx]), draws)
+            rows.append(row)
+    training = {
+        a: {
+            "train_seconds": sum(s["seconds"] for s in records[a]["stages"].values()),
+            "eval_seconds": sum(e["seconds"] for e in records[a]["eval"].values()),
+            "generated_tokens": sum(s["generated_tokens"] for s in records[a]["stages"].values()),
+            "trained_tokens": sum(s["trained_tokens"] for s in records[a]["stages"].values()),
+            "stages": records[a]["stages"],
+        }
+        for a in arms
+    }
+    return {
+        "machine": machine(),
+        "bench": bench,
+        "split_counts": data["counts"],
+        "rows": rows,
+        "arms": training,
+    }
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    b, counts = summary["bench"], summary["split_counts"]
+    lines = [
+        f"# SWE learning at CPU scale ({b['steps']} optimizer steps x {b['batch']} examples per arm)",
+        "",
+        (
+            f"Machine: {summary['machine']}. Train: {sum(counts['train'].values())} tasks of "
+            f"{', '.join(b['train_repos'])}; (a) seen: {sum(counts['seen'].values())} held-out tasks of the same "
+            f"repositories; (b) unseen: {sum(counts['unseen'].values())} tasks of {b['unseen_repo']}. "
+            f"Bug kinds: {', '.join(b['kinds']) or 'all'}."
+        ),
+        "",
+        (
+            "| arm | set | resolved | rate | 95% CI | vs base | 95% CI (paired) | step sim | format err | turns "
+            "| exit statuses |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        diff = f"{r['diff_vs_base']:+.3f}" if "diff_vs_base" in r else ""
+        dci = "[{:+.3f}, {:+.3f}]".format(*r["diff_ci95"]) if "diff_ci95" in r else ""
+        exits = ", ".join(f"{k} {n}" for k, n in sorted((r["exit_statuses"] or {}).items()))
+        lines.append(
+            f"| {r['arm']} | {r['set']} | {r['resolved']}/{r['tasks']} | {r['resolve_rate']:.3f} "
+            f"| [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {diff} | {dci} | {fmt(r['step_similarity'])} "
+            f"| {fmt(r['format_error_rate'])} | {fmt(r['turns_mean'], 1)} | {exits} |"
+        )
+    lines += ["", "| arm | train s | eval s | tokens generated | tokens trained |", "|---|---|---|---|---|"]
+    for arm, t in summary["arms"].items():
+        lines.append(f"| {arm} | {t['train_seconds']:.0f} | {t['eval_seconds']:.0f} | {t['generated_tokens']} "
+                     f"| {t['trained_tokens']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
+    """Resolve rate by arm and set with 95% intervals (left), and each trained stage's curve (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    arms = list(summary["arms"])
+    for k, name in enumerate(SETS):
+        rows = {r["arm"]: r for r in summary["rows"] if r["set"] == name}
+        xs = [i + (k - 0.5) * 0.35 for i in range(len(arms))]
+        ys = [rows[a]["resolve_rate"] for a in arms]
+        err = [
+            [y - rows[a]["ci95"][0] for a, y in zip(arms, ys)],
+            [rows[a]["ci95"][1] - y for a, y in zip(arms, ys)],
+        ]
+        left.bar(xs, ys, width=0.35, yerr=err, capsize=3, label=f"({'ab'[k]}) {name}: {SETS[name]}")
+    left.set_xticks(range(len(arms)), arms)
+    left.set_ylabel("held-out resolve rate (95% bootstrap CI)")
+    left.legend(fontsize=7)
+    for arm, t in summary["arms"].items():
+        for stage, s in t["stages"].items():
+            key = "loss" if stage == "sft" else "reward_mean"
+            points = [(c["step"], c[key]) for c in s["curve"] if c.get(key) is not None]
+            if points:
+                right.plot(*zip(*points), marker=".", label=f"{arm}: {stage} {key}")
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("train reward (SRL: similarity, RLVR: resolved) / SFT loss")
+    if right.lines:
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The SWE learning benchmark's plumbing (bench/bench_swe_learning.py) at the smallest size: tasks made
+from two copies of the factory fixture (one trains, one is the unseen repository), the tiny random model,
+two arms (base, and SFT for one step), each trained, evaluated as an agent on both held-out sets and by
+step similarity, then tabled. What it learns is not checked here (the benchmark itself measures that)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from environments.config import EnvConfig
+from environments.factory.make_tasks import MakeTasksConfig, make_tasks
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "environments" / "fixtures" / "factory_repo"
+
+
+@pytest.fixture(scope="module")
+def factory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two repositories' factory folders under one folder: `calctrain` (train and held-out splits) and
+    `calcnew` (the unseen one), two tasks each."""
+    root = tmp_path_factory.mktemp("bench-swe")
+    for name in ("calctrain", "calcnew"):
+        source = root / "sources" / name
+        shutil.copytree(FIXTURE, source)
+        cfg = MakeTasksConfig(source=str(source), out=str(root / "tasks" / name), max_tasks=2, held_out=0.5)
+        assert make_tasks(cfg, EnvConfig(pool_size=1), progress=False)["tasks"] == 2
+    return root / "tasks"
+
+
+def bench_config(tasks: Path, steps: int = 2) -> dict:
+    small = {"data": {"build": {"context_steps": 1, "observation_max_chars": 300}},
+             "generation": {"max_new_tokens": 8}, "agent": {"max_steps": 2},
+             "environment": {"pool_size": 1}, "grading": {"grader": "fast"}}  # fmt: skip
+    return {
+        "bench": {
+            "tasks": str(tasks),
+            "train_repos": ["calctrain"],
+            "unseen_repo": "calcnew",
+            "kinds": [],
+            "arms": ["base", "sft"],
+            "steps": steps,
+            "batch": 1,
+            "step_examples": 2,
+        },
+        "train": {
+            **small,
+            "model": {"name": "tiny-random"},
+            "data": {"build": {**small["data"]["build"], "validation_groups": 0}},
+            "trainer": {"progress": False, "val_every": 0},
+        },
+        "evaluate": small,
+    }
+
+
+def run_bench(config: dict, tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    path = tmp_path / f"bench-{len(list(tmp_path.glob('bench-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    command = [sys.executable, str(REPO / "bench" / "bench_swe_learning.py"), "--config", str(path),
+               "--out", str(out), "--threads", "1", *extra]  # fmt: skip
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500, check=False)
+
+
+def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, tmp_path):
+    out = tmp_path / "out"
+    done = run_bench(bench_config(factory), tmp_path, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    split = json.loads((out / "data" / "split.json").read_text())
+    assert len(split["train"]) == 1 and len(split["seen"]) == 1 and len(split["unseen"]) == 2
+    assert set(split["train"]).isdisjoint(split["seen"]) and all(
+        i.startswith("calcnew") for i in split["unseen"]
+    )
+    sft = json.loads((out / "sft" / "arm.json").read_text())
+    assert sft["stages"]["sft"]["steps"] == 2 and sft["stages"]["sft"]["trained_tokens"] > 0
+    assert sft["model"] == str(out / "sft" / "sft" / "checkpoints" / "last")
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(r["arm"], r["set"]): r for r in summary["rows"]}
+    assert set(rows) == {(a, s) for a in ("base", "sft") for s in ("seen", "unseen")}
+    for (arm, name), row in rows.items():
+        report = json.loads((out / arm / f"eval-{name}" / "report.json").read_text())
+        assert report["total"] == row["tasks"] == len(split[name]) and row["step_similarity"] is not None
+        assert sum(report["exit_statuses"].values()) == row["tasks"]  # every task ran an episode
+    assert "diff_ci95" in rows[("sft", "seen")] and "diff_ci95" not in rows[("base", "seen")]
+    assert (out / "summary.png").stat().st_size > 0 and "| sft | unseen |" in (out / "summary.md").read_text()
+
+    again = run_bench(bench_config(factory), tmp_path, out)  # resumes: nothing is trained or run again
+    assert again.returncode == 0 and "python -m srl_agent" not in again.stdout, again.stdout[-2000:]
+
+    other = run_bench(bench_config(factory, steps=4), tmp_path, out, "--report")
+    assert other.returncode != 0 and "other settings" in other.stderr and "steps" in other.stderr
