@@ -24,24 +24,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from trajectories.record import ToolCall
+from trajectories.swe_readers import INSTANCE_TEMPLATE
 
 if TYPE_CHECKING:
     from environments.protocol import Environment
 
 SYSTEM_PROMPT = "You are a helpful assistant that can interact with a computer to solve tasks."
-INSTANCE_PROMPT = """<uploaded_files>
-/testbed
-</uploaded_files>
-I've uploaded a python code repository in the directory /testbed. Consider the following PR description:
-
-<pr_description>
-{problem_statement}
-</pr_description>
-
-Can you help me implement the necessary changes to the repository so that the requirements specified in the \
-<pr_description> are met? I've already taken care of all changes to any of the test files described in the \
-<pr_description>. Make the minimal changes to non-test files in the /testbed directory to ensure the \
-<pr_description> is satisfied. Your thinking should be thorough and so it's fine if it's very long."""
+INSTANCE_PROMPT = INSTANCE_TEMPLATE  # the experts see the task as SWE-agent's and SWE-smith's do
 
 Steps = list[tuple[str, ToolCall]]
 """An expert's steps: (thought, tool call) in order, ending with a submit."""

@@ -151,14 +151,16 @@ def run_episode(
     cfg: AgentConfig | None = None,
     build: BuildConfig | None = None,
 ) -> Episode:
-    """Let `policy` act on `issue` in `env` (started, at the base commit) until the episode ends.
+    """Let `policy` act on `issue` in `env` (started, at the base commit) until the episode ends. The
+    policy sees the issue through `cfg.instance_template`, as the experts it learned from saw theirs.
 
     `build` is the prompt's context window and observation cap (a run's `data.build`). Never raises for
     the policy's output or the environment's faults (they are exit statuses); errors of the policy
     itself (a replay policy without a trajectory for `instance_id`) propagate.
     """
     cfg, build = cfg or AgentConfig(), build or BuildConfig()
-    trajectory = Trajectory(task=issue, steps=[], instance_id=instance_id)
+    task = cfg.instance_template.replace("{problem_statement}", issue)
+    trajectory = Trajectory(task=task, steps=[], instance_id=instance_id)
     turns: list[TurnRecord] = []
     outputs: list[Turn] = []
     started = time.monotonic()

@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from environments.config import EnvConfig, GradingConfig
 from trajectories.build import BuildConfig
 from trajectories.config import Section
+from trajectories.swe_readers import INSTANCE_TEMPLATE
 
 
 def _resolved(section: type[Section], name: str) -> Any:
@@ -279,6 +280,17 @@ class AgentConfig(Section):
     length minus `generation.max_new_tokens`."""
     greedy: bool = True
     """Greedy decoding; false: sampled at `generation.temperature`."""
+    instance_template: str = INSTANCE_TEMPLATE
+    """How the task's issue is shown to the policy (`{problem_statement}` is replaced by it): by default
+    SWE-agent's first user message, which the expert trajectories it was trained on carry (SWE-smith's
+    and the task factory's), so acting matches training; `{problem_statement}` alone: the bare issue."""
+
+    @field_validator("instance_template")
+    @classmethod
+    def _has_placeholder(cls, value: str) -> str:
+        if "{problem_statement}" not in value:
+            raise ValueError("must contain {problem_statement}, where the issue goes")
+        return value
 
 
 class EpisodesConfig(Section):

@@ -48,6 +48,24 @@ _XML_HEAD = re.compile(r"<function\s*=\s*([^>\n]+)>\n?")
 _PARAM_HEAD = re.compile(r"<parameter\s*=\s*([^>\n]+)>")
 
 
+INSTANCE_TEMPLATE = """<uploaded_files>
+/testbed
+</uploaded_files>
+I've uploaded a python code repository in the directory /testbed. Consider the following PR description:
+
+<pr_description>
+{problem_statement}
+</pr_description>
+
+Can you help me implement the necessary changes to the repository so that the requirements specified in the \
+<pr_description> are met? I've already taken care of all changes to any of the test files described in the \
+<pr_description>. Make the minimal changes to non-test files in the /testbed directory to ensure the \
+<pr_description> is satisfied. Your thinking should be thorough and so it's fine if it's very long."""
+"""The first user message of SWE-agent's default config, which SWE-smith's trajectories and the
+project's generated experts (`environments.recorder`) carry: the task as an expert saw it. The agent
+shows the policy its task through it (`agent.instance_template`), so acting matches training."""
+
+
 def last_xml_call(content: str) -> tuple[str, str, dict[str, str], str] | None:
     """(thought, name, arguments, raw block) of the last `<function=NAME>...</function>` in `content`.
 

@@ -7,6 +7,7 @@ environment failure end an episode with their own status."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -219,6 +220,46 @@ def test_replaying_each_expert_through_the_loop_resolves_its_task(tasks, tmp_pat
     assert (summary["trajectories"], summary["steps"], summary["skipped"]) == (1, len(expert.steps), [])
 
 
+class Recording:
+    """A replay policy that keeps every example it is asked to act on."""
+
+    def __init__(self, replay: ReplayPolicy) -> None:
+        self.replay, self.examples = replay, []
+
+    def act(self, example):
+        self.examples.append(example)
+        return self.replay.act(example)
+
+    def check_instance(self, instance_id: str) -> None:
+        self.replay.check_instance(instance_id)
+
+    def episode(self):
+        return self.replay.episode()
+
+
+@pytest.mark.docker
+def test_the_agent_acts_on_the_prompts_the_experts_steps_train(tasks):
+    """Acting along an expert's actions, the policy is shown, at every turn, the task and context of
+    that expert's training step example (the same window): nothing differs between how a policy
+    learns and how it acts. (The issue was once shown bare while training showed it wrapped in the
+    experts' instance template.)"""
+    build = BuildConfig(context_steps=1, observation_max_chars=1000)
+    for task in tasks:
+        expert = load_trajectory(task.expert_trajectory)
+        policy = Recording(ReplayPolicy({task.instance_id: expert}, "mem"))
+        episode, _ = _episode(policy, task, build=build)
+        assert episode.exit_status == "submitted", task.instance_id
+        trained = list(swe_examples(expert, task.instance_id, build))
+        assert len(policy.examples) == len(trained) == len(expert.steps)
+        for acted, example in zip(policy.examples, trained, strict=True):
+            not_shown = {"target", "num_steps", "meta"}  # not in the prompt (srl_agent.prompts)
+            shown, taught = (
+                json.loads(re.sub(r" in \d+\.\d+s", " in Ns", e.model_dump_json(exclude=not_shown)))
+                for e in (acted, example)
+            )  # pytest's timings differ from run to run
+            assert shown == taught, (task.instance_id, example.step_index)
+
+
 @pytest.mark.docker
 def test_a_replayed_episode_resolves_through_the_official_harness(tasks, tmp_path):
     from environments.grading import grade_with_harness, harness_run_id
@@ -279,7 +320,8 @@ def test_the_tiny_random_model_runs_an_episode_to_a_named_status_and_it_reads_ba
 @pytest.mark.docker
 def test_a_prompt_past_the_limit_ends_the_episode_with_context_limit(tasks, tiny_policy):
     task = get_task("srl-agent__paginate-1")
-    start = Trajectory(task=task.problem_statement, steps=[], instance_id=task.instance_id)
+    shown = AgentConfig().instance_template.replace("{problem_statement}", task.problem_statement)
+    start = Trajectory(task=shown, steps=[], instance_id=task.instance_id)
     first = tiny_policy.prompts.render(next_example(start, BuildConfig()))
     # the first prompt fits; asking again after its format error adds the failed output, which does not
     policy = ModelPolicy(
