@@ -40,6 +40,8 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,14 +119,24 @@ def write_lines(path: Path, lines: list[str]) -> None:
 def run_arm(arm: str, args: argparse.Namespace, train_file: Path, heldout_file: Path) -> None:
     """Train the arm (resuming), then evaluate its final checkpoint; `arm.json` records it."""
     folder = args.out / arm
+    with arm_lock(arm, folder) as mine:
+        if mine:
+            _run_arm(arm, args, train_file, heldout_file, folder)
+
+
+@contextmanager
+def arm_lock(arm: str, folder: Path) -> Iterator[bool]:
+    """True (and `folder/running.pid` held until the block ends) unless a live process holds the arm:
+    arms may run side by side in several processes, never one twice."""
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / "running.pid"  # arms may run side by side in several processes, never one twice
+    lock = folder / "running.pid"
     if lock.is_file() and alive(int(lock.read_text() or 0)):
         print(f"skip {arm}: process {lock.read_text()} is running it", flush=True)
+        yield False
         return
     lock.write_text(str(os.getpid()))
     try:
-        _run_arm(arm, args, train_file, heldout_file, folder)
+        yield True
     finally:
         lock.unlink(missing_ok=True)
 
@@ -360,8 +372,8 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.3f}"
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

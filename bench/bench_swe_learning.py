@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_outcomes import alive, bootstrap, machine, mean, run, run_json
+from bench_outcomes import arm_lock, bootstrap, fmt, machine, mean, run, run_json
 
 from trajectories.config import ConfigError
 from trajectories.ledger import check_run_folder
@@ -98,14 +98,18 @@ def main() -> None:
     if not args.report:
         for arm in arms:
             run_arm(arm, base, bench, data, configs, args.out)
-    done = [a for a in ARMS if (args.out / a / "arm.json").is_file()
-            and "eval" in json.loads((args.out / a / "arm.json").read_text())]  # fmt: skip
+    done = [a for a in ARMS if evaluated(args.out / a / "arm.json")]
     summary = summarize(bench, data, args.out, done)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     table = markdown(summary)
     (args.out / "summary.md").write_text(table, encoding="utf-8")
     plot(summary, args.out, args.out / "summary.png")
     print(table)
+
+
+def evaluated(record: Path) -> bool:
+    """Whether an arm's record holds its evaluations on every held-out set (a killed arm may hold one)."""
+    return record.is_file() and set(SETS) <= set(json.loads(record.read_text()).get("eval", {}))
 
 
 def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -230,16 +234,9 @@ def run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pat
     """Train the arm's stages (each resuming), then evaluate its final checkpoint; `arm.json` records it.
     A lock file keeps two processes from running one arm at once."""
     folder = out / arm
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / "running.pid"
-    if lock.is_file() and alive(int(lock.read_text() or 0)):
-        print(f"skip {arm}: process {lock.read_text()} is running it", flush=True)
-        return
-    lock.write_text(str(os.getpid()))
-    try:
-        _run_arm(arm, base, bench, data, configs, out, folder)
-    finally:
-        lock.unlink(missing_ok=True)
+    with arm_lock(arm, folder) as mine:
+        if mine:
+            _run_arm(arm, base, bench, data, configs, out, folder)
 
 
 def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Path], out: Path,
@@ -419,10 +416,6 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {arm} | {t['train_seconds']:.0f} | {t['eval_seconds']:.0f} | {t['generated_tokens']} "
                      f"| {t['trained_tokens']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
 
 
 def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
