@@ -225,7 +225,8 @@ class TrainerConfig(Section):
     """Also cap a micro-batch's padded tokens (sequences x the longest), so that long sequences go
     fewer at a time (a sequence longer than the cap goes alone); null: `micro_batch_size` only.
     `auto`: the stage's, 4096 for SWE RLVR (episode turns carry prompts of 2-4k tokens; 4 of them took
-    over 16 GB of activations on the CPU), none elsewhere."""
+    over 16 GB of activations on the CPU) and SWE SFT (padding 4 expert steps to the longest doubled a
+    step's time), none elsewhere."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (one more forward per micro-batch) instead of storing
     them: SWE prompts of 2k+ tokens otherwise hold every layer's attention for the backward (a
