@@ -217,13 +217,20 @@ def step_command(model: str, args: argparse.Namespace, heldout: Path) -> list[st
 
 
 def run(command: list[str]) -> str:
+    """The command's stdout; its lines are shown as they come (a training step's line, an evaluation's
+    progress), except JSON objects, which are the result the caller reads."""
     print("+ python -m " + " ".join(command), flush=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", *command], cwd=REPO, stdout=subprocess.PIPE, text=True, check=False
-    )
+    lines = []
+    with subprocess.Popen(
+        [sys.executable, "-m", *command], cwd=REPO, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        for line in proc.stdout or ():
+            lines.append(line)
+            if not line.startswith("{"):
+                print("  " + line, end="", flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"error: `python -m {' '.join(command)}` exited with {proc.returncode}")
-    return proc.stdout
+    return "".join(lines)
 
 
 def run_json(command: list[str]) -> dict[str, Any]:

@@ -328,6 +328,65 @@ def training_stats(run_dir: Path) -> dict[str, Any]:
 # the table
 
 
+def patched_files(diff: str) -> set[str]:
+    return {
+        line.split(" b/", 1)[1]
+        for line in diff.splitlines()
+        if line.startswith("diff --git ") and " b/" in line
+    }
+
+
+def first_call(step: dict[str, Any]) -> str:
+    """An episode's first call in a word or two: `bash pytest`, `str_replace_editor view`, `submit`."""
+    action = step.get("action") or {}
+    name, arguments = action.get("name") or "(no call)", action.get("arguments") or {}
+    if name == "bash":
+        words = str(arguments.get("command", "")).replace("&&", " ").split()
+        words = [w for w in words if w not in ("cd", "/testbed", "python", "-m")]
+        return f"bash {words[0]}" if words else "bash"
+    return f"{name} {arguments['command']}" if "command" in arguments else name
+
+
+def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
+    """What an evaluation's episodes did, read from their saved trajectories: the share that changed
+    the repository at all and that changed a file the bug is in, the share of calls that were
+    refused edits (`str_replace` whose old text is not in the file), and the most common first calls."""
+    episodes = [json.loads(p.read_text(encoding="utf-8").splitlines()[0])
+                for p in sorted((folder / "trajectories").glob("*.jsonl"))]  # fmt: skip
+    if not episodes:
+        return {}
+    firsts: dict[str, int] = {}
+    calls = refused = 0
+    for e in episodes:
+        if e["steps"]:
+            key = first_call(e["steps"][0])
+            firsts[key] = firsts.get(key, 0) + 1
+        for step in e["steps"]:
+            calls += 1
+            refused += "did not appear verbatim" in str(step.get("observation", ""))
+    n = len(episodes)
+    touched = [patched_files(e.get("final_patch") or "") for e in episodes]
+    return {
+        "episodes": n,
+        "edited": sum(bool(files) for files in touched) / n,
+        "edited_bug_file": sum(bool(f & gold.get(e["instance_id"], set())) for f, e in zip(touched, episodes))
+        / n,
+        "refused_edit_rate": refused / calls if calls else None,
+        "first_calls": dict(sorted(firsts.items(), key=lambda kv: -kv[1])[:4]),
+    }
+
+
+def gold_files(out: Path) -> dict[str, set[str]]:
+    """Each task's buggy files (those its bug patch changes), from the factory folders."""
+    files: dict[str, set[str]] = {}
+    for instances in sorted((out / "data" / "repos").glob("*/instances.jsonl")):
+        for line in instances.read_text(encoding="utf-8").splitlines():
+            if line:
+                row = json.loads(line)
+                files[row["instance_id"]] = patched_files(row["patch"])
+    return files
+
+
 def resolved_vector(report: dict[str, Any], ids: list[str]) -> list[float]:
     statuses = report.get("instances", {})
     return [1.0 if statuses.get(iid) == "resolved" else 0.0 for iid in ids]
@@ -336,6 +395,7 @@ def resolved_vector(report: dict[str, Any], ids: list[str]) -> list[float]:
 def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, Any]:
     records = {a: json.loads((out / a / "arm.json").read_text()) for a in arms}
     rng = random.Random(bench["seed"])
+    gold = gold_files(out)
     rows = []
     for name in SETS:
         ids = data[name]
@@ -359,6 +419,7 @@ def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, 
                 "turns_mean": turns,
                 "exit_statuses": report.get("exit_statuses"),
                 "eval_seconds": r["eval"][name]["seconds"],
+                "behaviour": behaviour(out / arm / f"eval-{name}", gold),
             }
             if arm != "base" and "base" in vectors:
                 b = vectors["base"]
@@ -411,6 +472,20 @@ def markdown(summary: dict[str, Any]) -> str:
             f"| [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {diff} | {dci} | {fmt(r['step_similarity'])} "
             f"| {fmt(r['format_error_rate'])} | {fmt(r['turns_mean'], 1)} | {exits} |"
         )
+    lines += [
+        "",
+        "What the episodes did (from their trajectories): the share that changed the repository, that changed",
+        "a file the bug is in, the share of calls that were edits refused (old text not in the file), the",
+        "commonest first calls.",
+        "",
+        "| arm | set | edited | edited the bug's file | refused edits | first calls |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        if b_ := r.get("behaviour"):
+            firsts = ", ".join(f"{k} {n}" for k, n in b_["first_calls"].items())
+            lines.append(f"| {r['arm']} | {r['set']} | {b_['edited']:.2f} | {b_['edited_bug_file']:.2f} "
+                         f"| {fmt(b_['refused_edit_rate'])} | {firsts} |")  # fmt: skip
     lines += ["", "| arm | train s | eval s | tokens generated | tokens trained |", "|---|---|---|---|---|"]
     for arm, t in summary["arms"].items():
         lines.append(f"| {arm} | {t['train_seconds']:.0f} | {t['eval_seconds']:.0f} | {t['generated_tokens']} "
