@@ -18,7 +18,7 @@ A turn:
    `context_steps` action/observation pairs, each observation capped with the visible marker), so
    the policy acts in the format it was trained on; the policy renders it with its task's prompts.
 2. The policy writes `<think>...</think>` and one tool call. The loop checks it against the reward's
-   output contract (`rewards.extract_action`, then `actions.parse_action`).
+   output contract (`rewards.extract_action`, then `actions.parse_complete_action`).
 3. A valid call runs in the environment (`environments.tools`) and becomes a step of the episode's
    trajectory, with its observation. A format error runs nothing: the policy is asked again for the
    same step, with its failed output and an observation saying what was wrong and what a call looks
@@ -50,7 +50,7 @@ from environments import tools
 from srl_agent.config import AgentConfig
 from srl_agent.protocols import PromptTooLong
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN, extract_action
-from trajectories.actions import ActionParseError, parse_action, render_action
+from trajectories.actions import ActionParseError, parse_complete_action, render_action
 from trajectories.build import BuildConfig, next_swe_example, truncate_middle
 from trajectories.record import ContextItem, Step, StepExample, ToolCall, Trajectory, write_jsonl
 
@@ -253,7 +253,7 @@ def parse_turn(turn: Turn) -> tuple[str, ToolCall] | str:
     if action is None:
         return error or "no action"
     try:
-        call = parse_action(action)
+        call = parse_complete_action(action)
     except ActionParseError as e:
         return f"not exactly one tool call: {e}"
     thought = turn.text[turn.text.index(THINK_OPEN) + len(THINK_OPEN) : turn.text.index(THINK_CLOSE)]

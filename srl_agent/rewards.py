@@ -4,9 +4,10 @@ The output contract (both tasks): `<think> free inner monologue </think>` follow
 - The action is the text after the closing `</think>`. The output must hold exactly one `<think>` and
   one `</think>`, in that order, with nothing but whitespace before `<think>` (unless
   `allow_preamble`), and a non-empty action. Anything else is a format error, reward -1.
-- SWE: the action must be exactly one parseable tool call (`trajectories.actions.parse_action`); it is
-  compared in its rendered canonical form, so formatting differences the parser forgives do not cost
-  reward.
+- SWE: the action must be exactly one parseable tool call with every argument its tool requires
+  (`trajectories.actions.parse_complete_action`: SWE-agent's parser refuses `<function=bash></function>`
+  too); it is compared in its rendered canonical form, so formatting differences the parser forgives do
+  not cost reward.
 - Similarity r = 2M/T in [0, 1]: `difflib` (the paper's `SequenceMatcher.ratio()`) or `rapidfuzz`
   (exact longest-common-subsequence 2M/T, far faster on long actions). Only the action is scored.
 - Outcome (RLVR, math): 1.0 when math-verify finds the action's final answer equivalent to the gold
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 from rapidfuzz.distance import Indel
 
 from srl_agent.protocols import Scored
-from trajectories.actions import ActionParseError, parse_action, render_action
+from trajectories.actions import ActionParseError, parse_complete_action, render_action
 
 if TYPE_CHECKING:
     from srl_agent.config import RewardConfig
@@ -87,7 +88,7 @@ def step_reward(
         return Scored(FORMAT_PENALTY, None, error)
     if kind == "swe":
         try:
-            action = render_action(parse_action(action))
+            action = render_action(parse_complete_action(action))
         except (ActionParseError, ValueError) as e:
             return Scored(FORMAT_PENALTY, None, f"not one canonical tool call: {e}")
     if strip:

@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 from trajectories.record import ToolCall
+from trajectories.tools import missing_arguments
 
 CALL_END = "</function>"  # closes every call (srl_agent.generation.hf also ends SWE rollouts at it)
 _FUNCTION = re.compile(r"<function=([^>\n]+)>\n(.*?)</function>", re.DOTALL)
@@ -79,6 +80,16 @@ def parse_action(text: str) -> ToolCall:
     if body[pos:].strip():
         raise ActionParseError(f"unexpected text in {name!r} call: {body[pos:].strip()[:40]!r}")
     return ToolCall(name=name, arguments=arguments, raw=text)
+
+
+def parse_complete_action(text: str) -> ToolCall:
+    """`parse_action`, then the call must carry every argument its tool requires
+    (`tools.REQUIRED_ARGUMENTS`): what a policy's output must be to count as a tool call, as SWE-agent's
+    parser refuses `<function=bash></function>` before running anything."""
+    call = parse_action(text)
+    if missing := missing_arguments(call):
+        raise ActionParseError(f"{call.name!r} call without its required argument(s) {', '.join(missing)}")
+    return call
 
 
 def _decode_value(key: str, text: str) -> Any:

@@ -45,9 +45,22 @@ LEGACY_TOOLS = frozenset(
     }
 )
 ALIASES = {"execute_bash": "bash", "finish": "submit", "file_editor": "str_replace_editor"}
+# The arguments a canonical tool cannot be called without, as SWE-agent's tool configs declare them;
+# its parsers refuse a call that lacks one ("Required argument(s) missing") before anything runs.
+REQUIRED_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "bash": ("command",),
+    "str_replace_editor": ("command", "path"),
+    "search": ("search_term",),
+    "submit": (),
+}
 KNOWN_TOOLS = CANONICAL_TOOLS | LEGACY_TOOLS | frozenset(ALIASES)
 
 _EDITOR_FLAGS = frozenset({"file_text", "old_str", "new_str", "insert_line", "view_range", "concise"})
+
+
+def missing_arguments(call: ToolCall) -> list[str]:
+    """The required arguments of a canonical tool that `call` leaves out (none for other tools)."""
+    return [key for key in REQUIRED_ARGUMENTS.get(call.name, ()) if key not in call.arguments]
 
 
 def canonical_call(

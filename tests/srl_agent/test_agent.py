@@ -97,6 +97,10 @@ def test_the_output_contract_and_what_a_format_error_tells_the_policy():
         "<think>x</think>\n   ": "no action after </think>",
         f"<think>x</think>\n{CALL}\n{CALL}": "not exactly one tool call: 2 function calls; exactly one is allowed",
         "<think>x</think> I would run ls": "not exactly one tool call: no <function=NAME> ... </function> block",
+        # SWE-agent's parser refuses a call without its required arguments before running anything
+        "<think></think>\n<function=str_replace_editor>\n</function>": (
+            "not exactly one tool call: 'str_replace_editor' call without its required argument(s) command, path"
+        ),
     }
     assert {text: parse_turn(Turn(text)) for text in cases} == cases
     assert parse_turn(Turn(EXAMPLE_OUTPUT))[1].name == "bash"  # the example the policy is shown keeps it

@@ -83,6 +83,8 @@ def test_swe_action_must_be_one_canonical_call():
         f"{BASH}\n{BASH}",
         f"I will run: {BASH}",
         "<function=bash>\n<parameter=command>ls",
+        "<function=bash>\n</function>",  # no command: a call SWE-agent's parser refuses
+        "<function=str_replace_editor>\n<parameter=command>view</parameter>\n</function>",  # no path
     ):
         scored = step_reward(f"<think>x</think>{bad}", BASH, "swe")
         assert scored.reward == -1.0, bad
