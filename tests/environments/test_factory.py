@@ -9,6 +9,7 @@ test collection is dropped with its reason.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,30 @@ def test_a_folder_of_factory_folders_reads_each_split_alike(made, tmp_path):
     (several / "again").symlink_to(out.resolve())
     with pytest.raises(TaskSourceError, match="different entries for"):
         load_task_source(several)
+
+
+def test_what_the_install_writes_stays_out_of_every_patch(tmp_path):
+    """A package whose install writes a file into its checkout (setuptools-scm's version file, as
+    tabulate's does): that file is not the agent's change, so a task's environment starts with an
+    empty diff, while a file the agent creates is still in its patch."""
+    repo = tmp_path / "repo"
+    shutil.copytree(FIXTURE, repo)
+    (repo / "setup.py").write_text(
+        "from pathlib import Path\nfrom setuptools import setup\n\n"
+        "Path(__file__).with_name('calc').joinpath('version.py').write_text('version = \"0.1.0\"\\n')\n"
+        "setup()\n"
+    )
+    out = tmp_path / "out"
+    report = make_tasks(
+        MakeTasksConfig(source=str(repo), out=str(out), max_tasks=1), EnvConfig(pool_size=1), progress=False
+    )
+    assert report["failure"] is None and report["tasks"] == 1
+    cfg = EnvConfig()
+    with DockerEnvironment(task_image(load_folder(out)[0], cfg), cfg) as env:
+        assert env.exec("test -f /testbed/calc/version.py")[0] == 0  # the install did write it
+        assert env.diff() == ""
+        env.exec("printf 'x = 1\\n' > /testbed/calc/extra.py")
+        assert "b/calc/extra.py" in env.diff() and "version.py" not in env.diff()
 
 
 def test_a_rerun_redoes_nothing(made):
