@@ -54,6 +54,8 @@ from trajectories.ledger import check_run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("base", "sft", "srl", "rlvr", "srl+rlvr", "sft+rlvr")
+# Steps between a stage's checkpoints: a stage killed midway (a session's end) resumes from its last one.
+SAVE_EVERY = 4
 SETS = {
     "seen": "held-out tasks of the training repositories",
     "unseen": "every task of the unseen repository",
@@ -87,8 +89,7 @@ def main() -> None:
         if unknown := [a for a in arms if a not in ARMS]:
             raise ConfigError(f"--arms: unknown {unknown}; the arms are {', '.join(ARMS)}")
         args.out.mkdir(parents=True, exist_ok=True)
-        check_run_folder(args.out, {"bench": {k: v for k, v in bench.items() if k != "arms"}, "train": train,
-                                    "evaluate": evaluate},
+        check_run_folder(args.out, run_identity(bench, train, evaluate),
                          holds_results=(args.out / "data" / "split.json").is_file(), option="--out")  # fmt: skip
         data = prepare_data(bench, args.out)
     except ConfigError as e:
@@ -131,6 +132,18 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, A
     if bench["steps"] < 2 or bench["steps"] % 2:
         raise ConfigError(f"{path}: bench.steps must be even and at least 2 (the two-stage arms halve it)")
     return bench, data.get("train") or {}, data.get("evaluate") or {}
+
+
+def run_identity(bench: dict[str, Any], train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
+    """The settings the folder's results are made with (`OUT/run.json`): all but the arm list and the
+    engine that samples training rollouts (`train.generation.backend`), which is a speed choice, not a
+    setting of the method: an arm's resolved config, in its run folder, records it."""
+    generation = {k: v for k, v in (train.get("generation") or {}).items() if k != "backend"}
+    return {
+        "bench": {k: v for k, v in bench.items() if k != "arms"},
+        "train": {**train, "generation": generation} if "generation" in train else train,
+        "evaluate": evaluate,
+    }
 
 
 def write_configs(out: Path, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Path]:
@@ -270,7 +283,7 @@ def train_command(stage: str, steps: int, bench: dict, data: dict, config: Path,
     command = [
         "srl_agent.train", "--task", "swe", "--stage", stage, "--config", str(config),
         f"run_dir={run_dir}", f"trainer.steps={steps}", f"trainer.batch_size={bench['batch']}",
-        f"trainer.save_every={steps}", f"seed={bench['seed']}",
+        f"trainer.save_every={min(SAVE_EVERY, steps)}", f"seed={bench['seed']}",
     ]  # fmt: skip
     if stage == "rlvr":  # episodes on the training split's tasks, rewarded by their tests
         command += [f"data.source={out / 'data' / 'repos'}", "episodes.split=all",

@@ -97,3 +97,8 @@ def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, tmp_pa
 
     other = run_bench(bench_config(factory, steps=4), tmp_path, out, "--report")
     assert other.returncode != 0 and "other settings" in other.stderr and "steps" in other.stderr
+
+    # which engine samples the training rollouts is a speed choice, not a setting of the results
+    engine = bench_config(factory)
+    engine["train"] = {**engine["train"], "generation": {**engine["train"]["generation"], "backend": "vllm"}}
+    assert run_bench(engine, tmp_path, out, "--report").returncode == 0
