@@ -134,7 +134,10 @@ def reap_leaked(client: docker.DockerClient | None = None) -> list[str]:
     client = client or docker_engine.shared_client()
     host = socket.gethostname()
     removed = []
-    for container in client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"}):
+    # ignore_removed: docker-py inspects each listed container, and one that another process removes in
+    # between (12 episodes start and end side by side) would otherwise fail this start with NotFound
+    listed = client.containers.list(all=True, filters={"label": f"{MANAGED_LABEL}=1"}, ignore_removed=True)
+    for container in listed:
         owner = container.labels.get(OWNER_LABEL, "")
         owner_host, _, rest = owner.partition(":")
         pid, _, started = rest.partition(":")

@@ -197,6 +197,31 @@ def test_reaper_removes_containers_of_dead_owners_only() -> None:
 
 
 @pytest.mark.docker
+def test_the_reaper_takes_a_container_removed_while_it_lists_in_its_stride(monkeypatch) -> None:
+    """Episodes start and end side by side: a container another process removes between the reaper's
+    listing and its look at that container must not fail the environment being started."""
+    client = docker_engine.connect()
+    going = client.containers.create(
+        sample_image(), "true", labels={MANAGED_LABEL: "1", OWNER_LABEL: owner_id()}
+    )
+    inspect = client.api.inspect_container
+
+    def removed_first(resource_id, *args, **kwargs):
+        if resource_id == going.id:
+            going.remove(force=True)  # the other process is quicker
+        return inspect(resource_id, *args, **kwargs)
+
+    monkeypatch.setattr(client.api, "inspect_container", removed_first)
+    try:
+        assert going.name not in reap_leaked(client)
+    finally:
+        try:
+            going.remove(force=True)
+        except docker_engine.NotFound:
+            pass
+
+
+@pytest.mark.docker
 def test_stopped_container_is_restarted_and_the_command_still_runs() -> None:
     with DockerEnvironment(sample_image(), fast_config()) as env:
         env.run("cd calc && echo changed >> ops.py")
