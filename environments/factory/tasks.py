@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from environments.factory.profile import LOG_PARSER, RepoProfile
+from environments.factory.source import GIT_EXCLUDE
 from environments.grading import parse_pytest_report
+from environments.tasks.bundled import EXCLUDE_UNTRACKED
 
 if TYPE_CHECKING:
     import docker
@@ -35,15 +37,9 @@ PROFILE = "profile.json"
 IMAGE_NAMESPACE = "srl-factory"
 # The graded tests' command: the bundled tasks' (`-rA` summary lines, which `parse_log_pytest` reads).
 TEST_COMMAND = "python3 -m pytest -rA -p no:cacheprovider"
-# Run where the task image puts /testbed at the bug commit (a fresh clone, so a fresh .git/info/exclude).
-# The second line: what the repository image's install wrote into the checkout (a version file from
-# setuptools-scm, say tabulate's `tabulate/version.py`) is untracked, so `git add -A` would put it into
-# every submitted patch; each such path, anchored and with its glob characters escaped, is excluded.
-# Files the agent creates later are still part of its patch.
-TASK_SETUP = (
-    "printf '__pycache__/\\n*.pyc\\n.pytest_cache/\\n*.egg-info/\\n' >> .git/info/exclude\n"
-    "git ls-files --others --exclude-standard | sed -e 's/[][*?!#\\\\]/\\\\&/g' -e 's|^|/|' >> .git/info/exclude\n"
-)
+# Run where the task image puts /testbed at the bug commit (a fresh clone, so a fresh .git/info/exclude):
+# the caches the tests leave, then what the repository image's install wrote into the checkout.
+TASK_SETUP = f"printf %s {shlex.quote(GIT_EXCLUDE)} >> .git/info/exclude\n{EXCLUDE_UNTRACKED}\n"
 
 
 @dataclass(frozen=True)

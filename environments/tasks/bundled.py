@@ -53,6 +53,14 @@ COMMIT_MESSAGE = "Base commit of a bundled srl-agent task\n"
 # Written to .git/info/exclude (not part of the tree, so not part of the sha): keeps caches that running
 # the tests leaves behind out of `git add -A` and thus out of submitted patches.
 GIT_EXCLUDE = "__pycache__/\n*.pyc\n.pytest_cache/\n"
+# Shell, run in the checkout of an image whose repository was installed (factory tasks, SWE-smith rows):
+# what the install wrote there (a version file from setuptools-scm, say tabulate's `tabulate/version.py`)
+# is untracked, so `git add -A` would put it into every submitted patch; each such path, anchored and
+# with its glob characters escaped, joins .git/info/exclude. Files the agent creates later stay in it.
+EXCLUDE_UNTRACKED = (
+    "git ls-files --others --exclude-standard"
+    " | sed -e 's/[][*?!#\\\\]/\\\\&/g' -e 's|^|/|' >> .git/info/exclude"
+)
 # Run in /testbed when the task image is built (no network needed: pytest comes with the base image).
 TASK_SETUP = f"cat >> .git/info/exclude <<'EOF'\n{GIT_EXCLUDE}EOF\npython3 -m pytest --version\n"
 

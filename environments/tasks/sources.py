@@ -79,7 +79,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUG_RECIPE = 1  # bump when the way a SWE-smith task's image is made changes
+BUG_RECIPE = 2  # bump when the way a SWE-smith task's image is made changes (2: install outputs excluded)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 # The SWE-bench datasets moved from princeton-nlp/ to the SWE-bench organisation on the Hub.
@@ -408,7 +408,8 @@ def _bug_image(
         f"git apply --index {BUG_PATCH_PATH}; rm -f {BUG_PATCH_PATH}; "
         f'tree=$(git write-tree); sha=$({identity} git commit-tree "$tree" -m {message}); '
         f'git reset -q --soft "$sha"; mkdir -p .git/info; '
-        f"printf %s {shlex.quote(bundled.GIT_EXCLUDE)} >> .git/info/exclude; git rev-parse HEAD"
+        f"printf %s {shlex.quote(bundled.GIT_EXCLUDE)} >> .git/info/exclude; {bundled.EXCLUDE_UNTRACKED}; "
+        "git rev-parse HEAD"
     )
     container = client.containers.run(
         source, command=_KEEP_ALIVE, detach=True, labels=build_labels(), network_mode="none"

@@ -69,3 +69,19 @@ def fast_config(**changes: object) -> EnvConfig:
     values: dict[str, object] = {"interrupt_grace": 1.5, "output_cap": 20_000, "command_timeout": 20.0}
     values.update(changes)
     return EnvConfig(**values)
+
+
+# A setup.py that writes a file into the checkout when the package is installed, as setuptools-scm
+# writes tabulate's `tabulate/version.py`: a by-product no task's patch may carry.
+WRITES_VERSION_FILE = (
+    "from pathlib import Path\nfrom setuptools import setup\n\n"
+    "Path(__file__).with_name('calc').joinpath('version.py').write_text('version = \"0.1.0\"\\n')\n"
+    "setup()\n"
+)
+
+
+def factory_repo_writing_a_version_file(dest: Path) -> Path:
+    """A copy of fixtures/factory_repo at `dest` whose install writes `calc/version.py`."""
+    shutil.copytree(Path(__file__).parent / "fixtures" / "factory_repo", dest)
+    (dest / "setup.py").write_text(WRITES_VERSION_FILE)
+    return dest

@@ -9,10 +9,10 @@ test collection is dropped with its reason.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
+from envtest_support import factory_repo_writing_a_version_file
 
 from environments.config import EnvConfig, GradingConfig
 from environments.container import DockerEnvironment
@@ -116,13 +116,7 @@ def test_what_the_install_writes_stays_out_of_every_patch(tmp_path):
     """A package whose install writes a file into its checkout (setuptools-scm's version file, as
     tabulate's does): that file is not the agent's change, so a task's environment starts with an
     empty diff, while a file the agent creates is still in its patch."""
-    repo = tmp_path / "repo"
-    shutil.copytree(FIXTURE, repo)
-    (repo / "setup.py").write_text(
-        "from pathlib import Path\nfrom setuptools import setup\n\n"
-        "Path(__file__).with_name('calc').joinpath('version.py').write_text('version = \"0.1.0\"\\n')\n"
-        "setup()\n"
-    )
+    repo = factory_repo_writing_a_version_file(tmp_path / "repo")
     out = tmp_path / "out"
     report = make_tasks(
         MakeTasksConfig(source=str(repo), out=str(out), max_tasks=1), EnvConfig(pool_size=1), progress=False

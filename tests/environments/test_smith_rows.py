@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from envtest_support import factory_repo_writing_a_version_file
 
 from environments.tasks.patches import reverse_patch
 from environments.tasks.smith_profiles import SmithProfile, installed_profiles, package_file
@@ -269,7 +270,9 @@ def calc_row(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict[str, 
     from environments.factory.source import fetch
     from environments.factory.tasks import repo_image
 
-    checkout = fetch(str(FIXTURE), tmp_path_factory.mktemp("smith"))
+    # its install writes calc/version.py, which no patch of the row's task may carry
+    source = factory_repo_writing_a_version_file(tmp_path_factory.mktemp("smith-source") / "calc")
+    checkout = fetch(str(source), tmp_path_factory.mktemp("smith"))
     profile = SmithProfile(
         owner="srl-test",
         repo="calc",
@@ -303,6 +306,7 @@ def test_a_swesmith_row_is_graded_in_its_named_image(calc_row, tmp_path: Path):
         with DockerEnvironment(task.image) as env:
             # the start: the repository image's /testbed with the bug committed, in a commit of its own
             assert env.run("git rev-list --count HEAD && git status --porcelain").output == "1\n"
+            assert env.run("test -f calc/version.py").exit_code == 0  # the install wrote it: not a change
             assert "total = value" in env.run("cat calc/core.py").output
             assert env.diff() == ""
             gold = grade(task, task.gold_patch, cfg, env=env)
