@@ -181,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a model on the OpenAI-compatible server at tasks.issue_api_base writes the problem statements",
     )
     make.add_argument(
+        "--statements",
+        choices=["test", "template"],
+        default=None,
+        help="how statements read without --issue-model: a failing test and its output, or a short"
+        " template naming the file, the function and the failing tests (tasks.statements)",
+    )
+    make.add_argument(
         "--workers",
         type=_positive,
         default=None,
@@ -284,7 +291,7 @@ def run_check_experts(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> i
 def configure_make(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None:
     """The options of `make-tasks` set their `tasks` fields (`--workers`: `environment.pool_size`)."""
     cfg.tasks.source = args.source
-    for name in ("out", "max_tasks", "seed", "test_cmd", "split_by", "modifiers"):
+    for name in ("out", "max_tasks", "seed", "test_cmd", "split_by", "modifiers", "statements"):
         if getattr(args, name) is not None:
             setattr(cfg.tasks, name, getattr(args, name))
     if args.workers is not None:

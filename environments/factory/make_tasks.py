@@ -13,8 +13,9 @@ Reads top to bottom in `make_tasks`:
    where the last one stopped and redoes nothing it judged;
 5. the kept candidates become tasks: the bug committed as branch `<instance_id>` of `DIR/repo` with a
    fixed author and date (its sha is the task's `base_commit`), a problem statement written from the
-   failing tests (`statements`; with `--issue-model`, a model writes it from those and the bug:
-   `issues`), an expert trajectory recorded in the task's own image (`experts`);
+   failing tests (`statements`; `--statements template`: a short fixed text; with `--issue-model`, a
+   model writes it from the test-based one and the bug: `issues`), an expert trajectory recorded in
+   the task's own image (`experts`);
 6. `DIR/instances.jsonl` (SWE-smith's instance format), `DIR/manifest.json` (the split into train and
    held-out tasks by `--split-by`), `DIR/report.json`: candidates tried and kept, each drop reason
    counted, where the time went.
@@ -36,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from environments.factory import profile as profiles
 from environments.factory import validate
@@ -95,6 +96,16 @@ class MakeTasksConfig(Section):
     server at `issue_api_base` (`factory/issues.py`); null: the test-based statements, no model."""
     issue_api_base: str = "http://localhost:8000/v1"
     """Where `issue_model` is served (vLLM's `vllm serve` answers here by default)."""
+    statements: Literal["test", "template"] = "test"
+    """How a statement reads without `issue_model` (`--statements`): `test`, SWE-smith's failing test
+    and its output (a few thousand characters); `template`, a short fixed text naming the changed file,
+    the function and the failing tests (`factory/statements.py`), for small models and short prompts."""
+
+    @model_validator(mode="after")
+    def _one_statement_writer(self) -> MakeTasksConfig:
+        if self.issue_model and self.statements != "test":
+            raise ValueError("issue_model writes from the test-based statement: leave statements at `test`")
+        return self
 
 
 @dataclass
@@ -171,7 +182,9 @@ def run_settings(cfg: MakeTasksConfig) -> dict[str, Any]:
     with these. `max_tasks` and `max_candidates` may grow (a rerun makes more), and the split is
     drawn again from the manifest's settings each time."""
     return {"source": cfg.source, "seed": cfg.seed, "modifiers": cfg.modifiers, "test_cmd": cfg.test_cmd,
-            "timeout": cfg.timeout, "issue_model": cfg.issue_model}  # fmt: skip
+            "timeout": cfg.timeout, "issue_model": cfg.issue_model,
+            # only when set: folders made before the setting existed hold test-based statements
+            **({"statements": cfg.statements} if cfg.statements != "test" else {})}  # fmt: skip
 
 
 def load_profile(cfg: MakeTasksConfig, out: Path, checkout: Checkout) -> profiles.RepoProfile:
@@ -307,7 +320,7 @@ def make_instances(
         with env_lock:
             env = free.pop()
         try:
-            statement, written_by = problem_statement(env, checkout, entry, cfg.seed)
+            statement, written_by = problem_statement(env, checkout, entry, cfg.seed, cfg.statements)
         finally:
             with env_lock:
                 free.append(env)
@@ -349,15 +362,17 @@ IMAGE_REPO_PREFIX = "srl-factory"
 
 
 def problem_statement(
-    env: Environment, checkout: Checkout, entry: CandidateEntry, seed: int
+    env: Environment, checkout: Checkout, entry: CandidateEntry, seed: int, kind: str = "test"
 ) -> tuple[str, str]:
     """SWE-smith's test-based statement: a failing test's source and its output with the bug (run in
-    the warm environment, put back afterwards); a template when no test's source can be cut out. With
-    what wrote it: `test` or `template`."""
+    the warm environment, put back afterwards); a template when `kind` asks for one or no test's
+    source can be cut out. With what wrote it: `test` or `template`."""
     from environments.factory import statements
 
     read = lambda path: (checkout.path / path).read_text(encoding="utf-8")
-    picked = statements.pick_test(entry.fail_to_pass, read, seed, key=entry.candidate_id)
+    picked = None
+    if kind == "test":
+        picked = statements.pick_test(entry.fail_to_pass, read, seed, key=entry.candidate_id)
     if picked is None:
         return statements.from_template(
             entry.file, entry.entity, entry.fail_to_pass, seed, entry.candidate_id

@@ -168,3 +168,39 @@ def test_make_tasks_with_a_writer_keeps_the_test_statement_where_the_model_fails
     statements = sorted(task.problem_statement for task in load_folder(out))
     assert statements[0] == "The results are wrong since the update.\n"
     assert statements[1].startswith("The test `")
+
+
+def test_a_template_statement_excludes_an_issue_model():
+    from pydantic import ValidationError
+
+    from environments.factory.make_tasks import MakeTasksConfig
+
+    with pytest.raises(ValidationError, match="issue_model writes from the test-based statement"):
+        MakeTasksConfig(source=str(FIXTURE), issue_model="writer", statements="template")
+
+
+@pytest.mark.docker
+def test_make_tasks_with_template_statements_names_the_function_file_and_tests(tmp_path):
+    """`--statements template`: each task's statement, and its expert's, is the short fixed text naming
+    the bug's file, function and failing tests (no test output); the folder then refuses the default
+    test-based statements, which would mix two kinds of text."""
+    from environments.config import EnvConfig
+    from environments.factory.make_tasks import CandidateEntry, MakeTasksConfig, make_tasks
+    from environments.factory.tasks import load_folder
+    from trajectories.config import ConfigError
+    from trajectories.ledger import Ledger
+
+    out = tmp_path / "tasks"
+    cfg = MakeTasksConfig(source=str(FIXTURE), out=str(out), max_tasks=2, statements="template")
+    report = make_tasks(cfg, EnvConfig(pool_size=1), progress=False)
+    assert report["tasks"] == 2 and report["statements"] == {"template": 2}, report
+    verdicts = Ledger(out / "results.jsonl", CandidateEntry, key="candidate_id").latest()
+    for task in load_folder(out):
+        entry = verdicts[task.instance_id.rsplit(".", 1)[-1]]
+        text = task.problem_statement
+        assert entry.file in text and entry.entity.rsplit(".", 1)[-1] in text, text
+        assert sorted(entry.fail_to_pass)[0] in text and "pytest -v" not in text, text
+        traj = json.loads((out / "trajectories" / f"{task.instance_id}.traj").read_text())
+        assert text in traj["history"][1]["content"]
+    with pytest.raises(ConfigError, match=r"statements: 'template' there, None now"):
+        make_tasks(MakeTasksConfig(source=str(FIXTURE), out=str(out), max_tasks=2), EnvConfig(pool_size=1))
