@@ -12,9 +12,11 @@ arms on generated tasks, at CPU scale.
    source), `OUT/data/trajectories/{train,seen,unseen}` link the experts' trajectories.
 2. Arms from the same base (`train.model.name`), at a matched budget: `bench.steps` optimizer steps of
    `bench.batch` examples each (expert steps for SFT, step prompts of G rollouts for SRL, tasks of G
-   agent episodes for RLVR, rewarded by the tests); `srl+rlvr` and `sft+rlvr` spend half the steps on
-   each stage, the second starting from the first's last checkpoint. SFT and SRL read the train
-   split's expert steps; RLVR acts on the train split's tasks. Every command is `python -m
+   agent episodes for RLVR, rewarded by the tests); the two-stage arms (`sft+srl`, `srl+rlvr`,
+   `sft+rlvr`) spend half the steps on each stage, the second starting from the first's last
+   checkpoint. `sft+srl` is not one of the paper's arms: the paper starts SRL from an instruct coder
+   that already writes tool calls, and at 135M an SFT stage teaches the format SRL's reward needs.
+   SFT and SRL read the train split's expert steps; RLVR acts on the train split's tasks. Every command is `python -m
    srl_agent.train --task swe` with the `train` section as its config (`OUT/configs/train.yaml`).
 3. Each arm's final checkpoint (the base model for `base`) is evaluated on (a) and (b) through
    `python -m srl_agent.evaluate --task swe --instances OUT/data/repos` with the agent scaffold, greedy,
@@ -53,7 +55,7 @@ from trajectories.config import ConfigError
 from trajectories.ledger import check_run_folder
 
 REPO = Path(__file__).resolve().parents[1]
-ARMS = ("base", "sft", "srl", "rlvr", "srl+rlvr", "sft+rlvr")
+ARMS = ("base", "sft", "srl", "sft+srl", "rlvr", "srl+rlvr", "sft+rlvr")
 # Steps between a stage's checkpoints: a stage killed midway (a session's end) resumes from its last one.
 SAVE_EVERY = 4
 SETS = {
