@@ -38,23 +38,28 @@ import logging
 import re
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from srl_agent.eval.search_replace import DIVIDER, REPLACE, SEARCH, apply_edits, parse_edits, unified_diff
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN, extract_action
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from environments.config import EnvConfig
-    from environments.protocol import TaskInstance
+    from environments.protocol import Environment, TaskInstance
     from srl_agent.config import EvalConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPLAY_PREFIX = "replay:"
+TESTBED = "/testbed"  # where the repository is in an instance's image
+# NUL-separated: the files git tracks at HEAD, else (no repository) every file outside .git/
+_LIST_FILES = "git ls-files -z 2>/dev/null || find . -type f ! -path './.git/*' -printf '%P\\0'"
 _EDITED_FILE = re.compile(r"^--- a/(.+)$", re.MULTILINE)
 
 ORACLE_SYSTEM = f"""\
@@ -95,15 +100,67 @@ def oracle_paths(patch: str) -> list[str]:
     return list(dict.fromkeys(_EDITED_FILE.findall(patch)))
 
 
-def read_files(task: TaskInstance, paths: list[str], env_cfg: EnvConfig) -> dict[str, str]:
-    """The files' content at the base commit: a bundled task's `repo/`, else the image's `/testbed`."""
+def repair_chat(issue: str, files: dict[str, str]) -> list[dict[str, str]]:
+    """The repair prompt: the system prompt and the user turn with the issue and `files` in full."""
+    return [
+        {"role": "system", "content": ORACLE_SYSTEM},
+        {"role": "user", "content": user_turn(issue, files)},
+    ]
+
+
+@dataclass
+class BaseFiles:
+    """The repository's files at an instance's base commit: in a local folder (`folder`, a bundled
+    task's `repo/`), else in `/testbed` inside a started environment of the instance's image (`env`).
+    Made by `base_files`; the agentless scaffold lists them, both scaffolds read them."""
+
+    folder: Path | None = None
+    env: Environment | None = None
+
+    def paths(self) -> list[str]:
+        """Every file's path relative to the repository, sorted: in the image, those git tracks at its
+        HEAD (every file, `.git/` aside, when `/testbed` is no git repository); in a folder, every file
+        outside hidden folders and `__pycache__`."""
+        if self.folder is not None:
+            found = (p.relative_to(self.folder) for p in self.folder.rglob("*") if p.is_file())
+            skip = ("__pycache__",)
+            return sorted(
+                p.as_posix() for p in found if not any(n.startswith(".") or n in skip for n in p.parts)
+            )
+        assert self.env is not None
+        code, output = self.env.exec(f"cd {TESTBED} && {{ {_LIST_FILES}; }}")
+        if code != 0:
+            raise RuntimeError(
+                f"listing the files of {TESTBED} failed with exit status {code}: {output[-500:]}"
+            )
+        return sorted(p for p in output.split("\0") if p)
+
+    def read(self, paths: list[str]) -> dict[str, str]:
+        """The files' content (UTF-8), in the order of `paths`."""
+        if self.folder is not None:
+            return {p: (self.folder / p).read_text(encoding="utf-8") for p in paths}
+        assert self.env is not None
+        return {p: self.env.read_file(f"{TESTBED}/{p}").decode("utf-8") for p in paths}
+
+
+@contextmanager
+def base_files(task: TaskInstance, env_cfg: EnvConfig) -> Iterator[BaseFiles]:
+    """The task's files at its base commit: a bundled task's `repo/`, else the image's `/testbed` (an
+    environment of the image started for as long as the block runs, through the `Environment` seam)."""
     if task.repo_dir is not None:
-        return {p: (task.repo_dir / p).read_text(encoding="utf-8") for p in paths}
+        yield BaseFiles(folder=task.repo_dir)
+        return
     from environments.container import DockerEnvironment
     from environments.tasks.sources import prepare_image
 
     with DockerEnvironment(prepare_image(task, env_cfg), env_cfg) as env:
-        return {p: env.read_file(f"/testbed/{p}").decode("utf-8") for p in paths}
+        yield BaseFiles(env=env)
+
+
+def read_files(task: TaskInstance, paths: list[str], env_cfg: EnvConfig) -> dict[str, str]:
+    """The files' content at the base commit: a bundled task's `repo/`, else the image's `/testbed`."""
+    with base_files(task, env_cfg) as files:
+        return files.read(paths)
 
 
 @dataclass
@@ -122,9 +179,16 @@ class Response:
 def make_patch(response: str, files: dict[str, str], allow_preamble: bool = False) -> dict[str, Any]:
     """What one response makes of the files: `exit_status`, `edits`, `problems` and `patch` (see the
     module docstring). Pure."""
+    return make_edits(response, files, allow_preamble)[0]
+
+
+def make_edits(
+    response: str, files: dict[str, str], allow_preamble: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`make_patch`'s result and the new content of each file the applied edits changed. Pure."""
     answer, why = extract_action(response, allow_preamble)
     if answer is None:
-        return {"exit_status": "format_error", "detail": why, "edits": [], "problems": [], "patch": ""}
+        return {"exit_status": "format_error", "detail": why, "edits": [], "problems": [], "patch": ""}, {}
     edits, malformed = parse_edits(answer)
     edited, failed = apply_edits(files, edits)
     problems = malformed + failed
@@ -138,13 +202,14 @@ def make_patch(response: str, files: dict[str, str], allow_preamble: bool = Fals
         detail = f"{len(edits) - len(failed)} of {len(edits)} edits applied; " + "; ".join(map(str, failed))
     if malformed:
         detail += f"; {len(malformed)} malformed blocks"
-    return {
+    made = {
         "exit_status": status,
         "detail": detail[:2000],
         "edits": [e.to_dict() for e in edits],
         "problems": [p.to_dict() for p in problems],
         "patch": patch,
     }
+    return made, edited
 
 
 @dataclass
@@ -168,11 +233,7 @@ def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response
     paths = oracle_paths(gold)
     try:
         files = read_files(task, paths, cfg.environment)
-        chat = [
-            {"role": "system", "content": ORACLE_SYSTEM},
-            {"role": "user", "content": user_turn(task.problem_statement, files)},
-        ]
-        response = respond(iid, chat)
+        response = respond(iid, repair_chat(task.problem_statement, files))
     except Exception as e:  # a missing image, a dead engine, a replay without this instance: no verdict
         log.warning("no response for %s", iid, exc_info=True)
         return Attempt(error=("infrastructure_error", f"{type(e).__name__}: {e}"))
@@ -232,23 +293,39 @@ class ModelResponder:
         self.temperature, self.greedy = cfg.generation.temperature, cfg.agent.greedy
 
     def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
-        from srl_agent.prompts import prompt_ids
+        return self.sample(chat, 1, self.greedy)[0]
 
-        prefill = self.tokenizer(self.prefill, add_special_tokens=False)["input_ids"] if self.prefill else []
-        ids = prompt_ids(self.tokenizer, chat) + prefill
+    def sample(self, chat: list[dict[str, str]], n: int, greedy: bool) -> list[Response]:
+        """`n` completions of `chat` (`greedy`: one, whatever `n`), each with an equal share of the
+        seconds the batch took; `n` copies of a `context_limit` response when the prompt leaves no room."""
+        ids = self._ids(chat)
         room = min(self.max_new_tokens, self.context - len(ids))
         if room <= 0:
             why = f"the prompt has {len(ids)} tokens; the model takes {self.context}"
-            return Response("", prompt_tokens=len(ids), context_limit=why)
+            return [Response("", prompt_tokens=len(ids), context_limit=why) for _ in range(n)]
         started = time.perf_counter()
-        [[completion]] = self.generator.generate([ids], 1, room, self.temperature, greedy=self.greedy)
-        return Response(
-            self.prefill + completion.text,
-            prompt_tokens=len(ids),
-            completion_tokens=len(completion.token_ids),
-            seconds=time.perf_counter() - started,
-            truncated=completion.truncated,
-        )
+        [completions] = self.generator.generate([ids], n, room, self.temperature, greedy=greedy)
+        seconds = (time.perf_counter() - started) / len(completions)
+        return [
+            Response(
+                self.prefill + c.text,
+                prompt_tokens=len(ids),
+                completion_tokens=len(c.token_ids),
+                seconds=seconds,
+                truncated=c.truncated,
+            )
+            for c in completions
+        ]
+
+    def room(self, chat: list[dict[str, str]]) -> int:
+        """The tokens the model's context leaves to write after `chat` (and the prefill)."""
+        return self.context - len(self._ids(chat))
+
+    def _ids(self, chat: list[dict[str, str]]) -> list[int]:
+        from srl_agent.prompts import prompt_ids
+
+        prefill = self.tokenizer(self.prefill, add_special_tokens=False)["input_ids"] if self.prefill else []
+        return prompt_ids(self.tokenizer, chat) + prefill
 
 
 class ReplayResponder:
@@ -262,33 +339,44 @@ class ReplayResponder:
         """The responses of a JSONL file or a folder of JSON records. A row that is not JSON or lacks
         `instance_id` or a `response` string is skipped with a warning naming its file and line (the
         others are kept); ConfigError when the path is missing or holds no usable row."""
-        from srl_agent.eval.math_report import read_json_rows
-        from trajectories.config import ConfigError
 
-        path, what = Path(path), "model.name (--model)"
-        if path.is_dir():
-            found = [(f"{p}", _json_record(p)) for p in sorted(path.glob("*.json"))]
-        elif path.is_file():
-            found = [(f"{path}:{n}", row) for n, row in read_json_rows(path, what)]
+        def response(row: dict[str, Any]) -> str | None:
+            return row["response"] if isinstance(row.get("response"), str) else None
+
+        return cls(replay_rows(path, "oracle", response, "a `response` string"), str(path))
+
+
+def replay_rows(
+    path: str | Path, scaffold: str, read: Callable[[dict[str, Any]], T | None], needs: str
+) -> dict[str, T]:
+    """{instance_id: read(row)} of the rows of a JSONL file or of a folder of JSON records (one
+    object per `*.json` file). A row that is not a JSON object, has no `instance_id` or that `read`
+    refuses (None) is skipped with a warning naming its file and line and what it `needs` (the others
+    are kept); ConfigError naming `--model` when the path is missing or holds no usable row."""
+    from srl_agent.eval.math_report import read_json_rows
+    from trajectories.config import ConfigError
+
+    path, what = Path(path), "model.name (--model)"
+    if path.is_dir():
+        found = [(f"{p}", _json_record(p)) for p in sorted(path.glob("*.json"))]
+    elif path.is_file():
+        found = [(f"{path}:{n}", row) for n, row in read_json_rows(path, what)]
+    else:
+        raise ConfigError(f"{what}: {REPLAY_PREFIX}{path}: no such file or folder")
+    rows: dict[str, T] = {}
+    for where, row in found:
+        if isinstance(row, str):
+            print(f"{scaffold}: skipped {where}: {row}", file=sys.stderr)
+        elif not row.get("instance_id") or (value := read(row)) is None:
+            print(f"{scaffold}: skipped {where}: it needs `instance_id` and {needs}", file=sys.stderr)
         else:
-            raise ConfigError(f"{what}: {REPLAY_PREFIX}{path}: no such file or folder")
-        responses: dict[str, str] = {}
-        for where, row in found:
-            if isinstance(row, str):
-                print(f"oracle: skipped {where}: {row}", file=sys.stderr)
-            elif not isinstance(row.get("response"), str) or not row.get("instance_id"):
-                print(
-                    f"oracle: skipped {where}: it needs `instance_id` and a `response` string",
-                    file=sys.stderr,
-                )
-            else:
-                responses[row["instance_id"]] = row["response"]
-        if not responses:
-            raise ConfigError(
-                f"{what}: {REPLAY_PREFIX}{path}: no row with `instance_id` and a `response` string"
-                + (f" ({len(found)} skipped)" if found else "")
-            )
-        return cls(responses, str(path))
+            rows[row["instance_id"]] = value
+    if not rows:
+        raise ConfigError(
+            f"{what}: {REPLAY_PREFIX}{path}: no row with `instance_id` and {needs}"
+            + (f" ({len(found)} skipped)" if found else "")
+        )
+    return rows
 
     def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
         if instance_id not in self.responses:
