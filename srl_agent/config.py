@@ -396,14 +396,21 @@ class SWEEvalSection(Section):
     """Only these instances (empty: all)."""
     out: str = "auto"
     """The output folder (`{model}`: the model string made file-safe); a rerun resumes from it. `auto`:
-    `runs/eval-swe/{model}` for the agent scaffold, `runs/eval-swe-oracle/{model}` for the oracle."""
-    scaffold: Literal["agent", "oracle"] = "agent"
+    `runs/eval-swe/{model}` for the agent scaffold, `runs/eval-swe-{scaffold}/{model}` for the others."""
+    scaffold: Literal["agent", "oracle", "agentless"] = "agent"
     """`agent`: the policy acts in the container, one tool call per turn (`srl_agent.agent`); `oracle`:
     the paper's oracle-file setting, one response per instance from the issue and the full files the
-    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.eval.oracle`)."""
+    gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.eval.oracle`);
+    `agentless`: the paper's end-to-end setting, Agentless-mini's file localization by the model, then
+    the oracle's repair on the localized files (`srl_agent.eval.agentless`)."""
     oracle_max_new_tokens: int = Field(4096, ge=1)
-    """Completion cap of the oracle scaffold (reasoning and every edit in one response; cut to what
-    the model's context leaves after the prompt)."""
+    """Completion cap of the oracle and agentless scaffolds' responses (reasoning and every edit in one
+    response; cut to what the model's context leaves after the prompt)."""
+    samples: int = Field(1, ge=1)
+    """The agentless scaffold's localizations and repairs per instance (`--samples`). 1: greedy (unless
+    `agent.greedy=false`), the paper's end-to-end column; more: all sampled at `generation.temperature`
+    and the patch chosen by majority vote over normalized patches, as Agentless-mini's reranker does
+    without tests."""
 
 
 class MathBenchSection(Section):

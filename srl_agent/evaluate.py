@@ -8,7 +8,9 @@ Two measurements:
   `srl_agent.eval.swe`. `--model` takes a model name, HF id, local folder, run checkpoint, or
   `replay:PATH` (recorded trajectories replayed through the same loop). `--json` prints the report as
   one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
-  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.eval.oracle`).
+  `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.eval.oracle`);
+  `--scaffold agentless`: its end-to-end setting, Agentless-mini's file localization then the oracle's
+  repair (`srl_agent.eval.agentless`; `--samples K`: K of each, the patch chosen by majority vote).
 
 For the step reward, it builds the same step examples as training (same `data` section, same split), prompts the model with
 the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
@@ -45,6 +47,8 @@ examples:
   python -m srl_agent.evaluate --task swe --instances environments/tasks/paginate --model runs/swe-srl/checkpoints/best
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --model Qwen/Qwen2.5-Coder-7B-Instruct --workers 8 swe.instance_ids=[astropy__astropy-12907]
   python -m srl_agent.evaluate --task swe --instances --scaffold oracle --model smollm2-135m --grader fast
+  python -m srl_agent.evaluate --task swe --instances --scaffold agentless --model smollm2-135m --grader fast
+  python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --scaffold agentless --samples 8 --model Qwen/Qwen2.5-Coder-7B-Instruct generation.temperature=0.8
 """
 
 
@@ -65,11 +69,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     )
     parser.add_argument("--grader", choices=["auto", "harness", "fast"], default=None, help="grading.grader")
     parser.add_argument("--out", default=None, help="output folder (swe.out; with --benchmark, math.out)")
-    parser.add_argument("--scaffold", choices=["agent", "oracle"], default=None,
-                        help="swe.scaffold: act as an agent, or edit the gold patch's files (oracle setting)")  # fmt: skip
+    parser.add_argument("--scaffold", choices=["agent", "oracle", "agentless"], default=None,
+                        help="swe.scaffold: act as an agent, edit the gold patch's files (oracle setting), "
+                             "or localize the files then edit them (agentless, the end-to-end setting)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.add_argument("--samples", default=None, metavar="FILE",
-                        help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model")  # fmt: skip
+    parser.add_argument("--samples", default=None, metavar="FILE|K",
+                        help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model; "
+                             "swe: the agentless scaffold's samples per instance (swe.samples)")  # fmt: skip
     parser.add_argument("--benchmark", default=None, metavar="NAMES",
                         help="math: final-answer accuracy on these benchmarks, comma-separated (math.benchmarks)")  # fmt: skip
     parser.add_argument("--k", type=int, default=None, help="math: samples per problem for avg@k (math.k)")
@@ -77,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     add_config_arguments(parser, "eval.split=train")
     args = parser.parse_args(argv)
     flags = [f"task={args.task}"]
+    if args.samples is not None and task_spec(args.task).agent:  # swe: a count, not a file to grade
+        flags.append(f"swe.samples={args.samples}")
     if args.benchmark is not None:
         names = [name.strip() for name in args.benchmark.split(",") if name.strip()]
         flags.append(f"math.benchmarks={json.dumps(names)}")
@@ -93,6 +101,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
         raise ConfigError(
             f"swe.scaffold: the {cfg.swe.scaffold} scaffold runs on SWE instances: add --instances"
         )
+    if cfg.swe.samples != 1 and cfg.swe.scaffold != "agentless":
+        raise ConfigError(
+            f"swe.samples: only the agentless scaffold samples several responses (--scaffold agentless), "
+            f"not the {cfg.swe.scaffold} scaffold"
+        )
     if cfg.math.benchmarks and not task_spec(cfg.task).final_answers:
         raise ConfigError(f"math.benchmarks: --task {cfg.task} solutions have no final answers to check")
     if cfg.math.benchmarks and args.samples is not None:
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(explain_config(cfg), end="")
         return 0
-    if args.samples is not None:
+    if args.samples is not None and not task_spec(cfg.task).agent:
         return grade_samples_file(args.samples, cfg, args.json)
     if cfg.math.benchmarks:
         from srl_agent.eval.math_bench import evaluate_benchmarks

@@ -212,6 +212,16 @@ def make_edits(
     return made, edited
 
 
+def response_edits(
+    response: Response, files: dict[str, str], allow_preamble: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`make_edits` of a response, or `context_limit` when nothing was generated. Pure."""
+    if response.context_limit:
+        made = {"exit_status": "context_limit", "detail": response.context_limit, "edits": [], "problems": []}
+        return {**made, "patch": ""}, {}
+    return make_edits(response.text, files, allow_preamble)
+
+
 @dataclass
 class Attempt:
     """What the oracle scaffold made of one instance: its `record` (saved as `oracle/<id>.json`), its
@@ -237,11 +247,7 @@ def attempt(cfg: EvalConfig, task: TaskInstance, respond: Callable[..., Response
     except Exception as e:  # a missing image, a dead engine, a replay without this instance: no verdict
         log.warning("no response for %s", iid, exc_info=True)
         return Attempt(error=("infrastructure_error", f"{type(e).__name__}: {e}"))
-    if response.context_limit:
-        made = {"exit_status": "context_limit", "detail": response.context_limit, "edits": [], "problems": []}
-        made["patch"] = ""
-    else:
-        made = make_patch(response.text, files, cfg.reward.allow_preamble)
+    made, _ = response_edits(response, files, cfg.reward.allow_preamble)
     stats = {
         "exit_status": made["exit_status"],
         "detail": made["detail"],

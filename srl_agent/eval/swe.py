@@ -8,11 +8,14 @@ the fast in-container runner); write the report.
 
 `--scaffold oracle` runs the paper's oracle-file setting instead of episodes (`srl_agent.eval.oracle`: one
 response per instance with the gold patch's files in the prompt, its SEARCH/REPLACE edits made into
-a patch); the ledger, grading and report below are the same, with the oracle's statistics in place
-of an episode's and `oracle/<instance_id>.json` in place of a trajectory.
+a patch), and `--scaffold agentless` its end-to-end setting (`srl_agent.eval.agentless`: the model
+localizes the files, then the oracle's repair on them; `--samples K` votes among K); the ledger,
+grading and report below are the same, with the scaffold's statistics in place of an episode's and
+`oracle/<instance_id>.json` or `agentless/<instance_id>.json` in place of a trajectory. The agentless
+report adds `localization`: recall against the gold patch's files, per instance and on average.
 
-The output folder (`--out`, default `runs/eval-swe/<model>`, `runs/eval-swe-oracle/<model>` for the
-oracle scaffold) holds:
+The output folder (`--out`, default `runs/eval-swe/<model>`, `runs/eval-swe-oracle/<model>` and
+`runs/eval-swe-agentless/<model>` for the other scaffolds) holds:
 - `predictions.jsonl`: SWE-bench predictions (`instance_id`, `model_name_or_path`, `model_patch`);
 - `trajectories/<instance_id>.jsonl`: each episode as a trajectory record (`python -m trajectories
   inspect` reads it), with per-turn tokens and seconds and its exit status;
@@ -128,8 +131,8 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     to_run = [t for t in todo if not _episode_done(results.get(t.instance_id))]
     print(f"swe eval: {len(tasks)} instances, {len(tasks) - len(todo)} already graded, "
           f"{len(to_run)} to run, output in {out}", file=sys.stderr, flush=True)  # fmt: skip
-    if to_run and cfg.swe.scaffold == "oracle":
-        run_oracle(cfg, to_run, results, predictions, out, progress)
+    if to_run and cfg.swe.scaffold in ("oracle", "agentless"):
+        run_prompted(cfg, to_run, results, predictions, out, progress)
     elif to_run:
         policy = make_policy(
             model_string(cfg),
@@ -165,7 +168,8 @@ def run_settings(cfg: EvalConfig) -> dict[str, Any]:
         "build": cfg.data.build.model_dump(mode="json"),
         "prompt": cfg.prompt.model_dump(mode="json"),
         "generation": cfg.generation.model_dump(mode="json"),
-        "oracle_max_new_tokens": cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold == "oracle" else None,
+        "oracle_max_new_tokens": cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold != "agent" else None,
+        **({"samples": cfg.swe.samples} if cfg.swe.scaffold == "agentless" else {}),
         "test_timeout": cfg.grading.test_timeout,
     }
 
@@ -203,11 +207,11 @@ def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str,
 
 
 def output_dir(cfg: EvalConfig) -> Path:
-    pattern = cfg.swe.out
-    if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about the other scaffold
-        pattern = "runs/eval-swe/{model}" if cfg.swe.scaffold == "agent" else "runs/eval-swe-oracle/{model}"
+    pattern, scaffold = cfg.swe.out, cfg.swe.scaffold
+    if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about another scaffold
+        pattern = "runs/eval-swe/{model}" if scaffold == "agent" else f"runs/eval-swe-{scaffold}/{{model}}"
     out = model_folder(pattern, cfg)
-    (out / ("trajectories" if cfg.swe.scaffold == "agent" else "oracle")).mkdir(parents=True, exist_ok=True)
+    (out / ("trajectories" if scaffold == "agent" else scaffold)).mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -269,7 +273,7 @@ class Runner:
         self.bar.advance(outcome)
 
 
-def run_oracle(
+def run_prompted(
     cfg: EvalConfig,
     tasks: list[TaskInstance],
     results: Ledger[Outcome],
@@ -277,12 +281,17 @@ def run_oracle(
     out: Path,
     progress: bool,
 ) -> None:
-    """The oracle scaffold: one response per instance made into a patch (`srl_agent.eval.oracle`), saved
-    with its record and left for `grade` like an episode; an instance no response could be asked for
-    is graded at once with its status."""
-    from srl_agent.eval.oracle import attempt, make_responder
+    """The prompted scaffolds, oracle and agentless: responses made into one patch per instance
+    (`srl_agent.eval.oracle`, `srl_agent.eval.agentless`), saved with its record and left for `grade`
+    like an episode; an instance no response could be asked for is graded at once with its status."""
+    from srl_agent.eval import agentless, oracle
 
-    respond = make_responder(cfg, model_string(cfg))
+    scaffold = cfg.swe.scaffold
+    if scaffold == "agentless":
+        attempt: Any = agentless.attempt
+        respond: Any = agentless.make_asker(cfg, model_string(cfg))
+    else:
+        attempt, respond = oracle.attempt, oracle.make_responder(cfg, model_string(cfg))
     with Progress(progress, len(tasks)) as bar:
         for task in tasks:
             iid, done = task.instance_id, attempt(cfg, task, respond)
@@ -290,7 +299,7 @@ def run_oracle(
                 outcome = Outcome(iid, "graded", done.error[0], detail=done.error[1])
             else:
                 record = json.dumps(done.record, indent=1) + "\n"
-                (out / "oracle" / f"{file_name(iid)}.json").write_text(record, encoding="utf-8")
+                (out / scaffold / f"{file_name(iid)}.json").write_text(record, encoding="utf-8")
                 stats = done.stats
                 outcome = Outcome(iid, "episode", None, stats["exit_status"], stats["detail"], stats)
                 predictions.write(Prediction(iid, model_string(cfg), done.patch or ""))
@@ -361,6 +370,12 @@ def make_report(
     counts = Counter(statuses.values())
     graded = sum(counts[s] for s in ("resolved", "unresolved", "empty_patch"))
     episodes = [o.episode for iid, o in outcomes.items() if iid in statuses and o.episode]
+    localization = {}
+    if cfg.swe.scaffold == "agentless":
+        from srl_agent.eval.agentless import localization_summary
+
+        stats = {iid: o.episode for iid, o in outcomes.items() if iid in statuses and o.episode}
+        localization = {"localization": localization_summary(stats)}
     return {
         "model": model_string(cfg),
         "instances_source": cfg.swe.instances,
@@ -375,6 +390,7 @@ def make_report(
             Counter(o.exit_status for o in outcomes.values() if o.instance_id in statuses and o.exit_status)
         ),
         "episodes": _episode_stats(episodes),
+        **localization,
         "instances": statuses,
         "instance_details": {
             iid: {"exit_status": outcomes[iid].exit_status, "detail": outcomes[iid].detail}
@@ -390,9 +406,9 @@ def _episode_stats(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     keys = sorted(
         {k for e in episodes for k, v in e.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     )
-    return {
+    return {  # a key's mean over the episodes that have it (the agentless scores need a gold patch)
         "count": len(episodes),
-        **{f"{k}_mean": statistics.fmean(e.get(k, 0) for e in episodes) for k in keys},
+        **{f"{k}_mean": statistics.fmean(e[k] for e in episodes if k in e) for k in keys},
     }
 
 
@@ -407,16 +423,30 @@ def write_report(report: dict[str, Any], out: Path) -> None:
             f"| {report['total']} | {report['resolved']} | {report['unresolved']} | {report['empty_patch']} "
             f"| {report['infrastructure_error']} | {report['not_evaluable']} | {report['resolve_rate']:.1%} |"
         ),
-        "",
-        "| instance | status | exit status |",
-        "|---|---|---|",
     ]
+    loc = report.get("localization")  # the agentless scaffold's
+    recall = loc["recall"] if loc else {}
+    lines += [*(_localization_lines(loc) if loc else []), "", "| instance | status | exit status |"]
+    lines[-1] += " localization recall |" if loc else ""
+    lines.append("|---|---|---|" + ("---|" if loc else ""))
     details = report["instance_details"]
-    lines += [
-        f"| {iid} | {status} | {(details.get(iid) or {}).get('exit_status') or ''} |"
-        for iid, status in report["instances"].items()
-    ]
+    for iid, status in report["instances"].items():
+        row = f"| {iid} | {status} | {(details.get(iid) or {}).get('exit_status') or ''} |"
+        lines.append(row + (f" {recall[iid]:.2f} |" if iid in recall else " |" if loc else ""))
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _localization_lines(loc: dict[str, Any]) -> list[str]:
+    """The report's table of how the agentless localization covers the gold patch's files."""
+    scores = [f"{loc['recall_mean']:.1%}", *(str(loc[k]) for k in ("top1_hits", "any_hits", "all_hits"))]
+    return [
+        "",
+        f"Localization against the gold patch's files ({loc['instances']} instances with a gold patch):",
+        "",
+        "| mean recall | first file a gold file | some gold file named | every gold file named |",
+        "|---|---|---|---|",
+        "| " + " | ".join(scores) + " |",
+    ]
 
 
 class Progress:
