@@ -305,6 +305,34 @@ def test_replay_rows_take_strings_lists_or_an_earlier_runs_records_and_skip_the_
         ReplayAsker.from_path(str(write_rows(tmp_path / "none.jsonl", [{"instance_id": "x"}])))
 
 
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("replay:/missing.jsonl", "replay:/missing.jsonl: no such file or folder"),
+        ("replay:", "'replay:' names no path: replay:PATH, a recorded file or folder"),
+    ],
+)
+def test_a_bad_replay_model_is_a_message_naming_the_flag_and_the_path(model, says, tmp_path, capsys):
+    from trajectories.config import run_cli
+
+    argv = [
+        "--task",
+        "swe",
+        "--instances",
+        "--scaffold",
+        "agentless",
+        "--model",
+        model,
+        "--out",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(lambda: evaluate.main(argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == f"error: model.name (--model): {says}"
+
+
 def test_samples_are_a_setting_of_the_agentless_scaffold_only():
     assert config("--samples", "3").swe.samples == 3 and config().swe.samples == 1
     with pytest.raises(ConfigError, match="swe.samples: only the agentless scaffold"):
