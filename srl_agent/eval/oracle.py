@@ -351,6 +351,11 @@ class ReplayResponder:
 
         return cls(replay_rows(path, "oracle", response, "a `response` string"), str(path))
 
+    def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
+        if instance_id not in self.responses:
+            raise LookupError(f"{REPLAY_PREFIX}{self.source} has no response for {instance_id}")
+        return Response(self.responses[instance_id])
+
 
 def replay_rows(
     path: str | Path, scaffold: str, read: Callable[[dict[str, Any]], T | None], needs: str
@@ -383,8 +388,3 @@ def replay_rows(
             + (f" ({len(found)} skipped)" if found else "")
         )
     return rows
-
-    def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
-        if instance_id not in self.responses:
-            raise LookupError(f"{REPLAY_PREFIX}{self.source} has no response for {instance_id}")
-        return Response(self.responses[instance_id])

@@ -205,6 +205,9 @@ def test_a_malformed_replay_line_is_skipped_with_its_file_and_line_and_the_other
     path.write_text("\n".join(rows) + "\n")
     responder = ReplayResponder.from_path(path)
     assert responder.responses == {"a__b-1": "one", "g__h-1": "four"}
+    assert responder("g__h-1", []).text == "four"
+    with pytest.raises(LookupError, match="has no response for c__d-1"):
+        responder("c__d-1", [])
     assert capsys.readouterr().err.splitlines() == [
         f"oracle: skipped {path}:2: not valid JSON (Unterminated string starting at)",
         f"oracle: skipped {path}:4: it needs `instance_id` and a `response` string",
