@@ -37,6 +37,7 @@ import sys
 
 from pydantic import Field
 
+from environments.chat_api import is_chat_model, parse_model
 from environments.config import EnvConfig, GradingConfig
 from environments.expert_check import ExpertCheckConfig
 from environments.factory.make_tasks import MakeTasksConfig
@@ -177,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument(
         "--issue-model",
         default=None,
-        metavar="NAME",
-        help="a model on the OpenAI-compatible server at tasks.issue_api_base writes the problem statements",
+        metavar="MODEL",
+        help="a model writes the problem statements: openai:NAME@URL (the OpenAI-compatible API at URL,"
+        " e.g. http://127.0.0.1:8000/v1), or NAME on the server at tasks.issue_api_base",
     )
     make.add_argument(
         "--statements",
@@ -297,17 +299,19 @@ def configure_make(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> None
     if args.workers is not None:
         cfg.environment.pool_size = args.workers
     if args.issue_model is not None:
+        if is_chat_model(args.issue_model):
+            parse_model(args.issue_model, "--issue-model")  # its ConfigError, before the field's own
         cfg.tasks.issue_model = args.issue_model
 
 
 def run_make_tasks(args: argparse.Namespace, cfg: EnvironmentsCliConfig) -> int:
-    from environments.factory.issues import ChatServerWriter, IssueWriterError
+    from environments.factory.issues import IssueWriterError, writer_for
     from environments.factory.make_tasks import make_tasks
     from environments.factory.source import SourceError
 
     writer = None
     if cfg.tasks.issue_model:
-        writer = ChatServerWriter(cfg.tasks.issue_model, cfg.tasks.issue_api_base)
+        writer = writer_for(cfg.tasks.issue_model, cfg.tasks.issue_api_base, cfg.tasks.issue_api)
         try:
             writer.check()
         except IssueWriterError as e:

@@ -2,9 +2,11 @@
 
 The model reaches the factory through a seam, `IssueWriter`: anything with `write(request) -> str`.
 `environments` does not import `srl_agent`, so the writer the command line builds talks to a model
-over the wire: `ChatServerWriter`, a client of the OpenAI-compatible chat-completions API that vLLM's
-`vllm serve`, SGLang and hosted APIs speak (`--issue-model NAME`, `tasks.issue_api_base`). A Python
-caller may hand `make_tasks` any other writer (a model in its own process, say).
+over the wire: `ChatServerWriter`, on the project's one client of the OpenAI-compatible
+chat-completions API (`environments.chat_api`: timeouts, retries) that vLLM's server, SGLang and
+hosted APIs speak (`--issue-model openai:NAME@URL`, or `--issue-model NAME` with
+`tasks.issue_api_base`). A Python caller may hand `make_tasks` any other writer (a model in its own
+process, say).
 
 What the model is shown, as SWE-smith's prompt: the patch that introduced the bug, the failing tests'
 ids and the test-based statement (a failing test's source and its output at the bug). It is asked for
@@ -18,13 +20,18 @@ loses no task.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from environments.chat_api import (
+    ChatAPIConfig,
+    ChatAPIError,
+    ChatClient,
+    ChatModel,
+    is_chat_model,
+    parse_model,
+)
 
 SYSTEM = (
     "You write GitHub issues for a Python project. Given a code change that introduced a bug and the"
@@ -95,53 +102,36 @@ def accept(text: str, request: IssueRequest) -> str:
 
 class ChatServerWriter:
     """An `IssueWriter` asking `model` on an OpenAI-compatible server (`base_url` ends in `/v1`), at
-    temperature 0. The API key, where the server wants one, is read from `OPENAI_API_KEY`."""
+    temperature 0, through `environments.chat_api.ChatClient` (`api`: its timeout and retries). The
+    API key, where the server wants one, is read from `OPENAI_API_KEY`."""
 
-    def __init__(self, model: str, base_url: str, *, timeout: float = 300, max_tokens: int = 1024) -> None:
-        self.model, self.base_url = model, base_url.rstrip("/")
-        self.timeout, self.max_tokens = timeout, max_tokens
+    def __init__(
+        self, model: str, base_url: str, *, api: ChatAPIConfig | None = None, max_tokens: int = 1024
+    ) -> None:
+        self.client = ChatClient(ChatModel(model, base_url.rstrip("/")), api)
+        self.max_tokens = max_tokens
 
     def check(self) -> None:
         """Fail early, before any task is made: the server answers `GET /models` and serves `model`."""
-        served = [entry.get("id") for entry in self._call("GET", "/models").get("data", [])]
-        if self.model not in served:
-            raise IssueWriterError(
-                f"{self.base_url}: the server does not serve {self.model!r} (it serves: {', '.join(map(str, served)) or 'nothing'})"
-            )
+        try:
+            self.client.check()
+        except ChatAPIError as e:
+            raise IssueWriterError(str(e)) from None
 
     def write(self, request: IssueRequest) -> str:
-        body = {"model": self.model, "messages": issue_messages(request), "temperature": 0.0,
-                "max_tokens": self.max_tokens}  # fmt: skip
-        answer = self._call("POST", "/chat/completions", body, what=request.instance_id)
         try:
-            text = answer["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise IssueWriterError(
-                f"{request.instance_id}: {self.base_url}/chat/completions answered without choices[0].message.content"
-            ) from None
-        return accept(text or "", request)
+            reply = self.client.complete(
+                issue_messages(request), max_tokens=self.max_tokens, temperature=0.0, what=request.instance_id
+            )
+        except ChatAPIError as e:
+            raise IssueWriterError(str(e)) from None
+        return accept(reply.choices[0].text, request)
 
-    def _call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, what: str = ""
-    ) -> dict[str, Any]:
-        url = self.base_url + path
-        headers = {"Content-Type": "application/json"}
-        if key := os.environ.get("OPENAI_API_KEY"):
-            headers["Authorization"] = f"Bearer {key}"
-        data = json.dumps(body).encode() if body is not None else None
-        where = f"{what}: " if what else ""
-        try:
-            with urllib.request.urlopen(
-                urllib.request.Request(url, data, headers, method=method), timeout=self.timeout
-            ) as r:
-                return json.loads(r.read().decode("utf-8"))
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", "replace")[:300]
-            raise IssueWriterError(f"{where}{method} {url} answered HTTP {e.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-            reason = getattr(e, "reason", e)
-            raise IssueWriterError(
-                f"{where}{method} {url} failed: {reason} (is the model server running?)"
-            ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise IssueWriterError(f"{where}{method} {url} answered something that is not JSON") from None
+
+def writer_for(issue_model: str, api_base: str, api: ChatAPIConfig | None = None) -> ChatServerWriter:
+    """The writer `--issue-model` names: `openai:NAME@URL`, or a bare NAME served at `api_base` (the
+    older spelling, `tasks.issue_api_base`). ConfigError naming `--issue-model` for a bad form."""
+    if is_chat_model(issue_model):
+        model = parse_model(issue_model, "tasks.issue_model (--issue-model)")
+        return ChatServerWriter(model.name, model.base_url, api=api)
+    return ChatServerWriter(issue_model, api_base, api=api)

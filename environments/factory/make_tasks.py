@@ -37,8 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from environments.chat_api import ChatAPIConfig, is_chat_model, parse_model
 from environments.factory import profile as profiles
 from environments.factory import validate
 from environments.factory.issues import IssueRequest, IssueWriter, IssueWriterError
@@ -92,14 +93,24 @@ class MakeTasksConfig(Section):
     held_out: float = Field(0.2, ge=0, le=1)
     """The share of groups (tasks, files or repositories) held out, chosen by seed."""
     issue_model: str | None = None
-    """A model that writes the problem statements (`--issue-model`), asked on the OpenAI-compatible
-    server at `issue_api_base` (`factory/issues.py`); null: the test-based statements, no model."""
+    """A model that writes the problem statements (`--issue-model`): `openai:NAME@URL` (NAME served by
+    the OpenAI-compatible server whose API base is URL), or a bare NAME served at `issue_api_base`
+    (`factory/issues.py`); null: the test-based statements, no model."""
     issue_api_base: str = "http://localhost:8000/v1"
-    """Where `issue_model` is served (vLLM's `vllm serve` answers here by default)."""
+    """Where a bare `issue_model` NAME is served (vLLM's server answers here by default)."""
+    issue_api: ChatAPIConfig = Field(default_factory=ChatAPIConfig)
+    """How the issue writer asks the server: timeout and retries (`environments.chat_api`)."""
     statements: Literal["test", "template"] = "test"
     """How a statement reads without `issue_model` (`--statements`): `test`, SWE-smith's failing test
     and its output (a few thousand characters); `template`, a short fixed text naming the changed file,
     the function and the failing tests (`factory/statements.py`), for small models and short prompts."""
+
+    @field_validator("issue_model")
+    @classmethod
+    def _model_string(cls, value: str | None) -> str | None:
+        if value is not None and is_chat_model(value):
+            parse_model(value, "--issue-model")  # a bad form is refused before anything runs
+        return value
 
     @model_validator(mode="after")
     def _one_statement_writer(self) -> MakeTasksConfig:

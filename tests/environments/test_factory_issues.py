@@ -7,20 +7,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Self
 
 import pytest
+from chat_server import ChatServer, free_url
 
+from environments.chat_api import ChatAPIConfig
 from environments.factory.issues import (
     ChatServerWriter,
     IssueRequest,
     IssueWriterError,
     accept,
     issue_messages,
+    writer_for,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,58 +34,13 @@ REQUEST = IssueRequest(
 )  # fmt: skip
 
 
-class ChatServer:
-    """An HTTP server on a local port answering the OpenAI API's `GET /v1/models` and
-    `POST /v1/chat/completions`; `answer(body)` gives the content of each completion."""
-
-    def __init__(self, answer: Callable[[dict], str], model: str = "issue-writer") -> None:
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _send(self, code: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._send(200, {"object": "list", "data": [{"id": model, "object": "model"}]})
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                try:
-                    content = answer(body)
-                except RuntimeError as e:
-                    self._send(500, {"error": {"message": str(e)}})
-                    return
-                message = {"role": "assistant", "content": content}
-                self._send(200, {"object": "chat.completion", "choices": [{"index": 0, "message": message}]})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> Self:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def unused_url() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    port = httpd.server_address[1]
-    httpd.server_close()
-    yield f"http://127.0.0.1:{port}/v1"
+def unused_url() -> str:
+    return free_url()
+
+
+FAST = ChatAPIConfig(retries=1, backoff=0.01, timeout=5)
+"""A client that tries twice, at once: the failure tests stay fast."""
 
 
 def test_the_prompt_shows_the_bug_and_the_failing_test_and_asks_for_the_symptom_only():
@@ -122,25 +76,52 @@ def test_a_server_error_or_no_server_is_an_error_naming_the_task_and_the_address
     def fail(body: dict) -> str:
         raise RuntimeError("out of memory")
 
-    with (
-        ChatServer(fail) as server,
-        pytest.raises(
-            IssueWriterError, match=r"calc.1.func_pm_op_change__x: POST .* HTTP 500.*out of memory"
-        ),
-    ):
-        ChatServerWriter("issue-writer", server.base_url).write(REQUEST)
+    with ChatServer(fail) as server:
+        with pytest.raises(
+            IssueWriterError,
+            match=r"calc.1.func_pm_op_change__x: POST .* HTTP 500: out of memory \(after 2 tries\)",
+        ):
+            ChatServerWriter("issue-writer", server.base_url, api=FAST).write(REQUEST)
+        assert len(server.requests) == 2  # a 5xx is tried again
     with pytest.raises(IssueWriterError, match="is the model server running"):
-        ChatServerWriter("issue-writer", unused_url, timeout=5).check()
+        ChatServerWriter("issue-writer", unused_url, api=FAST).check()
 
 
-def test_make_tasks_refuses_an_issue_model_it_cannot_reach_before_making_anything(unused_url, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "environments", "make-tasks", str(FIXTURE), "--out", str(tmp_path / "out"),
-         "--issue-model", "writer", f"tasks.issue_api_base={unused_url}"],
+def test_the_issue_model_is_openai_name_at_url_or_a_name_served_at_the_api_base():
+    """The new spelling maps onto the same writer; the old one keeps working; a bad form names the flag."""
+    from trajectories.config import ConfigError
+
+    new = writer_for("openai:Qwen/Qwen2.5-7B@http://10.0.0.5:8000/v1/", "http://localhost:8000/v1")
+    assert (new.client.model.name, new.client.base_url) == ("Qwen/Qwen2.5-7B", "http://10.0.0.5:8000/v1")
+    old = writer_for("writer", "http://localhost:8000/v1")
+    assert (old.client.model.name, old.client.base_url) == ("writer", "http://localhost:8000/v1")
+    with pytest.raises(ConfigError, match=r"^tasks.issue_model \(--issue-model\): 'openai:writer' is not"):
+        writer_for("openai:writer", "http://localhost:8000/v1")
+
+
+def make_tasks_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "environments", "make-tasks", str(FIXTURE), "--out", str(tmp_path / "out"), *args],
         check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("spelling", ["openai:NAME@URL", "NAME and tasks.issue_api_base"])
+def test_make_tasks_refuses_an_issue_model_it_cannot_reach_before_making_anything(
+    spelling, unused_url, tmp_path
+):
+    if spelling == "openai:NAME@URL":
+        done = make_tasks_cli(tmp_path, "--issue-model", f"openai:writer@{unused_url}")
+    else:
+        done = make_tasks_cli(tmp_path, "--issue-model", "writer", f"tasks.issue_api_base={unused_url}")
     assert done.returncode == 2, done.stderr
     assert f"error: --issue-model: GET {unused_url}/models failed" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_make_tasks_refuses_a_malformed_issue_model_naming_the_flag(tmp_path):
+    done = make_tasks_cli(tmp_path, "--issue-model", "openai:writer@localhost:8000/v1")
+    assert done.returncode == 2 and "error: --issue-model: 'localhost:8000/v1' is not an http" in done.stderr
     assert not (tmp_path / "out").exists()
 
 
