@@ -29,8 +29,9 @@ A turn:
 An episode ends with one `ExitStatus`: `submitted` (the patch is what submit returned),
 `step_limit`, `context_limit` (the next prompt does not fit the policy), `format_errors` (that many in
 a row), `time_limit` (wall clock, checked before each turn; a command is bounded by its own timeout)
-or `environment_error`: the container or the engine failed, an infrastructure fault that says
-nothing about the policy (`INFRASTRUCTURE_STATUSES`; an evaluation must not count it as unresolved).
+or `environment_error`: the container or the engine failed, or the server of the policy's model did
+(`PolicyUnavailable`, after the client's retries), an infrastructure fault that says nothing about
+the policy (`INFRASTRUCTURE_STATUSES`; an evaluation must not count it as unresolved, and redoes it).
 Except after an environment error, the patch is the repository's diff at the end.
 
 The saved episode is a `trajectories.record.Trajectory`: `final_patch`, `exit_status`, and in `meta`
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, get_args
 
 from environments import tools
 from srl_agent.config import AgentConfig
-from srl_agent.protocols import PromptTooLong
+from srl_agent.protocols import PolicyUnavailable, PromptTooLong
 from srl_agent.rewards import THINK_CLOSE, THINK_OPEN, extract_action
 from trajectories.actions import ActionParseError, parse_complete_action, render_action
 from trajectories.build import BuildConfig, next_swe_example, truncate_middle
@@ -209,6 +210,9 @@ def _act(
             turn = policy.act(next_example(trajectory, build, retry))
         except PromptTooLong as e:
             raise EpisodeEnd("context_limit", str(e)) from None
+        except PolicyUnavailable as e:  # the model's server failed: no verdict on the policy
+            log.warning("the policy's server failed in an episode of %s: %s", trajectory.instance_id, e)
+            raise EpisodeEnd("environment_error", f"the policy's server failed: {e}") from None
         record = TurnRecord(
             turn.prompt_tokens, turn.completion_tokens, time.monotonic() - clock, truncated=turn.truncated
         )

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from environments.chat_api import ChatAPIConfig
 from environments.config import EnvConfig, GradingConfig
 from trajectories.build import BuildConfig
 from trajectories.config import Section
@@ -52,7 +53,8 @@ class LoRAConfig(Section):
 
 class ModelConfig(Section):
     name: str = "smollm2-135m"
-    """`smollm2-135m` (the embedded default), `tiny-random` (tests), an HF model id or a local folder."""
+    """`smollm2-135m` (the embedded default), `tiny-random` (tests), an HF model id or a local folder;
+    evaluations also take `replay:PATH` and `openai:MODEL@URL` (a model behind a chat API)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Compute dtype. Training keeps float32 master weights and AdamW state and runs forward passes under
     autocast in this dtype (pure bf16 weights would round away small updates); the frozen KL reference,
@@ -465,6 +467,9 @@ class EvalConfig(Section):
     environment: EnvConfig = Field(default_factory=EnvConfig)
     grading: GradingConfig = Field(default_factory=GradingConfig)
     """SWE: how the patches are graded (`--grader`)."""
+    api: ChatAPIConfig = Field(default_factory=ChatAPIConfig)
+    """A model behind an OpenAI-compatible chat API (`--model openai:MODEL@URL`): each request's timeout
+    and the retries of a failed one (`environments.chat_api`). Ignored for other models."""
 
 
 class ResolvedEvalConfig(EvalConfig):

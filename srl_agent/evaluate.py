@@ -5,8 +5,10 @@ Two measurements:
 - **SWE tasks solved as an agent** (`--task swe --instances [SOURCE]`, SOURCE default: the bundled
   tasks): one agent episode per instance in the Docker environments, patches graded by the official
   swebench harness (or `--grader fast`), predictions, trajectories and a report in `--out`; see
-  `srl_agent.eval.swe`. `--model` takes a model name, HF id, local folder, run checkpoint, or
-  `replay:PATH` (recorded trajectories replayed through the same loop). `--json` prints the report as
+  `srl_agent.eval.swe`. `--model` takes a model name, HF id, local folder, run checkpoint,
+  `replay:PATH` (recorded trajectories replayed through the same loop), or `openai:MODEL@URL`: a model
+  behind an OpenAI-compatible chat API at URL (`http://HOST:PORT/v1`; `python -m srl_agent.serve
+  CHECKPOINT` serves a checkpoint there with vLLM), asked with the same prompts (`srl_agent.remote`). `--json` prints the report as
   one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
   `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.eval.oracle`);
   `--scaffold agentless`: its end-to-end setting, Agentless-mini's file localization then the oracle's
@@ -30,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from environments.chat_api import is_chat_model, parse_model
 from srl_agent.config import EvalConfig
 from srl_agent.tasks import TASKS, resolve, task_spec
 from trajectories.config import ConfigError, add_config_arguments, explain_config, resolve_config, run_cli
@@ -49,6 +52,8 @@ examples:
   python -m srl_agent.evaluate --task swe --instances --scaffold oracle --model smollm2-135m --grader fast
   python -m srl_agent.evaluate --task swe --instances --scaffold agentless --model smollm2-135m --grader fast
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --scaffold agentless --samples 8 --model Qwen/Qwen2.5-Coder-7B-Instruct generation.temperature=0.8
+  python -m srl_agent.evaluate --task swe --instances --model openai:swe-srl-best@http://127.0.0.1:8000/v1 --grader fast --workers 4
+  python -m srl_agent.evaluate --task math --benchmark amc23 --model openai:Qwen/Qwen2.5-Math-7B-Instruct@http://gpu-box:8000/v1 --k 32 api.concurrency=32
 """
 
 
@@ -61,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     )
     parser.add_argument("--task", choices=sorted(TASKS), required=True)
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (same as model.name=DIR)")
-    parser.add_argument("--model", default=None, help="model name, HF id, folder, checkpoint or replay:PATH")
+    parser.add_argument("--model", default=None,
+                        help="model name, HF id, folder, checkpoint, replay:PATH or openai:MODEL@URL")  # fmt: skip
     parser.add_argument("--instances", nargs="?", const="bundled", default=None, metavar="SOURCE",
                         help="evaluate as an agent on these SWE tasks (no SOURCE: the bundled tasks)")  # fmt: skip
     parser.add_argument(
@@ -106,6 +112,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
             f"swe.samples: only the agentless scaffold samples several responses (--scaffold agentless), "
             f"not the {cfg.swe.scaffold} scaffold"
         )
+    if is_chat_model(model := cfg.model.init_from or cfg.model.name):
+        parse_model(model)  # a bad form names --model before anything loads
+        if cfg.swe.instances is None and not cfg.math.benchmarks and args.samples is None:
+            raise ConfigError(
+                f"model.name (--model): {model} is a model behind a chat API: it answers the SWE scaffolds "
+                "(--instances) and the math benchmarks (--benchmark); the held-out step reward needs its "
+                "weights and tokenizer (a model name, folder or checkpoint)"
+            )
     if cfg.math.benchmarks and not task_spec(cfg.task).final_answers:
         raise ConfigError(f"math.benchmarks: --task {cfg.task} solutions have no final answers to check")
     if cfg.math.benchmarks and args.samples is not None:

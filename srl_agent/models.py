@@ -92,6 +92,11 @@ def load_model_and_tokenizer(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if name.startswith("openai:"):  # environments.chat_api's model strings
+        raise ModelNotFoundError(
+            f"{key}: {name} is a model behind a chat API: evaluations take it (--model); training, "
+            "the step reward, export and serving need the weights and the tokenizer"
+        )
     torch_dtype = getattr(torch, dtype)
     if name == TINY_MODEL:
         model, tokenizer = tiny_model_and_tokenizer(seed=seed)

@@ -15,8 +15,9 @@
   action it submits: a trajectory recorded without a submit is graded on the repository's diff, as
   `environments.replay` grades it.
 
-`make_policy(model, ...)` turns a model string (`replay:PATH`, a model name, HF id, local folder or
-checkpoint) into a policy: the later `srl_agent.evaluate --model MODEL` takes the same strings.
+`make_policy(model, ...)` turns a model string (`replay:PATH`, `openai:MODEL@URL` for a model behind an
+OpenAI-compatible chat API (`srl_agent.remote.RemotePolicy`), a model name, HF id, local folder or
+checkpoint) into a policy: `srl_agent.evaluate --model MODEL` takes the same strings.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from environments.chat_api import ChatAPIConfig, is_chat_model
 from srl_agent.config import AgentConfig, GenerationConfig, ModelConfig, PromptConfig
 from srl_agent.prompts import PromptCache, sft_target
 from srl_agent.protocols import PromptTooLong, Turn
@@ -260,8 +262,10 @@ def make_policy(
     prompt: PromptConfig | None = None,
     stage: StageSpec | None = None,
     seed: int = 0,
+    api: ChatAPIConfig | None = None,
 ) -> Policy:
-    """The policy a model string names: `replay:PATH` (a `ReplayPolicy`), else a model loaded by name or
+    """The policy a model string names: `replay:PATH` (a `ReplayPolicy`), `openai:MODEL@URL` (a
+    `RemotePolicy` asking the server, with `api`'s timeout and retries), else a model loaded by name or
     path (a `ModelPolicy` in a `BatchedPolicy`, so that episodes run at once share its batches).
 
     A model is loaded with `model_cfg`'s dtype and device, decodes with `generation` (its `stop` must be
@@ -274,8 +278,6 @@ def make_policy(
             return ReplayPolicy.from_path(replay_path(model))
         except PolicyError as e:  # a bad --model, not a failure of any one episode
             raise ConfigError(f"model.name (--model): {e}") from None
-    from srl_agent.generation.loader import load_inference
-
     agent, model_cfg, prompt = agent or AgentConfig(), model_cfg or ModelConfig(), prompt or PromptConfig()
     generation = generation or GenerationConfig(
         stop=list(SWE.stop), stop_at_step_end=False, max_new_tokens=SWE.max_new_tokens
@@ -283,6 +285,12 @@ def make_policy(
     if "auto" in (generation.stop, generation.stop_at_step_end, generation.max_new_tokens):
         raise ValueError("resolve the generation section first (srl_agent.tasks.resolve)")
     stage = stage or SWE.stage("srl")
+    if is_chat_model(model):
+        from srl_agent.remote import remote_policy
+
+        return remote_policy(model, agent, generation, prompt, stage, api or ChatAPIConfig())
+    from srl_agent.generation.loader import load_inference
+
     inference = load_inference(model, model_cfg, stage, generation, prompt, seed)
     limit = agent.max_prompt_tokens or inference.context_length - generation.max_new_tokens
     model_policy = ModelPolicy(

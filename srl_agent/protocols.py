@@ -29,8 +29,9 @@ The trainer (`srl_agent.train`), the evaluator (`srl_agent.evaluate`) and the ag
   output for that step; `check_instance` refuses, before any container starts, an instance it cannot
   act on; `episode()` is the context one episode runs in (concurrent episodes' turns batched).
   Implementations (`srl_agent.policies`, made by `make_policy`): `BatchedPolicy` around a
-  `ModelPolicy` (a Generator behind the task's prompts) and `ReplayPolicy` (recorded actions, for
-  deterministic runs).
+  `ModelPolicy` (a Generator behind the task's prompts), `ReplayPolicy` (recorded actions, for
+  deterministic runs) and `srl_agent.remote.RemotePolicy` (a model behind an OpenAI-compatible chat
+  API, `openai:MODEL@URL`: the same prompts as chat messages).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "FinishReason",
     "Generator",
     "Policy",
+    "PolicyUnavailable",
     "PromptTooLong",
     "Reward",
     "Scored",
@@ -163,18 +165,26 @@ class Turn:
 
 
 class PromptTooLong(Exception):
-    """The prompt for this step does not fit the policy's context (`tokens` > `limit`)."""
+    """The prompt for this step does not fit the policy's context (`tokens` > `limit`; `why`: the
+    server's own words, for a model behind an API that refused the prompt)."""
 
-    def __init__(self, tokens: int, limit: int) -> None:
-        super().__init__(f"the prompt has {tokens} tokens, more than the {limit} the policy takes")
+    def __init__(self, tokens: int, limit: int, why: str | None = None) -> None:
+        super().__init__(why or f"the prompt has {tokens} tokens, more than the {limit} the policy takes")
         self.tokens, self.limit = tokens, limit
+
+
+class PolicyUnavailable(Exception):
+    """The policy could not answer for a reason outside it: the server its model runs on failed (after
+    its retries). An infrastructure fault, no verdict on the policy: the agent loop ends the episode
+    with its infrastructure status and an evaluation redoes the instance on its next run."""
 
 
 class Policy(Protocol):
     def act(self, example: StepExample) -> Turn:
         """The next turn for the episode whose next step `example` describes (its task and context, as
         the SRL step examples have them; `target` empty). Raises `PromptTooLong` when the prompt does
-        not fit; never raises for what the output holds (the loop checks the format).
+        not fit and `PolicyUnavailable` when its model's server failed; never raises for what the
+        output holds (the loop checks the format).
         """
         ...
 

@@ -44,6 +44,10 @@ and the parsed `files`) and `repairs` (per sample the oracle's record: the files
 `left_out` for the context, the response, edits, problems, patch, and `vote`, a digest of its
 normalized patch).
 
+`--model openai:MODEL@URL` asks a model behind an OpenAI-compatible chat API (the oracle's
+`RemoteResponder`); a request that gets no answer after its retries is the instance's
+`infrastructure_error`, redone by the next run into the same folder.
+
 `--model replay:PATH` takes recorded responses: PATH is a JSONL file of rows
 `{"instance_id", "localization", "response"}`, each a string (one sample) or a list of strings (sample
 i is item i; `swe.samples` K takes the first K), `response` the repair answers, asked for only when a
@@ -77,6 +81,7 @@ if TYPE_CHECKING:
 
     from environments.protocol import TaskInstance
     from srl_agent.config import EvalConfig
+    from srl_agent.eval.oracle import ModelResponder, RemoteResponder
 
 log = logging.getLogger(__name__)
 
@@ -358,23 +363,24 @@ def _digest(key: str) -> str:
 
 
 def make_asker(cfg: EvalConfig, model: str) -> Asker:
-    """`replay:PATH` (recorded responses by instance id), else the model `model` names."""
+    """`replay:PATH` (recorded responses by instance id), else the model `model` names (loaded here, or
+    behind a chat API: `openai:MODEL@URL`)."""
     if model.startswith(REPLAY_PREFIX):
         from srl_agent.policies import replay_path
 
         return ReplayAsker.from_path(replay_path(model))
-    return ModelAsker(cfg, model)
+    from srl_agent.eval.oracle import model_responder
+
+    return ModelAsker(cfg, model_responder(cfg, model))
 
 
 class ModelAsker:
-    """The model through the oracle's `ModelResponder` (the Generator seam, completions capped at
-    `swe.oracle_max_new_tokens`): greedy with one sample unless `agent.greedy=false`, sampled at
-    `generation.temperature` with several."""
+    """The model through the oracle's responder (`ModelResponder`: the Generator seam; or
+    `RemoteResponder`: a chat API), completions capped at `swe.oracle_max_new_tokens`: greedy with one
+    sample unless `agent.greedy=false`, sampled at `generation.temperature` with several."""
 
-    def __init__(self, cfg: EvalConfig, model: str) -> None:
-        from srl_agent.eval.oracle import ModelResponder
-
-        self.responder = ModelResponder(cfg, model)
+    def __init__(self, cfg: EvalConfig, responder: ModelResponder | RemoteResponder) -> None:
+        self.responder = responder
         self.greedy = cfg.agent.greedy and cfg.swe.samples == 1
 
     def localize(self, instance_id: str, chat: Chat, n: int) -> list[Response]:

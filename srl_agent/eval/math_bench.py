@@ -13,6 +13,9 @@ evaluated in the format it was trained with; the response graded is the prefill 
 Completions are capped at `math.max_new_tokens` (not math's one-step `generation.max_new_tokens`)
 and end only at the end of the turn. The final answer is the last `\\boxed{}` (else a `####` line).
 
+`--model openai:MODEL@URL`: a model behind an OpenAI-compatible chat API answers, with the same prompt
+as chat messages (`RemoteMathResponder`, `srl_agent.remote`).
+
 Benchmark rows are in the Qwen2.5-Math evaluation data format: the problem in `problem` or
 `question`; the gold in `answer` (a GSM8K answer ends with a `#### N` line: the gold is N; a boxed
 answer is unboxed), else the last `\\boxed{}` of `solution` (as Minerva's rows give it). A row
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from environments.chat_api import is_chat_model
 from srl_agent.eval.math_grading import Checker, extract_answer
 from srl_agent.eval.math_report import grade_rows, make_report, markdown, paper_table, read_json_rows
 from srl_agent.eval.report import Bar, file_name, model_folder, model_string
@@ -170,7 +174,7 @@ def evaluate_benchmarks(
     print(f"math eval: {len(benchmarks)} benchmarks, {len(benchmarks) - len(todo)} already done, "
           f"output in {out}", file=sys.stderr, flush=True)  # fmt: skip
     if todo:
-        generate = responder or Responder(cfg)
+        generate = responder or (RemoteMathResponder if is_chat_model(model_string(cfg)) else Responder)(cfg)
         with Checker(cfg.math.check_timeout, lenient=cfg.math.lenient) as checker, Progress(progress) as bar:
             for bench in todo:
                 run_benchmark(cfg, bench, *loaded[bench.name], generate, checker, bar, out)
@@ -253,6 +257,56 @@ class Responder:
                 responses.append([self.prefill + c.text for c in completions])
                 cut += sum(c.finish_reason == "length" for c in completions)
             bar.advance(len(batch) * n)
+        return responses, cut
+
+
+class RemoteMathResponder:
+    """`Responder`'s calls answered by a model behind an OpenAI-compatible chat API (`openai:MODEL@URL`,
+    `srl_agent.remote`): per problem one request, the RLVR prompt as messages with the prefill
+    continued, no stop, at most `math.max_new_tokens`, the samples as its `n`; `api.concurrency`
+    requests at once. A request without an answer after its retries (`ChatAPIError`) stops the run
+    before the benchmark is saved, so the next run into the same folder does it again."""
+
+    def __init__(self, cfg: EvalConfig):
+        from srl_agent.remote import connect
+        from srl_agent.tasks import task_spec
+
+        stage = task_spec(cfg.task).stage("rlvr")  # the prompt a checkpoint was trained on answers with
+        self.chat = connect(model_string(cfg), cfg.api, cfg.prompt, cfg.generation, cfg.math.temperature)
+        self.system = (
+            cfg.prompt.system_prompt if cfg.prompt.system_prompt is not None else stage.system_prompt
+        )
+        self.user_turn, self.note = stage.user_turn, cfg.prompt.omitted_steps_note
+        self.max_new_tokens, self.concurrency = cfg.math.max_new_tokens, cfg.api.concurrency
+
+    def __call__(
+        self, problems: list[dict[str, Any]], n: int, bar: Progress, greedy: bool = False
+    ) -> tuple[list[list[str]], int]:
+        """n responses per problem (the prefill in front of each), and how many ran to the cap."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from srl_agent.prompts import messages
+
+        def ask(problem: dict[str, Any]) -> list[tuple[str, bool]]:
+            chat = messages(_example(problem), self.system, self.user_turn, self.note)
+            reply = self.chat.ask(
+                chat, max_tokens=self.max_new_tokens, n=n, greedy=greedy, what=str(problem["id"])
+            )
+            return [(c.text, c.finish_reason == "length") for c in reply.choices]
+
+        responses, cut, unshown = [], 0, 0
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="math-request")
+        try:
+            for answers in pool.map(ask, problems):  # in the problems' order
+                responses.append([text for text, _ in answers])
+                cut, unshown = cut + sum(length for _, length in answers), unshown + len(answers)
+                if unshown >= self.concurrency * n:  # a line per batch of requests, not per problem
+                    bar.advance(unshown)
+                    unshown = 0
+        finally:  # a failed request stops the rest: none of them would be saved
+            pool.shutdown(wait=True, cancel_futures=True)
+        if unshown:
+            bar.advance(unshown)
         return responses, cut
 
 

@@ -29,6 +29,9 @@ ledger and report are the agent scaffold's, with these statistics in place of an
 
 `--model replay:PATH` grades responses written elsewhere (a vLLM or API run): PATH is a JSONL file of
 `{"instance_id", "response"}` rows, or a folder of such JSON records (an earlier run's `oracle/`).
+`--model openai:MODEL@URL` asks a model behind an OpenAI-compatible chat API (`RemoteResponder`,
+`srl_agent.remote`); a request that gets no answer after its retries is the instance's
+`infrastructure_error`, redone by the next run into the same folder.
 """
 
 from __future__ import annotations
@@ -278,7 +281,14 @@ def make_responder(cfg: EvalConfig, model: str) -> Callable[[str, list[dict[str,
         from srl_agent.policies import replay_path
 
         return ReplayResponder.from_path(replay_path(model))
-    return ModelResponder(cfg, model)
+    return model_responder(cfg, model)
+
+
+def model_responder(cfg: EvalConfig, model: str) -> ModelResponder | RemoteResponder:
+    """The model `model` names: one behind a chat API (`openai:MODEL@URL`), else one loaded here."""
+    from environments.chat_api import is_chat_model
+
+    return RemoteResponder(cfg, model) if is_chat_model(model) else ModelResponder(cfg, model)
 
 
 class ModelResponder:
@@ -332,6 +342,56 @@ class ModelResponder:
 
         prefill = self.tokenizer(self.prefill, add_special_tokens=False)["input_ids"] if self.prefill else []
         return prompt_ids(self.tokenizer, chat) + prefill
+
+
+class RemoteResponder:
+    """`ModelResponder`'s calls answered by a model behind an OpenAI-compatible chat API
+    (`openai:MODEL@URL`, `srl_agent.remote`): the chat as messages, the prefill continued, no stop
+    string, at most `swe.oracle_max_new_tokens` (fewer when the server says that many do not fit
+    after the prompt). A prompt the server refuses as too long is a `context_limit` response; a server
+    that gives no answer raises (`ChatAPIError`: the instance's infrastructure error)."""
+
+    def __init__(self, cfg: EvalConfig, model: str) -> None:
+        from srl_agent.remote import connect
+
+        self.chat = connect(model, cfg.api, cfg.prompt, cfg.generation)
+        self.max_new_tokens = cfg.swe.oracle_max_new_tokens
+        self.greedy = cfg.agent.greedy
+
+    def __call__(self, instance_id: str, chat: list[dict[str, str]]) -> Response:
+        return self.sample(chat, 1, self.greedy, instance_id)[0]
+
+    def sample(self, chat: list[dict[str, str]], n: int, greedy: bool, what: str = "") -> list[Response]:
+        """`n` completions of `chat` (`greedy`: one), as `ModelResponder.sample` gives them."""
+        from environments.chat_api import ContextTooLong
+
+        try:
+            reply = self.chat.ask(chat, max_tokens=self.max_new_tokens, n=n, greedy=greedy, what=what)
+        except ContextTooLong as e:  # a server that refuses prompt + max_tokens: what room is left
+            left = (e.limit or 0) - (e.prompt_tokens or e.limit or 0)
+            if not 0 < left < self.max_new_tokens:
+                why = f"the server refused the prompt: {e}"
+                return [Response("", prompt_tokens=e.prompt_tokens or 0, context_limit=why) for _ in range(n)]
+            reply = self.chat.ask(chat, max_tokens=left, n=n, greedy=greedy, what=what)
+        k = len(reply.choices)
+        return [
+            Response(
+                c.text,
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=round(reply.completion_tokens / k),
+                seconds=reply.seconds / k,
+                truncated=c.finish_reason == "length",
+            )
+            for c in reply.choices
+        ]
+
+    def room(self, chat: list[dict[str, str]]) -> int:
+        """The tokens the model's context leaves to write after `chat` (and the prefill), counted by the
+        server; `max_new_tokens` where the server gave no context length (a hosted API's is long)."""
+        if self.chat.context_length is None:
+            return self.max_new_tokens
+        tokens = self.chat.prompt_tokens(chat)
+        return self.max_new_tokens if tokens is None else self.chat.context_length - tokens
 
 
 class ReplayResponder:

@@ -142,6 +142,7 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
             prompt=cfg.prompt,
             stage=task_spec(cfg.task).stage("srl"),
             seed=cfg.seed,
+            api=cfg.api,
         )
         refuse_unknown_instances(cfg, policy, to_run)
         with EnvironmentPool(cfg.environment) as pool, Progress(progress, len(to_run)) as bar:
