@@ -187,13 +187,8 @@ def ensure_converted(name: str) -> Path:
     A cache entry counts only with the marker of the current conversion format, so an entry written by
     an older, different conversion is redone rather than trusted.
     """
-    target = cache_dir() / "models" / name
-    marker = target / CACHE_MARKER
-    if (
-        marker.is_file()
-        and marker.read_text().strip() == CACHE_FORMAT
-        and (target / "model.safetensors").is_file()
-    ):
+    target = converted_path(name)
+    if is_converted(name):
         return target
     folder, filename = _embedded_gguf(name)
     import torch
@@ -202,6 +197,21 @@ def ensure_converted(name: str) -> Path:
     # the first run after a cache miss samples exactly what every later run with its seed samples.
     with torch.random.fork_rng(devices=[]):
         return _convert(name, folder, filename, target)
+
+
+def converted_path(name: str) -> Path:
+    """Where the embedded model `name` is converted to (whether or not it is yet)."""
+    return cache_dir() / "models" / name
+
+
+def is_converted(name: str) -> bool:
+    """Whether the cache holds `name` converted by the current conversion format."""
+    marker = converted_path(name) / CACHE_MARKER
+    return (
+        marker.is_file()
+        and marker.read_text().strip() == CACHE_FORMAT
+        and (converted_path(name) / "model.safetensors").is_file()
+    )
 
 
 def _convert(name: str, folder: str, filename: str, target: Path) -> Path:

@@ -18,8 +18,9 @@ vllm`, so that the checkpoint's generation defaults never change what a request 
 evaluations send their own temperature, top-p and stop, as in-process generation uses them).
 Arguments after `--` go to vLLM as they are (`-- --tensor-parallel-size 2`).
 
-`--dry-run` prints the command and the model string and starts nothing (it merges nothing either: a
-LoRA checkpoint's merged folder is named, and `--max-model-len` read from its base's config).
+`--dry-run` prints the command and the model string and starts, converts and merges nothing: the
+folder a LoRA checkpoint is merged into (or the embedded model converted into) is named, after a `#`
+line saying so, and `--max-model-len` is read where a config already is (a LoRA checkpoint's base).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from srl_agent import lora
-from srl_agent.models import EMBEDDED_MODELS, cache_dir, ensure_converted
+from srl_agent.models import EMBEDDED_MODELS, cache_dir, converted_path, ensure_converted, is_converted
 from trajectories.config import ConfigError, run_cli
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -46,9 +47,9 @@ MERGED_MARKER = "srl-agent-merged"
 EXAMPLES = """\
 examples:
   python -m srl_agent.serve smollm2-135m --port 8000
-  python -m srl_agent.serve runs/swe-srl/checkpoints/best --port 8000
-  python -m srl_agent.evaluate --task swe --instances --model openai:swe-srl-best@http://127.0.0.1:8000/v1 --grader fast
-  python -m srl_agent.serve runs/swe-srl-lora/checkpoints/best --host 0.0.0.0 -- --tensor-parallel-size 2
+  python -m srl_agent.evaluate --task swe --instances --model openai:smollm2-135m@http://127.0.0.1:8000/v1 --grader fast
+  python -m srl_agent.serve smollm2-135m --host 0.0.0.0 --name smol -- --max-num-seqs 16
+  python -m srl_agent.serve CHECKPOINT [--port P]   # a run's checkpoints/best: served as RUN-best
 """
 
 
@@ -66,6 +67,8 @@ class Plan:
     max_model_len: int | None
     chat_template: Path
     merge_from: str | None = None
+    convert: str | None = None
+    """An embedded model to convert into `folder` first (its chat template is then read from there)."""
     template_text: str | None = None
     extra: list[str] = field(default_factory=list)
 
@@ -83,8 +86,21 @@ class Plan:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"openai:{self.name}@http://{host}:{self.port}/v1"
 
+    def pending(self) -> str | None:
+        """What `prepare` makes before the server can start, in words (None: nothing)."""
+        if self.convert is not None:
+            return f"converts {self.convert} into {self.folder} first"
+        if self.merge_from is not None and not (self.folder / MERGED_MARKER).is_file():
+            return f"merges {self.merge_from} into {self.folder} first"
+        return None
+
     def prepare(self, seed: int = 0) -> None:
-        """Merge the LoRA checkpoint and write the chat template, where the plan needs them (once)."""
+        """Convert the embedded model or merge the LoRA checkpoint, and write the chat template, where
+        the plan needs them (once)."""
+        if self.convert is not None:
+            ensure_converted(self.convert)
+            self.chat_template, self.template_text = chat_template(self.folder, self.convert)
+            self.convert = None
         if self.merge_from is not None and not (self.folder / MERGED_MARKER).is_file():
             merge(self.merge_from, self.folder, seed)
         if self.max_model_len is None:
@@ -106,9 +122,10 @@ def plan(
 ) -> Plan:
     """The plan for serving `checkpoint` (see the module); ConfigError naming CHECKPOINT when it is no
     model folder, LoRA checkpoint or embedded model, or its tokenizer has no chat template."""
-    merge_from, tokenizer_folder = None, None
+    merge_from, convert, tokenizer_folder = None, None, None
     if checkpoint in EMBEDDED_MODELS:
-        folder = ensure_converted(checkpoint)
+        folder = converted_path(checkpoint)
+        convert = None if is_converted(checkpoint) else checkpoint
     else:
         folder = Path(checkpoint).expanduser()
         if lora.is_adapter_folder(folder):
@@ -120,13 +137,16 @@ def plan(
                 f"model ({', '.join(EMBEDDED_MODELS)}); serve a run's checkpoints/best, an exported model, "
                 "or run vLLM on a hub model yourself"
             )
-    template, text = chat_template(tokenizer_folder or folder, checkpoint)
-    if max_model_len is None:
-        source = folder if merge_from is None or (folder / MERGED_MARKER).is_file() else None
-        max_model_len = context_length(source) if source else base_context_length(Path(checkpoint))
+    if convert is not None:  # the conversion writes the tokenizer's template beside the weights
+        template, text = folder / TEMPLATE_FILE, None
+    else:
+        template, text = chat_template(tokenizer_folder or folder, checkpoint)
+    if max_model_len is None and convert is None:
+        made = merge_from is None or (folder / MERGED_MARKER).is_file()
+        max_model_len = context_length(folder) if made else base_context_length(Path(checkpoint))
     return Plan(
         folder, name or served_name(Path(checkpoint)), host, port, resolve_dtype(dtype), max_model_len,
-        template, merge_from, text, list(extra or []),
+        template, merge_from, convert, text, list(extra or []),
     )  # fmt: skip
 
 
@@ -168,10 +188,10 @@ def context_length(folder: Path) -> int | None:
 
 
 def base_context_length(adapter: Path) -> int | None:
-    """A LoRA checkpoint's context length, from its base's config where that is a folder or an
+    """A LoRA checkpoint's context length, from its base's config where that is a folder or a converted
     embedded model (else None: read from the merged model's config when it is made)."""
     base = lora.adapter_base(adapter)
-    folder = ensure_converted(base) if base in EMBEDDED_MODELS else Path(base).expanduser()
+    folder = converted_path(base) if base in EMBEDDED_MODELS else Path(base).expanduser()
     return context_length(folder) if (folder / "config.json").is_file() else None
 
 
@@ -216,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
+    if "--dry-run" in extra:  # vLLM has no such flag: a dry run asked for after `--` must not start it
+        extra.remove("--dry-run")
+        argv.append("--dry-run")
     parser = argparse.ArgumentParser(
         prog="python -m srl_agent.serve",
         description=__doc__.splitlines()[0],
@@ -236,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     served = plan(args.checkpoint, name=args.name, host=args.host, port=args.port, dtype=args.dtype,
                   max_model_len=args.max_model_len, extra=extra)  # fmt: skip
     if args.dry_run:
-        if served.merge_from is not None and not (served.folder / MERGED_MARKER).is_file():
-            print(f"# merges {served.merge_from} into {served.folder} first")
+        if pending := served.pending():
+            print(f"# {pending}")
         print(shlex.join(served.command()))
         print(served.model_string())
         return 0

@@ -23,6 +23,7 @@ HELP_PAGES = [
     ["srl_agent.train"],
     ["srl_agent.evaluate"],
     ["srl_agent.export"],
+    ["srl_agent.serve"],
     ["trajectories"],
     ["trajectories", "inspect"],
     ["trajectories", "build"],
@@ -46,6 +47,8 @@ def entry_point(module: str) -> Callable[[list[str]], int]:
         from srl_agent.evaluate import main
     elif module == "srl_agent.export":
         from srl_agent.export import main
+    elif module == "srl_agent.serve":
+        from srl_agent.serve import main
     elif module == "trajectories":
         from trajectories.cli import main
     elif module == "environments":
@@ -117,6 +120,7 @@ def test_the_example_collection_finds_the_examples():
         "srl_agent.train",
         "srl_agent.evaluate",
         "srl_agent.export",
+        "srl_agent.serve",
         "trajectories",
         "environments",
     ):

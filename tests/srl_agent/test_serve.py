@@ -32,9 +32,8 @@ ON_CPU = "float32"  # these machines have no CUDA GPU; with one, `auto` is bfloa
 def dry_run(*argv: str) -> list[str]:
     """The lines `serve --dry-run` prints: [comments...], the command, the model string."""
     out = io.StringIO()
-    ours = list(argv[: argv.index("--")] if "--" in argv else argv)
-    with contextlib.redirect_stdout(out):  # before a `--`: what follows it is vLLM's
-        assert serve.main([*ours, "--dry-run", *argv[len(ours) :]]) == 0
+    with contextlib.redirect_stdout(out):  # after a `--` too: never a server started by a dry run
+        assert serve.main([*argv, "--dry-run"]) == 0
     return out.getvalue().splitlines()
 
 
@@ -124,6 +123,16 @@ def test_what_is_no_model_is_refused_naming_it(tmp_path, capsys):
         run_cli(lambda: serve.main([str(tmp_path), "--dry-run"]))
     assert exit_.value.code == 2
     assert f"error: CHECKPOINT: {tmp_path} is no model folder (no config.json)" in capsys.readouterr().err
+
+
+def test_a_dry_run_of_the_embedded_default_names_its_conversion_and_converts_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRL_AGENT_CACHE", str(tmp_path / "cache"))
+    comment, command, model = dry_run("smollm2-135m", "--dtype", "float32")
+    folder = tmp_path / "cache" / "models" / "smollm2-135m"
+    assert comment == f"# converts smollm2-135m into {folder} first" and not folder.exists()
+    assert flags(command)["--model"] == str(folder) and "--max-model-len" not in command
+    assert flags(command)["--chat-template"] == str(folder / "chat_template.jinja")
+    assert model == "openai:smollm2-135m@http://127.0.0.1:8000/v1"
 
 
 @pytest.mark.slow
