@@ -4,8 +4,9 @@ into replies its own parsers read back, its config with our limits and sandbox o
 the missing extra named; and end to end in real containers (mini-swe-agent's own agent, environment
 and deterministic models): the experts' actions replayed resolve every bundled task in tool mode and
 one in text mode (graded by the official harness), each trajectory saved where our reader parses it;
-a replay cut by the step limit is graded with its exit status, in the project's sandbox; a model
-server that does not answer is an infrastructure error, redone by a rerun."""
+a served model acts through litellm (a stand-in OpenAI-compatible server) in both modes; a replay cut
+by the step limit is graded with its exit status, in the project's sandbox; a model server that
+does not answer is an infrastructure error, redone by a rerun."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Self
 
 import pytest
 
@@ -357,3 +360,71 @@ def test_a_model_server_that_does_not_answer_is_an_infrastructure_error_redone_o
     assert saved["info"]["exit_status"] == status and "traceback" in saved["info"]
     run_eval(*args)
     assert [r["status"] for r in ledger_rows(out)] == ["infrastructure_error"] * 2  # redone, not kept
+
+
+class FakeServer:
+    """An OpenAI-compatible chat endpoint on a free port that answers each request with the next of
+    `commands` (as a `bash` tool call, or in text mode as a command block) and keeps the requests."""
+
+    def __init__(self, commands: list[str], mode: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, **body})
+                command = commands[len(server.requests) - 1]
+                message: dict = {"role": "assistant", "content": f"```mswea_bash_command\n{command}\n```"}
+                if mode == "tool":
+                    function = {"name": "bash", "arguments": json.dumps({"command": command})}
+                    message["tool_calls"] = [{"id": f"c{len(server.requests)}", "type": "function", "function": function}]  # fmt: skip
+                    message["content"] = "next"
+                reply = {"id": "r", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("mode", ["tool", "text"])
+def test_a_served_model_acts_through_litellm_and_its_submission_is_graded(mode, tmp_path, monkeypatch):
+    """The real model path: litellm's `openai/MODEL` against an OpenAI-compatible server (here one that
+    writes the gold patch, then submits), the replies parsed by mini, the patch graded."""
+    need_mini()
+    monkeypatch.chdir(REPO)
+    gold = get_task(PAGINATE).gold_patch
+    commands = [f"git apply - <<'__GOLD__'\n{gold}__GOLD__", SUBMIT_COMMAND]
+    with FakeServer(commands, mode) as server:
+        report = run_eval("--instances", "--model", f"openai:served/m@{server.url}", "--grader", "fast",
+                          "--out", str(tmp_path / "eval"), f"swe.instance_ids=[{PAGINATE}]",
+                          f"swe.mini.mode={mode}")  # fmt: skip
+    assert report["instances"] == {PAGINATE: "resolved"} and report["exit_statuses"] == {"Submitted": 1}
+    assert [r["path"] for r in server.requests] == ["/v1/chat/completions"] * 2
+    first = server.requests[0]
+    assert first["model"] == "served/m" and first["temperature"] == 0
+    assert ("tools" in first) == (mode == "tool")
+    assert "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT" in first["messages"][1]["content"]
+    traj = read_trajectory(tmp_path / "eval" / "mini" / f"{PAGINATE}.traj.json")
+    assert traj.final_patch == gold and [s.action.name for s in traj.steps] == ["bash", "submit"]
