@@ -129,6 +129,21 @@ def start_container(
     )
 
 
+def docker_run_args(cfg: EnvConfig) -> list[str]:
+    """`start_container`'s sandbox and labels as `docker run` flags, for a harness that starts its
+    containers with the docker CLI (the mini-swe-agent scaffold): the same limits, capabilities and
+    network, and the labels by which `reap_leaked` removes them once this process is gone."""
+    return [
+        "--network", "bridge" if cfg.network else "none",
+        "--memory", cfg.memory, "--memory-swap", cfg.memory,
+        "--cpus", f"{cfg.cpus:g}",
+        "--pids-limit", str(cfg.pids_limit),
+        "--cap-drop", "ALL", *(flag for cap in CAPABILITIES for flag in ("--cap-add", cap)),
+        "--security-opt", "no-new-privileges",
+        "--label", f"{MANAGED_LABEL}=1", "--label", f"{OWNER_LABEL}={owner_id()}",
+    ]  # fmt: skip
+
+
 def reap_leaked(client: docker.DockerClient | None = None) -> list[str]:
     """Remove managed containers on this host whose owner process is gone; returns their names."""
     client = client or docker_engine.shared_client()

@@ -93,6 +93,16 @@ def format_command_result(result: CommandResult, command: str = "") -> str:
     return text
 
 
+def editor_command(arguments: dict[str, Any]) -> str:
+    """One bash command that makes the `str_replace_editor` call `arguments` inside the container: the
+    editor program's source to `python3 -c`, the arguments as base64 JSON in a here-document (so file
+    contents of any size and with any characters arrive intact). Self-contained: any bash with a
+    python3 runs it, the agent's shell or another harness's (`srl_agent.eval.mini_swe_agent` replays
+    expert edits with it). Exit status 0 on success, 1 when the call was refused."""
+    payload = base64.b64encode(json.dumps(arguments).encode("utf-8")).decode("ascii")
+    return f"python3 -c {ansi_c_quote(_EDITOR_SOURCE)} <<'__SRL_EDITOR_EOF__'\n{payload}\n__SRL_EDITOR_EOF__"
+
+
 def _bash(env: Environment, arguments: dict[str, Any], timeout: float | None) -> ToolOutcome:
     command = arguments.get("command")
     if not isinstance(command, str) or not command.strip():
@@ -111,13 +121,8 @@ def _editor(env: Environment, arguments: dict[str, Any]) -> ToolOutcome:
             f"allowed: {', '.join(_EDITOR_KEYS)}",
             ok=False,
         )
-    payload = base64.b64encode(json.dumps(arguments).encode("utf-8")).decode("ascii")
-    # Through the agent's shell (sub-millisecond, and relative-path hints use its cwd); the payload goes
-    # in a here-document, so file contents of any size and with any characters arrive intact.
-    command = (
-        f"python3 -c {ansi_c_quote(_EDITOR_SOURCE)} <<'__SRL_EDITOR_EOF__'\n{payload}\n__SRL_EDITOR_EOF__"
-    )
-    result = env.run(command, 120.0)
+    # Through the agent's shell (sub-millisecond, and relative-path hints use its cwd).
+    result = env.run(editor_command(arguments), 120.0)
     if result.timed_out or result.exit_code not in (0, 1):
         return ToolOutcome(
             observation=f"str_replace_editor failed (exit {result.exit_code}): {result.output[-2000:]}",

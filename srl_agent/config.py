@@ -377,6 +377,36 @@ class EvalSection(Section):
     """Also write the per-example results as JSONL here."""
 
 
+class MiniSWEAgentSection(Section):
+    """`--scaffold mini-swe-agent`: how the mini-swe-agent package runs each instance
+    (`srl_agent.eval.mini_swe_agent`). The base is its SWE-bench benchmark config; these fields are
+    applied over it, and their defaults are that config's values."""
+
+    mode: Literal["tool", "text"] = "tool"
+    """`tool`: the model calls one `bash` tool (mini's `litellm` model class and `swebench.yaml`, its
+    default; the server must return tool calls: vLLM needs `--enable-auto-tool-choice
+    --tool-call-parser NAME`); `text`: one ```mswea_bash_command block per reply (`litellm_textbased`
+    and `swebench_backticks.yaml`), for any chat endpoint."""
+    step_limit: int = Field(250, ge=0)
+    """Most model calls per instance (0: none); past it the exit status is `LimitsExceeded`."""
+    cost_limit: float = Field(3.0, ge=0)
+    """Most dollars per instance as litellm prices the calls (0: none). Cost tracking ignores models
+    litellm has no price for (a local server's), so for those it never ends a run."""
+    wall_time_limit: int = Field(0, ge=0)
+    """Most seconds per instance (0: none); past it the exit status is `TimeExceeded`."""
+    command_timeout: int = Field(60, ge=1)
+    """Seconds one command may run; a command past it is an observation saying so, not an exit."""
+    max_format_errors: int = Field(3, ge=0)
+    """Replies in a row without exactly one action before the exit status `RepeatedFormatError` (0: never)."""
+    model_kwargs: dict[str, Any] = Field(default_factory=lambda: {"temperature": 0.0})
+    """Passed to `litellm.completion` with each call (over the config's `drop_params` and the
+    endpoint): `temperature`, `max_tokens`, `extra_body`, ... Greedy by default, as the other
+    scaffolds are (`agent.greedy`)."""
+    api_attempts: int = Field(10, ge=1)
+    """Tries of one model call before its error ends the instance (mini's
+    `MSWEA_MODEL_RETRY_STOP_AFTER_ATTEMPT`; waits of 4 to 60 s between them)."""
+
+
 class SWEEvalSection(Section):
     """`python -m srl_agent.evaluate --task swe --instances SOURCE`: the policy as an agent on SWE tasks.
     Episodes at once: `environment.pool_size` (`--workers`); grading: the `grading` section (`--grader`)."""
@@ -399,12 +429,14 @@ class SWEEvalSection(Section):
     out: str = "auto"
     """The output folder (`{model}`: the model string made file-safe); a rerun resumes from it. `auto`:
     `runs/eval-swe/{model}` for the agent scaffold, `runs/eval-swe-{scaffold}/{model}` for the others."""
-    scaffold: Literal["agent", "oracle", "agentless"] = "agent"
+    scaffold: Literal["agent", "oracle", "agentless", "mini-swe-agent"] = "agent"
     """`agent`: the policy acts in the container, one tool call per turn (`srl_agent.agent`); `oracle`:
     the paper's oracle-file setting, one response per instance from the issue and the full files the
     gold patch edits, its SEARCH/REPLACE edits made into the patch (`srl_agent.eval.oracle`);
     `agentless`: the paper's end-to-end setting, Agentless-mini's file localization by the model, then
-    the oracle's repair on the localized files (`srl_agent.eval.agentless`)."""
+    the oracle's repair on the localized files (`srl_agent.eval.agentless`); `mini-swe-agent`: the
+    mini-swe-agent package's own agent in the instance's image, against a served model
+    (`srl_agent.eval.mini_swe_agent`, the `scaffolds` extra; settings in `swe.mini`)."""
     oracle_max_new_tokens: int = Field(4096, ge=1)
     """Completion cap of the oracle and agentless scaffolds' responses (reasoning and every edit in one
     response; cut to what the model's context leaves after the prompt)."""
@@ -413,6 +445,8 @@ class SWEEvalSection(Section):
     `agent.greedy=false`), the paper's end-to-end column; more: all sampled at `generation.temperature`
     and the patch chosen by majority vote over normalized patches, as Agentless-mini's reranker does
     without tests."""
+    mini: MiniSWEAgentSection = Field(default_factory=MiniSWEAgentSection)
+    """The mini-swe-agent scaffold's settings (`--scaffold mini-swe-agent`)."""
 
 
 class MathBenchSection(Section):

@@ -12,7 +12,9 @@ Two measurements:
   one JSON object on stdout (at least `total`, `resolved`, `resolve_rate`, `instances`).
   `--scaffold oracle`: the paper's oracle-file setting instead (`srl_agent.eval.oracle`);
   `--scaffold agentless`: its end-to-end setting, Agentless-mini's file localization then the oracle's
-  repair (`srl_agent.eval.agentless`; `--samples K`: K of each, the patch chosen by majority vote).
+  repair (`srl_agent.eval.agentless`; `--samples K`: K of each, the patch chosen by majority vote);
+  `--scaffold mini-swe-agent`: the mini-swe-agent package's agent in each instance's image against a
+  served model, `--model openai:MODEL@URL` (`srl_agent.eval.mini_swe_agent`, the `scaffolds` extra).
 
 For the step reward, it builds the same step examples as training (same `data` section, same split), prompts the model with
 the same prompts, decodes one completion per example (greedy unless `eval.greedy=false`) and reports
@@ -51,6 +53,8 @@ examples:
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --model Qwen/Qwen2.5-Coder-7B-Instruct --workers 8 swe.instance_ids=[astropy__astropy-12907]
   python -m srl_agent.evaluate --task swe --instances --scaffold oracle --model smollm2-135m --grader fast
   python -m srl_agent.evaluate --task swe --instances --scaffold agentless --model smollm2-135m --grader fast
+  python -m srl_agent.evaluate --task swe --instances --scaffold mini-swe-agent --model openai:my-model@http://127.0.0.1:8000/v1 --grader fast
+  python -m srl_agent.evaluate --task swe --instances --scaffold mini-swe-agent --model replay:environments/tasks swe.mini.mode=text
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --scaffold agentless --samples 8 --model Qwen/Qwen2.5-Coder-7B-Instruct generation.temperature=0.8
   python -m srl_agent.evaluate --task swe --instances --model openai:swe-srl-best@http://127.0.0.1:8000/v1 --grader fast --workers 4
   python -m srl_agent.evaluate --task math --benchmark amc23 --model openai:Qwen/Qwen2.5-Math-7B-Instruct@http://gpu-box:8000/v1 --k 32 api.concurrency=32
@@ -75,9 +79,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     )
     parser.add_argument("--grader", choices=["auto", "harness", "fast"], default=None, help="grading.grader")
     parser.add_argument("--out", default=None, help="output folder (swe.out; with --benchmark, math.out)")
-    parser.add_argument("--scaffold", choices=["agent", "oracle", "agentless"], default=None,
+    parser.add_argument("--scaffold", choices=["agent", "oracle", "agentless", "mini-swe-agent"], default=None,
                         help="swe.scaffold: act as an agent, edit the gold patch's files (oracle setting), "
-                             "or localize the files then edit them (agentless, the end-to-end setting)")  # fmt: skip
+                             "localize the files then edit them (agentless, the end-to-end setting), or "
+                             "run mini-swe-agent against a served model (--model openai:MODEL@URL)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--samples", default=None, metavar="FILE|K",
                         help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model; "
@@ -107,6 +112,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
         raise ConfigError(
             f"swe.scaffold: the {cfg.swe.scaffold} scaffold runs on SWE instances: add --instances"
         )
+    if cfg.swe.scaffold == "mini-swe-agent":
+        from srl_agent.eval.mini_swe_agent import check_model
+
+        check_model(cfg.model.init_from or cfg.model.name)
+        if cfg.environment.docker_hosts:
+            raise ConfigError(
+                "environment.docker_hosts: the mini-swe-agent scaffold starts its containers with the docker "
+                "CLI on the default engine (DOCKER_HOST); leave docker_hosts empty"
+            )
     if cfg.swe.samples != 1 and cfg.swe.scaffold != "agentless":
         raise ConfigError(
             f"swe.samples: only the agentless scaffold samples several responses (--scaffold agentless), "

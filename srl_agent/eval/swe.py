@@ -13,9 +13,13 @@ localizes the files, then the oracle's repair on them; `--samples K` votes among
 grading and report below are the same, with the scaffold's statistics in place of an episode's and
 `oracle/<instance_id>.json` or `agentless/<instance_id>.json` in place of a trajectory. The agentless
 report adds `localization`: recall against the gold patch's files, per instance and on average.
+`--scaffold mini-swe-agent` has the mini-swe-agent package run each instance in its image
+(`srl_agent.eval.mini_swe_agent`): its trajectory is `mini/<instance_id>.traj.json`, its submission the
+patch, its exit status mini's (an exception's name, such as an unreachable model server, is an
+infrastructure error).
 
-The output folder (`--out`, default `runs/eval-swe/<model>`, `runs/eval-swe-oracle/<model>` and
-`runs/eval-swe-agentless/<model>` for the other scaffolds) holds:
+The output folder (`--out`, default `runs/eval-swe/<model>`, `runs/eval-swe-<scaffold>/<model>` for
+the other scaffolds) holds:
 - `predictions.jsonl`: SWE-bench predictions (`instance_id`, `model_name_or_path`, `model_patch`);
 - `trajectories/<instance_id>.jsonl`: each episode as a trajectory record (`python -m trajectories
   inspect` reads it), with per-turn tokens and seconds and its exit status;
@@ -69,6 +73,8 @@ STATUSES: tuple[Status, ...] = (
     "infrastructure_error",
     "not_evaluable",
 )
+# where each scaffold keeps its per-instance records in the output folder
+RECORDS = {"agent": "trajectories", "oracle": "oracle", "agentless": "agentless", "mini-swe-agent": "mini"}
 # GradeResult.status -> the report's status ("error": the grader could not run the tests)
 _GRADE_STATUS: dict[str, Status] = {
     "resolved": "resolved",
@@ -133,6 +139,8 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
           f"{len(to_run)} to run, output in {out}", file=sys.stderr, flush=True)  # fmt: skip
     if to_run and cfg.swe.scaffold in ("oracle", "agentless"):
         run_prompted(cfg, to_run, results, predictions, out, progress)
+    elif to_run and cfg.swe.scaffold == "mini-swe-agent":
+        run_mini(cfg, to_run, results, predictions, out, progress)
     elif to_run:
         policy = make_policy(
             model_string(cfg),
@@ -169,8 +177,11 @@ def run_settings(cfg: EvalConfig) -> dict[str, Any]:
         "build": cfg.data.build.model_dump(mode="json"),
         "prompt": cfg.prompt.model_dump(mode="json"),
         "generation": cfg.generation.model_dump(mode="json"),
-        "oracle_max_new_tokens": cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold != "agent" else None,
+        "oracle_max_new_tokens": (
+            cfg.swe.oracle_max_new_tokens if cfg.swe.scaffold in ("oracle", "agentless") else None
+        ),
         **({"samples": cfg.swe.samples} if cfg.swe.scaffold == "agentless" else {}),
+        **({"mini": cfg.swe.mini.model_dump(mode="json")} if cfg.swe.scaffold == "mini-swe-agent" else {}),
         "test_timeout": cfg.grading.test_timeout,
     }
 
@@ -212,7 +223,7 @@ def output_dir(cfg: EvalConfig) -> Path:
     if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about another scaffold
         pattern = "runs/eval-swe/{model}" if scaffold == "agent" else f"runs/eval-swe-{scaffold}/{{model}}"
     out = model_folder(pattern, cfg)
-    (out / ("trajectories" if scaffold == "agent" else scaffold)).mkdir(parents=True, exist_ok=True)
+    (out / RECORDS[scaffold]).mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -306,6 +317,41 @@ def run_prompted(
                 predictions.write(Prediction(iid, model_string(cfg), done.patch or ""))
             results.write(outcome)
             bar.advance(outcome)
+
+
+def run_mini(
+    cfg: EvalConfig,
+    tasks: list[TaskInstance],
+    results: Ledger[Outcome],
+    predictions: Ledger[Prediction],
+    out: Path,
+    progress: bool,
+) -> None:
+    """The mini-swe-agent scaffold: mini runs each instance (`srl_agent.eval.mini_swe_agent`),
+    `environment.pool_size` at once; its submission is left for `grade` like an episode's patch, an
+    instance it ended on an exception is graded at once as an infrastructure error."""
+    from srl_agent.eval import mini_swe_agent as mini
+
+    model = model_string(cfg)
+    replays = mini.Replays.from_model(model) if model.startswith(mini.REPLAY_PREFIX) else None
+    if replays is not None:
+        replays.check([t.instance_id for t in tasks])
+    mini.load_package()  # a missing extra is one message before any instance
+
+    def instance(task: TaskInstance) -> None:
+        replay = replays.trajectories[task.instance_id] if replays is not None else None
+        done = mini.run_instance(cfg, task, model, out / RECORDS["mini-swe-agent"], replay)
+        iid, infra = task.instance_id, done.infrastructure_error
+        outcome = Outcome(iid, "graded" if infra else "episode", "infrastructure_error" if infra else None,
+                          done.exit_status, done.detail, done.stats)  # fmt: skip
+        if not infra:
+            predictions.write(Prediction(iid, model, done.submission))
+        results.write(outcome)
+        bar.advance(outcome)
+
+    workers = ThreadPoolExecutor(max_workers=cfg.environment.pool_size, thread_name_prefix="mini")
+    with Progress(progress, len(tasks)) as bar, mini.api_attempts(cfg.swe.mini.api_attempts), workers:
+        list(workers.map(instance, tasks))
 
 
 def grade(
