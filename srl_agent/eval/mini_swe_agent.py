@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shlex
 import time
 import traceback
@@ -49,8 +48,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
+from environments.chat_api import OPENAI_PREFIX, parse_model
 from srl_agent.eval.report import file_name
 from trajectories.config import ConfigError
 
@@ -65,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTRA = "scaffolds"
-OPENAI_PREFIX = "openai:"
 REPLAY_PREFIX = "replay:"
 SUBMIT_MARKER = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 SUBMIT_COMMAND = f"echo {SUBMIT_MARKER} && git add -A && git diff --cached"
@@ -82,33 +80,10 @@ MODEL_EXITS = frozenset(
 """Exit statuses that are the model's: graded (an empty patch unless `Submitted`). Any other exit
 status is an exception's name: an infrastructure error."""
 HISTORY_TIMEOUT = 600  # seconds for hiding the history (a repack of a large repository)
-_OPENAI = re.compile(r"openai:(?P<model>\S+?)@(?P<url>https?://\S+)")
 
 
 # ---------------------------------------------------------------------------------------------------
 # Model strings
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """An OpenAI-compatible server and the model it serves (`openai:MODEL@URL`)."""
-
-    model: str
-    base_url: str
-    """Ends in /v1."""
-
-
-def parse_openai_model(text: str) -> Endpoint:
-    """`openai:MODEL@URL` as an Endpoint: MODEL as the server names it, the URL (http or https, with
-    a host) ending in /v1 (added when it does not). The URL starts at the first `@http://` or
-    `@https://`, so a model name may hold `@` and a URL credentials. ValueError saying what is wrong."""
-    match = _OPENAI.fullmatch(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not openai:MODEL@URL (e.g. openai:my-model@http://127.0.0.1:8000/v1)")
-    url = match["url"].rstrip("/")
-    if not urlsplit(url).hostname:
-        raise ValueError(f"{text!r}: {url} names no host")
-    return Endpoint(match["model"], url if url.endswith("/v1") else f"{url}/v1")
 
 
 def check_model(model: str) -> None:
@@ -123,10 +98,7 @@ def check_model(model: str) -> None:
             f"{what}: the mini-swe-agent scaffold runs a served model, openai:MODEL@URL (e.g. a checkpoint "
             f"served with vLLM), or replay:PATH; {model!r} is neither"
         )
-    try:
-        parse_openai_model(model)
-    except ValueError as e:
-        raise ConfigError(f"{what}: {e}") from None
+    parse_model(model, what)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -298,12 +270,12 @@ def model_config(
             "cost_per_call": 0.0,
             "observation_template": base["model"]["observation_template"],
         }
-    endpoint = parse_openai_model(model)
+    endpoint = parse_model(model)
     kwargs = base["model"].get("model_kwargs", {})
     return {
         **base["model"],
         "model_class": MODEL_CLASSES[mode],
-        "model_name": f"openai/{endpoint.model}",
+        "model_name": f"openai/{endpoint.name}",
         "model_kwargs": {
             **kwargs,
             "api_base": endpoint.base_url,

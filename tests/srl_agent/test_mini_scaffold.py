@@ -30,13 +30,11 @@ from srl_agent.eval import swe
 from srl_agent.eval.mini_swe_agent import (
     MODEL_EXITS,
     SUBMIT_COMMAND,
-    Endpoint,
     Replays,
     check_model,
     is_infrastructure,
     load_package,
     mini_command,
-    parse_openai_model,
     replay_commands,
     scripted_outputs,
 )
@@ -67,24 +65,11 @@ def config(*overrides: str, model: str = "replay:environments/tasks"):
 
 
 @pytest.mark.parametrize(
-    ("text", "endpoint"),
-    [
-        ("openai:my-model@http://127.0.0.1:8000/v1", Endpoint("my-model", "http://127.0.0.1:8000/v1")),
-        ("openai:Qwen/Qwen2.5-7B@http://gpu:8000", Endpoint("Qwen/Qwen2.5-7B", "http://gpu:8000/v1")),
-        ("openai:m@https://api.example.org/v1/", Endpoint("m", "https://api.example.org/v1")),
-        ("openai:org/m@v2@http://u:p@host:1/v1", Endpoint("org/m@v2", "http://u:p@host:1/v1")),
-    ],
-)
-def test_an_openai_model_string_is_the_served_name_and_a_base_url_ending_in_v1(text, endpoint):
-    assert parse_openai_model(text) == endpoint
-
-
-@pytest.mark.parametrize(
     ("model", "says"),
     [
         ("openai:my-model", "is not openai:MODEL@URL"),
-        ("openai:@http://127.0.0.1:8000", "is not openai:MODEL@URL"),
-        ("openai:m@ftp://host", "is not openai:MODEL@URL"),
+        ("openai:@http://127.0.0.1:8000/v1", "names no model before the @"),
+        ("openai:m@ftp://host/v1", "is not an http:// or https:// address"),
         ("smollm2-135m", "runs a served model, openai:MODEL@URL"),
         ("replay:", "names no path"),
     ],
@@ -201,7 +186,7 @@ def test_minis_swebench_config_gets_our_limits_sandbox_and_workdir():
     assert flags[flags.index("--memory") + 1] == "1g" and flags[flags.index("--network") + 1] == "bridge"
     assert "--cap-drop" in flags and "srl-agent.managed=1" in flags
 
-    served = model_config(cfg, "openai:Qwen/Q@http://h:8000", made, None)
+    served = model_config(cfg, "openai:Qwen/Q@http://h:8000/v1", made, None)
     assert served["model_class"] == "litellm" and served["model_name"] == "openai/Qwen/Q"
     assert (
         served["model_kwargs"]["api_base"] == "http://h:8000/v1"
