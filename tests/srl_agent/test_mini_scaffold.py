@@ -333,7 +333,7 @@ def test_a_model_server_that_does_not_answer_is_an_infrastructure_error_redone_o
     need_mini()
     monkeypatch.chdir(REPO)
     out = tmp_path / "eval"
-    args = ["--instances", "--model", f"openai:m@http://127.0.0.1:{free_port()}", "--grader", "fast",
+    args = ["--instances", "--model", f"openai:m@http://127.0.0.1:{free_port()}/v1", "--grader", "fast",
             "--out", str(out), f"swe.instance_ids=[{PAGINATE}]", "swe.mini.api_attempts=1"]  # fmt: skip
     report = run_eval(*args)
     assert report["instances"] == {PAGINATE: "infrastructure_error"} and report["resolve_rate_all"] == 0
@@ -381,7 +381,7 @@ class FakeServer:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
     def __enter__(self) -> Self:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
