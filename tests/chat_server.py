@@ -113,9 +113,12 @@ class ChatServer:
 
 def _choice(index: int, text: str | dict, stop: list[str], reports_stop: bool) -> dict[str, Any]:
     """One choice as vLLM sends it: cut at the first stop string, which is left out and named. A dict
-    `{"content", "finish_reason"}` is sent as it is (a completion cut at `length`, say)."""
+    `{"content", "finish_reason"[, "tool_calls"]}` is sent as it is (a completion cut at `length`, a
+    reply with tool calls)."""
     if isinstance(text, dict):
         message = {"role": "assistant", "content": text["content"]}
+        if "tool_calls" in text:
+            message["tool_calls"] = text["tool_calls"]
         return {
             "index": index,
             "message": message,

@@ -13,15 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import socket
 import subprocess
 import sys
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Self
 
 import pytest
+from chat_server import ChatServer, free_url
 
 from environments.tasks.bundled import get_task
 from environments.tools import editor_command
@@ -320,12 +319,6 @@ def test_a_replay_cut_by_the_step_limit_is_graded_with_its_exit_status_in_our_sa
     assert seen[2].startswith("Python 3") and seen[3].startswith("</output>") and "/root/.bashrc" in seen[4]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.docker
 def test_a_model_server_that_does_not_answer_is_an_infrastructure_error_redone_on_a_rerun(
     tmp_path, monkeypatch
@@ -333,7 +326,7 @@ def test_a_model_server_that_does_not_answer_is_an_infrastructure_error_redone_o
     need_mini()
     monkeypatch.chdir(REPO)
     out = tmp_path / "eval"
-    args = ["--instances", "--model", f"openai:m@http://127.0.0.1:{free_port()}/v1", "--grader", "fast",
+    args = ["--instances", "--model", f"openai:m@{free_url()}", "--grader", "fast",
             "--out", str(out), f"swe.instance_ids=[{PAGINATE}]", "swe.mini.api_attempts=1"]  # fmt: skip
     report = run_eval(*args)
     assert report["instances"] == {PAGINATE: "infrastructure_error"} and report["resolve_rate_all"] == 0
@@ -347,49 +340,20 @@ def test_a_model_server_that_does_not_answer_is_an_infrastructure_error_redone_o
     assert [r["status"] for r in ledger_rows(out)] == ["infrastructure_error"] * 2  # redone, not kept
 
 
-class FakeServer:
-    """An OpenAI-compatible chat endpoint on a free port that answers each request with the next of
-    `commands` (as a `bash` tool call, or in text mode as a command block) and keeps the requests."""
+def scripted_replies(commands: list[str], mode: str) -> Callable[[dict], dict]:
+    """A chat server's answers: each request gets the next of `commands`, as a `bash` tool call, or in
+    text mode as a command block."""
+    replies = enumerate(commands)
 
-    def __init__(self, commands: list[str], mode: str) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    def answer(body: dict) -> dict:
+        n, command = next(replies)
+        reply: dict = {"content": f"```mswea_bash_command\n{command}\n```", "finish_reason": "stop"}
+        if mode == "tool":
+            function = {"name": "bash", "arguments": json.dumps({"command": command})}
+            reply["tool_calls"] = [{"id": f"c{n}", "type": "function", "function": function}]
+        return reply
 
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, **body})
-                command = commands[len(server.requests) - 1]
-                message: dict = {"role": "assistant", "content": f"```mswea_bash_command\n{command}\n```"}
-                if mode == "tool":
-                    function = {"name": "bash", "arguments": json.dumps({"command": command})}
-                    message["tool_calls"] = [{"id": f"c{len(server.requests)}", "type": "function", "function": function}]  # fmt: skip
-                    message["content"] = "next"
-                reply = {"id": "r", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}  # fmt: skip
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> Self:
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return answer
 
 
 @pytest.mark.docker
@@ -401,12 +365,12 @@ def test_a_served_model_acts_through_litellm_and_its_submission_is_graded(mode, 
     monkeypatch.chdir(REPO)
     gold = get_task(PAGINATE).gold_patch
     commands = [f"git apply - <<'__GOLD__'\n{gold}__GOLD__", SUBMIT_COMMAND]
-    with FakeServer(commands, mode) as server:
-        report = run_eval("--instances", "--model", f"openai:served/m@{server.url}", "--grader", "fast",
+    with ChatServer(scripted_replies(commands, mode), "served/m") as server:
+        report = run_eval("--instances", "--model", server.model_string("served/m"), "--grader", "fast",
                           "--out", str(tmp_path / "eval"), f"swe.instance_ids=[{PAGINATE}]",
                           f"swe.mini.mode={mode}")  # fmt: skip
     assert report["instances"] == {PAGINATE: "resolved"} and report["exit_statuses"] == {"Submitted": 1}
-    assert [r["path"] for r in server.requests] == ["/v1/chat/completions"] * 2
+    assert len(server.requests) == 2
     first = server.requests[0]
     assert first["model"] == "served/m" and first["temperature"] == 0
     assert ("tools" in first) == (mode == "tool")
