@@ -36,7 +36,7 @@ import torch
 
 from srl_agent import checkpoint as ckpt
 from srl_agent import swe_rlvr
-from srl_agent.config import ResolvedTrainConfig, TrainConfig
+from srl_agent.config import GenerationConfig, ResolvedTrainConfig, TrainConfig
 from srl_agent.data import DataStream, load_splits
 from srl_agent.distributed import ONE_PROCESS, World, gathered, init_world, shard_model
 from srl_agent.generation.hf import end_of_turn_id
@@ -178,7 +178,8 @@ def setup_run(
     model, tokenizer = load_policy(cfg.model, cfg.seed, last, cfg.trainer.gradient_checkpointing)
     model = shard_model(model, world)
     optimizer, scheduler = make_optimizer(model, cfg.optim, cfg.trainer.steps)
-    inference = inference_for(model, tokenizer, stage, cfg.generation, cfg.prompt, cfg.model.dtype)
+    inference = inference_for(model, tokenizer, stage, sampling_backend(cfg, stage, val_examples),
+                              cfg.prompt, cfg.model.dtype)  # fmt: skip
     run = Run(
         cfg=cfg,
         run_dir=run_dir,
@@ -198,6 +199,15 @@ def setup_run(
     if stage.episodes:
         run.episodes, run.val_episodes = swe_rlvr.make_runners(cfg, run_dir, inference, closing)
     return run, last
+
+
+def sampling_backend(cfg: TrainConfig, stage: StageSpec, val_examples: list[Any]) -> GenerationConfig:
+    """`cfg.generation`, or HF's where the stage never samples (SFT without validation examples): a
+    vLLM engine there only held a second copy of the weights (about 15.7 GB of memory for SmolLM2 on
+    the CPU) and took a weight sync every step, for no token."""
+    if stage.rollouts or val_examples or cfg.generation.backend == "hf":
+        return cfg.generation
+    return cfg.generation.model_copy(update={"backend": "hf"})
 
 
 def load_examples(

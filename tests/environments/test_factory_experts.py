@@ -158,7 +158,7 @@ def test_expert_steps_reproduce_locate_view_edit_verify_submit():
     bug = entity_bug("area", "w * h", "w + h")
     f2p = [*F2P, "tests/test_other.py::test_x", "tests/test_other.py::test_y"]
     steps = expert_steps(bug, SOURCE, f2p)
-    assert [call.name for _, call in steps] == ["bash", "bash", "str_replace_editor", "str_replace_editor",
+    assert [call.name for _, call in steps] == ["bash", "bash", "bash", "str_replace_editor",
                                                 "bash", "bash", "submit"]  # fmt: skip
     reproduce = steps[0][1].arguments["command"]
     assert (
@@ -170,7 +170,8 @@ def test_expert_steps_reproduce_locate_view_edit_verify_submit():
         )
     )
     assert "(def|class) area\\b" in steps[1][1].arguments["command"]
-    assert steps[2][1].arguments == {"command": "view", "path": "/testbed/shapes.py", "view_range": [4, 7]}
+    # the read step: the entity from its def on, written from the path and the name (no line numbers)
+    assert steps[2][1].arguments["command"] == "grep -n -A 49 -E '(def|class) area\\b' /testbed/shapes.py"
     edit = steps[3][1].arguments
     assert (edit["command"], edit["old_str"], edit["new_str"]) == (
         "str_replace",
@@ -197,15 +198,27 @@ def test_the_callers_test_command_replaces_the_failing_ids():
     assert "does not do what the tests expect" in steps[3][0]  # an unknown modifier still gets a thought
 
 
-def test_a_long_entity_is_viewed_around_the_fix():
+def test_a_fix_past_the_read_lines_is_viewed_around_it():
     body = "".join(f"    x{i} = {i}\n" for i in range(200))
     source = f"def big():\n{body}    return x150\n"
     original = source
-    bug = Bug(
+    late = Bug(
         "big.py", "big", original, original.replace("x150 = 150", "x150 = 151"), 1, "func_pm_op_change_const"
     )
-    steps = expert_steps(bug, source, ["t.py::test_big"])
-    assert steps[2][1].arguments["view_range"] == [152 - 15, 152 + 15]
+    steps = expert_steps(late, source, ["t.py::test_big"])
+    assert steps[2][1].arguments["command"].startswith("grep -n -A 49 ")
+    assert steps[3][1].arguments == {
+        "command": "view",
+        "path": "/testbed/big.py",
+        "view_range": [152 - 15, 152 + 15],
+    }
+    assert steps[4][1].arguments["command"] == "str_replace"
+    # line 50 is the last the read step shows: a fix there needs no view; line 51 does
+    for line, views in [(50, False), (51, True)]:
+        at = f"x{line - 2} = {line - 2}"
+        bug = replace(late, modified=original.replace(at, at + "0"))
+        names = [call.arguments.get("command") for _, call in expert_steps(bug, source, ["t.py::test_big"])]
+        assert ("view" in names) is views, line
 
 
 # -- problem statements --------------------------------------------------------------------------------

@@ -462,3 +462,18 @@ def test_the_kl_metric_is_the_mean_k3_estimate_to_the_reference():
     assert update.policy_update(cfg, policy, reference, optimizer, sequences)["kl"] == pytest.approx(
         expected, rel=1e-4
     )
+
+
+def test_a_stage_that_never_samples_gets_no_engine():
+    """SFT without validation examples samples nothing: vLLM there would only hold a second copy of the
+    weights and sync them every step, so the stage takes HF's generator; a stage that samples, or
+    validates, keeps the configured backend."""
+    from srl_agent.config import TrainConfig
+    from srl_agent.tasks import task_spec
+
+    cfg = TrainConfig.model_validate({"generation": {"backend": "vllm"}})
+    sft, srl = task_spec("swe").stage("sft"), task_spec("swe").stage("srl")
+    assert train.sampling_backend(cfg, sft, []).backend == "hf"
+    assert train.sampling_backend(cfg, sft, [math_example("g", 0, "x")]).backend == "vllm"
+    assert train.sampling_backend(cfg, srl, []).backend == "vllm"
+    assert train.sampling_backend(cfg, sft, []).max_new_tokens == cfg.generation.max_new_tokens
