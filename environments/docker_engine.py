@@ -104,6 +104,16 @@ def shared_client() -> docker.DockerClient:
     return connect()
 
 
+def engine_facts(client: docker.DockerClient | None = None) -> dict[str, Any]:
+    """The engine's address and versions, for a run's manifest; an `error` when none answers."""
+    try:
+        version = (client or shared_client()).version()
+    except Exception as e:  # noqa: BLE001 - EngineUnavailable or an API error: the manifest says which
+        return {"address": engine_address(), "error": f"{type(e).__name__}: {_short(e)}"}
+    return {"address": engine_address(), "version": version.get("Version"), "api_version": version.get("ApiVersion"),
+            "os": version.get("Os"), "arch": version.get("Arch"), "kernel": version.get("KernelVersion")}  # fmt: skip
+
+
 def low_level(client: docker.DockerClient) -> Any:
     """The low-level `APIClient` behind a client (exec sockets, raw imports)."""
     return client.api

@@ -192,6 +192,26 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
     return True
 
 
+def image_facts(names: Sequence[str], client: docker.DockerClient | None = None) -> dict[str, dict[str, Any]]:
+    """What the engine says each image is, for a run's manifest: its id (the content hash of its
+    config), repo digests (a registry's name for it; none for images built here), creation time and
+    labels. An image the engine lacks, or an engine that cannot answer, is a row with an `error`."""
+    try:
+        client = client or docker_engine.shared_client()
+    except docker_engine.EngineUnavailable as e:
+        return {name: {"error": f"no Docker engine: {e}"} for name in dict.fromkeys(names)}
+    facts: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(names):
+        try:
+            image = client.images.get(name)
+        except docker_engine.ImageNotFound:
+            facts[name] = {"error": "not on the engine"}
+            continue
+        facts[name] = {"id": image.id, "repo_digests": image.attrs.get("RepoDigests") or [],
+                       "created": image.attrs.get("Created"), "labels": image.labels or {}}  # fmt: skip
+    return facts
+
+
 def copy_image(source: docker.DockerClient, target: docker.DockerClient, tag: str) -> None:
     """Copy image `tag` from engine `source` to engine `target`, streamed (`docker save | docker load`).
 

@@ -447,6 +447,11 @@ class SWEEvalSection(Section):
     without tests."""
     mini: MiniSWEAgentSection = Field(default_factory=MiniSWEAgentSection)
     """The mini-swe-agent scaffold's settings (`--scaffold mini-swe-agent`)."""
+    repeats: int = Field(1, ge=1)
+    """Whole evaluations run (`--repeats`), each in `repeat-<i>/` of the output folder with seed
+    `seed + i - 1`; `repeats.json` and `repeats.md` give the resolve rate's mean, standard deviation and
+    range, and how often each instance was resolved. Greedy runs repeat what the serving stack leaves
+    nondeterministic (batching, threads); sampled runs also the sampling."""
 
 
 class MathBenchSection(Section):

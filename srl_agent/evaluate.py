@@ -57,6 +57,7 @@ examples:
   python -m srl_agent.evaluate --task swe --instances --scaffold mini-swe-agent --model replay:environments/tasks swe.mini.mode=text
   python -m srl_agent.evaluate --task swe --instances princeton-nlp/SWE-bench_Verified --scaffold agentless --samples 8 --model Qwen/Qwen2.5-Coder-7B-Instruct generation.temperature=0.8
   python -m srl_agent.evaluate --task swe --instances --model openai:swe-srl-best@http://127.0.0.1:8000/v1 --grader fast --workers 4
+  python -m srl_agent.evaluate --task swe --instances runs/factory/toolz swe.split=held_out --model runs/swe-sft/checkpoints/last --repeats 3
   python -m srl_agent.evaluate --task math --benchmark amc23 --model openai:Qwen/Qwen2.5-Math-7B-Instruct@http://gpu-box:8000/v1 --k 32 api.concurrency=32
 """
 
@@ -84,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
                              "localize the files then edit them (agentless, the end-to-end setting), or "
                              "run mini-swe-agent against a served model (--model openai:MODEL@URL)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--repeats", type=int, default=None, metavar="K",
+                        help="swe: run the evaluation K times, report mean and spread (swe.repeats)")  # fmt: skip
     parser.add_argument("--samples", default=None, metavar="FILE|K",
                         help="math: grade responses generated elsewhere (Qwen2.5-Math output JSONL), no model; "
                              "swe: the agentless scaffold's samples per instance (swe.samples)")  # fmt: skip
@@ -102,7 +105,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
     for key, value in [("model.name", args.checkpoint or args.model), ("swe.instances", args.instances),
                        ("environment.pool_size", args.workers), ("grading.grader", args.grader),
                        ("math.out" if args.benchmark else "swe.out", args.out), ("math.k", args.k),
-                       ("math.temperature", args.temperature), ("swe.scaffold", args.scaffold)]:  # fmt: skip
+                       ("math.temperature", args.temperature), ("swe.scaffold", args.scaffold),
+                       ("swe.repeats", args.repeats)]:  # fmt: skip
         if value is not None:  # as JSON, so a value YAML would misread (`replay:`) stays what was typed
             flags.append(f"{key}={json.dumps(value)}")
     cfg = resolve(resolve_config(EvalConfig, args.config, flags + args.overrides))
@@ -121,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EvalC
                 "environment.docker_hosts: the mini-swe-agent scaffold starts its containers with the docker "
                 "CLI on the default engine (DOCKER_HOST); leave docker_hosts empty"
             )
+    if cfg.swe.repeats > 1 and cfg.swe.instances is None:
+        raise ConfigError(
+            "swe.repeats (--repeats): repeats are of a SWE evaluation on instances: add --instances"
+        )
     if cfg.swe.samples != 1 and cfg.swe.scaffold != "agentless":
         raise ConfigError(
             f"swe.samples: only the agentless scaffold samples several responses (--scaffold agentless), "
@@ -157,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.swe.instances is None:
         print(json.dumps(evaluate(cfg)))
         return 0
-    from srl_agent.eval.swe import evaluate_swe
+    from srl_agent.eval.swe import evaluate_repeats, evaluate_swe
 
-    return print_report(evaluate_swe(cfg, progress=not args.json and sys.stderr.isatty()), args.json)
+    progress = not args.json and sys.stderr.isatty()
+    if cfg.swe.repeats > 1:
+        summary = evaluate_repeats(cfg, progress)
+        print(json.dumps(summary) if args.json else (Path(summary["out"]) / "repeats.md").read_text(), end="")
+        return 0
+    return print_report(evaluate_swe(cfg, progress), args.json)
 
 
 def print_report(report: dict[str, object], as_json: bool) -> int:

@@ -247,6 +247,12 @@ def _convert(name: str, folder: str, filename: str, target: Path) -> Path:
     return target
 
 
+def embedded_gguf(name: str) -> Path:
+    """The GGUF file the embedded model `name` is converted from (in its wheel)."""
+    folder, filename = _embedded_gguf(name)
+    return Path(folder) / filename
+
+
 def _embedded_gguf(name: str) -> tuple[str, str]:
     dist_name, relpath = EMBEDDED_MODELS[name]
     try:

@@ -188,6 +188,11 @@ def evaluate_benchmarks(
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     title = f"Math benchmarks of `{report['model']}`"
     (out / "report.md").write_text(markdown(title, reports, report["paper_table"]), encoding="utf-8")
+    if responder is None:  # a scripted responder has no model to describe
+        from srl_agent.eval.manifest import manifest_entry, write_manifest
+
+        entry = manifest_entry({b.name: settings(cfg, b) for b in benchmarks}, model_string(cfg))
+        write_manifest(out, entry)
     return report
 
 

@@ -29,7 +29,9 @@ the other scaffolds) holds:
   graded, and instances whose episode or grading failed on the infrastructure's side are redone;
 - `report.json` and `report.md`;
 - `run.json`: what the run is made with (`run_settings`: model, scaffold, the agent's, prompt's and
-  generation's settings); a rerun into the folder with other settings is refused, naming each.
+  generation's settings); a rerun into the folder with other settings is refused, naming each;
+- `manifest.json`: what each call into the folder depended on, down to the model files' hashes, the
+  images' ids and the package versions (`srl_agent.eval.manifest`).
 
 Every instance ends in one status: `resolved`, `unresolved` (the tests fail, or the patch does not
 apply), `empty_patch` (nothing to grade), `infrastructure_error` (a missing image, a dead engine or
@@ -52,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from srl_agent.eval.manifest import instance_facts, manifest_entry, write_manifest
 from srl_agent.eval.report import Bar, file_name, model_folder, model_string
 from trajectories.ledger import (
     Ledger,
@@ -161,6 +164,13 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     report = make_report(cfg, tasks, skipped, results)
     report["out"] = str(out)
     write_report(report, out)
+    write_manifest(out, manifest_entry(
+        run_settings(cfg), model_string(cfg),
+        instances=instance_facts(cfg.swe.instances, [t.instance_id for t in tasks] + [i for i, _ in skipped]),
+        images=[t.image for t in tasks],
+        sections={"grading": cfg.grading.model_dump(mode="json"),
+                  "environment": cfg.environment.model_dump(mode="json")},
+    ))  # fmt: skip
     return report
 
 
@@ -219,12 +229,78 @@ def load_instances(cfg: EvalConfig) -> tuple[list[TaskInstance], list[tuple[str,
 
 
 def output_dir(cfg: EvalConfig) -> Path:
+    out = output_path(cfg)
+    (out / RECORDS[cfg.swe.scaffold]).mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def output_path(cfg: EvalConfig) -> Path:
     pattern, scaffold = cfg.swe.out, cfg.swe.scaffold
     if pattern == "auto":  # the scaffolds keep apart: a ledger says nothing about another scaffold
         pattern = "runs/eval-swe/{model}" if scaffold == "agent" else f"runs/eval-swe-{scaffold}/{{model}}"
-    out = model_folder(pattern, cfg)
-    (out / RECORDS[scaffold]).mkdir(parents=True, exist_ok=True)
-    return out
+    return model_folder(pattern, cfg)
+
+
+def evaluate_repeats(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
+    """`cfg.swe.repeats` whole evaluations, the i-th in `<out>/repeat-<i>` with seed `cfg.seed + i - 1`
+    (each resumable on its own), and their summary (`repeats_summary`), also in `<out>/repeats.json`
+    and `<out>/repeats.md`."""
+    base = output_path(cfg)
+    reports = []
+    for i in range(1, cfg.swe.repeats + 1):
+        folder = str(base / f"repeat-{i}").replace("{", "{{").replace("}", "}}")  # out is a pattern
+        swe = cfg.swe.model_copy(update={"out": folder, "repeats": 1})
+        reports.append(evaluate_swe(cfg.model_copy(update={"seed": cfg.seed + i - 1, "swe": swe}), progress))
+    summary = {"model": model_string(cfg), "scaffold": cfg.swe.scaffold, "instances_source": cfg.swe.instances,
+               **repeats_summary(reports, [cfg.seed + i for i in range(cfg.swe.repeats)]), "out": str(base)}  # fmt: skip
+    (base / "repeats.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (base / "repeats.md").write_text(repeats_markdown(summary), encoding="utf-8")
+    return summary
+
+
+def repeats_summary(reports: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """The resolve rate over repeated runs of one evaluation: mean, sample standard deviation (0 for
+    one run), range, each run's figures, and per instance the number of runs that resolved it."""
+    rates = [r["resolve_rate"] for r in reports]
+    counts: Counter[str] = Counter()
+    for r in reports:
+        counts.update({iid: status == "resolved" for iid, status in r["instances"].items()})
+    return {
+        "repeats": len(reports),
+        "resolve_rate_mean": statistics.fmean(rates),
+        "resolve_rate_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+        "resolve_rate_min": min(rates),
+        "resolve_rate_max": max(rates),
+        "runs": [
+            {
+                "seed": seed,
+                "resolved": r["resolved"],
+                "resolve_rate": r["resolve_rate"],
+                "out": r.get("out"),
+                "graded": r["resolved"] + r["unresolved"] + r["empty_patch"],
+            }
+            for seed, r in zip(seeds, reports, strict=True)
+        ],
+        "resolved_in_runs": dict(sorted(counts.items())),
+        "always_resolved": sum(n == len(reports) for n in counts.values()),
+        "sometimes_resolved": sum(0 < n < len(reports) for n in counts.values()),
+    }
+
+
+def repeats_markdown(summary: dict[str, Any]) -> str:
+    rows = [
+        f"| {i} | {run['seed']} | {run['resolved']} | {run['graded']} | {run['resolve_rate']:.3f} |"
+        for i, run in enumerate(summary["runs"], 1)
+    ]
+    spread = (
+        f"Resolve rate: mean {summary['resolve_rate_mean']:.3f}, standard deviation "
+        f"{summary['resolve_rate_std']:.3f}, range [{summary['resolve_rate_min']:.3f}, "
+        f"{summary['resolve_rate_max']:.3f}]. Instances resolved in every run: {summary['always_resolved']}; "
+        f"in some but not all: {summary['sometimes_resolved']}."
+    )
+    title = f"# {summary['repeats']} runs of `{summary['model']}` ({summary['scaffold']} scaffold)"
+    return "\n".join([title, "", "| run | seed | resolved | graded | resolve rate |", "|---|---|---|---|---|",
+                      *rows, "", spread, ""])  # fmt: skip
 
 
 @dataclass

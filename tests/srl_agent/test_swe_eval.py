@@ -187,3 +187,32 @@ def test_a_folder_whose_run_stopped_before_any_result_takes_the_next_model(tmp_p
     with pytest.raises(ConfigError, match="model.name: no such model folder"):
         run_eval(*first, "--model", str(tmp_path / "no-such-model"))
     assert run_eval(*first, "--model", "replay:environments/tasks")["resolved"] == 1
+
+
+def test_repeats_run_whole_evaluations_with_their_manifests(tmp_path, monkeypatch, capsys):
+    """`--repeats 2`: two evaluations in `repeat-1/` and `repeat-2/` (seeds 0 and 1), the summary of
+    their resolve rates, and each folder's manifest: the replayed files' hashes, the instance image's
+    id as the engine reports it, the package versions."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "eval"
+    summary = run_eval("--instances", "environments/tasks/paginate", "--model", "replay:environments/tasks",
+                       "--grader", "fast", "--repeats", "2", "--out", str(out))  # fmt: skip
+    assert (
+        summary["repeats"] == 2 and summary["resolve_rate_mean"] == 1.0 and summary["resolve_rate_std"] == 0.0
+    )
+    assert [run["seed"] for run in summary["runs"]] == [0, 1] and summary["always_resolved"] == 1
+    assert json.loads((out / "repeats.json").read_text())["resolved_in_runs"] == summary["resolved_in_runs"]
+    assert "| 2 | 1 | 1 | 1 | 1.000 |" in (out / "repeats.md").read_text()
+    for seed, folder in enumerate(["repeat-1", "repeat-2"]):
+        assert json.loads((out / folder / "report.json").read_text())["resolved"] == 1
+        calls = json.loads((out / folder / "manifest.json").read_text())["calls"]
+        assert len(calls) == 1 and calls[0]["run"]["seed"] == seed
+        model = calls[0]["model"]
+        assert model["kind"] == "replay" and any(name.endswith(".traj") for name in model["files"])
+        (image,) = calls[0]["images"].values()
+        assert image["id"].startswith("sha256:") and calls[0]["docker"]["version"]
+        assert calls[0]["packages"]["docker"] and calls[0]["grading"]["grader"] == "fast"
+    # a rerun resumes both runs and appends a call to each manifest
+    assert run_eval("--instances", "environments/tasks/paginate", "--model", "replay:environments/tasks",
+                    "--grader", "fast", "--repeats", "2", "--out", str(out))["resolve_rate_mean"] == 1.0  # fmt: skip
+    assert len(json.loads((out / "repeat-2" / "manifest.json").read_text())["calls"]) == 2
