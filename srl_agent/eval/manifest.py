@@ -43,8 +43,8 @@ PACKAGES = (
 """Distributions whose version can change a result (null in the manifest where not installed)."""
 MODEL_FILES = (".safetensors", ".bin", ".pt", ".gguf", ".json", ".model", ".txt", ".jinja", ".tiktoken")
 """What a model folder's hash covers: weights, configs, tokenizers, chat templates. A checkpoint's
-optimizer and RNG state (`training_state*`, `optimizer*`) change no output and are left out."""
-SKIPPED_STATE = ("optimizer", "training_state", "scheduler", "rng")
+optimizer and RNG state (`trainer_state.pt`, `optimizer*`) change no output and are left out."""
+SKIPPED_STATE = ("optimizer", "trainer_state", "training_state", "scheduler", "rng")
 REPO = Path(__file__).resolve().parents[2]
 
 

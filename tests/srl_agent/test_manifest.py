@@ -20,7 +20,7 @@ def test_a_local_model_is_hashed_file_by_file_without_its_optimizer_state(tmp_pa
     (ckpt / "model.safetensors").write_bytes(b"weights")
     (ckpt / "config.json").write_text("{}")
     (ckpt / "sub" / "tokenizer.json").write_text("[]")
-    (ckpt / "optimizer.pt").write_bytes(b"moments")
+    (ckpt / "trainer_state.pt").write_bytes(b"moments")
     (ckpt / "notes.md").write_text("not a model file")
     facts = manifest.model_facts(str(ckpt))
     assert facts["kind"] == "local" and facts["path"] == str(ckpt.resolve())
