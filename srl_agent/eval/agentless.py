@@ -22,7 +22,10 @@ Per instance, in one pass over the repository at the base commit (a bundled task
    (`oracle.response_edits`: SEARCH/REPLACE edits after `</think>`).
 3. `swe.samples` K (default 1: one localization and one repair, greedy unless `agent.greedy=false`, the
    paper's column). With K > 1, K localizations and K repairs are sampled at
-   `generation.temperature`; the distinct non-empty file lists are cycled over the K repairs
+   `generation.temperature`, each from a prompt of its own as Agentless-mini varies them
+   (`localization_prompts`: at most 2-5 files asked for, the tree indented by 2 or 4, each directory's
+   entries shuffled; the repair's files shuffled), drawn from a generator seeded by the run's seed, the
+   instance and the sample, so a rerun asks the same; the distinct non-empty file lists are cycled over the K repairs
    (`repair_lists`, as Agentless-mini's repair does) and the patch submitted is the majority vote over
    normalized patches (`normalize_patch`, `majority_vote`; ties go to the earliest sample, empty
    patches do not vote unless all are empty).
@@ -39,8 +42,8 @@ report sums them (`localization_summary`).
 
 Each instance's record, `agentless/<instance_id>.json`: `exit_status`, `detail`, `files` and `patch` of
 the chosen repair, `chosen` (its sample, None without one), `votes` (the samples that share its
-normalized patch), `gold_files`, `localization_prompt`, `localizations` (per sample the raw response
-and the parsed `files`) and `repairs` (per sample the oracle's record: the files shown and those
+normalized patch), `gold_files`, `localization_prompt` (the first sample's), `localizations` (per
+sample the raw response, the parsed `files`, and the `n` files and tree `indent` its prompt asked with) and `repairs` (per sample the oracle's record: the files shown and those
 `left_out` for the context, the response, edits, problems, patch, and `vote`, a digest of its
 normalized patch).
 
@@ -60,8 +63,10 @@ import ast
 import hashlib
 import json
 import logging
+import random
 import statistics
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from srl_agent.eval.oracle import (
@@ -123,9 +128,9 @@ def localizable(paths: list[str], keep_tests: bool = False) -> list[str]:
     ]
 
 
-def render_tree(paths: list[str], indent: int = INDENT) -> str:
+def render_tree(paths: list[str], indent: int = INDENT, rng: random.Random | None = None) -> str:
     """`paths` as an indented tree, one name a line, a directory as `name/` above its entries, each
-    level sorted by name. Pure."""
+    level sorted by name, or in the order `rng` shuffles it into. Pure without `rng`."""
     tree: dict[str, Any] = {}
     for path in paths:
         *folders, name = path.split("/")
@@ -136,7 +141,10 @@ def render_tree(paths: list[str], indent: int = INDENT) -> str:
     lines: list[str] = []
 
     def walk(node: dict[str, Any], depth: int) -> None:
-        for name in sorted(node):
+        names = sorted(node)
+        if rng is not None:
+            rng.shuffle(names)
+        for name in names:
             lines.append(" " * (indent * depth) + name)
             if node[name] is not None:
                 walk(node[name], depth + 1)
@@ -145,9 +153,45 @@ def render_tree(paths: list[str], indent: int = INDENT) -> str:
     return "\n".join(lines)
 
 
-def localization_prompt(issue: str, files: list[str]) -> str:
-    """The localization's one user message: the issue and the tree of `files`."""
-    return LOCALIZATION_PROMPT.format(issue=issue.strip(), tree=render_tree(files), n=MAX_FILES)
+def localization_prompt(
+    issue: str, files: list[str], n: int = MAX_FILES, indent: int = INDENT, rng: random.Random | None = None
+) -> str:
+    """The localization's one user message: the issue and the tree of `files`, asking for `n` files."""
+    return LOCALIZATION_PROMPT.format(issue=issue.strip(), tree=render_tree(files, indent, rng), n=n)
+
+
+@dataclass(frozen=True)
+class Localization:
+    """One sample's localization request: its prompt and how it was varied."""
+
+    prompt: str
+    n: int
+    indent: int
+
+
+def localization_prompts(issue: str, files: list[str], samples: int, seed: str) -> list[Localization]:
+    """The prompt of each of `samples` localizations. One: 5 files, indent 4, sorted (the greedy
+    column). Several: each its own, as Agentless-mini varies them, at most 2-5 files, indent 2 or 4,
+    every directory's entries shuffled, from `sample_rng(seed, i)`. Pure."""
+    if samples == 1:
+        return [Localization(localization_prompt(issue, files), MAX_FILES, INDENT)]
+    asks = []
+    for i in range(samples):
+        rng = sample_rng(seed, i)
+        n, indent = rng.randint(2, MAX_FILES), rng.choice((2, 4))
+        asks.append(Localization(localization_prompt(issue, files, n, indent, rng), n, indent))
+    return asks
+
+
+def sample_rng(seed: str, sample: int) -> random.Random:
+    """The generator of one sample's variations: the same for the same run seed, instance and sample."""
+    return random.Random(f"{seed}/{sample}")
+
+
+def shuffled(paths: list[str], rng: random.Random) -> list[str]:
+    order = list(paths)
+    rng.shuffle(order)
+    return order
 
 
 def answer_text(response: str) -> str:
@@ -270,8 +314,8 @@ def localization_summary(stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
 class Asker(Protocol):
     """Where the scaffold's responses come from: the model (`ModelAsker`) or a replay (`ReplayAsker`)."""
 
-    def localize(self, instance_id: str, chat: Chat, n: int) -> list[Response]:
-        """`n` answers to the localization prompt."""
+    def localize(self, instance_id: str, chats: list[Chat]) -> list[Response]:
+        """One answer to each localization prompt, in order."""
         ...
 
     def repair(self, instance_id: str, chats: list[Chat]) -> list[Response]:
@@ -286,13 +330,16 @@ class Asker(Protocol):
 def attempt(cfg: EvalConfig, task: TaskInstance, asker: Asker) -> Attempt:
     """Localize, repair, vote (see the module); an infrastructure error when no response could be had."""
     iid, issue, samples = task.instance_id, task.problem_statement, cfg.swe.samples
+    seed = f"{cfg.seed}/{iid}"
     try:
         with base_files(task, cfg.environment) as repo:
             tree = localizable(repo.paths(), keep_tests=iid.startswith("pytest"))
-            prompt = localization_prompt(issue, tree)
-            answers = asker.localize(iid, [{"role": "user", "content": prompt}], samples)
-            found = [parse_paths(a.text, tree) for a in answers]
+            asks = localization_prompts(issue, tree, samples, seed)
+            answers = asker.localize(iid, [[{"role": "user", "content": ask.prompt}] for ask in asks])
+            found = [parse_paths(a.text, tree, ask.n) for a, ask in zip(answers, asks, strict=True)]
             lists = repair_lists(found, samples)
+            if samples > 1:  # the files in another order in each repair's prompt
+                lists = [shuffled(files, sample_rng(f"{seed}/repair", i)) for i, files in enumerate(lists)]
             contents = repo.read(list(dict.fromkeys(p for files in lists for p in files)))
         shown = [
             fit_files(files, lambda s: asker.fits(repair_chat(issue, _pick(contents, s)))) for files in lists
@@ -304,8 +351,9 @@ def attempt(cfg: EvalConfig, task: TaskInstance, asker: Asker) -> Attempt:
         log.warning("no response for %s", iid, exc_info=True)
         return Attempt(error=("infrastructure_error", f"{type(e).__name__}: {e}"))
     localizations = [
-        {"response": a.text, "files": f} | ({"context_limit": a.context_limit} if a.context_limit else {})
-        for a, f in zip(answers, found, strict=True)
+        {"response": a.text, "files": f, "n": ask.n, "indent": ask.indent}
+        | ({"context_limit": a.context_limit} if a.context_limit else {})
+        for a, f, ask in zip(answers, found, asks, strict=True)
     ]
     repairs, keys = [], []
     for localized, files, response in zip(lists, shown, responses, strict=True):
@@ -323,7 +371,7 @@ def attempt(cfg: EvalConfig, task: TaskInstance, asker: Asker) -> Attempt:
         "chosen": chosen,
         "votes": keys.count(keys[chosen]) if chosen is not None and keys[chosen] else 0,
         "gold_files": gold,
-        "localization_prompt": prompt,
+        "localization_prompt": asks[0].prompt,
         "localizations": localizations,
         "repairs": repairs,
     }
@@ -383,11 +431,16 @@ class ModelAsker:
         self.responder = responder
         self.greedy = cfg.agent.greedy and cfg.swe.samples == 1
 
-    def localize(self, instance_id: str, chat: Chat, n: int) -> list[Response]:
-        return self.responder.sample(chat, n, self.greedy)
+    def localize(self, instance_id: str, chats: list[Chat]) -> list[Response]:
+        return self._answer(chats)
 
     def repair(self, instance_id: str, chats: list[Chat]) -> list[Response]:
-        same: dict[str, list[int]] = {}  # a file list cycled over the samples: its prompt sampled at once
+        return self._answer(chats)
+
+    def _answer(self, chats: list[Chat]) -> list[Response]:
+        """One response per chat; the samples of one prompt (a file list cycled over the repairs, the
+        one localization of a greedy run) drawn together."""
+        same: dict[str, list[int]] = {}
         for i, chat in enumerate(chats):
             same.setdefault(json.dumps(chat), []).append(i)
         answers: dict[int, Response] = {}
@@ -413,8 +466,8 @@ class ReplayAsker:
         needs = "`localization` and `response` (strings or lists of strings) or a record's samples"
         return cls(replay_rows(path, "agentless", _replay_row, needs), path)
 
-    def localize(self, instance_id: str, chat: Chat, n: int) -> list[Response]:
-        return [Response(text) for text in self._take(instance_id, 0, n)]
+    def localize(self, instance_id: str, chats: list[Chat]) -> list[Response]:
+        return [Response(text) for text in self._take(instance_id, 0, len(chats))]
 
     def repair(self, instance_id: str, chats: list[Chat]) -> list[Response]:
         return [Response(text) for text in self._take(instance_id, 1, len(chats))]

@@ -24,6 +24,7 @@ from srl_agent.eval.agentless import (
     gold_files,
     localizable,
     localization_prompt,
+    localization_prompts,
     localization_scores,
     localization_summary,
     majority_vote,
@@ -264,12 +265,13 @@ def test_several_samples_cycle_the_file_lists_and_vote_for_the_most_shared_patch
         ["configlite/parser.py"],
         ["configlite/parser.py"],
     ]
-    # the two distinct lists, cycled over the four repairs
+    # the two distinct lists, cycled over the four repairs (each repair's files in an order of its own)
     assert [r["left_out"] for r in record["repairs"]] == [[]] * 4
-    assert [r["files"] for r in record["repairs"]] == [
-        ["configlite/parser.py", "configlite/errors.py"],
+    assert [sorted(r["files"]) for r in record["repairs"]] == [
+        ["configlite/errors.py", "configlite/parser.py"],
         ["configlite/parser.py"],
     ] * 2
+    assert all(2 <= loc["n"] <= 5 and loc["indent"] in (2, 4) for loc in record["localizations"])
     assert [r["exit_status"] for r in record["repairs"]] == ["edited", "edited", "edited", "no_edits"]
     votes = [r["vote"] for r in record["repairs"]]
     assert votes[1] == votes[2] != votes[0] and votes[3] == ""
@@ -351,7 +353,25 @@ def test_the_tiny_model_localizes_and_samples_through_the_model_asker():
     done = attempt(cfg, task, make_asker(cfg, "tiny-random"))
     assert done.error is None and len(done.record["localizations"]) == 2
     assert done.stats["samples"] == 2 and done.stats["completion_tokens"] >= 2
-    assert "intervals/\n    __init__.py\n    core.py" in done.record["localization_prompt"]
+    assert (
+        "intervals/\n" in done.record["localization_prompt"]
+        and "core.py" in done.record["localization_prompt"]
+    )
+
+
+def test_sampled_localizations_each_get_a_prompt_varied_as_agentless_mini_varies_them():
+    files = localizable(PATHS)
+    (greedy,) = localization_prompts("Fix it.", files, 1, "0/x-1")
+    assert (greedy.n, greedy.indent) == (5, 4) and greedy.prompt == localization_prompt("Fix it.", files)
+    asks = localization_prompts("Fix it.", files, 40, "0/x-1")
+    assert {a.n for a in asks} == {2, 3, 4, 5} and {a.indent for a in asks} == {2, 4}
+    assert all(f"at most {a.n} files" in a.prompt for a in asks)
+    trees = [a.prompt.split("<structure>")[1].split("</structure>")[0] for a in asks]
+    orders = {tuple(line.strip() for line in tree.splitlines() if line.strip()) for tree in trees}
+    assert len(orders) > 1  # the directories' entries shuffled
+    assert all(sorted(o) == sorted(next(iter(orders))) for o in orders)  # the same files every time
+    assert localization_prompts("Fix it.", files, 40, "0/x-1") == asks  # the same seed asks the same
+    assert localization_prompts("Fix it.", files, 40, "1/x-1") != asks
 
 
 # ---------------------------------------------------------------------------------------------------

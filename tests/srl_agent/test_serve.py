@@ -6,6 +6,7 @@ the embedded default served for real and the agent scaffold acting on a bundled 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -164,9 +165,10 @@ def wait_for(url: str, server: subprocess.Popen, seconds: float) -> float:
 @pytest.mark.docker
 @pytest.mark.slow
 def test_the_served_default_model_acts_as_an_agent_on_a_bundled_task(tmp_path, monkeypatch):
-    """vLLM's server on the embedded default, the agent scaffold on one bundled task through
-    `openai:`: whatever the small model does, its episode ends with a normal exit status (the server
-    answered every turn), with the server's token counts."""
+    """vLLM's server on the embedded default, then on one bundled task through `openai:` the agent
+    scaffold and mini-swe-agent's own agent (text mode: this server parses no tool calls): whatever the
+    small model does, each run ends with a normal exit status (the server answered every call), the
+    agent's with the server's token counts."""
     monkeypatch.chdir(REPO)
     port = int(free_url().rsplit(":", 1)[1].split("/")[0])
     log = tmp_path / "serve.log"
@@ -190,6 +192,14 @@ def test_the_served_default_model_acts_as_an_agent_on_a_bundled_task(tmp_path, m
         print(
             f"server up after {up:.0f} s; the episode and its grading took {time.monotonic() - started:.0f} s"
         )
+        mini = io.StringIO()
+        if importlib.util.find_spec("minisweagent") is not None:  # the scaffolds extra (setup.sh installs it)
+            with contextlib.redirect_stdout(mini):
+                assert evaluate.main(["--task", "swe", "--json", "--instances", "--model", model, "--grader", "fast",
+                                      "--scaffold", "mini-swe-agent", "--out", str(tmp_path / "mini"),
+                                      "swe.instance_ids=[srl-agent__paginate-1]", "swe.mini.mode=text",
+                                      "swe.mini.step_limit=3", 'swe.mini.model_kwargs={"temperature": 0.0, "max_tokens": 128}',
+                                      ]) == 0  # fmt: skip
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and its engine process
         try:
@@ -203,3 +213,10 @@ def test_the_served_default_model_acts_as_an_agent_on_a_bundled_task(tmp_path, m
         detail
     )
     assert report["episodes"]["prompt_tokens_mean"] > 0 and report["episodes"]["completion_tokens_mean"] > 0
+    if mini.getvalue():
+        by_mini = json.loads(mini.getvalue())
+        assert by_mini["infrastructure_error"] == 0, by_mini["instance_details"]
+        assert set(by_mini["exit_statuses"]) <= {"Submitted", "LimitsExceeded", "RepeatedFormatError",
+                                                 "ContextWindowExceededError"}, by_mini["instance_details"]  # fmt: skip
+        trajectory = tmp_path / "mini" / "mini" / "srl-agent__paginate-1.traj.json"
+        assert json.loads(trajectory.read_text())["messages"], "mini's trajectory holds the conversation"
