@@ -110,6 +110,13 @@ def shard_model(model: Any, world: World) -> Any:
     head). One process: `model` as it is. Parameter names stay those of the plain model."""
     if world.size == 1:
         return model
+    return fsdp2_shard(model)
+
+
+def fsdp2_shard(model: Any) -> Any:
+    """`model` sharded with FSDP2 over the default process group, whatever its size: `fully_shard` on
+    each decoder layer, then on the root. `shard_model` calls it on several ranks; on one rank it is
+    what bench/gpu_check.py runs to check FSDP2 over NCCL on a single GPU."""
     from torch.distributed.fsdp import fully_shard
 
     for layer in decoder_layers(model):

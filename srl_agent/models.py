@@ -269,17 +269,24 @@ def _embedded_gguf(name: str) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerBase:
+def tiny_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerBase:
     """A character-level tokenizer (printable ASCII + newline/tab) with ChatML special tokens.
 
     `<think>` and `</think>` are single tokens so that tiny models can learn the output format quickly.
+    With `vocab_size`, placeholder tokens `<|id_N|>` fill the vocabulary up to that size: text never
+    encodes to them, but every id a model of that vocabulary samples decodes (a random model of a real
+    shape, e.g. Qwen2.5's 151,936 ids, for checks where no real tokenizer can be downloaded).
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<unk>"]
     chars = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
-    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    base = specials + chars
+    if vocab_size is not None and vocab_size < len(base):
+        raise ValueError(f"vocab_size {vocab_size} is below the tiny tokenizer's own {len(base)} tokens")
+    filler = [f"<|id_{i}|>" for i in range(len(base), vocab_size or 0)]
+    vocab = {tok: i for i, tok in enumerate(base + filler)}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()

@@ -26,6 +26,15 @@ def test_tiny_model_round_trips_chat_text():
     assert out.shape == (1, len(ids), len(tok))
 
 
+def test_the_tiny_tokenizer_fills_a_real_vocabulary_with_placeholders_every_id_decodes():
+    plain, full = models.tiny_tokenizer(), models.tiny_tokenizer(vocab_size=151936)
+    assert len(full) == 151936
+    assert full("a<think>b").input_ids == plain("a<think>b").input_ids  # text never encodes to a placeholder
+    assert full.decode([151935, full.convert_tokens_to_ids("a")]) == "<|id_151935|>a"
+    with pytest.raises(ValueError, match="below the tiny tokenizer's own"):
+        models.tiny_tokenizer(vocab_size=10)
+
+
 def test_tiny_model_is_deterministic_per_seed():
     a, _ = models.tiny_model_and_tokenizer(seed=1)
     b, _ = models.tiny_model_and_tokenizer(seed=1)
