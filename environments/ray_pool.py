@@ -24,10 +24,11 @@ check-experts run on it unchanged. What Ray does, and what this module does:
   counted within a second, and new slots go to it.
 - Images are per node. Before a node runs its first container of an image the pool makes the image
   present there: a node lacking it loads it from a node that has it (`docker save` there, `docker
-  load` here, through Ray's object store), then the caller's `prepare(client)` runs on the node with
-  the node's engine (a task's `prepare_image`: it builds, pulls or checks the image there; a bundled
-  or generated task's files must be at the same path on every node). With `prepare`, the base image
-  is loaded first where it is missing, since builds start from it.
+  load` here, through Ray's object store), else from this process's engine when that has it; then
+  the caller's `prepare(client)` runs on the node with the node's engine (a task's `prepare_image`:
+  it builds, pulls or checks the image there; a bundled or generated task's files must be at the same
+  path on every node). With `prepare`, the base image is loaded first where it is missing, since
+  builds start from it.
 - Faults. A node that dies (Ray's health checks see it) takes its slots with it: a call to one of them
   raises `NodeLost` (an `EngineUnavailable`), which the agent loop reports as an `environment_error`,
   an infrastructure failure: masked in training, redone on resume in evaluation. The slot leaves the
@@ -497,6 +498,21 @@ class RayEnvironmentPool:
                 "loaded %s on %s from %s in %.1f s", tag, slot.name, peer.name, time.monotonic() - started
             )
             return
+        self._load_from_driver(slot, tag)
+
+    def _load_from_driver(self, slot: _Slot, tag: str) -> None:
+        """Load `tag` into the slot's node from this process's engine, when it has one with the image
+        (check-experts and the task factory prepare images here); else leave it to `prepare`."""
+        try:
+            client = docker_engine.shared_client()
+            if not image_exists(client, tag):
+                return
+        except docker_engine.EngineUnavailable:
+            return  # a driver without an engine: the node builds or pulls it
+        started = time.monotonic()
+        data = _ray().put(b"".join(client.images.get(tag).save(named=tag)))
+        slot.call("load_image", data)
+        log.info("loaded %s on %s from this machine in %.1f s", tag, slot.name, time.monotonic() - started)
 
     def _no_node(self) -> str:
         resource = self.cfg.ray.resource

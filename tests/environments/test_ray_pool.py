@@ -3,11 +3,13 @@
 `srl_env` units, all on this machine and its one Docker engine; each container carries its node's id
 (`labels.RAY_NODE_LABEL`), which is how these tests see where it ran.
 
-Episodes spread over two nodes within their units; a node removed mid-run ends its episodes as
-environment errors while the rest complete, and its leftover containers are reaped when a slot next
-starts on this machine; a node added mid-run takes new episodes; an evaluation with the replay policy
-gives the same report as on the local pool. The tests that start Ray are of the `ray` tier (the `ray` extra; CI sets SRL_REQUIRE_RAY=1); the
-config tests need neither ray nor an engine.
+Episodes spread over two nodes within their units; a node whose engine lacks the image gets it from
+a node that has it (that node's engine is a second dockerd, as in test_docker_hosts); a node removed
+mid-run ends its episodes as environment errors while the rest complete, and its leftover containers
+are reaped when a slot next starts on this machine; a node added mid-run takes new episodes; an
+evaluation with the replay policy gives the same report as on the local pool. The tests that start
+Ray are of the `ray` tier (the `ray` extra; CI sets SRL_REQUIRE_RAY=1); the config tests need
+neither ray nor an engine.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import test_docker_hosts
 from envtest_support import fast_config, sample_image
 
 from environments import docker_engine
-from environments.config import EnvConfig
+from environments.config import DockerHost, EnvConfig
 from environments.labels import RAY_NODE_LABEL
 from environments.pool import EnvironmentPool, open_pool
 from environments.protocol import Environment, Pool
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 
 
 REPO = Path(__file__).resolve().parents[2]
+second_engine = test_docker_hosts.second_engine  # the fixture of a second dockerd (root only)
 SMALL = {"num_cpus": 1, "object_store_memory": 80 << 20}
 # Node deaths seen within about a second (the defaults take up to 15 s).
 FAST_HEALTH = {
@@ -223,6 +227,30 @@ def test_a_node_added_mid_run_takes_new_episodes(cluster) -> None:
     finally:
         pool.close()
     assert containers_of(a) == [] and containers_of(b) == []
+
+
+@pytest.mark.ray
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_node_on_its_own_engine_gets_the_image_from_a_node_that_has_it(cluster, second_engine) -> None:
+    """Node b's environments run in a second engine (its DOCKER_HOST), which lacks the task image: the
+    pool loads it there from node a (docker save on a, docker load on b, through the object store)."""
+    image = sample_image()
+    second = docker_engine.connect(DockerHost(url=second_engine.url, capacity=1))
+    with contextlib.suppress(docker_engine.ImageNotFound):
+        second.images.remove(image, force=True)
+    big = {**SMALL, "object_store_memory": 500 << 20}  # the image, about 300 MB, passes through it
+    a = cluster.add_node(resources={"srl_env": 1}, **big).node_id
+    b = cluster.add_node(resources={"srl_env": 1}, env_vars={"DOCKER_HOST": second_engine.url}, **big).node_id
+    pool = open_pool(ray_config(cluster, pool_size=2))
+    with pool, pool.acquire(image) as x, pool.acquire(image) as y:
+        on_b = x if pool.engine_of(x) == b else y
+        assert {pool.engine_of(x), pool.engine_of(y)} == {a, b}
+        assert on_b.run("git status --porcelain && cat calc.egg-info/PKG-INFO").output == "built\n"
+        labels = second.containers.get(on_b.container_id).labels  # type: ignore[attr-defined]
+        assert labels[RAY_NODE_LABEL] == b
+    assert second.images.get(image).id == docker_engine.shared_client().images.get(image).id
+    assert second.containers.list(all=True, filters={"label": f"{RAY_NODE_LABEL}={b}"}) == []
 
 
 def run_eval(*args: str) -> dict:
