@@ -14,7 +14,7 @@ check-experts run on it unchanged. What Ray does, and what this module does:
   The slot runs a `container.DockerEnvironment` in its node's own engine (DOCKER_HOST of `ray start`,
   else the local socket), labelled with the node's id (`labels.RAY_NODE_LABEL`).
 - Tool calls go to the node. The `RayEnvironment` handed out is a proxy: each `run`, `exec`, `diff`,
-  `reset`, ... is one call to the slot's actor (about 1 ms on one machine, `bench/bench_ray.py`). An
+  `reset`, ... is one call to the slot's actor (1.3 ms added, `bench/bench_ray.py`). An
   error raised there is raised here as itself (FileNotFoundError, RuntimeError, ...).
 - Slots are counted as the local pool counts environments: at most `size` (`environment.pool_size`,
   what callers size their threads by) and at most the units the live nodes offer. An idle slot of the
