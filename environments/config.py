@@ -17,6 +17,7 @@ from trajectories.config import Section
 
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ENGINE_SCHEMES = ("unix", "tcp", "ssh")
+RAY_RESOURCE = "srl_env"
 
 
 class HostTLS(Section):
@@ -66,6 +67,43 @@ class DockerHost(Section):
         return self
 
 
+class RayCluster(Section):
+    """The Ray cluster of `environment.backend: ray` (`environments.ray_pool`)."""
+
+    address: str = "auto"
+    """Where the cluster is: "auto" (RAY_ADDRESS, else the cluster `ray start` runs on this machine),
+    `host:port` of its head node (what `ray start --head` prints) or `ray://host:10001` (Ray Client)."""
+    resource: str = RAY_RESOURCE
+    """The custom Ray resource by which a node says how many environments it holds at once (`ray start
+    --resources '{"srl_env": 8}'`); a node without it (a GPU node that trains) holds none."""
+    start_timeout: float = Field(300.0, gt=0)
+    """Seconds a new environment may wait for a node to take it before the pool gives up."""
+
+    @field_validator("address")
+    @classmethod
+    def _ray_address(cls, address: str) -> str:
+        if address == "auto":
+            return address
+        parts = urlsplit(address if "://" in address else f"gcs://{address}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("gcs", "ray") or not parts.hostname or port is None or parts.path:
+            raise ValueError(
+                f"{address!r} is not a Ray cluster address: use auto, host:port (the head's, as `ray start"
+                " --head` prints it) or ray://host:port"
+            )
+        return address
+
+    @field_validator("resource")
+    @classmethod
+    def _resource_name(cls, name: str) -> str:
+        if not name or name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
+            raise ValueError(f"{name!r} is not a custom Ray resource name (like {RAY_RESOURCE!r})")
+        return name
+
+
 class EnvConfig(Section):
     # Images
     base_image: str = "srl-agent/base:bookworm"
@@ -112,13 +150,28 @@ class EnvConfig(Section):
     pool_size: int = Field(2, ge=1)
     """Most environments an `EnvironmentPool` keeps started at once (on the default engine): the
     episodes of evaluation and SWE RLVR and the replays of check-experts that run at once (their
-    `--workers` flags set it); with `docker_hosts`, their capacities together instead."""
+    `--workers` flags set it); with `docker_hosts`, their capacities together instead; with `backend:
+    ray`, fewer while the cluster's nodes offer fewer `ray.resource` units."""
     docker_hosts: list[DockerHost] = Field(default_factory=list)
     """Engines the pool spreads environments over, each with its capacity; empty: the one engine
     DOCKER_HOST names (default: the local socket) with `pool_size` as its capacity."""
+    backend: Literal["docker", "ray"] = "docker"
+    """Where the pool's environments run: `docker`, on this process's engines (`docker_hosts`, else the
+    default one); `ray`, on the nodes of a Ray cluster (`ray`), each in its own local engine."""
+    ray: RayCluster = Field(default_factory=RayCluster)
+    """The cluster of `backend: ray`; the `ray` extra."""
     engine_retry: float = Field(30.0, gt=0)
     """Seconds before an engine that stopped answering is pinged again (doubled after each failed
     ping, up to 10 minutes); it rejoins the pool when it answers."""
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> EnvConfig:
+        if self.backend == "ray" and self.docker_hosts:
+            raise ValueError(
+                "docker_hosts and backend: ray both place environments: with ray each node uses its own"
+                " engine; leave docker_hosts empty"
+            )
+        return self
 
     def resolved_ca_bundle(self) -> Path | None:
         """The CA bundle file to pass into builds, or None. A given path that does not exist is an error."""

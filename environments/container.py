@@ -108,9 +108,15 @@ def history_script(workdir: str, *, prune: bool) -> str:
 
 
 def start_container(
-    client: docker.DockerClient, image: str, cfg: EnvConfig, *, name: str | None = None
+    client: docker.DockerClient,
+    image: str,
+    cfg: EnvConfig,
+    *,
+    name: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Any:
-    """Start a sandboxed, labelled container from `image` that idles until removed."""
+    """Start a sandboxed, labelled container from `image` that idles until removed; `labels` are added
+    to the managed and owner labels (the Ray backend names the node)."""
     return client.containers.run(
         image,
         command=KEEPER,
@@ -124,7 +130,7 @@ def start_container(
         cap_drop=["ALL"],
         cap_add=CAPABILITIES,
         security_opt=["no-new-privileges"],
-        labels={MANAGED_LABEL: "1", OWNER_LABEL: owner_id()},
+        labels={**(labels or {}), MANAGED_LABEL: "1", OWNER_LABEL: owner_id()},
         working_dir="/",
     )
 
@@ -165,6 +171,9 @@ def reap_leaked(client: docker.DockerClient | None = None) -> list[str]:
             removed.append(container.name)
         except docker_engine.NotFound:
             pass
+        except docker_engine.APIError as e:
+            if e.status_code != 409:  # 409: another process removes it now (Ray's slots start side by side)
+                raise
     if removed:
         log.info("removed %d container(s) leaked by earlier runs: %s", len(removed), ", ".join(removed))
     return removed
@@ -185,10 +194,12 @@ class DockerEnvironment:
         cfg: EnvConfig | None = None,
         *,
         client: docker.DockerClient | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         self.cfg = cfg or EnvConfig()
         self.image = image or self.cfg.base_image
         self._client = client
+        self._labels = labels
         self._container: Any = None
         self._shell: PersistentShell | None = None
         self.base_commit: str | None = None
@@ -207,7 +218,7 @@ class DockerEnvironment:
             if client not in _reaped:
                 reap_leaked(client)
                 _reaped.add(client)
-        self._container = start_container(client, self.image, self.cfg)
+        self._container = start_container(client, self.image, self.cfg, labels=self._labels)
         _LIVE.add(self)
         try:
             labels = self._container.image.labels or {}

@@ -37,8 +37,7 @@ from environments.grader import grade, grader_for
 from environments.grading import GradeResult
 
 if TYPE_CHECKING:
-    from environments.pool import EnvironmentPool
-    from environments.protocol import Environment, TaskInstance
+    from environments.protocol import Environment, Pool, TaskInstance
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class GradedEpisode(Generic[E]):
 def run_graded(
     task: TaskInstance,
     act: Callable[[Environment], Acted[E]],
-    pool: EnvironmentPool,
+    pool: Pool,
     grading: GradingConfig,
     *,
     env_cfg: EnvConfig | None = None,

@@ -8,8 +8,8 @@
 Reads top to bottom in `check_experts`: read every record of the source (`trajectories.sources`:
 files, folders, globs, SWE-smith JSONL, HF ids), match each SWE trajectory to its task by instance id
 among the tasks of `cfg.tasks` (`load_task_source`: the bundled tasks by default), prepare each
-needed image once, replay the trajectories `environment.pool_size` at a time on an `EnvironmentPool`
-(`replay.replay_in`, the code `python -m environments replay` runs, on the one episode path
+needed image once, replay the trajectories `environment.pool_size` at a time on the pool `open_pool`
+gives (`replay.replay_in`, the code `python -m environments replay` runs, on the one episode path
 `episodes.run_graded`), grade the patches, write the kept trajectories and the report.
 
 Grading is the one grading path's (`environments.grader`, the `grading` section, as evaluation and
@@ -65,8 +65,7 @@ from trajectories.record import Trajectory, to_json_line, write_jsonl
 
 if TYPE_CHECKING:
     from environments.grading import GradeResult
-    from environments.pool import EnvironmentPool
-    from environments.protocol import Environment, TaskInstance
+    from environments.protocol import Environment, Pool, TaskInstance
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,7 @@ def check_experts(
     env_cfg: EnvConfig | None = None,
     grading: GradingConfig | None = None,
     *,
-    pool: EnvironmentPool | None = None,
+    pool: Pool | None = None,
 ) -> dict[str, Any]:
     """Check (or go on checking) the trajectories of `source`; the report, also in `<out>/report.json`.
 
@@ -248,13 +247,13 @@ def replay_all(
     replay_cfg: ReplayConfig,
     env_cfg: EnvConfig,
     grading: GradingConfig,
-    pool: EnvironmentPool | None,
+    pool: Pool | None,
     out: Path,
 ) -> int:
     """Prepare each image once, then replay every job on the pool; one ledger line per job. Returns
     how many replays ran."""
     from environments import docker_engine
-    from environments.pool import EnvironmentPool
+    from environments.pool import open_pool
     from environments.tasks.sources import ImageMissing, prepare_image
 
     docker_engine.shared_client()  # no engine: EngineUnavailable here, before any verdict
@@ -269,7 +268,7 @@ def replay_all(
         except Exception as e:  # noqa: BLE001 - ImageMissing, or a build that failed: this task's only
             images[task.instance_id] = e
 
-    def one(job: _Job, pool: EnvironmentPool) -> bool:
+    def one(job: _Job, pool: Pool) -> bool:
         image = images[job.task.instance_id]
         if isinstance(image, ImageMissing):
             ledger.write(Entry(job.key, "no_image", job.task.instance_id, job.digest, str(image)))
@@ -283,15 +282,13 @@ def replay_all(
 
     jobs = sorted(jobs, key=lambda job: job.task.instance_id)  # one image's replays reuse its environments
     with contextlib.ExitStack() as closing:
-        pool = pool or closing.enter_context(EnvironmentPool(env_cfg))
+        pool = pool or closing.enter_context(open_pool(env_cfg))
         with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="check") as executor:
             list(executor.map(prepare, tasks.values()))
             return sum(executor.map(lambda job: one(job, pool), jobs))
 
 
-def replay_one(
-    job: _Job, pool: EnvironmentPool, replay_cfg: ReplayConfig, grading: GradingConfig, out: Path
-) -> Entry:
+def replay_one(job: _Job, pool: Pool, replay_cfg: ReplayConfig, grading: GradingConfig, out: Path) -> Entry:
     """Replay one trajectory in a pooled environment of its task's image, on the one episode path
     (graded there with the fast grader; a patch for the harness waits for `grade_replayed`)."""
     from environments.episodes import Acted, run_graded

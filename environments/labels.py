@@ -2,7 +2,8 @@
 
 Containers (sandboxes from `container.start_container` and short-lived build containers from
 `images`): `MANAGED_LABEL=1` and `OWNER_LABEL=<owner_id()>`, so that `container.reap_leaked()` can
-remove those whose owner process is gone; build containers add `ROLE_LABEL=build`.
+remove those whose owner process is gone; build containers add `ROLE_LABEL=build`, and containers of
+the Ray backend `RAY_NODE_LABEL=<the Ray node's id>` (never on a build container, so no image carries it).
 
 Images (`images.ensure_base_image`, `images.build_task_image`): `INPUTS_LABEL` (the hash of the
 build's inputs; an image is rebuilt only when it changes), and on task images `BASE_COMMIT_LABEL` and
@@ -21,6 +22,7 @@ from pathlib import Path
 MANAGED_LABEL = "srl-agent.managed"
 OWNER_LABEL = "srl-agent.owner"
 ROLE_LABEL = "srl-agent.role"
+RAY_NODE_LABEL = "srl-agent.ray_node"
 CONTAINER_LABELS = (MANAGED_LABEL, OWNER_LABEL, ROLE_LABEL)
 INPUTS_LABEL = "srl-agent.inputs"
 BASE_COMMIT_LABEL = "srl-agent.base_commit"

@@ -23,6 +23,9 @@ there. After `EnvConfig.engine_retry` seconds (doubling per failed ping, up to 1
 `get` pings it; when it answers, the containers abandoned on it are removed and it rejoins. When no
 engine answers at all, `get` raises `EngineUnavailable` at once instead of waiting.
 
+`open_pool(cfg)` is this pool, or with `environment.backend: ray` the one in `environments.ray_pool`
+(environments on the nodes of a Ray cluster), behind the same interface (`protocol.Pool`).
+
 Threads suit this: the work happens in containers and the Python side mostly waits on sockets.
 """
 
@@ -45,6 +48,8 @@ from environments.images import copy_image, image_exists
 if TYPE_CHECKING:
     import docker
 
+    from environments.ray_pool import RayEnvironmentPool
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
@@ -52,6 +57,17 @@ PING_TIMEOUT = 5.0
 MAX_RETRY = 600.0
 Prepare = Callable[["docker.DockerClient"], object]
 """Makes an image present and current on the engine of the client it is given (a build or a pull)."""
+
+
+def open_pool(cfg: EnvConfig | None = None, size: int | None = None) -> EnvironmentPool | RayEnvironmentPool:
+    """The pool `cfg.backend` names: an `EnvironmentPool` on this process's engines (`docker`), or a
+    `ray_pool.RayEnvironmentPool` on the nodes of a Ray cluster (`ray`). Both are `protocol.Pool`s."""
+    cfg = cfg or EnvConfig()
+    if cfg.backend == "ray":
+        from environments.ray_pool import RayEnvironmentPool
+
+        return RayEnvironmentPool(cfg, size)
+    return EnvironmentPool(cfg, size)
 
 
 class ImageUnavailable(RuntimeError):
@@ -103,6 +119,8 @@ class EnvironmentPool:
         client: docker.DockerClient | None = None,
     ) -> None:
         self.cfg = cfg or EnvConfig()
+        if self.cfg.backend != "docker":
+            raise ValueError(f"environment.backend is {self.cfg.backend}: open the pool with open_pool(cfg)")
         if self.cfg.docker_hosts and client is not None:
             raise ValueError("pass either a client or environment.docker_hosts, not both")
         if self.cfg.docker_hosts:

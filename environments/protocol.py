@@ -14,6 +14,10 @@ runaway command in its `CommandResult`. Exceptions mean the environment itself c
 not started, the engine or container failed beyond recovery), or a file or the repository is not
 there. Not thread-safe: one call at a time per environment.
 
+`Pool`: environments shared by the threads of a run, handed out per episode: `pool.EnvironmentPool`
+(this process's Docker engines) and `ray_pool.RayEnvironmentPool` (the nodes of a Ray cluster);
+`pool.open_pool(cfg)` gives the one `environment.backend` names.
+
 `TaskInstance`: what an evaluation needs of a task: the issue to hand the agent, the image its
 episode runs in, and the swebench instance the official harness grades. Implemented by the bundled
 `environments.tasks.bundled.Task`, the task factory's `GeneratedTask`, `SWEBenchTask` (SWE-bench rows,
@@ -27,10 +31,18 @@ where its repository's files can be read.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from environments.shell import CommandResult
+
+if TYPE_CHECKING:
+    from environments.config import EnvConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -98,6 +110,47 @@ class Environment(Protocol):
 
         Idempotent: closing a closed environment does nothing. The other methods raise after it.
         """
+        ...
+
+
+@runtime_checkable
+class Pool(Protocol):
+    """Up to `size` environments shared by threads; see the module docstring and `pool.EnvironmentPool`.
+
+    `prepare(client)` makes an image present on the engine that will run it (a build or a pull; on
+    Ray it runs on the node, so it must pickle); its failure is a `pool.ImageUnavailable`. A
+    backend that cannot place an environment at all raises `docker_engine.EngineUnavailable`."""
+
+    cfg: EnvConfig
+    size: int
+
+    def acquire(self, image: str | None = None, *, prepare: Any = None) -> AbstractContextManager[Any]:
+        """`with pool.acquire(image) as env:` an `Environment` for one episode, reset after."""
+        ...
+
+    def get(self, image: str | None = None, *, prepare: Any = None) -> Any:
+        """An `Environment` of `image`, waiting for a free slot; give it back with `release`."""
+        ...
+
+    def release(self, env: Any) -> None:
+        """Reset `env` and keep it for the next episode (or drop it when it cannot be reset)."""
+        ...
+
+    def run_parallel(self, fn: Callable[[Any, T], R], jobs: Iterable[tuple[str, T]]) -> list[R]:
+        """`fn(env, item)` for every `(image, item)` job, `size` at a time; results in job order."""
+        ...
+
+    def engine_of(self, env: Any) -> str:
+        """Where `env` runs: an engine's URL, or a Ray node's id."""
+        ...
+
+    @property
+    def started(self) -> int:
+        """Environments started or starting (idle or in use)."""
+        ...
+
+    def close(self) -> None:
+        """Remove the idle environments; those in use go when released."""
         ...
 
 

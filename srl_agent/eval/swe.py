@@ -116,7 +116,7 @@ class Prediction:
 
 def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) the evaluation `cfg` describes; the report (also written to the output folder)."""
-    from environments.pool import EnvironmentPool
+    from environments.pool import open_pool
     from srl_agent.policies import make_policy
     from srl_agent.tasks import task_spec
 
@@ -156,7 +156,7 @@ def evaluate_swe(cfg: EvalConfig, progress: bool = True) -> dict[str, Any]:
             api=cfg.api,
         )
         refuse_unknown_instances(cfg, policy, to_run)
-        with EnvironmentPool(cfg.environment) as pool, Progress(progress, len(to_run)) as bar:
+        with open_pool(cfg.environment) as pool, Progress(progress, len(to_run)) as bar:
             run = Runner(cfg, policy, pool, out, results, predictions, bar)
             with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="episode") as executor:
                 list(executor.map(run.instance, to_run))
