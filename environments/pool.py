@@ -44,6 +44,7 @@ from environments import docker_engine
 from environments.config import DockerHost, EnvConfig
 from environments.container import DockerEnvironment
 from environments.images import copy_image, image_exists
+from environments.protocol import ImageUnavailable, Prepare  # the seam's types, also this module's names
 
 if TYPE_CHECKING:
     import docker
@@ -55,8 +56,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 PING_TIMEOUT = 5.0
 MAX_RETRY = 600.0
-Prepare = Callable[["docker.DockerClient"], object]
-"""Makes an image present and current on the engine of the client it is given (a build or a pull)."""
 
 
 def open_pool(cfg: EnvConfig | None = None, size: int | None = None) -> EnvironmentPool | RayEnvironmentPool:
@@ -68,10 +67,6 @@ def open_pool(cfg: EnvConfig | None = None, size: int | None = None) -> Environm
 
         return RayEnvironmentPool(cfg, size)
     return EnvironmentPool(cfg, size)
-
-
-class ImageUnavailable(RuntimeError):
-    """An image could not be made present on the engine chosen for it; the message names both."""
 
 
 @dataclass(eq=False)

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from environments.shell import CommandResult
 
 if TYPE_CHECKING:
+    import docker
+
     from environments.config import EnvConfig
 
 T = TypeVar("T")
@@ -111,6 +113,14 @@ class Environment(Protocol):
         Idempotent: closing a closed environment does nothing. The other methods raise after it.
         """
         ...
+
+
+Prepare = Callable[["docker.DockerClient"], object]
+"""Makes an image present and current on the engine of the client it is given (a build or a pull)."""
+
+
+class ImageUnavailable(RuntimeError):
+    """An image could not be made present on the engine chosen for it; the message names both."""
 
 
 @runtime_checkable

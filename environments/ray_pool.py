@@ -56,7 +56,7 @@ from environments.config import EnvConfig, RayCluster
 from environments.container import DockerEnvironment
 from environments.images import image_exists
 from environments.labels import RAY_NODE_LABEL
-from environments.pool import ImageUnavailable, Prepare
+from environments.protocol import ImageUnavailable, Prepare
 from environments.shell import CommandResult
 
 if TYPE_CHECKING:

@@ -152,8 +152,9 @@ def test_a_node_removed_mid_run_masks_its_episodes_the_rest_complete_and_its_con
     cluster,
 ) -> None:
     image = sample_image()
-    a, b = add_node(cluster, 2), add_node(cluster, 2)
-    b_node = cluster.list_all_nodes()[-1]
+    a = add_node(cluster, 2)
+    b_node = cluster.add_node(resources={"srl_env": 2}, **SMALL)  # the Cluster keeps its workers in a set
+    b = b_node.node_id
     pool = open_pool(ray_config(cluster, pool_size=4))
     started: list[str] = []
     began = threading.Condition()
