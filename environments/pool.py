@@ -34,17 +34,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING
 
 from environments import docker_engine
 from environments.config import DockerHost, EnvConfig
 from environments.container import DockerEnvironment
 from environments.images import copy_image, image_exists
-from environments.protocol import ImageUnavailable, Prepare  # the seam's types, also this module's names
+from environments.protocol import (  # the seam's types, also this module's names
+    ImageUnavailable,
+    PoolBase,
+    Prepare,
+)
 
 if TYPE_CHECKING:
     import docker
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from environments.ray_pool import RayEnvironmentPool
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 PING_TIMEOUT = 5.0
 MAX_RETRY = 600.0
 
@@ -99,7 +98,7 @@ class Engine:
         return True
 
 
-class EnvironmentPool:
+class EnvironmentPool(PoolBase[DockerEnvironment]):
     """Up to `size` environments (default: the engines' capacities together, or `cfg.pool_size` on the
     default engine). Close it (or use `with`) to remove them.
 
@@ -130,17 +129,6 @@ class EnvironmentPool:
         self._engine_of: dict[DockerEnvironment, Engine] = {}
         self._image_locks: dict[tuple[str, str], threading.Lock] = {}
         self._closed = False
-
-    @contextmanager
-    def acquire(
-        self, image: str | None = None, *, prepare: Prepare | None = None
-    ) -> Iterator[DockerEnvironment]:
-        """`with pool.acquire(image) as env:` one episode in an environment, released (reset) after."""
-        env = self.get(image, prepare=prepare)
-        try:
-            yield env
-        finally:
-            self.release(env)
 
     def get(self, image: str | None = None, *, prepare: Prepare | None = None) -> DockerEnvironment:
         """An environment of `image` (default `cfg.base_image`), waiting for a slot; `release` it after.
@@ -196,17 +184,6 @@ class EnvironmentPool:
         if close_now:
             self._close_or_abandon(env, engine)
 
-    def run_parallel(self, fn: Callable[[DockerEnvironment, T], R], jobs: Iterable[tuple[str, T]]) -> list[R]:
-        """`fn(env, item)` for every `(image, item)` job, `size` at a time; results in job order."""
-
-        def one(job: tuple[str, T]) -> R:
-            image, item = job
-            with self.acquire(image) as env:
-                return fn(env, item)
-
-        with ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="env") as executor:
-            return list(executor.map(one, list(jobs)))
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -219,12 +196,6 @@ class EnvironmentPool:
             self._cond.notify_all()
         for env, engine in idle:
             self._close_or_abandon(env, engine)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def started(self) -> int:

@@ -31,10 +31,11 @@ where its repository's files can be read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 from environments.shell import CommandResult
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 R = TypeVar("R")
+E = TypeVar("E")
 
 
 @runtime_checkable
@@ -220,3 +222,45 @@ class TaskInstance(Protocol):
         """A local folder holding the repository's files at the base commit; None: they are only in
         the image (read them from `/testbed` in an environment of it)."""
         ...
+
+
+class PoolBase(Generic[E]):
+    """What a `Pool` is on top of its own `get`, `release` and `close`, written once for both pools
+    (`pool.EnvironmentPool`, `ray_pool.RayEnvironmentPool`): `acquire`, `run_parallel` and `with`."""
+
+    size: int
+
+    def get(self, image: str | None = None, *, prepare: Prepare | None = None) -> E:
+        raise NotImplementedError
+
+    def release(self, env: E) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def acquire(self, image: str | None = None, *, prepare: Prepare | None = None) -> Iterator[E]:
+        """`with pool.acquire(image) as env:` one episode in an environment, released (reset) after."""
+        env = self.get(image, prepare=prepare)
+        try:
+            yield env
+        finally:
+            self.release(env)
+
+    def run_parallel(self, fn: Callable[[E, T], R], jobs: Iterable[tuple[str, T]]) -> list[R]:
+        """`fn(env, item)` for every `(image, item)` job, `size` at a time; results in job order."""
+
+        def one(job: tuple[str, T]) -> R:
+            image, item = job
+            with self.acquire(image) as env:
+                return fn(env, item)
+
+        with ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="env") as executor:
+            return list(executor.map(one, list(jobs)))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

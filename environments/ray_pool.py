@@ -45,26 +45,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from environments import docker_engine
 from environments.config import EnvConfig, RayCluster
 from environments.container import DockerEnvironment
 from environments.images import image_exists
 from environments.labels import RAY_NODE_LABEL
-from environments.protocol import ImageUnavailable, Prepare
+from environments.protocol import ImageUnavailable, PoolBase, Prepare
 from environments.shell import CommandResult
 
 if TYPE_CHECKING:
     import docker
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-R = TypeVar("R")
 NAMESPACE = "srl-agent"
 REFRESH = 1.0  # seconds the cluster's live nodes and units are reused before asking again
 CLOSE_TIMEOUT = 60.0  # seconds the slots are given to remove their containers when the pool closes
@@ -237,7 +233,7 @@ class RayEnvironment:
             pass  # its container went with the node, or is reaped when a slot starts there again
 
 
-class RayEnvironmentPool:
+class RayEnvironmentPool(PoolBase[RayEnvironment]):
     """Up to `size` (default `cfg.pool_size`) environments on the nodes of the Ray cluster at
     `cfg.ray.address`; see the module docstring. Close it (or use `with`) to remove them.
 
@@ -263,17 +259,6 @@ class RayEnvironmentPool:
             self._refresh()
         if not self._nodes:
             raise docker_engine.EngineUnavailable(self._no_node())
-
-    @contextmanager
-    def acquire(
-        self, image: str | None = None, *, prepare: Prepare | None = None
-    ) -> Iterator[RayEnvironment]:
-        """`with pool.acquire(image) as env:` one episode in an environment, released (reset) after."""
-        env = self.get(image, prepare=prepare)
-        try:
-            yield env
-        finally:
-            self.release(env)
 
     def get(self, image: str | None = None, *, prepare: Prepare | None = None) -> RayEnvironment:
         """An environment of `image` (default `cfg.base_image`) on some node, waiting for a slot;
@@ -322,17 +307,6 @@ class RayEnvironmentPool:
                 return
         self._drop(slot)
 
-    def run_parallel(self, fn: Callable[[RayEnvironment, T], R], jobs: Iterable[tuple[str, T]]) -> list[R]:
-        """`fn(env, item)` for every `(image, item)` job, `size` at a time; results in job order."""
-
-        def one(job: tuple[str, T]) -> R:
-            image, item = job
-            with self.acquire(image) as env:
-                return fn(env, item)
-
-        with ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="env") as executor:
-            return list(executor.map(one, list(jobs)))
-
     def close(self) -> None:
         """Remove the idle environments and end their slots; busy ones go when released."""
         with self._cond:
@@ -340,12 +314,6 @@ class RayEnvironmentPool:
             idle, self._idle = self._idle, []
             self._cond.notify_all()
         self._end(idle)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def started(self) -> int:

@@ -36,11 +36,7 @@ from environments.pool import EnvironmentPool, open_pool
 from environments.protocol import Environment, Pool
 from environments.ray_pool import RayEnvironmentPool
 from srl_agent.agent import run_episode
-from srl_agent.protocols import Turn
-from srl_agent.rewards import THINK_CLOSE, THINK_OPEN
-from trajectories.actions import render_action
 from trajectories.config import ConfigError, resolve_config
-from trajectories.record import ToolCall
 
 if TYPE_CHECKING:
     from ray.cluster_utils import Cluster
@@ -94,17 +90,7 @@ def node_label(env: Environment) -> str:
     return container.labels[RAY_NODE_LABEL]
 
 
-class Sleeper:
-    """A policy that runs `sleep` `turns` times, then submits."""
-
-    def __init__(self, turns: int, seconds: float) -> None:
-        self.turns, self.seconds = turns, seconds
-
-    def act(self, example) -> Turn:
-        call = ToolCall("bash", {"command": f"sleep {self.seconds}"})
-        if example.step_index >= self.turns:
-            call = ToolCall("submit")
-        return Turn(f"{THINK_OPEN}\nwaiting\n{THINK_CLOSE}\n{render_action(call)}")
+Sleeper = test_docker_hosts.Sleeper  # the stand-in policy the docker_hosts tests run
 
 
 @pytest.mark.ray
