@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import re
 
 import pytest
 
@@ -63,7 +64,9 @@ def test_the_entry_names_code_packages_and_machine_and_calls_accumulate(tmp_path
     assert entry["instances"]["ids_sha256"] == manifest.instance_facts("x", ["a", "b"])["ids_sha256"]
     assert entry["packages"]["torch"] and "not-a-package" not in entry["packages"]
     assert manifest.package_versions(["surely-not-installed-pkg"]) == {"surely-not-installed-pkg": None}
-    assert len(entry["code"]["commit"] or "x" * 40) == 40 and entry["platform"]["cpus"]
+    assert re.fullmatch(r"[0-9a-f]{40}", entry["code"]["commit"]) and entry["code"]["dirty"] in (True, False)
+    assert entry["platform"]["cpus"]
+    assert manifest.code_revision(tmp_path) == {"commit": None, "dirty": None}  # not a git checkout
     manifest.write_manifest(tmp_path, entry)
     manifest.write_manifest(tmp_path, {**entry, "run": {"seed": 4}})
     calls = json.loads((tmp_path / "manifest.json").read_text())["calls"]
