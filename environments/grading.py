@@ -16,8 +16,11 @@
   tests/environments/test_grading.py).
 
 Both return a `GradeResult`. Outcomes that are not "the tests ran" are results, not exceptions: an
-empty patch (`empty_patch`), a patch that does not apply (`patch_failed`, with git's message), or a
-harness/test-run failure (`error`, with the reason and the log path). None of them counts as resolved.
+empty patch (`empty_patch`), a patch that does not apply (`patch_failed`, with git's message), tests
+that ran past the grader's time limit (`timeout`: the patch applied and its tests hung, the patch's
+outcome, as the harness's "Test timed out" is an unresolved instance on SWE-bench's leaderboards), or
+a harness/test-run failure (`error`, with the reason and the log path: no verdict on the patch). None
+of them counts as resolved.
 
 Harness logs go to `<work_dir>/logs/run_evaluation/<run_id>/...` (swebench writes them relative to
 the working directory, so the call runs inside `work_dir`; the process's cwd is restored afterwards,
@@ -42,9 +45,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from environments.protocol import Environment
 
-Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "error"]
+Status = Literal["resolved", "unresolved", "empty_patch", "patch_failed", "timeout", "error"]
 
 APPLY_FAILED_MARKER = ">>>>> Patch Apply Failed"
+TIMED_OUT_MARKER = "Test timed out after"  # the harness's EvaluationError when the tests hang
 PASSING = frozenset({"PASSED", "XFAIL"})
 PYTEST_STATUSES = ("PASSED", "FAILED", "SKIPPED", "ERROR", "XFAIL")
 SWEBENCH_STATUS_ORDER = ("FAILED", "PASSED", "SKIPPED", "ERROR", "XFAIL")  # swebench's TestStatus order
@@ -120,7 +124,7 @@ class GradeResult:
 
     @property
     def patch_applied(self) -> bool:
-        return self.status in ("resolved", "unresolved")
+        return self.status in ("resolved", "unresolved", "timeout")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "resolved": self.resolved, "patch_applied": self.patch_applied}
@@ -215,10 +219,12 @@ def run_tests_in_env(
     # In its own bash: a profile's command may be several (`source ...; conda activate ...; pytest`), and
     # `timeout` kills the whole process group.
     code, out = env.exec(f"{limit} bash -c {shlex.quote(f'{task.test_command} {tests}')} 2>&1")
+    if code == 137:  # killed by `timeout`: the tests hung with the patch applied
+        detail = f"the tests ran past {int(timeout)} s: {out.strip()[-2000:]}"
+        return GradeResult(iid, "timeout", detail=detail, grader="fast")
     statuses = task.parse_log(out)
     if not statuses:
-        why = "the tests ran past the timeout" if code == 137 else "no test results"
-        return GradeResult(iid, "error", detail=f"{why} (exit {code}): {out.strip()[-2000:]}", grader="fast")
+        return GradeResult(iid, "error", detail=f"no test results (exit {code}): {out.strip()[-2000:]}", grader="fast")
     if code != 0 and not any(s in ("FAILED", "ERROR") for s in statuses.values()):
         # As the harness does: a failing run whose log shows no failure is not describing that run
         # (e.g. a patched conftest printing fake PASSED lines).
@@ -349,6 +355,8 @@ def _harness_error(instance_id: str, log_dir: Path) -> GradeResult:
             "patch_failed",
             detail=f"the patch does not apply: {git_says[:2000]}; logs in {log_dir}",
         )
+    if TIMED_OUT_MARKER in text:
+        return GradeResult(instance_id, "timeout", detail=f"the tests ran past the timeout; logs in {log_dir}")
     errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
     why = errors[-1].strip() if errors else "the harness wrote no report"
     return GradeResult(instance_id, "error", detail=f"{why[:2000]}; logs in {log_dir or '(none)'}")

@@ -60,8 +60,8 @@ log = logging.getLogger(__name__)
 
 
 def outcome_score(grade: GradeResult) -> Scored:
-    """The outcome reward of a graded patch: 1 resolved; 0 unresolved, not applying or empty (the
-    policy's doing); masked when the grader could not run the tests (`error`: no verdict)."""
+    """The outcome reward of a graded patch: 1 resolved; 0 unresolved, not applying, empty or hanging the
+    tests (`timeout`: the policy's doing); masked when the grader could not run the tests (`error`: no verdict)."""
     from environments.episodes import grading_failure
 
     if (why := grading_failure(grade)) is not None:
@@ -79,7 +79,7 @@ class EpisodeRollout:
     exit_status: str | None = None
     """The episode's exit status; None when no episode ran (no image, no environment)."""
     grade: str | None = None
-    """The grader's status (`resolved`, `unresolved`, `patch_failed`, `empty_patch`, `error`)."""
+    """The grader's status (`resolved`, `unresolved`, `patch_failed`, `empty_patch`, `timeout`, `error`)."""
     steps: int = 0
     """Tool calls that ran (format errors excluded)."""
     format_errors: int = 0

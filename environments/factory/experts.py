@@ -5,13 +5,16 @@ modification, where it starts in the file) and the file's text at the clean comm
 steps an expert takes, each a short thought and one tool call (`bash`, `str_replace_editor`,
 `submit`):
 
-1. reproduce: run the failing tests (`cd /testbed && python -m pytest -q <up to 3 FAIL_TO_PASS ids>`,
-   or the caller's command where those ids do not exist yet, e.g. tests a test patch adds at grading);
-2. locate: grep the repository for the entity's `def`/`class`;
-3. read: grep the file it is in for that `def`/`class` with the `READ_LINES` lines from it on
-   (`grep -n -A`), a command an agent can write from what it has seen: the path and the name, no line
-   arithmetic, no end it cannot know. Where the fix lies further down, an editor `view` of the lines
-   around it follows;
+1. locate: grep the repository for the entity's `def`/`class`;
+2. read: grep the file it is in for that `def`/`class` with the `READ_LINES` lines from it on
+   (`grep -A`, no line numbers, so an edit can copy the lines as they are), a command an agent can
+   write from what it has seen: the path and the name, no line arithmetic, no end it cannot know.
+   Where the fix lies further down, the next `READ_LINES` lines of the same grep follow
+   (`| sed -n '51,100p'`), chunk after chunk, as a reader who has not found it yet reads on;
+3. reproduce: run the failing tests (`cd /testbed && python -m pytest -q <up to 3 FAIL_TO_PASS ids>`,
+   or the caller's command where those ids do not exist yet, e.g. tests a test patch adds at grading),
+   last before the edit, so that with the paper's window of two steps the edit sees both the code and
+   what the tests expect of it;
 4. edit: `str_replace` of the buggy text by the original, the inverse of the injected bug
    (`inverse_edit`): the smallest span of lines that differs, widened by neighbouring lines until it
    occurs exactly once in the buggy file;
@@ -29,6 +32,7 @@ there is an `ExpertError`, never a trajectory with an edit that fails.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,11 +43,9 @@ from environments.recorder import SUBMIT, Steps, bash, editor
 REPRODUCE_LIMIT = 3
 """Failing tests named in the reproduce command (the rest run with their test files at verify)."""
 READ_LINES = 50
-"""Lines the read step shows from the `def`/`class` on. On the benchmark's 194 generated tasks (5
-local bug kinds, 4 packages) 82% of the fixes lie in the first 50 lines of their entity (40: 74%, 60:
-87%), and 50 numbered lines print about 1,900 characters (p90 2,200), under the prompt's 3,000."""
-VIEW_CONTEXT = 15
-"""A fix past the read step's lines is viewed with this many lines on each side."""
+"""Lines each read step shows. On the benchmark's 194 generated tasks (5 local bug kinds, 4 packages)
+82% of the fixes lie in the first 50 lines of their entity (40: 74%, 60: 87%), and 50 numbered lines
+print about 1,900 characters (p90 2,200), under the prompt's 3,000."""
 QUOTE_MAX = 100
 """Code quoted in a thought is cut to this many characters."""
 
@@ -238,19 +240,19 @@ def expert_steps(
     named = _names(fail_to_pass)
     pattern = f"'(def|class) {leaf}\\b'"
     locate = f"grep -rn --include='*.py' -E {pattern} /testbed | head -n 20"
-    read = f"grep -n -A {READ_LINES - 1} -E {pattern} {shlex.quote(path)}"
-    entity_end = bug.start_line + len(lines_of(bug.modified)) - 1
+    reads = read_commands(
+        lines_of(buggy_source(bug, source)), leaf, path, range(fix.first_line - 1, fix.last_line)
+    )
     steps: Steps = [
-        (f"{named} {fail}. Let me run {them} first to see how.",
-         bash(reproduce)),
-        (f"The failures come from `{bug.entity}`. Let me find where `{leaf}` is defined.", bash(locate)),
-        (f"`{leaf}` is in `{bug.file}`, line {bug.start_line}. Let me read it.", bash(read)),
+        (f"{named} {fail}. The failures come from `{bug.entity}`. Let me find where `{leaf}` is defined.",
+         bash(locate)),
+        (f"`{leaf}` is in `{bug.file}`, line {bug.start_line}. Let me read it.", bash(reads[0])),
     ]  # fmt: skip
-    if fix.last_line >= bug.start_line + READ_LINES:
-        first = max(bug.start_line, fix.first_line - VIEW_CONTEXT)
-        last = min(entity_end, fix.last_line + VIEW_CONTEXT)
-        further = f"`{leaf}` goes on past line {bug.start_line + READ_LINES - 1}. Let me read its lines {first}-{last}."
-        steps.append((further, editor("view", path, view_range=[first, last])))
+    further = f"I have not found the bug in these lines. Let me read the next {READ_LINES}."
+    steps += [(further, bash(command)) for command in reads[1:]]
+    steps.append(
+        (f"Now let me run {them} to see what {'they expect' if many else 'it expects'}.", bash(reproduce))
+    )
     steps += [
         (_edit_thought(bug, fix), editor("str_replace", path, old_str=fix.old_str, new_str=fix.new_str)),
         (f"Rerun {named} with the fix to `{bug.entity}`.", bash(reproduce)),
@@ -262,6 +264,35 @@ def expert_steps(
         )
     steps.append((f"The tests pass with `{bug.entity}` fixed. Submit.", SUBMIT))
     return steps
+
+
+def read_commands(lines: Sequence[str], leaf: str, path: str, fix: Sequence[int], most: int = 8) -> list[str]:
+    """The read steps in a file of `lines` (the buggy file), until the last one shows every `fix` line
+    (0-based): `grep -A 49` from the `def`/`class` of `leaf`, then the next chunk of the same grep
+    (`grep -A 99 ... | sed -n '51,100p'`) and so on, at most `most` reads."""
+    pattern, regex = f"'(def|class) {leaf}\\b'", rf"(def|class) {re.escape(leaf)}\b"
+    commands = []
+    for chunk in range(most):
+        first, last = chunk * READ_LINES + 1, (chunk + 1) * READ_LINES
+        grep = f"grep -A {last - 1} -E {pattern} {shlex.quote(path)}"
+        commands.append(f"{grep} | sed -n '{first},{last}p'" if chunk else grep)
+        shown = grep_output(lines, regex, last - 1)
+        if all(line in (shown[first - 1 : last] if chunk else shown) for line in fix):
+            break
+    return commands
+
+
+def grep_output(lines: Sequence[str], pattern: str, after: int) -> list[int | None]:
+    """The lines `grep -A after -E pattern` prints of a file of `lines`, as 0-based line indices, None
+    for the `--` that grep prints between groups that do not touch (the reads' arithmetic)."""
+    matcher, shown, until = re.compile(pattern), [], -1
+    for i, line in enumerate(lines):
+        if matcher.search(line):
+            if shown and i > until + 1:
+                shown.append(None)
+            shown.extend(range(max(i, until + 1), i + after + 1 if i + after < len(lines) else len(lines)))
+            until = max(until, min(i + after, len(lines) - 1))
+    return shown
 
 
 def _names(fail_to_pass: Sequence[str], limit: int = REPRODUCE_LIMIT) -> str:
@@ -276,19 +307,14 @@ def _edit_thought(bug: InjectedBug, fix: InverseEdit) -> str:
     """What is wrong and what the edit changes, in words: quotes the line for a one-line change."""
     defect = DEFECTS.get(bug.modifier, "the code does not do what the tests expect")
     where = f"In `{bug.entity}` {defect}"
-    buggy, fixed, line = len(fix.buggy), len(fix.fixed), fix.changed_line
+    buggy, fixed = len(fix.buggy), len(fix.fixed)
     if buggy == 1 and fixed == 1:
-        return f"{where}: line {line} `{_quote(fix.buggy)}` should read `{_quote(fix.fixed)}`."
+        return f"{where}: `{_quote(fix.buggy)}` should read `{_quote(fix.fixed)}`."
     if not buggy:
-        return (
-            f"{where}: {_count(fixed)} starting `{_quote(fix.fixed)}` must go back in after line {line - 1}."
-        )
+        return f"{where}: {_count(fixed)} starting `{_quote(fix.fixed)}` must go back in."
     if not fixed:
-        return f"{where}: the {_count(buggy)} at line {line}, starting `{_quote(fix.buggy)}`, must go."
-    return (
-        f"{where}: lines {line}-{line + buggy - 1} (starting `{_quote(fix.buggy)}`) must become "
-        f"{_count(fixed)} starting `{_quote(fix.fixed)}`."
-    )
+        return f"{where}: the {_count(buggy)} starting `{_quote(fix.buggy)}` must go."
+    return f"{where}: the {_count(buggy)} starting `{_quote(fix.buggy)}` must become {_count(fixed)} starting `{_quote(fix.fixed)}`."
 
 
 def _count(n: int) -> str:

@@ -78,11 +78,13 @@ STATUSES: tuple[Status, ...] = (
 )
 # where each scaffold keeps its per-instance records in the output folder
 RECORDS = {"agent": "trajectories", "oracle": "oracle", "agentless": "agentless", "mini-swe-agent": "mini"}
-# GradeResult.status -> the report's status ("error": the grader could not run the tests)
+# GradeResult.status -> the report's status ("error": the grader could not run the tests; "timeout": the
+# patch's tests hung, unresolved as on SWE-bench's leaderboards)
 _GRADE_STATUS: dict[str, Status] = {
     "resolved": "resolved",
     "unresolved": "unresolved",
     "patch_failed": "unresolved",
+    "timeout": "unresolved",
     "empty_patch": "empty_patch",
     "error": "infrastructure_error",
 }

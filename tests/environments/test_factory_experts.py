@@ -17,6 +17,7 @@ from environments.factory.experts import (
     buggy_source,
     expert_steps,
     failing_tests_command,
+    grep_output,
     inverse_edit,
     lines_of,
     pytest_command,
@@ -154,13 +155,18 @@ def test_lines_break_at_newlines_only():
     assert lines_of("a\n") == ["a\n"] and lines_of("") == []
 
 
-def test_expert_steps_reproduce_locate_view_edit_verify_submit():
+def test_expert_steps_locate_read_reproduce_edit_verify_submit():
     bug = entity_bug("area", "w * h", "w + h")
     f2p = [*F2P, "tests/test_other.py::test_x", "tests/test_other.py::test_y"]
     steps = expert_steps(bug, SOURCE, f2p)
     assert [call.name for _, call in steps] == ["bash", "bash", "bash", "str_replace_editor",
                                                 "bash", "bash", "submit"]  # fmt: skip
-    reproduce = steps[0][1].arguments["command"]
+    assert "(def|class) area\\b" in steps[0][1].arguments["command"]
+    # the read step: the entity from its def on, written from the path and the name, and printed
+    # without line numbers, so the edit can copy its lines as they are
+    assert steps[1][1].arguments["command"] == "grep -A 49 -E '(def|class) area\\b' /testbed/shapes.py"
+    # the tests run last before the edit: with a window of two steps the edit sees the code and them
+    reproduce = steps[2][1].arguments["command"]
     assert (
         reproduce
         == failing_tests_command(f2p)
@@ -169,9 +175,6 @@ def test_expert_steps_reproduce_locate_view_edit_verify_submit():
             "'tests/test_shapes.py::TestPerimeter::test_square[2]' tests/test_other.py::test_x"
         )
     )
-    assert "(def|class) area\\b" in steps[1][1].arguments["command"]
-    # the read step: the entity from its def on, written from the path and the name (no line numbers)
-    assert steps[2][1].arguments["command"] == "grep -n -A 49 -E '(def|class) area\\b' /testbed/shapes.py"
     edit = steps[3][1].arguments
     assert (edit["command"], edit["old_str"], edit["new_str"]) == (
         "str_replace",
@@ -182,8 +185,9 @@ def test_expert_steps_reproduce_locate_view_edit_verify_submit():
     assert steps[5][1].arguments["command"] == pytest_command(["tests/test_shapes.py", "tests/test_other.py"])
     thoughts = [thought for thought, _ in steps]
     assert "`tests/test_shapes.py::test_area`" in thoughts[0] and "and 1 more test fail" in thoughts[0]
-    assert "`area`" in thoughts[1] and "`shapes.py`, line 4" in thoughts[2]
-    assert thoughts[3] == "In `area` an operator is wrong: line 7 `return w + h` should read `return w * h`."
+    assert "`area`" in thoughts[0] and "`shapes.py`, line 4" in thoughts[1]
+    # the thought quotes what the read shows (no line number the read does not print)
+    assert thoughts[3] == "In `area` an operator is wrong: `return w + h` should read `return w * h`."
     assert all(thoughts) and len(set(thoughts)) == len(thoughts)
 
 
@@ -198,27 +202,37 @@ def test_the_callers_test_command_replaces_the_failing_ids():
     assert "does not do what the tests expect" in steps[3][0]  # an unknown modifier still gets a thought
 
 
-def test_a_fix_past_the_read_lines_is_viewed_around_it():
+def test_a_fix_past_the_read_lines_is_read_on_chunk_by_chunk():
     body = "".join(f"    x{i} = {i}\n" for i in range(200))
     source = f"def big():\n{body}    return x150\n"
-    original = source
     late = Bug(
-        "big.py", "big", original, original.replace("x150 = 150", "x150 = 151"), 1, "func_pm_op_change_const"
+        "big.py", "big", source, source.replace("x150 = 150", "x150 = 151"), 1, "func_pm_op_change_const"
     )
-    steps = expert_steps(late, source, ["t.py::test_big"])
-    assert steps[2][1].arguments["command"].startswith("grep -n -A 49 ")
-    assert steps[3][1].arguments == {
-        "command": "view",
-        "path": "/testbed/big.py",
-        "view_range": [152 - 15, 152 + 15],
-    }
-    assert steps[4][1].arguments["command"] == "str_replace"
-    # line 50 is the last the read step shows: a fix there needs no view; line 51 does
-    for line, views in [(50, False), (51, True)]:
+    commands = [call.arguments.get("command") for _, call in expert_steps(late, source, ["t.py::test_big"])]
+    grep = "grep -A {} -E '(def|class) big\\b' /testbed/big.py"
+    # line 152 of the file is the 152nd the grep prints: the fourth chunk of 50
+    assert commands[1:5] == [
+        grep.format(49),
+        grep.format(99) + " | sed -n '51,100p'",
+        grep.format(149) + " | sed -n '101,150p'",
+        grep.format(199) + " | sed -n '151,200p'",
+    ]
+    assert commands[5].startswith("cd /testbed && python -m pytest") and commands[6] == "str_replace"
+    # line 50 is the last the first read shows: a fix there needs no second read; line 51 does
+    for line, reads in [(50, 1), (51, 2)]:
         at = f"x{line - 2} = {line - 2}"
-        bug = replace(late, modified=original.replace(at, at + "0"))
-        names = [call.arguments.get("command") for _, call in expert_steps(bug, source, ["t.py::test_big"])]
-        assert ("view" in names) is views, line
+        bug = replace(late, modified=source.replace(at, at + "0"))
+        commands = [
+            call.arguments.get("command") for _, call in expert_steps(bug, source, ["t.py::test_big"])
+        ]
+        assert sum("grep -A" in (c or "") for c in commands) == reads, line
+
+
+def test_the_reads_count_grep_s_lines_when_the_name_is_defined_twice():
+    lines = lines_of("def f():\n    a = 1\n    b = 2\n\n\nclass C:\n    def f(self):\n        return 3\n")
+    # two groups that do not touch are printed with `--` between them, as grep does
+    assert grep_output(lines, r"(def|class) f\b", 1) == [0, 1, None, 6, 7]
+    assert grep_output(lines, r"(def|class) f\b", 5) == [0, 1, 2, 3, 4, 5, 6, 7]
 
 
 # -- problem statements --------------------------------------------------------------------------------
@@ -390,7 +404,8 @@ def test_an_expert_built_from_a_bug_replays_to_resolved(tmp_path: Path):
     )  # the inverse of the bug is the gold fix, byte for byte
     observations = [step["observation"] for step in document["trajectory"]]
     assert "FAILED" not in observations[-2] and "passed" in observations[-2]  # verify ran after the fix
-    assert "paginate/pages.py:30:    def num_pages" in observations[1]  # locate found the entity
+    assert "paginate/pages.py:30:    def num_pages" in observations[0]  # locate found the entity
+    assert "    def num_pages(self)" in observations[1] and "30:" not in observations[1]  # read, unnumbered
     path = tmp_path / "expert.traj"
     path.write_text(json.dumps(document, indent=2) + "\n")
 

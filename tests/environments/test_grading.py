@@ -203,9 +203,10 @@ def test_fast_runner_reports_a_stale_patch_with_gits_message(tasks):
 
 
 @pytest.mark.docker
-def test_fake_pass_lines_and_hanging_tests_are_errors_for_both(tasks, tmp_path: Path):
+def test_fake_pass_lines_are_errors_and_hanging_tests_timeouts_for_both(tasks, tmp_path: Path):
     """A conftest printing PASSED for the failing tests after pytest's summary, and a fix that hangs:
-    neither may count as resolved, and both graders call them errors."""
+    neither may count as resolved; both graders call the first an error (no verdict) and the second a
+    timeout (the patch's outcome)."""
     from environments.container import DockerEnvironment
 
     paginate, intervals = get_task("srl-agent__paginate-1"), get_task("srl-agent__intervals-1")
@@ -218,10 +219,11 @@ def test_fake_pass_lines_and_hanging_tests_are_errors_for_both(tasks, tmp_path: 
     }  # fmt: skip
     official = grade_with_harness([paginate.instance(), intervals.instance()], preds, grading.harness_run_id("faults"),
                                   work_dir=tmp_path / "harness", timeout=10, max_workers=2)  # fmt: skip
-    for task in (paginate, intervals):
+    for task, status in ((paginate, "error"), (intervals, "timeout")):
         with DockerEnvironment(task.image) as env:
             fast = grading.run_tests_in_env(env, task, preds[task.instance_id], timeout=10)
-        assert (fast.status, official[task.instance_id].status) == ("error", "error"), (fast, official)
+        assert (fast.status, official[task.instance_id].status) == (status, status), (fast, official)
+        assert fast.patch_applied == official[task.instance_id].patch_applied == (status == "timeout")
     with DockerEnvironment(paginate.image) as env:
         fast = grading.run_tests_in_env(env, paginate, preds[paginate.instance_id])
         assert "reported no failure" in fast.detail

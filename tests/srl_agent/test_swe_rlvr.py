@@ -63,11 +63,25 @@ SUBMIT = "<think>\nDone.\n</think>\n<function=submit>\n</function>"
 
 def test_the_outcome_reward_is_the_tests_verdict_and_a_grader_failure_is_masked():
     assert outcome_score(GradeResult("t", "resolved")).reward == 1.0
-    for status in ("unresolved", "patch_failed", "empty_patch"):  # the policy's doing
+    for status in ("unresolved", "patch_failed", "empty_patch", "timeout"):  # the policy's doing
         scored = outcome_score(GradeResult("t", status))
         assert (scored.reward, scored.masked) == (0.0, None)
-    failed = outcome_score(GradeResult("t", "error", detail="the tests ran past the timeout"))
-    assert failed.masked is not None and "timeout" in failed.masked
+    failed = outcome_score(GradeResult("t", "error", detail="no test results (exit 4)"))
+    assert failed.masked is not None and "no test results" in failed.masked
+
+
+def test_every_grade_has_an_evaluation_status_and_hung_tests_count_against_the_patch():
+    """Evaluation and RLVR read a grade alike: a timeout is unresolved (in the resolve rate's
+    denominator, as on SWE-bench's leaderboards) and rewarded 0; only `error` is no verdict."""
+    from typing import get_args
+
+    from environments.grading import Status
+    from srl_agent.eval.swe import _GRADE_STATUS
+
+    assert set(_GRADE_STATUS) == set(get_args(Status))
+    assert _GRADE_STATUS["timeout"] == "unresolved" and _GRADE_STATUS["error"] == "infrastructure_error"
+    for status in get_args(Status):
+        assert (outcome_score(GradeResult("t", status)).masked is None) == (status != "error")
 
 
 def _rollout(iid: str, reward: float, masked: str | None = None) -> EpisodeRollout:
