@@ -365,13 +365,14 @@ def first_call(step: dict[str, Any]) -> str:
 def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
     """What an evaluation's episodes did, read from their saved trajectories: the share that changed
     the repository at all and that changed a file the bug is in, the share of calls that were
-    refused edits (`str_replace` whose old text is not in the file), and the most common first calls."""
+    refused edits (`str_replace` whose old text is not in the file), the `str_replace` calls per episode
+    and the share of them that change nothing (`new_str == old_str`), and the most common first calls."""
     episodes = [json.loads(p.read_text(encoding="utf-8").splitlines()[0])
                 for p in sorted((folder / "trajectories").glob("*.jsonl"))]  # fmt: skip
     if not episodes:
         return {}
     firsts: dict[str, int] = {}
-    calls = refused = 0
+    calls = refused = replaces = unchanged = 0
     for e in episodes:
         if e["steps"]:
             key = first_call(e["steps"][0])
@@ -379,6 +380,10 @@ def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
         for step in e["steps"]:
             calls += 1
             refused += "did not appear verbatim" in str(step.get("observation", ""))
+            arguments = (step.get("action") or {}).get("arguments") or {}
+            if arguments.get("command") == "str_replace":
+                replaces += 1
+                unchanged += arguments.get("old_str") == arguments.get("new_str")
     n = len(episodes)
     touched = [patched_files(e.get("final_patch") or "") for e in episodes]
     return {
@@ -387,6 +392,8 @@ def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
         "edited_bug_file": sum(bool(f & gold.get(e["instance_id"], set())) for f, e in zip(touched, episodes))
         / n,
         "refused_edit_rate": refused / calls if calls else None,
+        "replaces_per_episode": replaces / n,
+        "unchanged_replace_share": unchanged / replaces if replaces else None,
         "first_calls": dict(sorted(firsts.items(), key=lambda kv: -kv[1])[:4]),
     }
 
@@ -491,16 +498,18 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         "What the episodes did (from their trajectories): the share that changed the repository, that changed",
         "a file the bug is in, the share of calls that were edits refused (old text not in the file), the",
-        "commonest first calls.",
+        "`str_replace` calls per episode and the share of them that change nothing (new text = old text),",
+        "the commonest first calls.",
         "",
-        "| arm | set | edited | edited the bug's file | refused edits | first calls |",
-        "|---|---|---|---|---|---|",
+        "| arm | set | edited | edited the bug's file | refused edits | str_replace/episode | unchanged | first calls |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         if b_ := r.get("behaviour"):
             firsts = ", ".join(f"{k} {n}" for k, n in b_["first_calls"].items())
             lines.append(f"| {r['arm']} | {r['set']} | {b_['edited']:.2f} | {b_['edited_bug_file']:.2f} "
-                         f"| {fmt(b_['refused_edit_rate'])} | {firsts} |")  # fmt: skip
+                         f"| {fmt(b_['refused_edit_rate'])} | {b_.get('replaces_per_episode', 0):.1f} "
+                         f"| {fmt(b_.get('unchanged_replace_share'))} | {firsts} |")  # fmt: skip
     lines += ["", "| arm | train s | eval s | tokens generated | tokens trained |", "|---|---|---|---|---|"]
     for arm, t in summary["arms"].items():
         lines.append(f"| {arm} | {t['train_seconds']:.0f} | {t['eval_seconds']:.0f} | {t['generated_tokens']} "
