@@ -224,7 +224,9 @@ def run_tests_in_env(
         return GradeResult(iid, "timeout", detail=detail, grader="fast")
     statuses = task.parse_log(out)
     if not statuses:
-        return GradeResult(iid, "error", detail=f"no test results (exit {code}): {out.strip()[-2000:]}", grader="fast")
+        return GradeResult(
+            iid, "error", detail=f"no test results (exit {code}): {out.strip()[-2000:]}", grader="fast"
+        )
     if code != 0 and not any(s in ("FAILED", "ERROR") for s in statuses.values()):
         # As the harness does: a failing run whose log shows no failure is not describing that run
         # (e.g. a patched conftest printing fake PASSED lines).
@@ -356,7 +358,9 @@ def _harness_error(instance_id: str, log_dir: Path) -> GradeResult:
             detail=f"the patch does not apply: {git_says[:2000]}; logs in {log_dir}",
         )
     if TIMED_OUT_MARKER in text:
-        return GradeResult(instance_id, "timeout", detail=f"the tests ran past the timeout; logs in {log_dir}")
+        return GradeResult(
+            instance_id, "timeout", detail=f"the tests ran past the timeout; logs in {log_dir}"
+        )
     errors = [line for line in text.splitlines() if "Error" in line or "error" in line]
     why = errors[-1].strip() if errors else "the harness wrote no report"
     return GradeResult(instance_id, "error", detail=f"{why[:2000]}; logs in {log_dir or '(none)'}")
