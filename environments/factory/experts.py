@@ -240,9 +240,9 @@ def expert_steps(
     named = _names(fail_to_pass)
     pattern = f"'(def|class) {leaf}\\b'"
     locate = f"grep -rn --include='*.py' -E {pattern} /testbed | head -n 20"
-    reads = read_commands(
-        lines_of(buggy_source(bug, source)), leaf, path, range(fix.first_line - 1, fix.last_line)
-    )
+    # the first line the fix changes (for a pure insertion, the line after which it goes back in)
+    changed = fix.changed_line - 1 if fix.buggy else max(fix.changed_line - 2, 0)
+    reads = read_commands(lines_of(buggy_source(bug, source)), leaf, path, changed)
     steps: Steps = [
         (f"{named} {fail}. The failures come from `{bug.entity}`. Let me find where `{leaf}` is defined.",
          bash(locate)),
@@ -266,10 +266,10 @@ def expert_steps(
     return steps
 
 
-def read_commands(lines: Sequence[str], leaf: str, path: str, fix: Sequence[int], most: int = 8) -> list[str]:
-    """The read steps in a file of `lines` (the buggy file), until the last one shows every `fix` line
-    (0-based): `grep -A 49` from the `def`/`class` of `leaf`, then the next chunk of the same grep
-    (`grep -A 99 ... | sed -n '51,100p'`) and so on, at most `most` reads."""
+def read_commands(lines: Sequence[str], leaf: str, path: str, changed: int, most: int = 8) -> list[str]:
+    """The read steps in a file of `lines` (the buggy file), until the last one shows line `changed`
+    (0-based; the first the fix changes): `grep -A 49` from the `def`/`class` of `leaf`, then the next
+    chunk of the same grep (`grep -A 99 ... | sed -n '51,100p'`) and so on, at most `most` reads."""
     pattern, regex = f"'(def|class) {leaf}\\b'", rf"(def|class) {re.escape(leaf)}\b"
     commands = []
     for chunk in range(most):
@@ -277,7 +277,7 @@ def read_commands(lines: Sequence[str], leaf: str, path: str, fix: Sequence[int]
         grep = f"grep -A {last - 1} -E {pattern} {shlex.quote(path)}"
         commands.append(f"{grep} | sed -n '{first},{last}p'" if chunk else grep)
         shown = grep_output(lines, regex, last - 1)
-        if all(line in (shown[first - 1 : last] if chunk else shown) for line in fix):
+        if changed in (shown[first - 1 : last] if chunk else shown):
             break
     return commands
 

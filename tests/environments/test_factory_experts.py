@@ -226,6 +226,10 @@ def test_a_fix_past_the_read_lines_is_read_on_chunk_by_chunk():
             call.arguments.get("command") for _, call in expert_steps(bug, source, ["t.py::test_big"])
         ]
         assert sum("grep -A" in (c or "") for c in commands) == reads, line
+    # a bug at two places (an edit of 21 lines): the read that shows its first changed line is enough
+    two = replace(late, modified=source.replace("x38 = 38", "x38 = 0").replace("x58 = 58", "x58 = 0"))
+    commands = [call.arguments.get("command") for _, call in expert_steps(two, source, ["t.py::test_big"])]
+    assert sum("grep -A" in (c or "") for c in commands) == 1
 
 
 def test_the_reads_count_grep_s_lines_when_the_name_is_defined_twice():
