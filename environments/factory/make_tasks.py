@@ -51,7 +51,7 @@ from trajectories.ledger import Ledger, check_run_folder
 if TYPE_CHECKING:
     from environments.config import EnvConfig
     from environments.factory.bugs import Candidate
-    from environments.protocol import Environment
+    from environments.protocol import Environment, Pool
 
 log = logging.getLogger(__name__)
 
@@ -168,23 +168,25 @@ def make_tasks(
     except Exception as e:  # noqa: BLE001 - ImageBuildError: the install failed, the repository yields nothing
         return finish(cfg, out, profile, [], {}, timing, started, failure=f"install failed: {e}")
     timing.install = time.perf_counter() - t0
-    from environments.container import DockerEnvironment
+    from environments.pool import open_pool
 
-    envs = [DockerEnvironment(profile.image, env_cfg).start() for _ in range(max(env_cfg.pool_size, 1))]
-    try:
+    workers = max(env_cfg.pool_size, 1)
+    with open_pool(env_cfg, workers) as pool:  # the local engine(s), or a Ray cluster's nodes
+        envs = [pool.get(profile.image) for _ in range(workers)]  # warm, held through the candidates
         try:
-            ref = load_reference(out, envs[0], profile, timing)
-        except validate.ReferenceError as e:
-            return finish(cfg, out, profile, [], {}, timing, started, failure=f"reference: {e}")
+            try:
+                ref = load_reference(out, envs[0], profile, timing)
+            except validate.ReferenceError as e:
+                return finish(cfg, out, profile, [], {}, timing, started, failure=f"reference: {e}")
+            t0 = time.perf_counter()
+            check_candidates(cfg, checkout, profile, ref, ledger, envs, progress)
+            timing.candidates = time.perf_counter() - t0
+        finally:
+            for env in envs:
+                pool.release(env)
         t0 = time.perf_counter()
-        check_candidates(cfg, checkout, profile, ref, ledger, envs, progress)
-        timing.candidates = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        tasks = make_instances(cfg, out, checkout, profile, ledger, envs, env_cfg, writer)
+        tasks = make_instances(cfg, out, checkout, profile, ledger, pool, env_cfg, writer)
         timing.tasks = time.perf_counter() - t0
-    finally:
-        for env in envs:
-            env.close()
     return finish(cfg, out, profile, tasks, ledger.latest(), timing, started)
 
 
@@ -304,19 +306,20 @@ def make_instances(
     checkout: Checkout,
     profile: profiles.RepoProfile,
     ledger: Ledger[CandidateEntry],
-    envs: list[Environment],
+    pool: Pool,
     env_cfg: EnvConfig,
     writer: IssueWriter | None = None,
 ) -> list[GeneratedTask]:
-    """The kept candidates as tasks, `len(envs)` at a time: bug commits, problem statements (in the
-    warm environments), experts (in each task's image), then `instances.jsonl` in instance-id order.
+    """The kept candidates as tasks, `pool.size` at a time: bug commits, problem statements (in
+    environments of the repository's image), experts (in each task's image), then `instances.jsonl`
+    in instance-id order.
     A task whose row and trajectory an earlier run wrote (`DIR/tasks.jsonl`) is not made again."""
     kept = sorted((e for e in ledger.latest().values() if e.status == "kept"), key=lambda e: e.candidate_id)
     if cfg.max_tasks is not None:
         kept = kept[: cfg.max_tasks]
     (out / "trajectories").mkdir(exist_ok=True)
     made: Ledger[TaskEntry] = Ledger(out / "tasks.jsonl", TaskEntry, key="instance_id")
-    git_lock, env_lock, free = threading.Lock(), threading.Lock(), list(envs)
+    git_lock = threading.Lock()
 
     def one(entry: CandidateEntry) -> dict[str, Any]:
         iid = f"{profile.name}.{profile.commit[:8]}.{entry.candidate_id}"
@@ -328,13 +331,8 @@ def make_instances(
                 checkout.path, profile.commit, entry.patch, f"Bug: {entry.modifier} in {entry.entity}\n"
             )
             run_git(checkout.path, "branch", "-f", iid, sha)
-        with env_lock:
-            env = free.pop()
-        try:
+        with pool.acquire(profile.image) as env:
             statement, written_by = problem_statement(env, checkout, entry, cfg.seed, cfg.statements)
-        finally:
-            with env_lock:
-                free.append(env)
         if writer is not None and written_by == "test":
             statement, written_by = model_statement(writer, iid, entry, statement)
         row = {
@@ -349,12 +347,12 @@ def make_instances(
             "created_at": "2025-01-01T00:00:00Z",
         }
         task = GeneratedTask(**row, folder=out, row=row)
-        record_expert(task, entry, checkout, env_cfg, traj)
+        record_expert(task, entry, checkout, pool, env_cfg, traj)
         made.write(TaskEntry(iid, row, written_by))
         return row
 
-    with ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="task") as pool:
-        rows = sorted(pool.map(one, kept), key=lambda r: r["instance_id"])
+    with ThreadPoolExecutor(max_workers=pool.size, thread_name_prefix="task") as threads:
+        rows = sorted(threads.map(one, kept), key=lambda r: r["instance_id"])
     (out / INSTANCES).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return [GeneratedTask(**r, folder=out, row=r) for r in rows]
 
@@ -414,18 +412,18 @@ def model_statement(
 
 
 def record_expert(
-    task: GeneratedTask, entry: CandidateEntry, checkout: Checkout, env_cfg: EnvConfig, path: Path
+    task: GeneratedTask, entry: CandidateEntry, checkout: Checkout, pool: Pool, env_cfg: EnvConfig, path: Path
 ) -> None:
-    """The task's expert trajectory, recorded in a container of the task's own image (the bug in its
-    commit), written as a SWE-agent `.traj`."""
-    from environments.container import DockerEnvironment
+    """The task's expert trajectory, recorded in an environment of the task's own image (the bug in
+    its commit; built here, where the repository is, and taken to a Ray node by the pool), written as
+    a SWE-agent `.traj`."""
     from environments.factory.experts import expert_steps
     from environments.factory.tasks import task_image
     from environments.recorder import record_steps
 
     source = (checkout.path / entry.file).read_text(encoding="utf-8")
     steps = expert_steps(entry, source, entry.fail_to_pass)
-    with DockerEnvironment(task_image(task, env_cfg), env_cfg) as env:
+    with pool.acquire(task_image(task, env_cfg)) as env:
         traj = record_steps(env, steps, instance_id=task.instance_id, problem_statement=task.problem_statement,
                             image=task.image, base_commit=task.base_commit)  # fmt: skip
     path.write_text(json.dumps(traj, indent=1) + "\n", encoding="utf-8")

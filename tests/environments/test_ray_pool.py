@@ -301,6 +301,35 @@ def test_an_evaluation_on_ray_gives_the_local_pools_report_for_the_replay_policy
     assert patches["ray"] == patches["local"]
 
 
+@pytest.mark.ray
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_task_factory_on_ray_makes_the_local_pools_tasks(cluster, tmp_path, monkeypatch) -> None:
+    from environments.factory.make_tasks import MakeTasksConfig, make_tasks
+
+    fixture = Path(__file__).parent / "fixtures" / "factory_repo"
+    nodes = {add_node(cluster, 1), add_node(cluster, 1)}
+    placed: list[str] = []
+    get = RayEnvironmentPool.get
+    monkeypatch.setattr(RayEnvironmentPool, "get", lambda self, *a, **k: _noted(placed, get(self, *a, **k)))
+    made = {}
+    for name, env_cfg in (("local", fast_config(pool_size=2)), ("ray", ray_config(cluster, pool_size=2))):
+        out = tmp_path / name
+        # template statements: a test-based one quotes object addresses that differ from run to run
+        make_tasks(
+            MakeTasksConfig(source=str(fixture), out=str(out), statements="template"), env_cfg, progress=False
+        )
+        made[name] = {
+            "instances": (out / "instances.jsonl").read_text(),
+            "experts": {p.name: [s["action"] for s in json.loads(p.read_text())["trajectory"]]
+                        for p in sorted((out / "trajectories").glob("*.traj"))},
+        }  # fmt: skip
+    # every candidate is judged (no --max-tasks), so the tasks kept do not depend on which worker was first
+    assert made["ray"] == made["local"] and len(made["local"]["experts"]) >= 3
+    # the warm environments of the candidates, the statements' and the experts' all ran on the nodes
+    assert len(placed) >= 2 + 3 and set(placed) == nodes
+
+
 def _noted(placed: list[str], env: Any) -> Any:
     placed.append(env.node_id)
     return env
