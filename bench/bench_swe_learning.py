@@ -7,7 +7,8 @@ arms on generated tasks, at CPU scale.
    repository (`python -m environments make-tasks`). Training: the train split of each of
    `bench.train_repos`; held-out set (a) `seen`: their held-out split (unseen tasks of the training
    repositories); held-out set (b) `unseen`: every task of `bench.unseen_repo`, which no arm trains on.
-   Only tasks of `bench.kinds` (bug kinds) are kept, in all three. The split, with its counts by kind,
+   Only tasks of `bench.kinds` (bug kinds) are kept, in all three; with `bench.train_single_read`,
+   training leaves out the tasks whose expert reads past its first 50 lines (`reads_on`). The split, with its counts by kind,
    is written once to `OUT/data/split.json`; `OUT/data/repos` links the factory folders (one task
    source), `OUT/data/trajectories/{train,seen,unseen}` link the experts' trajectories.
 2. Arms from the same base (`train.model.name`), at a matched budget: `bench.steps` optimizer steps of
@@ -72,6 +73,7 @@ BENCH_DEFAULTS: dict[str, Any] = {
     "batch": 4,
     "step_examples": 48,
     "seed": 0,
+    "train_single_read": False,
 }
 
 
@@ -196,7 +198,10 @@ def prepare_data(bench: dict[str, Any], out: Path) -> dict[str, Any]:
         if repo == bench["unseen_repo"]:
             split["unseen"] += chosen
         else:
-            split["train"] += [i for i in chosen if i in set(parts["train"])]
+            train = [i for i in chosen if i in set(parts["train"])]
+            if bench["train_single_read"]:  # the held-out sets keep every task
+                train = [i for i in train if not reads_on(source / "trajectories" / f"{i}.traj")]
+            split["train"] += train
             split["seen"] += [i for i in chosen if i in set(parts["held_out"])]
     if empty := [name for name, ids in split.items() if not ids]:
         raise ConfigError(f"bench: no task of the kinds {sorted(kinds)} in the {' and '.join(empty)} set(s)")
@@ -222,6 +227,15 @@ def prepare_data(bench: dict[str, Any], out: Path) -> dict[str, Any]:
     }
     split_path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return data
+
+
+def reads_on(traj: Path) -> bool:
+    """Whether an expert reads its function past the first `grep -A 49` (`| sed -n '51,100p'`...):
+    the policy cannot tell from the first read whether the bug lies further on."""
+    if not traj.is_file():
+        raise ConfigError(f"bench.tasks: no expert trajectory {traj}")
+    steps = json.loads(traj.read_text(encoding="utf-8")).get("trajectory", [])
+    return any("| sed -n '" in str(step.get("action", "")) for step in steps)
 
 
 def count_kinds(ids: list[str]) -> dict[str, int]:
