@@ -104,3 +104,26 @@ def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, tmp_pa
     engine = bench_config(factory)
     engine["train"] = {**engine["train"], "generation": {**engine["train"]["generation"], "backend": "vllm"}}
     assert run_bench(engine, tmp_path, out, "--report").returncode == 0
+
+
+def test_train_single_read_leaves_out_of_training_the_experts_that_read_on(factory, tmp_path):
+    """An expert that reads past its first 50 lines leaves training with `bench.train_single_read`
+    (here the only training task, so the split is refused as empty), and stays without it."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_swe_learning import BENCH_DEFAULTS, prepare_data, reads_on
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(factory, tasks, symlinks=True)
+    config = {**BENCH_DEFAULTS, **bench_config(tasks)["bench"]}
+    train_id = prepare_data(config, tmp_path / "all")["train"][0]
+    traj = tasks / "calctrain" / "trajectories" / f"{train_id}.traj"
+    assert not reads_on(traj)
+    document = json.loads(traj.read_text())
+    read = document["trajectory"][1]["action"]
+    document["trajectory"].insert(2, {**document["trajectory"][1], "action": f"{read} | sed -n '51,100p'"})
+    traj.write_text(json.dumps(document))
+    assert reads_on(traj)
+    kept = prepare_data({**config, "train_single_read": False}, tmp_path / "kept")
+    assert train_id in kept["train"]
+    with pytest.raises(Exception, match="no task of the kinds .* in the train set"):
+        prepare_data({**config, "train_single_read": True}, tmp_path / "left-out")
