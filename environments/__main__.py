@@ -184,10 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make.add_argument(
         "--statements",
-        choices=["test", "template"],
+        choices=["test", "template", "template-line"],
         default=None,
-        help="how statements read without --issue-model: a failing test and its output, or a short"
-        " template naming the file, the function and the failing tests (tasks.statements)",
+        help="how statements read without --issue-model: a failing test and its output, a short"
+        " template naming the file, the function and the failing tests, or that template quoting the"
+        " first line the bug changed (tasks.statements)",
     )
     make.add_argument(
         "--workers",

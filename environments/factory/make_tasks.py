@@ -100,10 +100,11 @@ class MakeTasksConfig(Section):
     """Where a bare `issue_model` NAME is served (vLLM's server answers here by default)."""
     issue_api: ChatAPIConfig = Field(default_factory=ChatAPIConfig)
     """How the issue writer asks the server: timeout and retries (`environments.chat_api`)."""
-    statements: Literal["test", "template"] = "test"
+    statements: Literal["test", "template", "template-line"] = "test"
     """How a statement reads without `issue_model` (`--statements`): `test`, SWE-smith's failing test
     and its output (a few thousand characters); `template`, a short fixed text naming the changed file,
-    the function and the failing tests (`factory/statements.py`), for small models and short prompts."""
+    the function and the failing tests (`factory/statements.py`), for small models and short prompts;
+    `template-line`, that text quoting also the first line the bug changed (where, not the fix)."""
 
     @field_validator("issue_model")
     @classmethod
@@ -364,7 +365,7 @@ class TaskEntry:
     instance_id: str
     row: dict[str, Any]
     statement: str = "test"
-    """What wrote the problem statement: `test`, `template` or `model`."""
+    """What wrote the problem statement: `test`, `template`, `template-line` or `model`."""
 
 
 IMAGE_REPO_PREFIX = "srl-factory"
@@ -375,13 +376,18 @@ def problem_statement(
 ) -> tuple[str, str]:
     """SWE-smith's test-based statement: a failing test's source and its output with the bug (run in
     the warm environment, put back afterwards); a template when `kind` asks for one or no test's
-    source can be cut out. With what wrote it: `test` or `template`."""
+    source can be cut out (`template-line`: quoting the first line the bug changed). With what wrote
+    it: `test`, `template` or `template-line`."""
     from environments.factory import statements
 
     read = lambda path: (checkout.path / path).read_text(encoding="utf-8")
     picked = None
     if kind == "test":
         picked = statements.pick_test(entry.fail_to_pass, read, seed, key=entry.candidate_id)
+    if kind == "template-line" and (line := statements.first_changed_line(entry.patch)) is not None:
+        return statements.from_template(
+            entry.file, entry.entity, entry.fail_to_pass, seed, entry.candidate_id, line
+        ), "template-line"
     if picked is None:
         return statements.from_template(
             entry.file, entry.entity, entry.fail_to_pass, seed, entry.candidate_id

@@ -11,7 +11,9 @@ Two kinds, as SWE-smith makes them without a model:
   files. The output is what the agent would see itself, so nothing the tests do not show is told.
 - From templates: `from_template(file, entity, fail_to_pass, seed, key)` fills one of a few fixed
   texts with the changed file, the function or class and the failing tests. It never names the kind
-  of modification or the code, so it never gives the fix away.
+  of modification, so it never gives the fix away. With `line` (`first_changed_line(patch)`, the
+  first line the bug wrote) it also quotes where the failures begin, as a user who bisected the
+  failure to a change might: the place, not what the line should read.
 
 Long parts are trimmed with a marker that says how much was cut (`trim`): a test's source keeps its
 beginning, a test's output keeps more of its end (the assertion and the summary are there). Pytest's
@@ -140,9 +142,12 @@ def from_test(test_id: str, source: str, output: str) -> str:
     )
 
 
-def from_template(file: str, entity: str, fail_to_pass: Sequence[str], seed: int, key: str = "") -> str:
+def from_template(
+    file: str, entity: str, fail_to_pass: Sequence[str], seed: int, key: str = "", line: str | None = None
+) -> str:
     """A templated statement naming the changed `file`, the `entity` (`Class.method`) and the failing
-    tests, the template chosen by `seed` and `key`."""
+    tests, the template chosen by `seed` and `key`; with `line`, it also quotes that line as the one
+    the failures began with."""
     if not fail_to_pass:
         raise ValueError(f"{file}: a statement needs at least one failing test")
     tests = sorted(set(fail_to_pass))
@@ -151,9 +156,21 @@ def from_template(file: str, entity: str, fail_to_pass: Sequence[str], seed: int
         listed.append(f"- and {len(tests) - TESTS_LISTED} more")
     count = f"{len(tests)} test{'s are' if len(tests) > 1 else ' is'}"
     template = random.Random(f"{seed}/{key}/template").choice(TEMPLATES)
-    return template.format(
+    text = template.format(
         entity=entity, name=entity.rsplit(".", 1)[-1], file=file, tests="\n".join(listed), count=count
     )
+    if line is None:
+        return text
+    return f"{text}\nThe failures began with a change to this line of `{file}`:\n\n```python\n{line}\n```\n"
+
+
+def first_changed_line(patch: str) -> str | None:
+    """The first non-blank line a unified diff adds (the bug's first written line), stripped of its
+    indentation; None when the diff only removes lines."""
+    for row in patch.splitlines():
+        if row.startswith("+") and not row.startswith("+++") and row[1:].strip():
+            return row[1:].strip()
+    return None
 
 
 def trim(text: str, limit: int, head_share: float = 0.5) -> str:

@@ -24,6 +24,7 @@ from environments.factory.experts import (
 )
 from environments.factory.statements import (
     MissingTestSource,
+    first_changed_line,
     from_template,
     from_test,
     order_of_tests,
@@ -350,6 +351,36 @@ def test_template_statements_name_file_entity_and_tests_and_nothing_of_the_fix()
     )
     with pytest.raises(ValueError, match="a.py: a statement needs at least one failing test"):
         from_template("a.py", "f", [], 0)
+
+
+def test_a_template_line_statement_quotes_where_the_bug_begins_not_the_fix():
+    bug = (
+        "--- a/pkg/shapes.py\n+++ b/pkg/shapes.py\n@@ -3,4 +3,4 @@ class Shape:\n"
+        "     def area(self):\n-        return self.w * self.h\n+        return self.w + self.h\n"
+        "+\n+        # spare\n"
+    )
+    assert first_changed_line(bug) == "return self.w + self.h"
+    assert first_changed_line("--- a/x.py\n+++ b/x.py\n@@ -1,2 +1,1 @@\n-gone = 1\n kept = 2\n") is None
+    plain = from_template("pkg/shapes.py", "Shape.area", ["t.py::test_x"], 3, "k")
+    quoted = from_template("pkg/shapes.py", "Shape.area", ["t.py::test_x"], 3, "k", first_changed_line(bug))
+    assert quoted.startswith(plain) and quoted.endswith("```python\nreturn self.w + self.h\n```\n")
+    assert "self.w * self.h" not in quoted  # the line as the bug wrote it, never what it should read
+    # make-tasks --statements template-line: the quoting template; a bug that only removes lines
+    # gets the plain one, and each says which wrote it (no environment is touched for either)
+    from environments.factory.make_tasks import CandidateEntry, problem_statement
+
+    entry = CandidateEntry(
+        "k", "kept", file="pkg/shapes.py", entity="Shape.area", fail_to_pass=["t.py::test_x"]
+    )
+    assert problem_statement(None, None, replace(entry, patch=bug), 3, "template-line") == (
+        quoted,
+        "template-line",
+    )
+    removal = "--- a/pkg/shapes.py\n+++ b/pkg/shapes.py\n@@ -4,2 +4,1 @@\n-        x = 1\n         y = 2\n"
+    assert problem_statement(None, None, replace(entry, patch=removal), 3, "template-line") == (
+        plain,
+        "template",
+    )
 
 
 # -- real containers ----------------------------------------------------------------------------------
