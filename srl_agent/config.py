@@ -87,6 +87,10 @@ class DataConfig(Section):
     section `python -m trajectories build` takes."""
     max_train_examples: int | None = None
     """Cap on the training examples after the split (None: all)."""
+    repeat_tools: dict[str, int] = Field(default_factory=dict)
+    """SWE: training examples whose expert action calls one of these tools appear that many times in
+    each epoch (`{str_replace_editor: 3}`: every edit step thrice), so the rare steps a policy must
+    get right are seen as often as the routine ones; validation is left as it is."""
     max_val_examples: int | None = 8
     """Validation is generation-bound: score a fixed subset (None: all)."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from srl_agent.config import DataConfig
+from trajectories.actions import ActionParseError, parse_action
 from trajectories.build import build
 from trajectories.config import ConfigError
 from trajectories.errors import SourceError
@@ -97,6 +98,8 @@ def load_splits(
         raise ConfigError(f"data.source: {source} gave no training step examples{_why_no_train(val, cfg)}")
     if cfg.max_train_examples is not None:
         train = train[: cfg.max_train_examples]
+    if cfg.repeat_tools:
+        train = repeat_by_tool(train, cfg.repeat_tools)
     if cfg.max_val_examples is not None:
         val = val[: cfg.max_val_examples]
     if not train and need_train:
@@ -120,6 +123,22 @@ def _why_no_train(val: list[StepExample], cfg: DataConfig) -> str:
         f": all {held} of its trajectories/problems went to validation ({key}); set "
         f"data.build.validation_groups to fewer than {held} (0: no validation), or add data"
     )
+
+
+def repeat_by_tool(examples: list[StepExample], times: dict[str, int]) -> list[StepExample]:
+    """`examples` with each one whose target calls a tool of `times` repeated that many times in
+    place (a target that is no call, a math step, counts once)."""
+    bad = {name: n for name, n in times.items() if n < 1}
+    if bad:
+        raise ConfigError(f"data.repeat_tools: {bad} (each tool needs a whole number of times, 1 or more)")
+    out = []
+    for ex in examples:
+        try:
+            name = parse_action(ex.target).name if ex.kind == "swe" else None
+        except ActionParseError:
+            name = None
+        out.extend([ex] * times.get(name, 1) if name is not None else [ex])
+    return out
 
 
 class DataStream:

@@ -70,3 +70,25 @@ def test_the_step_reward_evaluation_of_the_validation_split_needs_no_training_ex
     assert evaluate.main([*argv, "data.build.validation_groups=1"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["examples"] == 2 and report["split"] == "val"
+
+
+def test_repeat_tools_repeats_the_training_steps_that_call_those_tools(tmp_path, capsys):
+    """`data.repeat_tools` (the edit steps seen more often): each training step calling a named tool
+    appears that many times, the others once, validation untouched; a count under 1 names the key."""
+    steps = [
+        Step("look", ToolCall("bash", {"command": "ls"})),
+        Step("fix", ToolCall("str_replace_editor", {"command": "str_replace", "path": "/a.py"})),
+        Step("done", ToolCall("submit")),
+    ]
+    two = tmp_path / "two.jsonl"
+    write_jsonl([Trajectory(task=f"fix bug {i}", steps=steps, instance_id=f"a__b-{i}") for i in (1, 2)], two)
+    build = BuildConfig(validation_groups=1)
+    plain = load_splits("swe", str(two), DataConfig(build=build), tmp_path / "plain")
+    cfg = DataConfig(build=build, repeat_tools={"str_replace_editor": 3})
+    repeated = load_splits("swe", str(two), cfg, tmp_path / "repeated")
+    assert [ex.step_index for ex in plain.train] == [0, 1, 2]
+    assert [ex.step_index for ex in repeated.train] == [0, 1, 1, 1, 2]
+    assert [ex.example_id for ex in repeated.val] == [ex.example_id for ex in plain.val]
+    argv = ["--task", "swe", "--config", str(REPO / "configs" / "swe_demo.yaml"), f"data.source={two}"]
+    last = run_train([*argv, "data.repeat_tools={bash: 0}", f"run_dir={tmp_path / 'run'}"], capsys)
+    assert last.startswith("error: data.repeat_tools: {'bash': 0}"), last
