@@ -52,6 +52,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_outcomes import arm_lock, bootstrap, fmt, machine, mean, run, run_json
 
+from environments.factory.statements import first_changed_line
 from trajectories.config import ConfigError
 from trajectories.ledger import check_run_folder
 
@@ -376,18 +377,20 @@ def first_call(step: dict[str, Any]) -> str:
     return f"{name} {arguments['command']}" if "command" in arguments else name
 
 
-def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
+def behaviour(folder: Path, gold: dict[str, set[str]], bug_lines: dict[str, str | None]) -> dict[str, Any]:
     """What an evaluation's episodes did, read from their saved trajectories: the share that changed
     the repository at all and that changed a file the bug is in, the share of calls that were
-    refused edits (`str_replace` whose old text is not in the file), the `str_replace` calls per episode
-    and the share of them that change nothing (`new_str == old_str`), and the most common first calls."""
+    refused edits (`str_replace` whose old text is not in the file), the `str_replace` calls per episode,
+    the share of them that change nothing (`new_str == old_str`) and the share whose old text holds the
+    first line the bug wrote (`bug_lines`: the edit is at the bug), and the most common first calls."""
     episodes = [json.loads(p.read_text(encoding="utf-8").splitlines()[0])
                 for p in sorted((folder / "trajectories").glob("*.jsonl"))]  # fmt: skip
     if not episodes:
         return {}
     firsts: dict[str, int] = {}
-    calls = refused = replaces = unchanged = 0
+    calls = refused = replaces = unchanged = at_bug = 0
     for e in episodes:
+        bug_line = bug_lines.get(e["instance_id"])
         if e["steps"]:
             key = first_call(e["steps"][0])
             firsts[key] = firsts.get(key, 0) + 1
@@ -398,6 +401,7 @@ def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
             if arguments.get("command") == "str_replace":
                 replaces += 1
                 unchanged += arguments.get("old_str") == arguments.get("new_str")
+                at_bug += bool(bug_line) and bug_line in str(arguments.get("old_str", ""))
     n = len(episodes)
     touched = [patched_files(e.get("final_patch") or "") for e in episodes]
     return {
@@ -408,19 +412,23 @@ def behaviour(folder: Path, gold: dict[str, set[str]]) -> dict[str, Any]:
         "refused_edit_rate": refused / calls if calls else None,
         "replaces_per_episode": replaces / n,
         "unchanged_replace_share": unchanged / replaces if replaces else None,
+        "at_bug_replace_share": at_bug / replaces if replaces else None,
         "first_calls": dict(sorted(firsts.items(), key=lambda kv: -kv[1])[:4]),
     }
 
 
-def gold_files(out: Path) -> dict[str, set[str]]:
-    """Each task's buggy files (those its bug patch changes), from the factory folders."""
+def gold(out: Path) -> tuple[dict[str, set[str]], dict[str, str | None]]:
+    """Each task's buggy files (those its bug patch changes) and the first line its bug wrote, from
+    the factory folders."""
     files: dict[str, set[str]] = {}
+    lines: dict[str, str | None] = {}
     for instances in sorted((out / "data" / "repos").glob("*/instances.jsonl")):
         for line in instances.read_text(encoding="utf-8").splitlines():
             if line:
                 row = json.loads(line)
                 files[row["instance_id"]] = patched_files(row["patch"])
-    return files
+                lines[row["instance_id"]] = first_changed_line(row["patch"])
+    return files, lines
 
 
 def resolved_vector(report: dict[str, Any], ids: list[str]) -> list[float]:
@@ -431,7 +439,7 @@ def resolved_vector(report: dict[str, Any], ids: list[str]) -> list[float]:
 def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, Any]:
     records = {a: json.loads((out / a / "arm.json").read_text()) for a in arms}
     rng = random.Random(bench["seed"])
-    gold = gold_files(out)
+    files, bug_lines = gold(out)
     rows = []
     for name in SETS:
         ids = data[name]
@@ -455,7 +463,7 @@ def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, 
                 "turns_mean": turns,
                 "exit_statuses": report.get("exit_statuses"),
                 "eval_seconds": r["eval"][name]["seconds"],
-                "behaviour": behaviour(out / arm / f"eval-{name}", gold),
+                "behaviour": behaviour(out / arm / f"eval-{name}", files, bug_lines),
             }
             if arm != "base" and "base" in vectors:
                 b = vectors["base"]
@@ -512,18 +520,22 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         "What the episodes did (from their trajectories): the share that changed the repository, that changed",
         "a file the bug is in, the share of calls that were edits refused (old text not in the file), the",
-        "`str_replace` calls per episode and the share of them that change nothing (new text = old text),",
-        "the commonest first calls.",
+        "`str_replace` calls per episode, the share of them that change nothing (new text = old text) and",
+        "that are at the bug (old text holds the first line the bug wrote), the commonest first calls.",
         "",
-        "| arm | set | edited | edited the bug's file | refused edits | str_replace/episode | unchanged | first calls |",
-        "|---|---|---|---|---|---|---|---|",
+        (
+            "| arm | set | edited | edited the bug's file | refused edits | str_replace/episode | unchanged "
+            "| at the bug | first calls |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         if b_ := r.get("behaviour"):
             firsts = ", ".join(f"{k} {n}" for k, n in b_["first_calls"].items())
             lines.append(f"| {r['arm']} | {r['set']} | {b_['edited']:.2f} | {b_['edited_bug_file']:.2f} "
                          f"| {fmt(b_['refused_edit_rate'])} | {b_.get('replaces_per_episode', 0):.1f} "
-                         f"| {fmt(b_.get('unchanged_replace_share'))} | {firsts} |")  # fmt: skip
+                         f"| {fmt(b_.get('unchanged_replace_share'))} | {fmt(b_.get('at_bug_replace_share'))} "
+                         f"| {firsts} |")  # fmt: skip
     lines += ["", "| arm | train s | eval s | tokens generated | tokens trained |", "|---|---|---|---|---|"]
     for arm, t in summary["arms"].items():
         lines.append(f"| {arm} | {t['train_seconds']:.0f} | {t['eval_seconds']:.0f} | {t['generated_tokens']} "

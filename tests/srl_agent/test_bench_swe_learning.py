@@ -91,6 +91,8 @@ def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, tmp_pa
         assert row["behaviour"]["episodes"] == row["tasks"] and 0 <= row["behaviour"]["edited"] <= 1
         unchanged = row["behaviour"]["unchanged_replace_share"]
         assert row["behaviour"]["replaces_per_episode"] >= 0 and (unchanged is None or 0 <= unchanged <= 1)
+        at_bug = row["behaviour"]["at_bug_replace_share"]
+        assert at_bug is None or 0 <= at_bug <= 1
     assert "diff_ci95" in rows[("sft", "seen")] and "diff_ci95" not in rows[("base", "seen")]
     assert (out / "summary.png").stat().st_size > 0 and "| sft | unseen |" in (out / "summary.md").read_text()
 
