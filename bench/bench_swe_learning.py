@@ -427,7 +427,8 @@ def gold(out: Path) -> tuple[dict[str, set[str]], dict[str, str | None]]:
             if line:
                 row = json.loads(line)
                 files[row["instance_id"]] = patched_files(row["patch"])
-                lines[row["instance_id"]] = first_changed_line(row["patch"])
+                line = first_changed_line(row["patch"])
+                lines[row["instance_id"]] = line.strip() if line else None
     return files, lines
 
 

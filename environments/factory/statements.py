@@ -165,11 +165,12 @@ def from_template(
 
 
 def first_changed_line(patch: str) -> str | None:
-    """The first non-blank line a unified diff adds (the bug's first written line), stripped of its
-    indentation; None when the diff only removes lines."""
+    """The first non-blank line a unified diff adds (the bug's first written line) as the file has it,
+    indentation included, so that a `str_replace` can copy it verbatim; None when the diff only
+    removes lines."""
     for row in patch.splitlines():
         if row.startswith("+") and not row.startswith("+++") and row[1:].strip():
-            return row[1:].strip()
+            return row[1:].rstrip()
     return None
 
 

@@ -359,11 +359,11 @@ def test_a_template_line_statement_quotes_where_the_bug_begins_not_the_fix():
         "     def area(self):\n-        return self.w * self.h\n+        return self.w + self.h\n"
         "+\n+        # spare\n"
     )
-    assert first_changed_line(bug) == "return self.w + self.h"
+    assert first_changed_line(bug) == "        return self.w + self.h"  # as the file has it
     assert first_changed_line("--- a/x.py\n+++ b/x.py\n@@ -1,2 +1,1 @@\n-gone = 1\n kept = 2\n") is None
     plain = from_template("pkg/shapes.py", "Shape.area", ["t.py::test_x"], 3, "k")
     quoted = from_template("pkg/shapes.py", "Shape.area", ["t.py::test_x"], 3, "k", first_changed_line(bug))
-    assert quoted.startswith(plain) and quoted.endswith("```python\nreturn self.w + self.h\n```\n")
+    assert quoted.startswith(plain) and quoted.endswith("```python\n        return self.w + self.h\n```\n")
     assert "self.w * self.h" not in quoted  # the line as the bug wrote it, never what it should read
     # make-tasks --statements template-line: the quoting template; a bug that only removes lines
     # gets the plain one, and each says which wrote it (no environment is touched for either)
