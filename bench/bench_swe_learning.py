@@ -423,12 +423,12 @@ def gold(out: Path) -> tuple[dict[str, set[str]], dict[str, str | None]]:
     files: dict[str, set[str]] = {}
     lines: dict[str, str | None] = {}
     for instances in sorted((out / "data" / "repos").glob("*/instances.jsonl")):
-        for line in instances.read_text(encoding="utf-8").splitlines():
-            if line:
-                row = json.loads(line)
+        for text in instances.read_text(encoding="utf-8").splitlines():
+            if text:
+                row = json.loads(text)
                 files[row["instance_id"]] = patched_files(row["patch"])
-                line = first_changed_line(row["patch"])
-                lines[row["instance_id"]] = line.strip() if line else None
+                bug_line = first_changed_line(row["patch"])
+                lines[row["instance_id"]] = bug_line.strip() if bug_line else None
     return files, lines
 
 

@@ -10,7 +10,7 @@ default is what it is.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -87,10 +87,11 @@ class DataConfig(Section):
     section `python -m trajectories build` takes."""
     max_train_examples: int | None = None
     """Cap on the training examples after the split (None: all)."""
-    repeat_tools: dict[str, int] = Field(default_factory=dict)
-    """SWE: training examples whose expert action calls one of these tools appear that many times in
-    each epoch (`{str_replace_editor: 3}`: every edit step thrice), so the rare steps a policy must
-    get right are seen as often as the routine ones; validation is left as it is."""
+    repeat_tools: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    """SWE step examples (SFT, SRL): training examples whose expert action calls one of these tools
+    appear that many times in each epoch (`{str_replace_editor: 3}`: every edit step thrice), so the
+    rare steps a policy must get right are seen as often as the routine ones; validation is left as it
+    is. RLVR trains on tasks, not steps, and does not read it."""
     max_val_examples: int | None = 8
     """Validation is generation-bound: score a fixed subset (None: all)."""
 

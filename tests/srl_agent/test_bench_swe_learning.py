@@ -129,3 +129,40 @@ def test_train_single_read_leaves_out_of_training_the_experts_that_read_on(facto
     assert train_id in kept["train"]
     with pytest.raises(Exception, match="no task of the kinds .* in the train set"):
         prepare_data({**config, "train_single_read": True}, tmp_path / "left-out")
+
+
+def test_behaviour_counts_the_edits_at_the_bug_and_those_that_change_nothing(tmp_path):
+    """The behaviour table's shares, from saved episodes and the tasks' bug patches: an edit is at the
+    bug when its old text holds the first line the bug wrote (whatever the indentation)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_swe_learning import behaviour, gold
+
+    patch = (
+        "diff --git a/pkg/m.py b/pkg/m.py\n--- a/pkg/m.py\n+++ b/pkg/m.py\n@@ -1,2 +1,2 @@\n"
+        " def f(a, b):\n-    return a + b\n+    return a - b\n"
+    )
+    repos = tmp_path / "data" / "repos" / "pkg"
+    repos.mkdir(parents=True)
+    (repos / "instances.jsonl").write_text(json.dumps({"instance_id": "t1", "patch": patch}) + "\n")
+    files, bug_lines = gold(tmp_path)
+    assert files == {"t1": {"pkg/m.py"}} and bug_lines == {"t1": "return a - b"}
+
+    def replace(old: str, new: str, observation: str = "edited") -> dict:
+        arguments = {"command": "str_replace", "path": "/testbed/pkg/m.py", "old_str": old, "new_str": new}
+        return {"action": {"name": "str_replace_editor", "arguments": arguments}, "observation": observation}
+
+    steps = [
+        {"action": {"name": "bash", "arguments": {"command": "grep -n f pkg/m.py"}}, "observation": ""},
+        replace("  return a - b", "  return a + b", "old_str `x` did not appear verbatim in pkg/m.py"),
+        replace("    return a - b", "    return a + b"),
+        replace("def f(a, b):", "def f(a, b):"),
+        {"action": {"name": "submit", "arguments": {}}, "observation": ""},
+    ]
+    episodes = tmp_path / "eval" / "trajectories"
+    episodes.mkdir(parents=True)
+    episode = {"instance_id": "t1", "steps": steps, "final_patch": patch.replace("a - b", "a + b")}
+    (episodes / "t1.jsonl").write_text(json.dumps(episode) + "\n")
+    seen = behaviour(tmp_path / "eval", files, bug_lines)
+    assert seen["replaces_per_episode"] == 3 and seen["refused_edit_rate"] == 1 / 5
+    assert seen["at_bug_replace_share"] == 2 / 3 and seen["unchanged_replace_share"] == 1 / 3
+    assert seen["edited"] == 1 and seen["edited_bug_file"] == 1 and seen["first_calls"] == {"bash grep": 1}

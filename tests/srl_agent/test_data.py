@@ -91,4 +91,6 @@ def test_repeat_tools_repeats_the_training_steps_that_call_those_tools(tmp_path,
     assert [ex.example_id for ex in repeated.val] == [ex.example_id for ex in plain.val]
     argv = ["--task", "swe", "--config", str(REPO / "configs" / "swe_demo.yaml"), f"data.source={two}"]
     last = run_train([*argv, "data.repeat_tools={bash: 0}", f"run_dir={tmp_path / 'run'}"], capsys)
-    assert last.startswith("error: data.repeat_tools: {'bash': 0}"), last
+    assert (
+        last == "  bad value for data.repeat_tools.bash: Input should be greater than or equal to 1 (got 0)"
+    )
