@@ -12,14 +12,17 @@ arms on generated tasks, at CPU scale.
    is written once to `OUT/data/split.json`; `OUT/data/repos` links the factory folders (one task
    source), `OUT/data/trajectories/{train,seen,unseen}` link the experts' trajectories.
 2. Arms from the same base (`train.model.name`), at a matched budget: `bench.steps` optimizer steps of
-   `bench.batch` examples each (expert steps for SFT, step prompts of G rollouts for SRL, tasks of G
-   agent episodes for RLVR, rewarded by the tests); the two-stage arms (`sft+srl`, `srl+rlvr`,
-   `sft+rlvr`) spend half the steps on each stage, the second starting from the first's last
-   checkpoint. `sft+srl` is not one of the paper's arms: the paper starts SRL from an instruct coder
+   `bench.batch` examples each (expert steps for SFT, step prompts of G rollouts for SRL), and RLVR the
+   same number of sampled policy turns at most: an RLVR step's `bench.batch` tasks of G agent episodes
+   (rewarded by the tests) sample up to `train.agent.max_steps` turns each where an SRL rollout samples
+   one, so an RLVR stage takes `bench.steps / train.agent.max_steps` steps. The two-stage arms
+   (`sft+srl`, `srl+rlvr`, `sft+rlvr`) spend half the budget on each stage, the second starting from
+   the first's last checkpoint. `sft+srl` is not one of the paper's arms: the paper starts SRL from an instruct coder
    that already writes tool calls, and at 135M an SFT stage teaches the format SRL's reward needs.
    SFT and SRL read the train split's expert steps; RLVR acts on the train split's tasks. Every command is `python -m
    srl_agent.train --task swe` with the `train` section as its config (`OUT/configs/train.yaml`).
-3. Each arm's final checkpoint (the base model for `base`) is evaluated on (a) and (b) through
+3. Each arm's final checkpoint (the base model for `base`, and for an arm whose every step was skipped
+   for want of a reward spread: base's evaluation is its) is evaluated on (a) and (b) through
    `python -m srl_agent.evaluate --task swe --instances OUT/data/repos` with the agent scaffold, greedy,
    the `evaluate` section's window and limits; and by step similarity (the SRL reward, greedy) on
    `bench.step_examples` expert steps of each held-out set.
@@ -103,7 +106,7 @@ def main() -> None:
     base = (train.get("model") or {}).get("name", "smollm2-135m")
     if not args.report:
         for arm in arms:
-            run_arm(arm, base, bench, data, configs, args.out)
+            run_arm(arm, base, bench, data, configs, args.out, episode_turns(train))
     done = [a for a in ARMS if evaluated(args.out / a / "arm.json")]
     summary = summarize(bench, data, args.out, done)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -141,14 +144,22 @@ def read_config(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, A
 
 def run_identity(bench: dict[str, Any], train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Any]:
     """The settings the folder's results are made with (`OUT/run.json`): all but the arm list and the
-    engine that samples training rollouts (`train.generation.backend`), which is a speed choice, not a
-    setting of the method: an arm's resolved config, in its run folder, records it."""
-    generation = {k: v for k, v in (train.get("generation") or {}).items() if k != "backend"}
+    speed choices, which are not settings of the method: the engine that samples training rollouts
+    (`train.generation.backend`) and how many episodes run at once (`environment.pool_size`). An arm's
+    resolved config, in its run folder, records them."""
     return {
         "bench": {k: v for k, v in bench.items() if k != "arms"},
-        "train": {**train, "generation": generation} if "generation" in train else train,
-        "evaluate": evaluate,
+        "train": without(without(train, "generation", "backend"), "environment", "pool_size"),
+        "evaluate": without(evaluate, "environment", "pool_size"),
     }
+
+
+def without(config: dict[str, Any], section: str, key: str) -> dict[str, Any]:
+    """`config` less `section.key` (and less `section` if that was all it held)."""
+    if key not in (config.get(section) or {}):
+        return config
+    rest = {k: v for k, v in config[section].items() if k != key}
+    return {**{k: v for k, v in config.items() if k != section}, **({section: rest} if rest else {})}
 
 
 def write_configs(out: Path, train: dict[str, Any], evaluate: dict[str, Any]) -> dict[str, Path]:
@@ -250,32 +261,46 @@ def count_kinds(ids: list[str]) -> dict[str, int]:
 # one arm
 
 
-def stages(arm: str, steps: int) -> list[tuple[str, int]]:
-    """(stage, optimizer steps) of an arm, in order."""
+def stages(arm: str, steps: int, turns: int) -> list[tuple[str, int]]:
+    """(stage, optimizer steps) of an arm, in order. An RLVR step samples an episode of up to `turns`
+    policy turns where an SRL step samples one turn, so an RLVR stage takes 1/`turns` of the steps: at
+    most as many sampled turns (and completions of `generation.max_new_tokens`) as SRL's."""
     if arm == "base":
         return []
-    if "+" in arm:
-        first, second = arm.split("+")
-        return [(first, steps // 2), (second, steps // 2)]
-    return [(arm, steps)]
+    names = arm.split("+")
+    share = steps // len(names)
+    return [(name, max(1, share // turns) if name == "rlvr" else share) for name in names]
 
 
-def run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Path], out: Path) -> None:
+def episode_turns(train: dict[str, Any]) -> int:
+    """The most policy turns of one RLVR episode (`train.agent.max_steps`, its default where unset)."""
+    from pydantic import ValidationError
+
+    from srl_agent.config import TrainConfig
+
+    try:
+        return TrainConfig.model_validate(train).agent.max_steps
+    except ValidationError as e:
+        raise SystemExit(f"error: the config's train section: {e}") from None
+
+
+def run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Path], out: Path,
+            turns: int) -> None:  # fmt: skip
     """Train the arm's stages (each resuming), then evaluate its final checkpoint; `arm.json` records it.
     A lock file keeps two processes from running one arm at once."""
     folder = out / arm
     with arm_lock(arm, folder) as mine:
         if mine:
-            _run_arm(arm, base, bench, data, configs, out, folder)
+            _run_arm(arm, base, bench, data, configs, out, folder, turns)
 
 
 def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Path], out: Path,
-             folder: Path) -> None:  # fmt: skip
+             folder: Path, turns: int) -> None:  # fmt: skip
     record_path = folder / "arm.json"
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record.setdefault("stages", {})
     model = base
-    for stage, steps in stages(arm, bench["steps"]):
+    for stage, steps in stages(arm, bench["steps"], turns):
         run_dir = folder / stage
         if stage not in record["stages"]:
             started = time.perf_counter()
@@ -285,6 +310,16 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
             record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         model = str(run_dir / "checkpoints" / "last")
     record["model"] = model
+    if record["stages"] and not any(s["steps"] - s["skipped_updates"] for s in record["stages"].values()):
+        # Every step was skipped (no group had a reward spread): the weights are the base model's, and
+        # evaluating them again would measure base twice.
+        run_arm("base", base, bench, data, configs, out, turns)
+        if evaluated(out / "base" / "arm.json"):
+            base_evals = json.loads((out / "base" / "arm.json").read_text())["eval"]
+            record["eval_of"] = "base"
+            record["eval"] = {name: {**base_evals[name], "seconds": 0.0} for name in SETS}
+            record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            return
     evals = record.setdefault("eval", {})
     for name in SETS:
         if name not in evals:
@@ -464,7 +499,8 @@ def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, 
                 "turns_mean": turns,
                 "exit_statuses": report.get("exit_statuses"),
                 "eval_seconds": r["eval"][name]["seconds"],
-                "behaviour": behaviour(out / arm / f"eval-{name}", files, bug_lines),
+                "behaviour": behaviour(out / r.get("eval_of", arm) / f"eval-{name}", files, bug_lines),
+                "eval_of": r.get("eval_of"),
             }
             if arm != "base" and "base" in vectors:
                 b = vectors["base"]
@@ -477,6 +513,9 @@ def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, 
             "eval_seconds": sum(e["seconds"] for e in records[a]["eval"].values()),
             "generated_tokens": sum(s["generated_tokens"] for s in records[a]["stages"].values()),
             "trained_tokens": sum(s["trained_tokens"] for s in records[a]["stages"].values()),
+            "steps": sum(s["steps"] for s in records[a]["stages"].values()),
+            "updates": sum(s["steps"] - s["skipped_updates"] for s in records[a]["stages"].values()),
+            "eval_of": records[a].get("eval_of"),
             "stages": records[a]["stages"],
         }
         for a in arms
@@ -537,10 +576,19 @@ def markdown(summary: dict[str, Any]) -> str:
                          f"| {fmt(b_['refused_edit_rate'])} | {b_.get('replaces_per_episode', 0):.1f} "
                          f"| {fmt(b_.get('unchanged_replace_share'))} | {fmt(b_.get('at_bug_replace_share'))} "
                          f"| {firsts} |")  # fmt: skip
-    lines += ["", "| arm | train s | eval s | tokens generated | tokens trained |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Updates: optimizer steps taken of those run (a step whose groups all lack a reward spread is",
+        "skipped). An arm that took none has the base model's weights, and base's evaluation.",
+        "",
+        "| arm | stages | updates | train s | eval s | tokens generated | tokens trained |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for arm, t in summary["arms"].items():
-        lines.append(f"| {arm} | {t['train_seconds']:.0f} | {t['eval_seconds']:.0f} | {t['generated_tokens']} "
-                     f"| {t['trained_tokens']} |")  # fmt: skip
+        stages_ = " + ".join(f"{name} {s['steps']}" for name, s in t["stages"].items()) or "-"
+        evals = f"= {t['eval_of']}'s" if t.get("eval_of") else f"{t['eval_seconds']:.0f}"
+        lines.append(f"| {arm} | {stages_} | {t.get('updates', 0)}/{t.get('steps', 0)} | {t['train_seconds']:.0f} "
+                     f"| {evals} | {t['generated_tokens']} | {t['trained_tokens']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

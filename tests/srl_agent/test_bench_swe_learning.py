@@ -166,3 +166,48 @@ def test_behaviour_counts_the_edits_at_the_bug_and_those_that_change_nothing(tmp
     assert seen["replaces_per_episode"] == 3 and seen["refused_edit_rate"] == 1 / 5
     assert seen["at_bug_replace_share"] == 2 / 3 and seen["unchanged_replace_share"] == 1 / 3
     assert seen["edited"] == 1 and seen["edited_bug_file"] == 1 and seen["first_calls"] == {"bash grep": 1}
+
+
+def test_rlvr_stages_sample_at_most_the_turns_srl_samples():
+    """An RLVR step samples episodes of up to `turns` turns where SRL samples one per rollout: RLVR
+    stages take 1/turns of the steps, the two-stage arms half the budget each."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_swe_learning import stages
+
+    assert stages("base", 96, 8) == []
+    assert stages("srl", 96, 8) == [("srl", 96)] and stages("rlvr", 96, 8) == [("rlvr", 12)]
+    assert stages("sft+rlvr", 96, 8) == [("sft", 48), ("rlvr", 6)]
+    assert stages("sft+srl", 96, 8) == [("sft", 48), ("srl", 48)]
+    assert stages("srl+rlvr", 2, 8) == [("srl", 1), ("rlvr", 1)]  # at least one step
+
+
+def test_an_arm_that_took_no_update_is_evaluated_as_base(tmp_path, monkeypatch):
+    """Every step skipped: the arm's weights are base's, and it takes base's evaluation (marked so)
+    instead of running it again; one update and it runs its own."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_swe_learning as bench
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(bench, "run_json", lambda command: ran.append(command) or {"instances": {}})
+    base_eval = {name: {"report": {"instances": {"t1": "unresolved"}}, "steps": {}, "seconds": 9.0}
+                 for name in bench.SETS}  # fmt: skip
+    config = {"steps": 2, "seed": 0, "step_examples": 1}
+    data = {"seen": ["t1"], "unseen": ["t1"]}
+
+    def run(out: Path, skipped: int) -> dict:
+        (out / "base").mkdir(parents=True)
+        (out / "base" / "arm.json").write_text(json.dumps({"stages": {}, "eval": base_eval}))
+        (out / "srl").mkdir()
+        stage = {"srl": {"seconds": 1.0, "steps": 2, "skipped_updates": skipped, "generated_tokens": 5,
+                         "trained_tokens": 0, "curve": []}}  # fmt: skip
+        (out / "srl" / "arm.json").write_text(json.dumps({"stages": stage}))
+        paths = {"train": out / "train.yaml", "evaluate": out / "evaluate.yaml"}
+        bench.run_arm("srl", "tiny-random", config, data, paths, out, 8)
+        return json.loads((out / "srl" / "arm.json").read_text())
+
+    unchanged = run(tmp_path / "skipped", skipped=2)
+    assert unchanged["eval_of"] == "base" and not ran
+    assert all(unchanged["eval"][n]["report"] == base_eval[n]["report"] for n in bench.SETS)
+    assert all(unchanged["eval"][n]["seconds"] == 0.0 for n in bench.SETS)
+    updated = run(tmp_path / "updated", skipped=1)
+    assert "eval_of" not in updated and len(ran) == 2 * len(bench.SETS)  # agent and step scores per set
