@@ -69,10 +69,18 @@ def run_bench(config: dict, tmp_path: Path, out: Path, *extra: str) -> subproces
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500, check=False)
 
 
-def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, tmp_path):
-    out = tmp_path / "out"
-    done = run_bench(bench_config(factory), tmp_path, out)
+@pytest.fixture(scope="module")
+def two_arms(factory: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The benchmark run once, base and SFT (one step): (its --out folder, the folder of its config)."""
+    configs = tmp_path_factory.mktemp("bench-configs")
+    out = configs / "out"
+    done = run_bench(bench_config(factory), configs, out)
     assert done.returncode == 0, done.stderr[-3000:]
+    return out, configs
+
+
+def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, two_arms):
+    out, tmp_path = two_arms
     split = json.loads((out / "data" / "split.json").read_text())
     assert len(split["train"]) == 1 and len(split["seen"]) == 1 and len(split["unseen"]) == 2
     assert set(split["train"]).isdisjoint(split["seen"]) and all(
@@ -106,6 +114,30 @@ def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, tmp_pa
     engine = bench_config(factory)
     engine["train"] = {**engine["train"], "generation": {**engine["train"]["generation"], "backend": "vllm"}}
     assert run_bench(engine, tmp_path, out, "--report").returncode == 0
+
+
+def test_the_arms_checkpoints_through_other_scaffolds(two_arms, tmp_path):
+    """bench_scaffolds.py on the benchmark's held-out set (a): the agent scaffold's row is the
+    benchmark's own evaluation, the oracle scaffold runs each arm's checkpoint; a rerun runs nothing."""
+    out, _ = two_arms
+    command = [sys.executable, str(REPO / "bench" / "bench_scaffolds.py"), "--bench", str(out),
+               "--arms", "base,sft", "--scaffolds", "agent,oracle", "--out", str(tmp_path / "s"),
+               "--threads", "1"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    rows = {(r["arm"], r["scaffold"]): r for r in summary["rows"]}
+    assert set(rows) == {(a, s) for a in ("base", "sft") for s in ("agent", "oracle")}
+    seen = json.loads((out / "data" / "split.json").read_text())["seen"]
+    sft = json.loads((out / "sft" / "arm.json").read_text())
+    assert rows[("sft", "agent")]["statuses"] == {
+        sft["eval"]["seen"]["report"]["instances"].get(i, "missing"): 1 for i in seen
+    }
+    oracle = json.loads((tmp_path / "s" / "sft" / "oracle" / "report.json").read_text())
+    assert oracle["scaffold"] == "oracle" and oracle["model"] == sft["model"] and oracle["total"] == len(seen)
+    assert rows[("base", "oracle")]["model"] == "tiny-random" and "| sft | oracle |" in done.stdout
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0 and "python -m srl_agent" not in again.stdout
 
 
 def test_train_single_read_leaves_out_of_training_the_experts_that_read_on(factory, tmp_path):

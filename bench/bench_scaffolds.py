@@ -1,0 +1,233 @@
+"""The same held-out SWE tasks through every scaffold: the embedded default and the learning benchmark's
+checkpoints, each run by the agent loop, the oracle-file repair, agentless and mini-swe-agent.
+
+    python bench/bench_scaffolds.py --bench runs/bench-swe-6 [--arms base,sft] [--set seen]
+        [--scaffolds agent,oracle,agentless,mini-swe-agent] [--out runs/scaffolds-6] [--threads 2]
+
+What runs (every one through `python -m srl_agent.evaluate --task swe`, with the learning benchmark's
+`evaluate` settings, `BENCH/configs/evaluate.yaml`: greedy, the same window, turns and tokens):
+- Tasks: the held-out set `--set` of a finished learning benchmark (`bench/bench_swe_learning.py`),
+  `BENCH/data/split.json`, its task folders `BENCH/data/repos`.
+- Models: the final checkpoint of each of `--arms` (`BENCH/ARM/arm.json`; `base` is the embedded
+  default, `train.model.name`).
+- Scaffolds: `agent` (the SRL agent loop the policy was trained for; its evaluation is the benchmark's
+  own, `BENCH/ARM/eval-SET`, taken as it is: the same command), `oracle` (one repair of the gold
+  patch's files), `agentless` (the model localizes up to 5 files, then the repair; the paper's
+  end-to-end column, greedy, one sample), `mini-swe-agent` (the package itself, bash only, text mode,
+  against the model served by `python -m srl_agent.serve` on a local port; the agent's limits: as many
+  model calls as `agent.max_steps`, `agent.time_limit` seconds, the same completion length).
+
+The table (`OUT/summary.md`, `summary.json`): per model and scaffold the resolved count, the rate with a
+95% bootstrap interval over tasks, exit statuses and (agentless) localization recall. Each evaluation
+resumes from its folder `OUT/ARM/SCAFFOLD`; `--report` tables what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_outcomes import bootstrap, machine, mean, run_json
+
+REPO = Path(__file__).resolve().parents[1]
+SCAFFOLDS = ("agent", "oracle", "agentless", "mini-swe-agent")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, required=True, help="a learning benchmark's --out folder")
+    parser.add_argument("--arms", default="base,sft", help="comma-separated arms of that benchmark")
+    parser.add_argument("--set", default="seen", choices=["seen", "unseen"], help="the held-out set")
+    parser.add_argument(
+        "--scaffolds", default=",".join(SCAFFOLDS), help="comma-separated, any of " + ", ".join(SCAFFOLDS)
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default: BENCH-scaffolds")
+    parser.add_argument("--port", type=int, default=8011, help="where mini-swe-agent's model is served")
+    parser.add_argument("--report", action="store_true", help="only table what is done")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each command")
+    args = parser.parse_args()
+    if args.threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    out = args.out or args.bench.with_name(args.bench.name + "-scaffolds")
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    scaffolds = [s.strip() for s in args.scaffolds.split(",") if s.strip()]
+    if unknown := [s for s in scaffolds if s not in SCAFFOLDS]:
+        raise SystemExit(f"error: --scaffolds: unknown {unknown}; the scaffolds are {', '.join(SCAFFOLDS)}")
+    split_path = args.bench / "data" / "split.json"
+    if not split_path.is_file():
+        raise SystemExit(
+            f"error: --bench: {args.bench} holds no learning benchmark ({split_path} is missing)"
+        )
+    ids = json.loads(split_path.read_text(encoding="utf-8"))[args.set]
+    settings = yaml.safe_load((args.bench / "configs" / "evaluate.yaml").read_text(encoding="utf-8")) or {}
+    models = {arm: arm_model(args.bench, arm) for arm in arms}
+    results_path = out / "results.json"
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if not args.report:
+        for arm in arms:
+            for scaffold in scaffolds:
+                key = f"{arm}/{scaffold}"
+                if key in results:
+                    continue
+                started = time.perf_counter()
+                report = evaluate(args, arm, models[arm], scaffold, ids, settings, out)
+                results[key] = {
+                    "model": models[arm],
+                    "report": report,
+                    "seconds": time.perf_counter() - started,
+                }
+                results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    summary = summarize(results, ids, args.set, args.bench)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    table = markdown(summary)
+    (out / "summary.md").write_text(table, encoding="utf-8")
+    print(table)
+
+
+def arm_model(bench: Path, arm: str) -> str:
+    """The arm's final checkpoint (the base model's name for `base`), as its record names it."""
+    record = bench / arm / "arm.json"
+    if not record.is_file():
+        raise SystemExit(f"error: --arms: {bench} has no finished arm {arm} ({record} is missing)")
+    model = json.loads(record.read_text(encoding="utf-8")).get("model")
+    if model is None:  # a base record made before the bench recorded it
+        train = yaml.safe_load((bench / "configs" / "train.yaml").read_text(encoding="utf-8")) or {}
+        model = (train.get("model") or {}).get("name", "smollm2-135m")
+    return model
+
+
+def evaluate(args: argparse.Namespace, arm: str, model: str, scaffold: str, ids: list[str],
+             settings: dict[str, Any], out: Path) -> dict[str, Any]:  # fmt: skip
+    """One model through one scaffold on the tasks: the evaluation's report."""
+    if scaffold == "agent":  # the benchmark's own evaluation, the same command
+        record = json.loads((args.bench / arm / "arm.json").read_text(encoding="utf-8"))
+        if args.set not in record.get("eval", {}):
+            raise SystemExit(f"error: {args.bench}/{arm} has no evaluation of set {args.set}")
+        return record["eval"][args.set]["report"]
+    command = [
+        "srl_agent.evaluate", "--task", "swe", "--config", str(args.bench / "configs" / "evaluate.yaml"),
+        "--instances", str(args.bench / "data" / "repos"), "--scaffold", scaffold,
+        "--out", str(out / arm / scaffold), "--json", "seed=0", "swe.split=all",
+        f"swe.instance_ids={json.dumps(ids)}",
+    ]  # fmt: skip
+    if scaffold != "mini-swe-agent":
+        return run_json([*command, "--model", model])
+    agent = settings.get("agent") or {}
+    tokens = (settings.get("generation") or {}).get("max_new_tokens", 512)
+    limits = {"temperature": 0.0, "max_tokens": tokens}
+    command += ["swe.mini.mode=text", f"swe.mini.step_limit={agent.get('max_steps', 8)}",
+                f"swe.mini.wall_time_limit={int(agent.get('time_limit', 900))}",
+                f"swe.mini.model_kwargs={json.dumps(limits)}"]  # fmt: skip
+    with served(model, args.port) as address:
+        return run_json([*command, "--model", address])
+
+
+@contextlib.contextmanager
+def served(model: str, port: int) -> Iterator[str]:
+    """`python -m srl_agent.serve MODEL --port PORT` running until the block ends; yields the `--model`
+    string it prints once the server answers."""
+    command = [sys.executable, "-m", "srl_agent.serve", model, "--port", str(port)]
+    print("+ " + " ".join(command[1:]), flush=True)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        address = next((line.strip() for line in proc.stdout or () if line.startswith("openai:")), None)
+        if address is None:
+            raise SystemExit(
+                f"error: `srl_agent.serve {model}` exited with {proc.wait()} before naming its address"
+            )
+        deadline = time.monotonic() + 900
+        while not answers(f"http://127.0.0.1:{port}/v1/models"):
+            if proc.poll() is not None:
+                raise SystemExit(f"error: the server of {model} exited with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: the server of {model} did not answer on port {port} in 900 s")
+            time.sleep(2)
+        yield address
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def summarize(results: dict[str, Any], ids: list[str], set_name: str, bench: Path) -> dict[str, Any]:
+    rng = random.Random(0)
+    draws = [[rng.randrange(len(ids)) for _ in ids] for _ in range(2000)]
+    rows = []
+    for key, result in results.items():
+        arm, scaffold = key.split("/", 1)
+        report = result["report"]
+        statuses = report.get("instances", {})
+        v = [1.0 if statuses.get(iid) == "resolved" else 0.0 for iid in ids]
+        localization = report.get("localization") or {}
+        rows.append({
+            "arm": arm,
+            "scaffold": scaffold,
+            "model": result["model"],
+            "tasks": len(ids),
+            "resolved": int(sum(v)),
+            "resolve_rate": mean(v),
+            "ci95": bootstrap(lambda idx, v=v: mean([v[i] for i in idx]), draws),
+            "statuses": count(statuses.get(iid, "missing") for iid in ids),
+            "exit_statuses": report.get("exit_statuses"),
+            "localization_recall": localization.get("recall_mean"),
+            "seconds": result["seconds"],
+        })  # fmt: skip
+    return {"machine": machine(), "bench": str(bench), "set": set_name, "rows": rows}
+
+
+def count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        f"# Every scaffold on held-out set {summary['set']} of {summary['bench']}",
+        "",
+        f"Machine: {summary['machine']}. Greedy, one sample; intervals: bootstrap over tasks, 2000 draws.",
+        "",
+        "| model | scaffold | resolved | rate | 95% CI | grades | exit statuses | localization recall | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        grades = ", ".join(f"{k} {n}" for k, n in r["statuses"].items())
+        exits = ", ".join(f"{k} {n}" for k, n in sorted((r["exit_statuses"] or {}).items()))
+        recall = "" if r["localization_recall"] is None else f"{r['localization_recall']:.3f}"
+        lines.append(
+            f"| {r['arm']} | {r['scaffold']} | {r['resolved']}/{r['tasks']} | {r['resolve_rate']:.3f} "
+            f"| [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {grades} | {exits} | {recall} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
