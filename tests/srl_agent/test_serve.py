@@ -69,12 +69,18 @@ def test_a_checkpoint_folder_is_served_with_its_template_name_and_context(checkp
         "--chat-template": str(checkpoint / "chat_template.jinja"),
         "--generation-config": "vllm",
         "--max-model-len": "4096",  # the tiny model's max_position_embeddings
+        "--kv-cache-memory-bytes": str(2 * 2**30),  # not 92% of the host's memory, which a busy one lacks
     }
     assert "im_start" in (checkpoint / "chat_template.jinja").read_text()  # the template it was trained with
     assert model == "openai:swe-srl-best@http://127.0.0.1:8123/v1"
     command, model = dry_run(str(checkpoint), "--name", "mine", "--host", "0.0.0.0", "--", "--seed", "3")
     assert flags(command)["--served-model-name"] == "mine" and command.endswith("--seed 3")
     assert model == "openai:mine@http://127.0.0.1:8000/v1"  # a server on every address is asked locally
+    for sized in (["--gpu-memory-utilization", "0.5"], ["--kv-cache-memory-bytes=1000000000"]):
+        command, _ = dry_run(str(checkpoint), "--", *sized)  # the user's own sizing, and no other
+        assert command.count("--kv-cache-memory-bytes") + command.count("--gpu-memory-utilization") == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "--kv-cache-memory-bytes" not in dry_run(str(checkpoint))[0]  # a GPU's memory fraction is vLLM's
 
 
 def test_a_template_kept_in_the_tokenizer_config_is_written_to_a_file(checkpoint, tmp_path, monkeypatch):
