@@ -54,6 +54,7 @@ RESUMABLE_CHANGES = {
     "trainer.wandb",
     "trainer.gradient_checkpointing",  # memory for compute; the update is the same
     "generation.share_prefill",  # the same completions, faster
+    "environment.pool_size",  # how many episodes run at once, not which
 }
 
 

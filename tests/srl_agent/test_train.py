@@ -340,6 +340,7 @@ def test_resuming_with_another_config_is_refused_naming_the_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"optim\.lr"):
         checkpoint.prepare_run_dir(train.parse_args([*args, "optim.lr=0.5"])[1][0])
     checkpoint.prepare_run_dir(train.parse_args([*args, "trainer.steps=99"])[1][0])  # extending a run is fine
+    checkpoint.prepare_run_dir(train.parse_args([*args, "environment.pool_size=16"])[1][0])  # more at once
 
 
 def test_ppo_epochs_kl_reference_bf16_and_cosine_schedule_run(simple_data, tmp_path):
