@@ -614,12 +614,16 @@ def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
     left.set_ylabel("held-out resolve rate (95% bootstrap CI)")
     left.legend(fontsize=7)
     for arm, t in summary["arms"].items():
-        for stage, s in t["stages"].items():
+        # a stage spans its share of the arm's budget (an RLVR step stands for max_steps SRL steps)
+        share = 1 / max(1, len(t["stages"]))
+        for k, (stage, s) in enumerate(t["stages"].items()):
             key = "loss" if stage == "sft" else "reward_mean"
-            points = [(c["step"], c[key]) for c in s["curve"] if c.get(key) is not None]
+            points = [
+                ((k + c["step"] / s["steps"]) * share, c[key]) for c in s["curve"] if c.get(key) is not None
+            ]
             if points:
                 right.plot(*zip(*points), marker=".", label=f"{arm}: {stage} {key}")
-    right.set_xlabel("optimizer step")
+    right.set_xlabel("share of the arm's training budget")
     right.set_ylabel("train reward (SRL: similarity, RLVR: resolved) / SFT loss")
     if right.lines:
         right.legend(fontsize=7)
