@@ -32,8 +32,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_outcomes import bootstrap, machine, mean, run_json
+from bench_swe_learning import SETS, evaluated
 
 REPO = Path(__file__).resolve().parents[1]
 SCAFFOLDS = ("agent", "oracle", "agentless", "mini-swe-agent")
@@ -51,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, required=True, help="a learning benchmark's --out folder")
     parser.add_argument("--arms", default="base,sft", help="comma-separated arms of that benchmark")
-    parser.add_argument("--set", default="seen", choices=["seen", "unseen"], help="the held-out set")
+    parser.add_argument("--set", default="seen", choices=list(SETS), help="the held-out set")
     parser.add_argument(
         "--scaffolds", default=",".join(SCAFFOLDS), help="comma-separated, any of " + ", ".join(SCAFFOLDS)
     )
@@ -74,7 +77,7 @@ def main() -> None:
         )
     ids = json.loads(split_path.read_text(encoding="utf-8"))[args.set]
     settings = yaml.safe_load((args.bench / "configs" / "evaluate.yaml").read_text(encoding="utf-8")) or {}
-    models = {arm: arm_model(args.bench, arm) for arm in arms}
+    records = {arm: finished_arm(args.bench, arm) for arm in arms}
     results_path = out / "results.json"
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -85,9 +88,9 @@ def main() -> None:
                 if key in results:
                     continue
                 started = time.perf_counter()
-                report = evaluate(args, arm, models[arm], scaffold, ids, settings, out)
+                report = evaluate(args, arm, records[arm], scaffold, ids, settings, out)
                 results[key] = {
-                    "model": models[arm],
+                    "model": records[arm]["model"],
                     "report": report,
                     "seconds": time.perf_counter() - started,
                 }
@@ -99,26 +102,23 @@ def main() -> None:
     print(table)
 
 
-def arm_model(bench: Path, arm: str) -> str:
-    """The arm's final checkpoint (the base model's name for `base`), as its record names it."""
+def finished_arm(bench: Path, arm: str) -> dict[str, Any]:
+    """The record of an arm the benchmark has trained and evaluated: its `model` is the final checkpoint
+    (the base model's name for `base`), its `eval` the agent scaffold's reports."""
     record = bench / arm / "arm.json"
-    if not record.is_file():
-        raise SystemExit(f"error: --arms: {bench} has no finished arm {arm} ({record} is missing)")
-    model = json.loads(record.read_text(encoding="utf-8")).get("model")
-    if model is None:  # a base record made before the bench recorded it
-        train = yaml.safe_load((bench / "configs" / "train.yaml").read_text(encoding="utf-8")) or {}
-        model = (train.get("model") or {}).get("name", "smollm2-135m")
-    return model
+    if not evaluated(record):
+        raise SystemExit(
+            f"error: --arms: {bench} has no finished arm {arm} ({record} is missing or incomplete)"
+        )
+    return json.loads(record.read_text(encoding="utf-8"))
 
 
-def evaluate(args: argparse.Namespace, arm: str, model: str, scaffold: str, ids: list[str],
+def evaluate(args: argparse.Namespace, arm: str, record: dict[str, Any], scaffold: str, ids: list[str],
              settings: dict[str, Any], out: Path) -> dict[str, Any]:  # fmt: skip
     """One model through one scaffold on the tasks: the evaluation's report."""
     if scaffold == "agent":  # the benchmark's own evaluation, the same command
-        record = json.loads((args.bench / arm / "arm.json").read_text(encoding="utf-8"))
-        if args.set not in record.get("eval", {}):
-            raise SystemExit(f"error: {args.bench}/{arm} has no evaluation of set {args.set}")
         return record["eval"][args.set]["report"]
+    model = record["model"]
     command = [
         "srl_agent.evaluate", "--task", "swe", "--config", str(args.bench / "configs" / "evaluate.yaml"),
         "--instances", str(args.bench / "data" / "repos"), "--scaffold", scaffold,
@@ -150,6 +150,8 @@ def served(model: str, port: int) -> Iterator[str]:
             raise SystemExit(
                 f"error: `srl_agent.serve {model}` exited with {proc.wait()} before naming its address"
             )
+        # the server logs each request to stdout: read on, or a full pipe would stall it
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         deadline = time.monotonic() + 900
         while not answers(f"http://127.0.0.1:{port}/v1/models"):
             if proc.poll() is not None:
@@ -194,19 +196,12 @@ def summarize(results: dict[str, Any], ids: list[str], set_name: str, bench: Pat
             "resolved": int(sum(v)),
             "resolve_rate": mean(v),
             "ci95": bootstrap(lambda idx, v=v: mean([v[i] for i in idx]), draws),
-            "statuses": count(statuses.get(iid, "missing") for iid in ids),
+            "statuses": dict(sorted(Counter(statuses.get(iid, "missing") for iid in ids).items())),
             "exit_statuses": report.get("exit_statuses"),
             "localization_recall": localization.get("recall_mean"),
             "seconds": result["seconds"],
         })  # fmt: skip
     return {"machine": machine(), "bench": str(bench), "set": set_name, "rows": rows}
-
-
-def count(values: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[value] = counts.get(value, 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def markdown(summary: dict[str, Any]) -> str:

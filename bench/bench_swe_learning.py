@@ -310,7 +310,7 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
             record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         model = str(run_dir / "checkpoints" / "last")
     record["model"] = model
-    if record["stages"] and not any(s["steps"] - s["skipped_updates"] for s in record["stages"].values()):
+    if record["stages"] and not updates(record["stages"]):
         # Every step was skipped (no group had a reward spread): the weights are the base model's, and
         # evaluating them again would measure base twice.
         run_arm("base", base, bench, data, configs, out, turns)
@@ -328,6 +328,11 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
             steps = run_json(step_command(model, name, bench, configs["evaluate"], out))
             evals[name] = {"report": report, "steps": steps, "seconds": time.perf_counter() - started}
             record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def updates(stages: dict[str, dict[str, Any]]) -> int:
+    """Optimizer steps the recorded stages took (their steps less those skipped)."""
+    return sum(s["steps"] - s["skipped_updates"] for s in stages.values())
 
 
 def train_command(stage: str, steps: int, bench: dict, data: dict, config: Path, out: Path, run_dir: Path,
@@ -514,7 +519,7 @@ def summarize(bench: dict, data: dict, out: Path, arms: list[str]) -> dict[str, 
             "generated_tokens": sum(s["generated_tokens"] for s in records[a]["stages"].values()),
             "trained_tokens": sum(s["trained_tokens"] for s in records[a]["stages"].values()),
             "steps": sum(s["steps"] for s in records[a]["stages"].values()),
-            "updates": sum(s["steps"] - s["skipped_updates"] for s in records[a]["stages"].values()),
+            "updates": updates(records[a]["stages"]),
             "eval_of": records[a].get("eval_of"),
             "stages": records[a]["stages"],
         }
@@ -587,7 +592,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for arm, t in summary["arms"].items():
         stages_ = " + ".join(f"{name} {s['steps']}" for name, s in t["stages"].items()) or "-"
         evals = f"= {t['eval_of']}'s" if t.get("eval_of") else f"{t['eval_seconds']:.0f}"
-        lines.append(f"| {arm} | {stages_} | {t.get('updates', 0)}/{t.get('steps', 0)} | {t['train_seconds']:.0f} "
+        lines.append(f"| {arm} | {stages_} | {t['updates']}/{t['steps']} | {t['train_seconds']:.0f} "
                      f"| {evals} | {t['generated_tokens']} | {t['trained_tokens']} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
