@@ -300,15 +300,19 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
     record: dict[str, Any] = json.loads(record_path.read_text()) if record_path.is_file() else {}
     record.setdefault("stages", {})
     model = base
-    for stage, steps in stages(arm, bench["steps"], turns):
-        run_dir = folder / stage
+    plan = stages(arm, bench["steps"], turns)
+    for index, (stage, steps) in enumerate(plan):
         if stage not in record["stages"]:
-            started = time.perf_counter()
-            init_from = None if model == base else model
-            run(train_command(stage, steps, bench, data, configs["train"], out, run_dir, init_from))
-            record["stages"][stage] = {"seconds": time.perf_counter() - started, **training_stats(run_dir)}
+            # The same seeded stages from the same start in another arm: that run is this one's.
+            if not (done := trained_elsewhere(arm, plan[: index + 1], bench["steps"], out, turns)):
+                started = time.perf_counter()
+                init_from = None if model == base else model
+                run_dir = folder / stage
+                run(train_command(stage, steps, bench, data, configs["train"], out, run_dir, init_from))
+                done = {"seconds": time.perf_counter() - started, **training_stats(run_dir)}
+            record["stages"][stage] = done
             record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        model = str(run_dir / "checkpoints" / "last")
+        model = str(out / record["stages"][stage].get("trained_in", arm) / stage / "checkpoints" / "last")
     record["model"] = model
     if record["stages"] and not updates(record["stages"]):
         # Every step was skipped (no group had a reward spread): the weights are the base model's, and
@@ -328,6 +332,24 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
             steps = run_json(step_command(model, name, bench, configs["evaluate"], out))
             evals[name] = {"report": report, "steps": steps, "seconds": time.perf_counter() - started}
             record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def trained_elsewhere(
+    arm: str, plan: list[tuple[str, int]], budget: int, out: Path, turns: int
+) -> dict[str, Any] | None:
+    """The record of `plan`'s last stage where another arm has finished the same stages (names and
+    steps) in the same order, marked with the arm it was trained in (`trained_in`); None if no arm has.
+    Runs are seeded and deterministic, so `sft+srl` can start from `sft+rlvr`'s SFT stage."""
+    stage = plan[-1][0]
+    for other in ARMS:
+        record_path = out / other / "arm.json"
+        if other == arm or stages(other, budget, turns)[: len(plan)] != plan:
+            continue
+        if record_path.is_file() and (done := json.loads(record_path.read_text())["stages"].get(stage)):
+            trained_in = done.get("trained_in", other)
+            if (out / trained_in / stage / "checkpoints" / "last").is_dir():
+                return {**done, "trained_in": trained_in}
+    return None
 
 
 def updates(stages: dict[str, dict[str, Any]]) -> int:
@@ -584,13 +606,20 @@ def markdown(summary: dict[str, Any]) -> str:
     lines += [
         "",
         "Updates: optimizer steps taken of those run (a step whose groups all lack a reward spread is",
-        "skipped). An arm that took none has the base model's weights, and base's evaluation.",
+        "skipped). An arm that took none has the base model's weights, and base's evaluation. A stage",
+        "'in' another arm is that arm's run of the same seeded stages from the same start, counted in both.",
         "",
         "| arm | stages | updates | train s | eval s | tokens generated | tokens trained |",
         "|---|---|---|---|---|---|---|",
     ]
     for arm, t in summary["arms"].items():
-        stages_ = " + ".join(f"{name} {s['steps']}" for name, s in t["stages"].items()) or "-"
+        stages_ = (
+            " + ".join(
+                f"{name} {s['steps']}" + (f" (in {s['trained_in']})" if s.get("trained_in") else "")
+                for name, s in t["stages"].items()
+            )
+            or "-"
+        )
         evals = f"= {t['eval_of']}'s" if t.get("eval_of") else f"{t['eval_seconds']:.0f}"
         lines.append(f"| {arm} | {stages_} | {t['updates']}/{t['steps']} | {t['train_seconds']:.0f} "
                      f"| {evals} | {t['generated_tokens']} | {t['trained_tokens']} |")  # fmt: skip

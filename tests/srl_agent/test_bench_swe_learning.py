@@ -243,3 +243,30 @@ def test_an_arm_that_took_no_update_is_evaluated_as_base(tmp_path, monkeypatch):
     assert all(unchanged["eval"][n]["seconds"] == 0.0 for n in bench.SETS)
     updated = run(tmp_path / "updated", skipped=1)
     assert "eval_of" not in updated and len(ran) == 2 * len(bench.SETS)  # agent and step scores per set
+
+
+def test_a_stage_another_arm_trained_from_the_same_start_is_taken_not_retrained(tmp_path, monkeypatch):
+    """sft+srl's SFT stage is sft+rlvr's (48 seeded steps from base): its SRL stage starts from that
+    checkpoint and nothing retrains it; the SFT arm's 96-step stage is not the same run."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_swe_learning as bench
+
+    trained: list[list[str]] = []
+    monkeypatch.setattr(bench, "run", trained.append)
+    monkeypatch.setattr(bench, "run_json", lambda command: {"instances": {}})
+    stats = {"steps": 1, "skipped_updates": 0, "generated_tokens": 0, "trained_tokens": 3, "curve": []}
+    monkeypatch.setattr(bench, "training_stats", lambda run_dir: stats)
+    for arm, steps in (("sft", 4), ("sft+rlvr", 2)):
+        (tmp_path / arm / "sft" / "checkpoints" / "last").mkdir(parents=True)
+        record = {"stages": {"sft": {**stats, "steps": steps, "seconds": 7.0}}}
+        (tmp_path / arm / "arm.json").write_text(json.dumps(record))
+    paths = {"train": tmp_path / "train.yaml", "evaluate": tmp_path / "evaluate.yaml"}
+    data = {"seen": ["t1"], "unseen": ["t1"], "train": ["t0"]}
+    bench.run_arm("sft+srl", "tiny-random", {"steps": 4, "batch": 1, "seed": 0, "step_examples": 1}, data,
+                  paths, tmp_path, 2)  # fmt: skip
+
+    assert [c[c.index("--stage") + 1] for c in trained] == ["srl"]
+    assert f"model.init_from={tmp_path / 'sft+rlvr' / 'sft' / 'checkpoints' / 'last'}" in trained[0]
+    record = json.loads((tmp_path / "sft+srl" / "arm.json").read_text())
+    assert record["stages"]["sft"]["trained_in"] == "sft+rlvr" and record["stages"]["sft"]["steps"] == 2
+    assert record["model"] == str(tmp_path / "sft+srl" / "srl" / "checkpoints" / "last")
