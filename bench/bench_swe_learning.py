@@ -305,9 +305,9 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
         if stage not in record["stages"]:
             # The same seeded stages from the same start in another arm: that run is this one's.
             if not (done := trained_elsewhere(arm, plan[: index + 1], bench["steps"], out, turns)):
-                started = time.perf_counter()
                 init_from = None if model == base else model
                 run_dir = folder / stage
+                started = time.perf_counter() - step_seconds(run_dir)  # a killed run's steps count
                 run(train_command(stage, steps, bench, data, configs["train"], out, run_dir, init_from))
                 done = {"seconds": time.perf_counter() - started, **training_stats(run_dir)}
             record["stages"][stage] = done
@@ -391,6 +391,17 @@ def step_command(model: str, name: str, bench: dict, config: Path, out: Path) ->
         f"data.source={out / 'data' / 'trajectories' / name}", "data.build.validation_groups=0",
         "eval.split=train", f"data.max_train_examples={bench['step_examples']}", f"seed={bench['seed']}",
     ]  # fmt: skip
+
+
+def step_seconds(run_dir: Path) -> float:
+    """Seconds that the steps up to the stage's last checkpoint took (0 before one): what a killed run
+    leaves to its resumption, less its start-up."""
+    from srl_agent.runlog import read_metrics
+
+    state = run_dir / "checkpoints" / "last" / "state.json"
+    kept = json.loads(state.read_text())["step"] if state.is_file() else 0
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return sum(r.get("seconds_total") or 0.0 for r in rows if 0 < r.get("step", 0) <= kept)
 
 
 def training_stats(run_dir: Path) -> dict[str, Any]:

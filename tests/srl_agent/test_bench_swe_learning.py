@@ -270,3 +270,16 @@ def test_a_stage_another_arm_trained_from_the_same_start_is_taken_not_retrained(
     record = json.loads((tmp_path / "sft+srl" / "arm.json").read_text())
     assert record["stages"]["sft"]["trained_in"] == "sft+rlvr" and record["stages"]["sft"]["steps"] == 2
     assert record["model"] == str(tmp_path / "sft+srl" / "srl" / "checkpoints" / "last")
+
+
+def test_a_resumed_stage_counts_the_steps_its_killed_run_kept(tmp_path):
+    """The steps up to the last checkpoint count; those logged after it are run again, so do not."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_swe_learning import step_seconds
+
+    assert step_seconds(tmp_path) == 0
+    rows = [{"step": 0, "seconds_total": 100.0}] + [{"step": k, "seconds_total": 10.0 * k} for k in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "checkpoints" / "last").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "last" / "state.json").write_text(json.dumps({"step": 2}))
+    assert step_seconds(tmp_path) == 30.0
