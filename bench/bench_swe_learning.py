@@ -638,13 +638,14 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
-    """Resolve rate by arm and set with 95% intervals (left), and each trained stage's curve (right)."""
+    """Resolve rate by arm and set with 95% intervals (left), each SFT stage's loss (middle) and each RL
+    stage's training reward (right), on the share of the arm's budget."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, losses, rewards) = plt.subplots(1, 3, figsize=(16, 4.5), width_ratios=(1.2, 1, 1))
     arms = list(summary["arms"])
     for k, name in enumerate(SETS):
         rows = {r["arm"]: r for r in summary["rows"] if r["set"] == name}
@@ -655,23 +656,28 @@ def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
             [rows[a]["ci95"][1] - y for a, y in zip(arms, ys)],
         ]
         left.bar(xs, ys, width=0.35, yerr=err, capsize=3, label=f"({'ab'[k]}) {name}: {SETS[name]}")
-    left.set_xticks(range(len(arms)), arms)
+    left.set_xticks(range(len(arms)), arms, rotation=20)
     left.set_ylabel("held-out resolve rate (95% bootstrap CI)")
     left.legend(fontsize=7)
-    for arm, t in summary["arms"].items():
+    for i, (arm, t) in enumerate(summary["arms"].items()):
         # a stage spans its share of the arm's budget (an RLVR step stands for max_steps SRL steps)
         share = 1 / max(1, len(t["stages"]))
         for k, (stage, s) in enumerate(t["stages"].items()):
-            key = "loss" if stage == "sft" else "reward_mean"
+            axis, key = (losses, "loss") if stage == "sft" else (rewards, "reward_mean")
             points = [
                 ((k + c["step"] / s["steps"]) * share, c[key]) for c in s["curve"] if c.get(key) is not None
             ]
             if points:
-                right.plot(*zip(*points), marker=".", label=f"{arm}: {stage} {key}")
-    right.set_xlabel("share of the arm's training budget")
-    right.set_ylabel("train reward (SRL: similarity, RLVR: resolved) / SFT loss")
-    if right.lines:
-        right.legend(fontsize=7)
+                # thinner line by arm: a stage that another arm shares stays visible beneath
+                axis.plot(*zip(*points), f"C{i}.-", lw=3.5 - 0.4 * i, alpha=0.8, label=f"{arm}: {stage}")
+    left.plot(range(len(arms)), [0] * len(arms), lw=0)  # keeps every arm's tick when all rates are 0
+    losses.set_title("SFT stages: loss per token", fontsize=9)
+    rewards.set_title("RL stages: training reward (SRL: similarity, -1 = broken; RLVR: resolved)", fontsize=9)
+    for axis in (losses, rewards):
+        axis.set_xlabel("share of the arm's training budget")
+        axis.set_xlim(0, 1)
+        if axis.lines:
+            axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
