@@ -238,8 +238,7 @@ def expert_steps(
     reproduce = reproduce or failing_tests_command(fail_to_pass)
     check_files = pytest_command(files)
     named = _names(fail_to_pass)
-    pattern = f"'(def|class) {leaf}\\b'"
-    locate = f"grep -rn --include='*.py' -E {pattern} /testbed | head -n 20"
+    locate = f"grep -rn --include='*.py' -E {definition_pattern(leaf)} /testbed | head -n 20"
     # the first line the fix changes (for a pure insertion, the line after which it goes back in)
     changed = fix.changed_line - 1 if fix.buggy else max(fix.changed_line - 2, 0)
     reads = read_commands(lines_of(buggy_source(bug, source)), leaf, path, changed)
@@ -266,11 +265,16 @@ def expert_steps(
     return steps
 
 
+def definition_pattern(leaf: str) -> str:
+    """The shell-quoted `grep -E` pattern of the line that defines `leaf` (a function or a class)."""
+    return f"'(def|class) {leaf}\\b'"
+
+
 def read_commands(lines: Sequence[str], leaf: str, path: str, changed: int, most: int = 8) -> list[str]:
     """The read steps in a file of `lines` (the buggy file), until the last one shows line `changed`
     (0-based; the first the fix changes): `grep -A 49` from the `def`/`class` of `leaf`, then the next
     chunk of the same grep (`grep -A 99 ... | sed -n '51,100p'`) and so on, at most `most` reads."""
-    pattern, regex = f"'(def|class) {leaf}\\b'", rf"(def|class) {re.escape(leaf)}\b"
+    pattern, regex = definition_pattern(leaf), rf"(def|class) {re.escape(leaf)}\b"
     commands = []
     for chunk in range(most):
         first, last = chunk * READ_LINES + 1, (chunk + 1) * READ_LINES
