@@ -656,7 +656,8 @@ def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
             [rows[a]["ci95"][1] - y for a, y in zip(arms, ys)],
         ]
         left.bar(xs, ys, width=0.35, yerr=err, capsize=3, label=f"({'ab'[k]}) {name}: {SETS[name]}")
-    left.set_xticks(range(len(arms)), arms, rotation=20)
+    ticks = [a + (f"\n(= {t['eval_of']})" if (t := summary["arms"][a]).get("eval_of") else "") for a in arms]
+    left.set_xticks(range(len(arms)), ticks, rotation=20)
     left.set_ylabel("held-out resolve rate (95% bootstrap CI)")
     left.legend(fontsize=7)
     for i, (arm, t) in enumerate(summary["arms"].items()):
