@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,13 @@ def test_tensorboard_and_wandb_log_every_step_once_across_a_resume(simple_data, 
     # Both wandb sessions wrote into the same offline run id, together logging steps 0..3 once each.
     runs = sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
     assert len(runs) == 2
-    history = [row for path in runs for row in wandb_history(path)]
+    # wandb-core, a process of its own, may still be writing the last records when finish() returns
+    deadline = time.monotonic() + 30
+    while (
+        len(history := [row for path in runs for row in wandb_history(path)]) < 4
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
     assert [row["_step"] for row in history] == [0, 1, 2, 3]
     assert history[3]["reward_mean"] == pytest.approx(metrics[3]["reward_mean"])
 
@@ -77,7 +84,7 @@ def wandb_history(path: Path) -> list[dict]:
             pos += block - pos % block
             continue
         length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        if kind == 0:
+        if kind == 0 or pos + 7 + length > len(data):  # the end, or a chunk still being written
             break
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
