@@ -312,7 +312,7 @@ def _run_arm(arm: str, base: str, bench: dict, data: dict, configs: dict[str, Pa
                 done = {"seconds": time.perf_counter() - started, **training_stats(run_dir)}
             record["stages"][stage] = done
             record_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        model = str(out / record["stages"][stage].get("trained_in", arm) / stage / "checkpoints" / "last")
+        model = str(stage_checkpoint(out, record["stages"][stage].get("trained_in", arm), stage))
     record["model"] = model
     if record["stages"] and not updates(record["stages"]):
         # Every step was skipped (no group had a reward spread): the weights are the base model's, and
@@ -347,9 +347,14 @@ def trained_elsewhere(
             continue
         if record_path.is_file() and (done := json.loads(record_path.read_text())["stages"].get(stage)):
             trained_in = done.get("trained_in", other)
-            if (out / trained_in / stage / "checkpoints" / "last").is_dir():
+            if stage_checkpoint(out, trained_in, stage).is_dir():
                 return {**done, "trained_in": trained_in}
     return None
+
+
+def stage_checkpoint(out: Path, arm: str, stage: str) -> Path:
+    """The last checkpoint of the stage that `arm` trained."""
+    return out / arm / stage / "checkpoints" / "last"
 
 
 def updates(stages: dict[str, dict[str, Any]]) -> int:
@@ -671,7 +676,6 @@ def plot(summary: dict[str, Any], out: Path, path: Path) -> None:
             if points:
                 # thinner line by arm: a stage that another arm shares stays visible beneath
                 axis.plot(*zip(*points), f"C{i}.-", lw=3.5 - 0.4 * i, alpha=0.8, label=f"{arm}: {stage}")
-    left.plot(range(len(arms)), [0] * len(arms), lw=0)  # keeps every arm's tick when all rates are 0
     losses.set_title("SFT stages: loss per token", fontsize=9)
     rewards.set_title("RL stages: training reward (SRL: similarity, -1 = broken; RLVR: resolved)", fontsize=9)
     for axis in (losses, rewards):
