@@ -3,9 +3,13 @@ checkpoints, each run by the agent loop, the oracle-file repair, agentless and m
 
     python bench/bench_scaffolds.py --bench runs/bench-swe-6 [--arms base,sft] [--set seen]
         [--scaffolds agent,oracle,agentless,mini-swe-agent] [--out runs/scaffolds-6] [--threads 2]
+        [--prompted served|local]
 
 What runs (every one through `python -m srl_agent.evaluate --task swe`, with the learning benchmark's
-`evaluate` settings, `BENCH/configs/evaluate.yaml`: greedy, the same window, turns and tokens):
+`evaluate` settings, `BENCH/configs/evaluate.yaml`: greedy, the same window, turns and tokens; every
+model call of every scaffold is capped at its `generation.max_new_tokens`, the oracle's and agentless's
+answers too, where Agentless-mini allows 4,096: a small model that writes to the cap would take hours
+of a 2-core machine there, and a localization or a one-line repair needs far fewer):
 - Tasks: the held-out set `--set` of a finished learning benchmark (`bench/bench_swe_learning.py`),
   `BENCH/data/split.json`, its task folders `BENCH/data/repos`.
 - Models: the final checkpoint of each of `--arms` (`BENCH/ARM/arm.json`; `base` is the embedded
@@ -13,9 +17,11 @@ What runs (every one through `python -m srl_agent.evaluate --task swe`, with the
 - Scaffolds: `agent` (the SRL agent loop the policy was trained for; its evaluation is the benchmark's
   own, `BENCH/ARM/eval-SET`, taken as it is: the same command), `oracle` (one repair of the gold
   patch's files), `agentless` (the model localizes up to 5 files, then the repair; the paper's
-  end-to-end column, greedy, one sample), `mini-swe-agent` (the package itself, bash only, text mode,
-  against the model served by `python -m srl_agent.serve` on a local port; the agent's limits: as many
-  model calls as `agent.max_steps`, `agent.time_limit` seconds, the same completion length).
+  end-to-end column, greedy, one sample), `mini-swe-agent` (the package itself, bash only, text mode;
+  the agent's limits: as many model calls as `agent.max_steps`, `agent.time_limit` seconds, the same
+  completion length). The last three ask the model served by `python -m srl_agent.serve` on a local
+  port (`--model openai:MODEL@URL`), one server per model, `environment.pool_size` instances at once;
+  with `--prompted local` oracle and agentless load the checkpoint themselves instead.
 
 The table (`OUT/summary.md`, `summary.json`): per model and scaffold the resolved count, the rate with a
 95% bootstrap interval over tasks, exit statuses and (agentless) localization recall. Each evaluation
@@ -59,7 +65,12 @@ def main() -> None:
         "--scaffolds", default=",".join(SCAFFOLDS), help="comma-separated, any of " + ", ".join(SCAFFOLDS)
     )
     parser.add_argument("--out", type=Path, default=None, help="default: BENCH-scaffolds")
-    parser.add_argument("--port", type=int, default=8011, help="where mini-swe-agent's model is served")
+    parser.add_argument("--port", type=int, default=8011, help="where the model is served")
+    parser.add_argument(
+        "--prompted", choices=["served", "local"], default="served",
+        help="how oracle and agentless reach the model: the server mini-swe-agent asks (instances at once) "
+        "or loaded in the evaluation (one instance at a time; for models vLLM cannot serve)",
+    )  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only table what is done")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each command")
     args = parser.parse_args()
@@ -83,18 +94,25 @@ def main() -> None:
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if not args.report:
         for arm in arms:
-            for scaffold in scaffolds:
-                key = f"{arm}/{scaffold}"
-                if key in results:
-                    continue
-                started = time.perf_counter()
-                report = evaluate(args, arm, records[arm], scaffold, ids, settings, out)
-                results[key] = {
-                    "model": records[arm]["model"],
-                    "report": report,
-                    "seconds": time.perf_counter() - started,
-                }
+            todo = [s for s in scaffolds if f"{arm}/{s}" not in results]
+            model = records[arm]["model"]
+            if "agent" in todo:  # the benchmark's own evaluation, the same command
+                results[f"{arm}/agent"] = {"model": model, "report": records[arm]["eval"][args.set]["report"],
+                                           "seconds": 0.0}  # fmt: skip
                 results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+            local = [s for s in todo if s in ("oracle", "agentless") and args.prompted == "local"]
+            remote = [s for s in todo if s != "agent" and s not in local]
+            with served(model, args.port) if remote else contextlib.nullcontext(model) as address:
+                for scaffold in local + remote:
+                    started = time.perf_counter()
+                    report = evaluate(args, model if scaffold in local else address, arm, scaffold, ids,
+                                      settings, out)  # fmt: skip
+                    results[f"{arm}/{scaffold}"] = {
+                        "model": model,
+                        "report": report,
+                        "seconds": time.perf_counter() - started,
+                    }
+                    results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     summary = summarize(results, ids, args.set, args.bench)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     table = markdown(summary)
@@ -113,34 +131,34 @@ def finished_arm(bench: Path, arm: str) -> dict[str, Any]:
     return json.loads(record.read_text(encoding="utf-8"))
 
 
-def evaluate(args: argparse.Namespace, arm: str, record: dict[str, Any], scaffold: str, ids: list[str],
+def evaluate(args: argparse.Namespace, model: str, arm: str, scaffold: str, ids: list[str],
              settings: dict[str, Any], out: Path) -> dict[str, Any]:  # fmt: skip
-    """One model through one scaffold on the tasks: the evaluation's report."""
-    if scaffold == "agent":  # the benchmark's own evaluation, the same command
-        return record["eval"][args.set]["report"]
-    model = record["model"]
+    """One model (`--model`: the served one's `openai:MODEL@URL`, or the checkpoint itself) through one
+    scaffold on the tasks: the evaluation's report."""
     command = [
         "srl_agent.evaluate", "--task", "swe", "--config", str(args.bench / "configs" / "evaluate.yaml"),
-        "--instances", str(args.bench / "data" / "repos"), "--scaffold", scaffold,
+        "--instances", str(args.bench / "data" / "repos"), "--scaffold", scaffold, "--model", model,
         "--out", str(out / arm / scaffold), "--json", "seed=0", "swe.split=all",
         f"swe.instance_ids={json.dumps(ids)}",
     ]  # fmt: skip
-    if scaffold != "mini-swe-agent":
-        return run_json([*command, "--model", model])
-    agent = settings.get("agent") or {}
     tokens = (settings.get("generation") or {}).get("max_new_tokens", 512)
-    limits = {"temperature": 0.0, "max_tokens": tokens}
-    command += ["swe.mini.mode=text", f"swe.mini.step_limit={agent.get('max_steps', 8)}",
-                f"swe.mini.wall_time_limit={int(agent.get('time_limit', 900))}",
-                f"swe.mini.model_kwargs={json.dumps(limits)}"]  # fmt: skip
-    with served(model, args.port) as address:
-        return run_json([*command, "--model", address])
+    if scaffold in ("oracle", "agentless"):
+        command.append(f"swe.oracle_max_new_tokens={tokens}")
+    if scaffold == "mini-swe-agent":
+        agent = settings.get("agent") or {}
+        limits = {"temperature": 0.0, "max_tokens": tokens}
+        command += ["swe.mini.mode=text", f"swe.mini.step_limit={agent.get('max_steps', 8)}",
+                    f"swe.mini.wall_time_limit={int(agent.get('time_limit', 900))}",
+                    f"swe.mini.model_kwargs={json.dumps(limits)}"]  # fmt: skip
+    return run_json(command)
 
 
 @contextlib.contextmanager
 def served(model: str, port: int) -> Iterator[str]:
     """`python -m srl_agent.serve MODEL --port PORT` running until the block ends; yields the `--model`
     string it prints once the server answers."""
+    if answers(f"http://127.0.0.1:{port}/v1/models"):  # its answers would be taken for this model's
+        raise SystemExit(f"error: --port: a server already answers on port {port}; stop it or pick another")
     command = [sys.executable, "-m", "srl_agent.serve", model, "--port", str(port)]
     print("+ " + " ".join(command[1:]), flush=True)
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True)

@@ -373,28 +373,37 @@ def run_prompted(
 ) -> None:
     """The prompted scaffolds, oracle and agentless: responses made into one patch per instance
     (`srl_agent.eval.oracle`, `srl_agent.eval.agentless`), saved with its record and left for `grade`
-    like an episode; an instance no response could be asked for is graded at once with its status."""
+    like an episode; an instance no response could be asked for is graded at once with its status.
+    A model behind a chat API (`openai:`) is asked for `environment.pool_size` instances at once, as
+    Agentless-mini sends concurrent requests (the server batches them); a model loaded here answers one
+    instance at a time."""
+    from environments.chat_api import OPENAI_PREFIX
     from srl_agent.eval import agentless, oracle
 
-    scaffold = cfg.swe.scaffold
+    scaffold, model = cfg.swe.scaffold, model_string(cfg)
     if scaffold == "agentless":
         attempt: Any = agentless.attempt
-        respond: Any = agentless.make_asker(cfg, model_string(cfg))
+        respond: Any = agentless.make_asker(cfg, model)
     else:
-        attempt, respond = oracle.attempt, oracle.make_responder(cfg, model_string(cfg))
-    with Progress(progress, len(tasks)) as bar:
-        for task in tasks:
-            iid, done = task.instance_id, attempt(cfg, task, respond)
-            if done.error is not None:
-                outcome = Outcome(iid, "graded", done.error[0], detail=done.error[1])
-            else:
-                record = json.dumps(done.record, indent=1) + "\n"
-                (out / scaffold / f"{file_name(iid)}.json").write_text(record, encoding="utf-8")
-                stats = done.stats
-                outcome = Outcome(iid, "episode", None, stats["exit_status"], stats["detail"], stats)
-                predictions.write(Prediction(iid, model_string(cfg), done.patch or ""))
-            results.write(outcome)
-            bar.advance(outcome)
+        attempt, respond = oracle.attempt, oracle.make_responder(cfg, model)
+
+    def instance(task: TaskInstance) -> None:
+        iid, done = task.instance_id, attempt(cfg, task, respond)
+        if done.error is not None:
+            outcome = Outcome(iid, "graded", done.error[0], detail=done.error[1])
+        else:
+            record = json.dumps(done.record, indent=1) + "\n"
+            (out / scaffold / f"{file_name(iid)}.json").write_text(record, encoding="utf-8")
+            stats = done.stats
+            outcome = Outcome(iid, "episode", None, stats["exit_status"], stats["detail"], stats)
+            predictions.write(Prediction(iid, model, done.patch or ""))
+        results.write(outcome)
+        bar.advance(outcome)
+
+    at_once = cfg.environment.pool_size if model.startswith(OPENAI_PREFIX) else 1
+    workers = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix=scaffold)
+    with Progress(progress, len(tasks)) as bar, workers:
+        list(workers.map(instance, tasks))
 
 
 def run_mini(

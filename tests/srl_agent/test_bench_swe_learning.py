@@ -118,11 +118,12 @@ def test_two_arms_train_evaluate_on_both_held_out_sets_and_table(factory, two_ar
 
 def test_the_arms_checkpoints_through_other_scaffolds(two_arms, tmp_path):
     """bench_scaffolds.py on the benchmark's held-out set (a): the agent scaffold's row is the
-    benchmark's own evaluation, the oracle scaffold runs each arm's checkpoint; a rerun runs nothing."""
+    benchmark's own evaluation, the oracle scaffold runs each arm's checkpoint (loaded in the evaluation:
+    `srl_agent.serve` refuses `tiny-random`, which is no checkpoint); a rerun runs nothing."""
     out, _ = two_arms
     command = [sys.executable, str(REPO / "bench" / "bench_scaffolds.py"), "--bench", str(out),
                "--arms", "base,sft", "--scaffolds", "agent,oracle", "--out", str(tmp_path / "s"),
-               "--threads", "1"]  # fmt: skip
+               "--prompted", "local", "--threads", "1"]  # fmt: skip
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from environments.tasks.bundled import get_task, load_tasks
 from srl_agent import evaluate
 from srl_agent.agent import next_example, parse_turn, run_episode
 from srl_agent.config import AgentConfig, EvalConfig, GenerationConfig, PromptConfig
-from srl_agent.eval import agentless, oracle
+from srl_agent.eval import agentless, oracle, swe
 from srl_agent.eval.math_bench import evaluate_benchmarks
 from srl_agent.eval.search_replace import edits_from_patch
 from srl_agent.policies import make_policy
@@ -43,6 +44,7 @@ from srl_agent.tasks import SWE
 from trajectories.actions import render_action
 from trajectories.build import BuildConfig
 from trajectories.config import ConfigError
+from trajectories.ledger import Ledger
 from trajectories.record import ToolCall, Trajectory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -334,6 +336,30 @@ def test_the_agentless_scaffold_localizes_and_repairs_with_the_served_model():
     budget = cfg.swe.oracle_max_new_tokens
     assert asked[0] == (2, budget) and asked[-1] == (3, budget)  # user + prefill; system + user + prefill
     assert (3, 1) in asked  # the repair prompt measured
+
+
+def test_a_served_model_is_asked_for_several_instances_at_once(tmp_path):
+    """With a chat API the prompted scaffolds send `environment.pool_size` instances' requests together,
+    as Agentless-mini does (the server batches them): each answer here waits until three requests are
+    in, which only happens if they were sent at once; every instance is still recorded."""
+    tasks = load_tasks()
+    golds = {t.problem_statement.strip(): gold_edits(t) for t in tasks}
+    together = threading.Barrier(len(tasks), timeout=30)
+
+    def answer(body: dict) -> str:
+        together.wait()
+        return next(edits for issue, edits in golds.items() if issue in body["messages"][1]["content"])
+
+    with ChatServer(answer, "smol") as server:
+        cfg = swe_config("--scaffold", "oracle", "--model", server.model_string("smol"), "--out", str(tmp_path),
+                         f"environment.pool_size={len(tasks)}")  # fmt: skip
+        (tmp_path / "oracle").mkdir()
+        results = Ledger(tmp_path / "results.jsonl", swe.Outcome, key="instance_id")
+        predictions = Ledger(tmp_path / "predictions.jsonl", swe.Prediction, key="instance_id")
+        swe.run_prompted(cfg, tasks, results, predictions, tmp_path, progress=False)
+    assert {o.exit_status for o in results.latest().values()} == {"edited"}
+    assert sorted(predictions.latest()) == sorted(t.instance_id for t in tasks)
+    assert all(p.model_patch.startswith("diff --git") for p in predictions.latest().values())
 
 
 # -- the math benchmarks ---------------------------------------------------------------------------------
