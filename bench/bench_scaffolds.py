@@ -97,8 +97,8 @@ def main() -> None:
             todo = [s for s in scaffolds if f"{arm}/{s}" not in results]
             model = records[arm]["model"]
             if "agent" in todo:  # the benchmark's own evaluation, the same command
-                results[f"{arm}/agent"] = {"model": model, "report": records[arm]["eval"][args.set]["report"],
-                                           "seconds": 0.0}  # fmt: skip
+                own = records[arm]["eval"][args.set]
+                results[f"{arm}/agent"] = {"model": model, "report": own["report"], "seconds": own["seconds"]}
                 results_path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
             local = [s for s in todo if s in ("oracle", "agentless") and args.prompted == "local"]
             remote = [s for s in todo if s != "agent" and s not in local]
@@ -219,6 +219,8 @@ def summarize(results: dict[str, Any], ids: list[str], set_name: str, bench: Pat
             "localization_recall": localization.get("recall_mean"),
             "seconds": result["seconds"],
         })  # fmt: skip
+    arms = list(dict.fromkeys(row["arm"] for row in rows))  # each model's scaffolds together, in order
+    rows.sort(key=lambda row: (arms.index(row["arm"]), SCAFFOLDS.index(row["scaffold"])))
     return {"machine": machine(), "bench": str(bench), "set": set_name, "rows": rows}
 
 
