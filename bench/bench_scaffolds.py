@@ -25,7 +25,8 @@ of a 2-core machine there, and a localization or a one-line repair needs far few
 
 The table (`OUT/summary.md`, `summary.json`): per model and scaffold the resolved count, the rate with a
 95% bootstrap interval over tasks, exit statuses and (agentless) localization recall. Each evaluation
-resumes from its folder `OUT/ARM/SCAFFOLD`; `--report` tables what is done.
+resumes from its folder `OUT/ARM/SCAFFOLD`; `--report` tables what is done. `OUT/run.json` holds the
+benchmark, the set and `--prompted`: a rerun into OUT with others is refused.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_outcomes import bootstrap, machine, mean, run_json
 from bench_swe_learning import SETS, evaluated
+
+from trajectories.config import ConfigError
+from trajectories.ledger import check_run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SCAFFOLDS = ("agent", "oracle", "agentless", "mini-swe-agent")
@@ -92,6 +96,11 @@ def main() -> None:
     results_path = out / "results.json"
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    identity = {"bench": str(args.bench.resolve()), "set": args.set, "prompted": args.prompted}
+    try:  # the rows of one table come from one benchmark, one set and one way of asking the model
+        check_run_folder(out, identity, holds_results=bool(results), option="--out")
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     if not args.report:
         for arm in arms:
             todo = [s for s in scaffolds if f"{arm}/{s}" not in results]

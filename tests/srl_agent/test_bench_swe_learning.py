@@ -139,6 +139,9 @@ def test_the_arms_checkpoints_through_other_scaffolds(two_arms, tmp_path):
     assert rows[("base", "oracle")]["model"] == "tiny-random" and "| sft | oracle |" in done.stdout
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0 and "python -m srl_agent" not in again.stdout
+    served = [*command[: command.index("--prompted")], "--prompted", "served", "--report"]
+    other = subprocess.run(served, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert other.returncode != 0 and "other settings" in other.stderr and "prompted" in other.stderr
 
 
 def test_train_single_read_leaves_out_of_training_the_experts_that_read_on(factory, tmp_path):
